@@ -1,0 +1,72 @@
+"""ckwidget: why won't this checkpoint load?
+
+Public API (heavy modules are imported on first use)::
+
+    ckpt = ckwidget.open_checkpoint(path)
+    report = ckwidget.diagnose(path_or_ckpt, model)
+    report.plan.apply(model); print(report.plan.to_code())
+    ckwidget.debug(path, model)          # the notebook widget
+    %load_ext ckwidget; %ckdebug PATH MODEL
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.1.0"
+
+_LAZY = {
+    "open_checkpoint": ("ckwidget.readers", "open_checkpoint"),
+    "Budgets": ("ckwidget.readers.budgets", "Budgets"),
+    "Checkpoint": ("ckwidget.checkpoint", "Checkpoint"),
+    "TensorInfo": ("ckwidget.checkpoint", "TensorInfo"),
+    "Finding": ("ckwidget.checkpoint", "Finding"),
+    "CheckpointError": ("ckwidget.errors", "CheckpointError"),
+    "NotACheckpointError": ("ckwidget.errors", "NotACheckpointError"),
+    "CorruptCheckpointError": ("ckwidget.errors", "CorruptCheckpointError"),
+    "BudgetExceededError": ("ckwidget.errors", "BudgetExceededError"),
+    "UnsafeCheckpointError": ("ckwidget.errors", "UnsafeCheckpointError"),
+    "FixError": ("ckwidget.errors", "FixError"),
+    "diagnose": ("ckwidget.diagnose", "diagnose"),
+    "Report": ("ckwidget.diagnose.report", "Report"),
+    "Plan": ("ckwidget.fixes", "Plan"),
+    "fixes": ("ckwidget.fixes", None),
+    "extract_weights": ("ckwidget.fixes.helpers", "extract_weights"),
+    "debug": ("ckwidget.ui", "debug"),
+}
+
+__all__ = sorted(_LAZY) + ["load_ipython_extension", "unload_ipython_extension"]
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .checkpoint import Checkpoint, Finding, TensorInfo
+    from .diagnose import diagnose
+    from .diagnose.report import Report
+    from .errors import CheckpointError
+    from .fixes import Plan
+    from .readers import open_checkpoint
+    from .ui import debug
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _LAZY:
+        raise AttributeError(f"module 'ckwidget' has no attribute {name!r}")
+    import importlib
+
+    module_name, attr = _LAZY[name]
+    module = importlib.import_module(module_name)
+    value = module if attr is None else getattr(module, attr)
+    globals()[name] = value
+    return value
+
+
+def load_ipython_extension(ipython: Any) -> None:
+    """``%load_ext ckwidget`` registers ``%ckdebug``."""
+    from .magic import register
+
+    register(ipython)
+
+
+def unload_ipython_extension(ipython: Any) -> None:
+    from .magic import unregister
+
+    unregister(ipython)
