@@ -1,0 +1,623 @@
+"""The fix kinds: small immutable values that repair a checkpoint for one model.
+
+Each fix knows three things: a sentence saying what it does (``describe``), the plain
+torch lines that do it (``code``), and a pure ``transform`` of a state dict. The same
+``transform`` runs on :class:`~ckwidget.checkpoint.TensorInfo` values (a preview that
+reads no bytes) and on real tensors (an apply), so the preview cannot drift from what
+the apply does. Key-mapping fixes (prefixes, renames) come first in a plan; per-key
+fixes name keys in the model's namespace.
+
+Load-time fixes (select-entry, map-location, allow-globals, extract-weights) change how
+the checkpoint is read, not the dict: their ``transform`` is the identity and the
+:class:`~ckwidget.fixes.plan.Plan` reads them.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
+
+from ..checkpoint import DTYPE_SIZES, TensorInfo
+from ..errors import FixError
+
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
+
+V = TypeVar("V")
+
+FLOATING_DTYPES = frozenset(
+    {"float64", "float32", "float16", "bfloat16", "float8_e4m3fn", "float8_e5m2",
+     "float8_e4m3fnuz", "float8_e5m2fnuz", "float8_e8m0fnu"}
+)
+
+
+@dataclass(frozen=True)
+class CodeContext:
+    """Variable names the generated snippet uses; fixes write their lines against these."""
+
+    sd: str = "sd"
+    model: str = "model"
+    ckpt: str = "ckpt"
+    path: str = "PATH"
+
+
+def _is_info(value: Any) -> bool:
+    return isinstance(value, TensorInfo)
+
+
+def _short(keys: tuple[str, ...], limit: int = 3) -> str:
+    shown = ", ".join(keys[:limit])
+    return shown + (f" and {len(keys) - limit} more" if len(keys) > limit else "")
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
+
+
+class _MappedSource:
+    """A TensorSource whose bytes are another source's, transformed on read."""
+
+    __slots__ = ("fn", "inner")
+
+    def __init__(self, inner: Any, fn: Callable[[Any], Any]) -> None:
+        self.inner = inner
+        self.fn = fn
+
+    def load(self) -> torch.Tensor:
+        return self.fn(self.inner.load())
+
+
+def _mapped(info: TensorInfo, fn: Callable[[Any], Any], **changes: Any) -> TensorInfo:
+    source = _MappedSource(info.source, fn) if info.source is not None else None
+    return replace(info, source=source, **changes)
+
+
+@dataclass(frozen=True)
+class Fix:
+    """Base of every fix kind. Subclasses are frozen dataclasses, hashable and comparable."""
+
+    kind: ClassVar[str] = ""
+    load_time: ClassVar[bool] = False  # changes how the file is read, not the dict
+    maps_keys: ClassVar[bool] = False  # renames keys (runs before per-key fixes)
+
+    def describe(self) -> str:  # pragma: no cover - every kind overrides
+        raise NotImplementedError
+
+    def code(self, ctx: CodeContext = CodeContext()) -> list[str]:
+        """Plain torch lines doing this fix on ``ctx.sd`` (load-time fixes: see Plan)."""
+        return []
+
+    def transform(self, entries: dict[str, V], model: Mapping[str, TensorInfo]) -> dict[str, V]:
+        """The state dict after this fix; identity for load-time fixes."""
+        return dict(entries)
+
+    def problems(
+        self, entries: Mapping[str, Any], model: Mapping[str, TensorInfo]
+    ) -> list[str]:
+        """Why this fix no longer applies to ``entries`` (the dict it would receive)."""
+        return []
+
+    def __str__(self) -> str:
+        return self.describe()
+
+
+# -- load-time fixes -------------------------------------------------------------------
+
+
+def entry_expr(var: str, entry: str) -> str:
+    """``ckpt["state_dict"]["model"]`` for the dotted container path "state_dict.model"."""
+    expr = var
+    for part in entry.split(".") if entry else []:
+        expr += f"[{int(part)}]" if part.isdigit() else f"[{part!r}]"
+    return expr
+
+
+@dataclass(frozen=True)
+class SelectEntry(Fix):
+    """Read the model weights from one container of the checkpoint ("" is the top level)."""
+
+    entry: str
+    kind: ClassVar[str] = "select-entry"
+    load_time: ClassVar[bool] = True
+
+    def describe(self) -> str:
+        if not self.entry:
+            return "Use the checkpoint's top level as the state dict."
+        return f"Use the weights stored under {self.entry!r} in the checkpoint."
+
+    def code(self, ctx: CodeContext = CodeContext()) -> list[str]:
+        return [f"{ctx.sd} = {entry_expr(ctx.ckpt, self.entry)}"]
+
+
+@dataclass(frozen=True)
+class MapLocation(Fix):
+    """Load tensors onto ``device`` (a CUDA-saved file on a CPU machine)."""
+
+    device: str = "cpu"
+    kind: ClassVar[str] = "map-location"
+    load_time: ClassVar[bool] = True
+
+    def describe(self) -> str:
+        return f"Load every tensor onto {self.device!r} (map_location={self.device!r})."
+
+    def code(self, ctx: CodeContext = CodeContext()) -> list[str]:
+        return [f"map_location = {self.device!r}"]
+
+
+@dataclass(frozen=True)
+class AllowGlobals(Fix):
+    """Let torch.load(weights_only=True) accept these harmless globals by exact name."""
+
+    names: tuple[str, ...]
+    kind: ClassVar[str] = "allow-globals"
+    load_time: ClassVar[bool] = True
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "names", tuple(self.names))
+        for name in self.names:
+            if not re.fullmatch(r"[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)+", name):
+                raise FixError(f"{name!r} is not a dotted global name like 'module.Class'.")
+
+    def describe(self) -> str:
+        return (
+            f"Allow {_plural(len(self.names), 'global')} the file needs "
+            f"({_short(self.names)}) in torch.load's weights-only mode."
+        )
+
+    def code(self, ctx: CodeContext = CodeContext()) -> list[str]:
+        lines = [import_line(n) for n in self.names]
+        names = ", ".join(n.rsplit(".", 1)[1] for n in self.names)
+        lines.append(f"with torch.serialization.safe_globals([{names}]):")
+        return lines
+
+
+def import_line(dotted: str) -> str:
+    module, name = dotted.rsplit(".", 1)
+    return f"from {module} import {name}"
+
+
+@dataclass(frozen=True)
+class ExtractWeights(Fix):
+    """Take the tensors out of a whole pickled nn.Module, without unpickling it."""
+
+    kind: ClassVar[str] = "extract-weights"
+    load_time: ClassVar[bool] = True
+
+    def describe(self) -> str:
+        return (
+            "Take the weights out of the pickled model object (read safely, without "
+            "importing its class) as a state dict."
+        )
+
+    def code(self, ctx: CodeContext = CodeContext()) -> list[str]:
+        return [f"{ctx.sd} = ckwidget.extract_weights({ctx.path})"]
+
+
+# -- key-mapping fixes -----------------------------------------------------------------
+
+
+def _remap(entries: dict[str, V], fn: Callable[[str], str]) -> dict[str, V]:
+    return {fn(k): v for k, v in entries.items()}
+
+
+def _collisions(keys: list[str], fn: Callable[[str], str]) -> list[str]:
+    seen: dict[str, str] = {}
+    clashes = []
+    for k in keys:
+        new = fn(k)
+        if new in seen:
+            clashes.append(f"{seen[new]!r} and {k!r} would both become {new!r}")
+        seen[new] = k
+    return clashes
+
+
+@dataclass(frozen=True)
+class StripPrefix(Fix):
+    """Remove a prefix such as "module." (DataParallel) from every key that has it."""
+
+    prefix: str
+    kind: ClassVar[str] = "strip-prefix"
+    maps_keys: ClassVar[bool] = True
+
+    def describe(self) -> str:
+        return f"Remove the prefix {self.prefix!r} from the checkpoint's keys."
+
+    def code(self, ctx: CodeContext = CodeContext()) -> list[str]:
+        return [f"{ctx.sd} = {{k.removeprefix({self.prefix!r}): v for k, v in {ctx.sd}.items()}}"]
+
+    def key(self, k: str) -> str:
+        return k.removeprefix(self.prefix)
+
+    def transform(self, entries: dict[str, V], model: Mapping[str, TensorInfo]) -> dict[str, V]:
+        return _remap(entries, self.key)
+
+    def problems(self, entries: Mapping[str, Any], model: Mapping[str, TensorInfo]) -> list[str]:
+        if not any(k.startswith(self.prefix) for k in entries):
+            return [f"No checkpoint key starts with {self.prefix!r}, so there is nothing to strip."]
+        return [f"Stripping {self.prefix!r}: {c}." for c in _collisions(list(entries), self.key)]
+
+
+@dataclass(frozen=True)
+class AddPrefix(Fix):
+    """Put a prefix such as "model." in front of every key."""
+
+    prefix: str
+    kind: ClassVar[str] = "add-prefix"
+    maps_keys: ClassVar[bool] = True
+
+    def describe(self) -> str:
+        return f"Add the prefix {self.prefix!r} to every checkpoint key."
+
+    def code(self, ctx: CodeContext = CodeContext()) -> list[str]:
+        return [f"{ctx.sd} = {{{self.prefix!r} + k: v for k, v in {ctx.sd}.items()}}"]
+
+    def key(self, k: str) -> str:
+        return self.prefix + k
+
+    def transform(self, entries: dict[str, V], model: Mapping[str, TensorInfo]) -> dict[str, V]:
+        return _remap(entries, self.key)
+
+    def problems(self, entries: Mapping[str, Any], model: Mapping[str, TensorInfo]) -> list[str]:
+        if not entries:
+            return ["The checkpoint has no keys to add a prefix to."]
+        return []
+
+
+@dataclass(frozen=True)
+class RenameKeys(Fix):
+    """Rename keys by exact pairs, then by (regex, replacement) pairs for the others."""
+
+    mapping: tuple[tuple[str, str], ...] = ()
+    patterns: tuple[tuple[str, str], ...] = ()
+    kind: ClassVar[str] = "rename-keys"
+    maps_keys: ClassVar[bool] = True
+
+    def __post_init__(self) -> None:
+        mapping = self.mapping.items() if isinstance(self.mapping, Mapping) else self.mapping
+        object.__setattr__(self, "mapping", tuple((str(a), str(b)) for a, b in mapping))
+        object.__setattr__(self, "patterns", tuple((str(a), str(b)) for a, b in self.patterns))
+        for pattern, _ in self.patterns:
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                raise FixError(
+                    f"The rename pattern {pattern!r} is not a valid regex: {exc}."
+                ) from None
+
+    def describe(self) -> str:
+        parts = []
+        if self.mapping:
+            old, new = self.mapping[0]
+            more = f" and {len(self.mapping) - 1} more" if len(self.mapping) > 1 else ""
+            parts.append(f"{old!r} -> {new!r}{more}")
+        parts += [f"{p!r} -> {r!r}" for p, r in self.patterns[:2]]
+        n = len(self.mapping) + len(self.patterns)
+        return f"Rename checkpoint keys ({_plural(n, 'rule')}: {'; '.join(parts)})."
+
+    def code(self, ctx: CodeContext = CodeContext()) -> list[str]:
+        lines = []
+        if self.mapping:
+            lines.append("renames = {")
+            lines += [f"    {a!r}: {b!r}," for a, b in self.mapping]
+            lines.append("}")
+        if self.patterns and not self.mapping:
+            body = "k"
+            for p, r in self.patterns:
+                body = f"re.sub({p!r}, {r!r}, {body})"
+            lines.append(f"{ctx.sd} = {{{body}: v for k, v in {ctx.sd}.items()}}")
+            return lines
+        if self.patterns:
+            lines.append("patterns = [")
+            lines += [f"    ({p!r}, {r!r})," for p, r in self.patterns]
+            lines.append("]")
+            lines += [
+                "",
+                "def rename(k):",
+                "    if k in renames:",
+                "        return renames[k]",
+                "    for pattern, replacement in patterns:",
+                "        k = re.sub(pattern, replacement, k)",
+                "    return k",
+                "",
+                f"{ctx.sd} = {{rename(k): v for k, v in {ctx.sd}.items()}}",
+            ]
+            return lines
+        lines.append(f"{ctx.sd} = {{renames.get(k, k): v for k, v in {ctx.sd}.items()}}")
+        return lines
+
+    def key(self, k: str) -> str:
+        exact = dict(self.mapping)
+        if k in exact:
+            return exact[k]
+        for pattern, replacement in self.patterns:
+            k = re.sub(pattern, replacement, k)
+        return k
+
+    def transform(self, entries: dict[str, V], model: Mapping[str, TensorInfo]) -> dict[str, V]:
+        exact = dict(self.mapping)
+        compiled = [(re.compile(p), r) for p, r in self.patterns]
+
+        def fn(k: str) -> str:
+            if k in exact:
+                return exact[k]
+            for pattern, replacement in compiled:
+                k = pattern.sub(replacement, k)
+            return k
+
+        return _remap(entries, fn)
+
+    def problems(self, entries: Mapping[str, Any], model: Mapping[str, TensorInfo]) -> list[str]:
+        out = []
+        absent = [a for a, _ in self.mapping if a not in entries]
+        if self.mapping and len(absent) == len(self.mapping) and not self.patterns:
+            out.append(
+                f"None of the keys to rename is in the checkpoint ({_short(tuple(absent))})."
+            )
+        out += [f"Renaming: {c}." for c in _collisions(list(entries), self.key)]
+        return out
+
+
+# -- per-key fixes (model namespace) ---------------------------------------------------
+
+
+def _absent(keys: tuple[str, ...], entries: Mapping[str, Any], what: str) -> list[str]:
+    gone = tuple(k for k in keys if k not in entries)
+    if not gone:
+        return []
+    return [f"{what}: the checkpoint has no key {_short(gone)} (after the earlier fixes)."]
+
+
+@dataclass(frozen=True)
+class Transpose(Fix):
+    """Transpose 2-D weights stored the other way round (HF Conv1D vs nn.Linear)."""
+
+    keys: tuple[str, ...]
+    kind: ClassVar[str] = "transpose"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "keys", tuple(self.keys))
+
+    def describe(self) -> str:
+        return f"Transpose {_plural(len(self.keys), 'weight')} ({_short(self.keys)})."
+
+    def code(self, ctx: CodeContext = CodeContext()) -> list[str]:
+        keys = ", ".join(repr(k) for k in self.keys)
+        return [
+            f"for k in [{keys}]:",
+            f"    {ctx.sd}[k] = {ctx.sd}[k].t().contiguous()",
+        ]
+
+    def transform(self, entries: dict[str, V], model: Mapping[str, TensorInfo]) -> dict[str, V]:
+        out = dict(entries)
+        for k in self.keys:
+            if k not in out:
+                raise FixError(f"Cannot transpose {k!r}: the checkpoint has no such key.")
+            v: Any = out[k]
+            if len(v.shape) != 2:
+                raise FixError(
+                    f"Cannot transpose {k!r}: it has {len(v.shape)} dimensions, not 2."
+                )
+            if _is_info(v):
+                out[k] = _mapped(v, _transpose, shape=tuple(reversed(v.shape)))  # type: ignore[assignment]
+            else:
+                out[k] = _transpose(v)
+        return out
+
+    def problems(self, entries: Mapping[str, Any], model: Mapping[str, TensorInfo]) -> list[str]:
+        out = _absent(self.keys, entries, "transpose")
+        bad = tuple(k for k in self.keys if k in entries and len(entries[k].shape) != 2)
+        if bad:
+            out.append(f"transpose: {_short(bad)} is not 2-D.")
+        return out
+
+
+def _transpose(t: torch.Tensor) -> torch.Tensor:
+    return t.t().contiguous()
+
+
+@dataclass(frozen=True)
+class DropKeys(Fix):
+    """Leave some checkpoint keys out and load the rest (partial loading, strict=False).
+
+    ``keys`` may be empty: the plan then only opts in to partial loading, and the
+    model tensors the checkpoint lacks keep their initial values.
+    """
+
+    keys: tuple[str, ...] = ()
+    reason: str = ""
+    kind: ClassVar[str] = "drop-keys"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "keys", tuple(self.keys))
+
+    def describe(self) -> str:
+        why = f" ({self.reason})" if self.reason else ""
+        if not self.keys:
+            return f"Load what matches and keep the model's initial values for the rest{why}."
+        return (
+            f"Skip {_plural(len(self.keys), 'checkpoint key')} ({_short(self.keys)}){why} "
+            "and load the rest with strict=False."
+        )
+
+    def code(self, ctx: CodeContext = CodeContext()) -> list[str]:
+        if not self.keys:
+            return []
+        lines = ["drop = {"]
+        lines += [f"    {k!r}," for k in self.keys]
+        lines.append("}")
+        lines.append(f"{ctx.sd} = {{k: v for k, v in {ctx.sd}.items() if k not in drop}}")
+        return lines
+
+    def transform(self, entries: dict[str, V], model: Mapping[str, TensorInfo]) -> dict[str, V]:
+        drop = set(self.keys)
+        return {k: v for k, v in entries.items() if k not in drop}
+
+    def problems(self, entries: Mapping[str, Any], model: Mapping[str, TensorInfo]) -> list[str]:
+        if self.keys and not any(k in entries for k in self.keys):
+            return [f"drop-keys: none of {_short(self.keys)} is in the checkpoint."]
+        return []
+
+
+def torch_dtype(name: str) -> torch.dtype:
+    import torch
+
+    dtype = getattr(torch, name, None)
+    if not isinstance(dtype, torch.dtype):
+        raise FixError(f"{name!r} is not a torch dtype.")
+    return dtype
+
+
+@dataclass(frozen=True)
+class CastDtype(Fix):
+    """Convert tensors to ``dtype`` (all floating ones when ``keys`` is empty)."""
+
+    dtype: str
+    keys: tuple[str, ...] = ()
+    kind: ClassVar[str] = "cast-dtype"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "dtype", str(self.dtype).removeprefix("torch."))
+        object.__setattr__(self, "keys", tuple(self.keys))
+        if self.dtype not in DTYPE_SIZES:
+            raise FixError(f"{self.dtype!r} is not a dtype ckwidget knows.")
+
+    def describe(self) -> str:
+        which = (
+            "every floating-point tensor"
+            if not self.keys
+            else f"{_plural(len(self.keys), 'tensor')} ({_short(self.keys)})"
+        )
+        return f"Convert {which} to {self.dtype}."
+
+    def code(self, ctx: CodeContext = CodeContext()) -> list[str]:
+        to = f"v.to(torch.{self.dtype})"
+        if not self.keys:
+            return [
+                f"{ctx.sd} = {{k: {to} if v.is_floating_point() else v "
+                f"for k, v in {ctx.sd}.items()}}"
+            ]
+        keys = ", ".join(repr(k) for k in self.keys)
+        return [
+            f"cast = {{{keys}}}",
+            f"{ctx.sd} = {{k: {to} if k in cast else v for k, v in {ctx.sd}.items()}}",
+        ]
+
+    def _selected(self, k: str, v: Any) -> bool:
+        if self.keys:
+            return k in self.keys
+        if _is_info(v):
+            return v.dtype in FLOATING_DTYPES
+        return bool(v.is_floating_point())
+
+    def transform(self, entries: dict[str, V], model: Mapping[str, TensorInfo]) -> dict[str, V]:
+        out: dict[str, Any] = {}
+        size = DTYPE_SIZES[self.dtype]
+        for k, v in entries.items():
+            if not self._selected(k, v):
+                out[k] = v
+            elif _is_info(v):
+                dtype = torch_dtype_lazy(self.dtype)
+                out[k] = _mapped(v, dtype, dtype=self.dtype, nbytes=v.numel * size)  # type: ignore[attr-defined]
+            else:
+                out[k] = v.to(torch_dtype(self.dtype))  # type: ignore[attr-defined]
+        return out
+
+    def problems(self, entries: Mapping[str, Any], model: Mapping[str, TensorInfo]) -> list[str]:
+        return _absent(self.keys, entries, "cast-dtype")
+
+
+def torch_dtype_lazy(name: str) -> Callable[[torch.Tensor], torch.Tensor]:
+    """A function casting to ``name``, resolving the dtype only when called."""
+
+    def cast(t: torch.Tensor) -> torch.Tensor:
+        return t.to(torch_dtype(name))
+
+    return cast
+
+
+def resize_into(current: torch.Tensor, stored: torch.Tensor) -> torch.Tensor:
+    """A copy of the model's ``current`` tensor with the overlapping slice from ``stored``."""
+    new = current.detach().clone()
+    overlap = tuple(slice(0, min(a, b)) for a, b in zip(new.shape, stored.shape))
+    new[overlap] = stored[overlap]
+    return new
+
+
+@dataclass(frozen=True)
+class ResizeCopy(Fix):
+    """Copy the overlapping slice of resized tensors; the rest keeps the model's values."""
+
+    keys: tuple[str, ...]
+    kind: ClassVar[str] = "resize-copy"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "keys", tuple(self.keys))
+
+    def describe(self) -> str:
+        return (
+            f"Copy the overlapping part of {_plural(len(self.keys), 'resized tensor')} "
+            f"({_short(self.keys)}); the rest keeps the model's current values."
+        )
+
+    def code(self, ctx: CodeContext = CodeContext()) -> list[str]:
+        keys = ", ".join(repr(k) for k in self.keys)
+        return [
+            f"current = {ctx.model}.state_dict()",
+            f"for k in [{keys}]:",
+            "    new = current[k].detach().clone()",
+            f"    old = {ctx.sd}[k]",
+            "    overlap = tuple(slice(0, min(a, b)) for a, b in zip(new.shape, old.shape))",
+            "    new[overlap] = old[overlap]",
+            f"    {ctx.sd}[k] = new",
+        ]
+
+    def transform(self, entries: dict[str, V], model: Mapping[str, TensorInfo]) -> dict[str, V]:
+        out: dict[str, Any] = dict(entries)
+        for k in self.keys:
+            if k not in out or k not in model:
+                side = "checkpoint" if k not in out else "model"
+                raise FixError(f"Cannot resize {k!r}: the {side} has no such key.")
+            v, m = out[k], model[k]
+            if len(v.shape) != len(m.shape):
+                raise FixError(
+                    f"Cannot resize {k!r}: the checkpoint has {len(v.shape)} dimensions "
+                    f"and the model {len(m.shape)}."
+                )
+            if _is_info(v):
+                out[k] = replace(m, source=None)
+                continue
+            if m.source is None or m.layout == "meta" or m.device == "meta":
+                raise FixError(
+                    f"Cannot resize {k!r}: the model's tensor has no values to keep "
+                    "(meta device); materialise the model first."
+                )
+            out[k] = resize_into(m.source.load(), v)
+        return out
+
+    def problems(self, entries: Mapping[str, Any], model: Mapping[str, TensorInfo]) -> list[str]:
+        out = _absent(self.keys, entries, "resize-copy")
+        out += [f"resize-copy: the model has no tensor {k!r}." for k in self.keys if k not in model]
+        bad = tuple(
+            k for k in self.keys
+            if k in entries and k in model and len(entries[k].shape) != len(model[k].shape)
+        )
+        if bad:
+            out.append(f"resize-copy: {_short(bad)} has a different number of dimensions.")
+        return out
+
+
+FIX_KINDS: dict[str, type[Fix]] = {
+    cls.kind: cls
+    for cls in (
+        SelectEntry, StripPrefix, AddPrefix, RenameKeys, Transpose, DropKeys,
+        MapLocation, CastDtype, AllowGlobals, ExtractWeights, ResizeCopy,
+    )
+}
+
+__all__ = [
+    "FIX_KINDS", "AddPrefix", "AllowGlobals", "CastDtype", "CodeContext", "DropKeys",
+    "ExtractWeights", "Fix", "MapLocation", "RenameKeys", "ResizeCopy", "SelectEntry",
+    "StripPrefix", "Transpose",
+]
