@@ -1,0 +1,227 @@
+"""Sampled tensor statistics for the widget's plots.
+
+Why sampled: a checkpoint can hold gigabytes; plots need only a picture. Each tensor
+contributes at most ``max_elements`` values, taken at an even stride through its
+flattened storage, so the bytes touched per tensor are bounded (the reader memory-maps
+the file, so only the sampled pages are read). NaN/Inf counts, mean, std and abs-max
+are computed over the sample; ``exact`` says whether the sample was the whole tensor.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
+
+    from .checkpoint import Checkpoint
+
+MAX_ELEMENTS = 65_536
+"""Default cap on sampled elements per tensor (256 KiB of float32)."""
+
+_UNSUPPORTED_LAYOUTS = {"meta", "sparse_coo", "nested", "subclass"}
+
+
+@dataclass(frozen=True)
+class TensorStats:
+    """Summary of one tensor, from a bounded sample of its values."""
+
+    key: str
+    shape: tuple[int, ...]
+    dtype: str
+    numel: int
+    sampled: int
+    nan: int
+    inf: int
+    mean: float
+    std: float
+    absmax: float
+    minimum: float
+    maximum: float
+    error: str = ""
+
+    @property
+    def exact(self) -> bool:
+        """True when every element was looked at (counts are exact, not estimates)."""
+        return self.sampled == self.numel
+
+    @property
+    def nonfinite(self) -> int:
+        return self.nan + self.inf
+
+
+def sample_tensor(tensor: torch.Tensor, max_elements: int = MAX_ELEMENTS) -> np.ndarray:
+    """At most ``max_elements`` values of ``tensor`` as float64, evenly strided.
+
+    Contiguous tensors are sampled through a strided view, so a memory-mapped tensor
+    only pages in what is sampled. Integer and boolean tensors are converted to float;
+    complex tensors contribute their magnitudes; quantized ones are dequantized.
+    """
+    import torch
+
+    t = tensor.detach()
+    if t.is_meta or t.is_sparse:
+        raise ValueError("a meta or sparse tensor has no values to sample")
+    if t.is_quantized:
+        t = t.dequantize()
+    n = t.numel()
+    if n == 0:
+        return np.empty(0, dtype=np.float64)
+    cap = max(1, max_elements)
+    flat = t.reshape(-1) if t.is_contiguous() else _strided_rows(t, math.ceil(n / cap))
+    step = max(1, math.ceil(flat.numel() / cap))
+    sample = flat[::step][:cap] if flat.numel() > cap else flat
+    if sample.device.type != "cpu":
+        sample = sample.cpu()
+    if sample.is_complex():
+        sample = sample.abs()
+    if sample.dtype != torch.float64:
+        sample = sample.to(torch.float64)
+    return sample.contiguous().numpy()
+
+
+def _strided_rows(t: torch.Tensor, step: int) -> torch.Tensor:
+    """A flat sample of a non-contiguous tensor without copying all of it."""
+    if t.dim() >= 2 and t.shape[0] > 1 and step > 1:
+        row_step = max(1, min(t.shape[0], step))
+        return t[::row_step].reshape(-1)
+    return t.reshape(-1)
+
+
+def stats_of(
+    key: str, tensor: torch.Tensor, max_elements: int = MAX_ELEMENTS
+) -> TensorStats:
+    """Statistics of one live tensor, from a bounded sample."""
+    shape = tuple(int(s) for s in tensor.shape)
+    dtype = str(tensor.dtype).removeprefix("torch.")
+    try:
+        values = sample_tensor(tensor, max_elements)
+    except (ValueError, RuntimeError, TypeError) as exc:
+        return _failed(key, shape, dtype, int(tensor.numel()), str(exc))
+    return summarise(key, shape, dtype, int(tensor.numel()), values)
+
+
+def summarise(
+    key: str, shape: tuple[int, ...], dtype: str, numel: int, values: np.ndarray
+) -> TensorStats:
+    """TensorStats from already-sampled values (finite statistics ignore NaN/Inf)."""
+    nan_mask = np.isnan(values)
+    inf_mask = np.isinf(values)
+    finite = values[~(nan_mask | inf_mask)]
+    if finite.size:
+        mean, std = float(finite.mean()), float(finite.std())
+        lo, hi = float(finite.min()), float(finite.max())
+        absmax = max(abs(lo), abs(hi))
+    else:
+        mean = std = absmax = lo = hi = float("nan")
+    return TensorStats(
+        key, shape, dtype, numel, int(values.size), int(nan_mask.sum()),
+        int(inf_mask.sum()), mean, std, absmax, lo, hi,
+    )
+
+
+def _failed(key: str, shape: tuple[int, ...], dtype: str, numel: int, why: str) -> TensorStats:
+    nan = float("nan")
+    return TensorStats(key, shape, dtype, numel, 0, 0, 0, nan, nan, nan, nan, nan, why)
+
+
+def checkpoint_sample(
+    ckpt: Checkpoint, full_key: str, max_elements: int = MAX_ELEMENTS
+) -> np.ndarray:
+    """Sampled values of one checkpoint tensor, read on demand through the reader."""
+    info = ckpt.tensors[full_key]
+    if info.layout in _UNSUPPORTED_LAYOUTS:
+        raise ValueError(f"{info.layout} tensors have no values to sample")
+    return sample_tensor(ckpt.read(full_key), max_elements)
+
+
+def checkpoint_stats(
+    ckpt: Checkpoint, full_key: str, max_elements: int = MAX_ELEMENTS
+) -> TensorStats:
+    """Statistics of one checkpoint tensor; a tensor that cannot be read says why."""
+    from .errors import CheckpointError
+
+    info = ckpt.tensors[full_key]
+    try:
+        values = checkpoint_sample(ckpt, full_key, max_elements)
+    except (CheckpointError, ValueError, RuntimeError, TypeError, OSError) as exc:
+        return _failed(full_key, info.shape, info.dtype, info.numel, str(exc))
+    return summarise(full_key, info.shape, info.dtype, info.numel, values)
+
+
+def collect_stats(
+    items: Iterable[tuple[str, Callable[[], TensorStats]]],
+    *,
+    progress: Callable[[int, int], None] | None = None,
+    cancel: threading.Event | None = None,
+) -> list[TensorStats]:
+    """Run per-tensor statistic jobs in order, reporting progress; stops early on cancel."""
+    jobs = list(items)
+    out: list[TensorStats] = []
+    for i, (_key, job) in enumerate(jobs):
+        if cancel is not None and cancel.is_set():
+            break
+        out.append(job())
+        if progress is not None:
+            progress(i + 1, len(jobs))
+    return out
+
+
+def model_stats(
+    tensors: Mapping[str, Any],
+    keys: Iterable[str] | None = None,
+    max_elements: int = MAX_ELEMENTS,
+) -> dict[str, TensorStats]:
+    """Statistics of a model's current tensors (``model.state_dict()``), by key."""
+    wanted = tensors.keys() if keys is None else [k for k in keys if k in tensors]
+    return {k: stats_of(k, tensors[k], max_elements) for k in wanted}
+
+
+@dataclass(frozen=True)
+class Histogram:
+    """Counts of two samples over shared bin edges, so they can be overlaid."""
+
+    edges: np.ndarray
+    counts: dict[str, np.ndarray]
+
+    @property
+    def centers(self) -> np.ndarray:
+        return (self.edges[:-1] + self.edges[1:]) / 2
+
+
+def shared_histogram(samples: Mapping[str, np.ndarray], bins: int = 60) -> Histogram:
+    """Histogram each named sample over one common range (finite values only)."""
+    finite = {name: v[np.isfinite(v)] for name, v in samples.items()}
+    nonempty = [v for v in finite.values() if v.size]
+    if not nonempty:
+        edges = np.linspace(-1.0, 1.0, bins + 1)
+    else:
+        lo = min(float(v.min()) for v in nonempty)
+        hi = max(float(v.max()) for v in nonempty)
+        if lo == hi:
+            lo, hi = lo - 0.5, hi + 0.5
+        edges = np.linspace(lo, hi, bins + 1)
+    counts = {name: np.histogram(v, bins=edges)[0] for name, v in finite.items()}
+    return Histogram(edges, counts)
+
+
+def stats_table(stats: Iterable[TensorStats]) -> Any:
+    """A pandas DataFrame of statistics, one row per tensor (for plots and tests)."""
+    import pandas as pd
+
+    rows = [
+        {
+            "key": s.key, "numel": s.numel, "sampled": s.sampled, "nan": s.nan,
+            "inf": s.inf, "mean": s.mean, "std": s.std, "absmax": s.absmax,
+            "error": s.error,
+        }
+        for s in stats
+    ]
+    cols = ["key", "numel", "sampled", "nan", "inf", "mean", "std", "absmax", "error"]
+    return pd.DataFrame(rows, columns=cols)
