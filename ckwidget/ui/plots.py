@@ -1,0 +1,162 @@
+"""Plotly figures for the Distributions tab, built from :mod:`ckwidget.stats` results.
+
+Why separate: figures are pure functions of numbers, testable without a front end.
+``figure_container`` picks ``go.FigureWidget`` when anywidget is installed (plotly 6+
+needs it) and otherwise an ``Output`` that displays a static ``go.Figure``.
+"""
+
+from __future__ import annotations
+
+import html
+from collections.abc import Sequence
+from typing import Any
+
+from ..stats import Histogram, TensorStats
+
+CKPT_COLOUR = "#3366cc"
+
+
+def esc(text: str) -> str:
+    """Plotly renders a subset of HTML in labels; keys from files must stay text."""
+    return html.escape(str(text), quote=False)
+
+
+MODEL_COLOUR = "#ff9900"
+
+
+def _go() -> Any:
+    import plotly.graph_objects as go
+
+    return go
+
+
+def has_anywidget() -> bool:
+    try:
+        import anywidget  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def histogram_figure(hist: Histogram, title: str) -> Any:
+    """Overlaid histograms (checkpoint vs model) over shared bins."""
+    go = _go()
+    fig = go.Figure()
+    colours = {"checkpoint": CKPT_COLOUR, "model": MODEL_COLOUR}
+    width = float(hist.edges[1] - hist.edges[0]) if len(hist.edges) > 1 else 1.0
+    for name, counts in hist.counts.items():
+        fig.add_trace(
+            go.Bar(
+                x=hist.centers.tolist(), y=counts.tolist(), width=width, name=name,
+                opacity=0.55, marker_color=colours.get(name),
+            )
+        )
+    fig.update_layout(
+        barmode="overlay", title=dict(text=esc(title), font=dict(size=13)), height=320,
+        margin=dict(l=50, r=20, t=40, b=40), legend=dict(orientation="h", y=1.12, x=1,
+                                                         xanchor="right"),
+        xaxis_title="value (sampled)", yaxis_title="count",
+    )
+    return fig
+
+
+def layer_figure(
+    checkpoint: Sequence[TensorStats], model: dict[str, TensorStats], labels: dict[str, str]
+) -> Any:
+    """Per-tensor mean, std and abs-max across the model, checkpoint vs current model.
+
+    ``labels`` maps each checkpoint stat's key to the model key it is compared with.
+    """
+    go = _go()
+    from plotly.subplots import make_subplots
+
+    fig = make_subplots(rows=3, cols=1, shared_xaxes=True, vertical_spacing=0.06,
+                        subplot_titles=("mean", "std", "abs-max"))
+    names = [labels.get(s.key, s.key) for s in checkpoint]
+    shown = [esc(n) for n in names]
+    x = list(range(len(checkpoint)))
+    for row, attr in enumerate(("mean", "std", "absmax"), start=1):
+        ck_vals = [_finite(getattr(s, attr)) for s in checkpoint]
+        fig.add_trace(
+            go.Scatter(x=x, y=ck_vals, mode="lines+markers", name="checkpoint",
+                       text=shown, hovertemplate="%{text}<br>%{y:.4g}<extra>checkpoint</extra>",
+                       line=dict(color=CKPT_COLOUR), marker=dict(size=4),
+                       showlegend=row == 1),
+            row=row, col=1,
+        )
+        model_vals = [
+            _finite(getattr(model[n], attr)) if n in model else None for n in names
+        ]
+        if any(v is not None for v in model_vals):
+            fig.add_trace(
+                go.Scatter(x=x, y=model_vals, mode="lines+markers", name="model",
+                           text=shown, hovertemplate="%{text}<br>%{y:.4g}<extra>model</extra>",
+                           line=dict(color=MODEL_COLOUR, dash="dot"), marker=dict(size=4),
+                           showlegend=row == 1),
+                row=row, col=1,
+            )
+    fig.update_layout(height=520, margin=dict(l=50, r=20, t=40, b=40),
+                      legend=dict(orientation="h", y=1.08, x=1, xanchor="right"))
+    fig.update_xaxes(title_text="tensor (file order)", row=3, col=1)
+    return fig
+
+
+def nonfinite_figure(stats: Sequence[TensorStats], limit: int = 40) -> Any:
+    """NaN and Inf counts (in the sampled values) of the tensors that have any."""
+    go = _go()
+    bad = sorted((s for s in stats if s.nonfinite), key=lambda s: -s.nonfinite)[:limit]
+    fig = go.Figure()
+    if bad:
+        keys = [esc(s.key) for s in bad]
+        fig.add_trace(go.Bar(y=keys, x=[s.nan for s in bad], name="NaN", orientation="h",
+                             marker_color="#d62728"))
+        fig.add_trace(go.Bar(y=keys, x=[s.inf for s in bad], name="Inf", orientation="h",
+                             marker_color="#9467bd"))
+        title = f"NaN / Inf in sampled values: {len(bad)} tensor(s)"
+    else:
+        title = f"No NaN or Inf in the sampled values of {len(stats)} tensor(s)"
+    fig.update_layout(barmode="stack", title=dict(text=title, font=dict(size=13)),
+                      height=max(160, 60 + 22 * len(bad)),
+                      margin=dict(l=50, r=20, t=40, b=30), yaxis=dict(automargin=True))
+    return fig
+
+
+def _finite(v: float) -> float | None:
+    return v if v == v and abs(v) != float("inf") else None
+
+
+class FigureHolder:
+    """Shows a figure: a live ``FigureWidget`` when possible, else a static figure."""
+
+    def __init__(self, css_class: str) -> None:
+        import ipywidgets as w
+
+        self.live = has_anywidget()
+        self.box = w.VBox()
+        self.box.add_class(css_class)
+        self._fw: Any = None
+
+    def show(self, fig: Any) -> None:
+        import ipywidgets as w
+
+        if self.live:
+            go = _go()
+            if self._fw is None:
+                self._fw = go.FigureWidget(fig)
+                self.box.children = (self._fw,)
+            else:
+                with self._fw.batch_update():
+                    self._fw.data = ()
+                    self._fw.add_traces(list(fig.data))
+                    self._fw.layout = fig.layout
+            return
+        out = w.Output()
+        with out:
+            from IPython.display import display
+
+            display(fig)
+        self.box.children = (out,)
+
+    @property
+    def figure(self) -> Any:
+        return self._fw

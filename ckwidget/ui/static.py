@@ -1,0 +1,67 @@
+"""A static HTML report: the widget's content for front ends without widget support."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from . import render
+from .export import code_html
+from .style import esc, style_tag
+from .table import KeyTable
+
+
+def static_html(report: Any, plan: Any = None, model_name: str = "model") -> str:
+    """Header, findings, the first page of the key table and the plan's code; escaped."""
+    plan = report.plan if plan is None else plan
+    status = str(getattr(report, "status", "broken"))
+    page = KeyTable(report.table).page(0)
+    try:
+        code = plan.to_code(model_name=model_name)
+    except Exception as exc:  # the report must still render
+        code = f"# the code could not be generated: {exc}"
+    fixes = list(plan.fixes)
+    plan_items = "".join(f"<li>{esc(render.fix_text(f))}</li>" for f in fixes)
+    plan_block = (f"<ul>{plan_items}</ul>" if fixes
+                  else '<div class="ck-hint">No fixes needed.</div>')
+    return (
+        f'{style_tag()}<div class="ck-root ck-static">'
+        f'<div class="ck-header ck-status-{esc(status)}">{render.header_html(report)}'
+        f'<div class="ck-headline">{render.headline_html(report)}</div>'
+        f'<div class="ck-planline">{render.plan_line(report, None, len(fixes))}</div></div>'
+        f"<h4>Diagnosis</h4>{render.findings_html(report.findings, fixes)}"
+        f"<h4>Plan</h4>{plan_block}"
+        f'<div class="ck-snippet">{code_html(code)}</div>'
+        f"<h4>Keys</h4><div class=\"ck-hint\">{esc(page.summary)}</div>"
+        f'<div class="ck-table">{page.html}</div></div>'
+    )
+
+
+class StaticReport:
+    """What ``ck.debug(..., static=True)`` returns: a Report shown as plain HTML."""
+
+    def __init__(self, report: Any, model_name: str = "model") -> None:
+        self.report = report
+        self.plan = report.plan
+        self.model_name = model_name
+        self._shown_at: int | None = None
+
+    def to_html(self) -> str:
+        return static_html(self.report, self.plan, self.model_name)
+
+    def _repr_html_(self) -> str:
+        return self.to_html()
+
+    def _ipython_display_(self) -> None:
+        from .export import show_once
+
+        show_once(self, {"text/html": self.to_html(), "text/plain": repr(self)})
+
+    def export(self) -> str:
+        from .export import to_next_cell
+
+        code = self.plan.to_code(model_name=self.model_name)
+        to_next_cell(code)
+        return code
+
+    def __repr__(self) -> str:
+        return f"<StaticReport {self.report.headline!r}>"

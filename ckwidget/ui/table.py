@@ -1,0 +1,245 @@
+"""The Keys tab's table: filter, group repeated layers, page, render one page as HTML.
+
+Why this shape: a checkpoint can have 100,000 keys. Filtering uses vectorised pandas
+string operations over columns derived once; grouping and paging are cached per filter;
+only the visible page (at most ``PAGE_SIZE`` rows) is turned into HTML, with every
+string escaped because keys come from the file.
+"""
+
+from __future__ import annotations
+
+import html
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+PAGE_SIZE = 100
+STATUSES = (
+    "match", "missing", "unexpected", "shape-mismatch", "dtype-differs", "transposed",
+    "renamed",
+)
+_NUM_PART = re.compile(r"\.\d+(?=\.|$)")  # a numeric path component, after its dot
+
+
+@dataclass(frozen=True)
+class TablePage:
+    """One rendered page and where it sits in the filtered, grouped result."""
+
+    html: str
+    page: int
+    pages: int
+    rows: int  # rows (or groups) after filtering and grouping
+    keys: int  # keys after filtering
+
+    @property
+    def summary(self) -> str:
+        if self.rows == 0:
+            return "No keys match."
+        grouped = f" in {self.rows:,} rows" if self.rows != self.keys else ""
+        return f"{self.keys:,} keys{grouped} · page {self.page + 1} of {self.pages}"
+
+
+def shape_text(shape: object) -> str:
+    """(3, 4) -> "3×4"; () -> "scalar"; None -> ""."""
+    if shape is None or (isinstance(shape, float) and np.isnan(shape)):
+        return ""
+    if isinstance(shape, (tuple, list)):
+        return "×".join(str(s) for s in shape) if shape else "scalar"
+    return str(shape)
+
+
+def _col(df: pd.DataFrame, name: str) -> pd.Series:
+    if name in df.columns:
+        return df[name]
+    return pd.Series([None] * len(df), index=df.index, dtype=object)
+
+
+def _text(series: pd.Series) -> pd.Series:
+    """Object-dtype strings ("" for missing): faster than pandas' str dtype without arrow."""
+    values = series.astype(object)
+    return values.where(values.notna(), "").astype(object)
+
+
+class KeyTable:
+    """Filtering, grouping and paging over a report's comparison table."""
+
+    def __init__(self, table: pd.DataFrame, page_size: int = PAGE_SIZE) -> None:
+        self.page_size = page_size
+        df = table.reset_index(drop=True)
+        n = len(df)
+        key = _text(_col(df, "key"))
+        ck_key = _text(_col(df, "checkpoint_key"))
+        model_key = _text(_col(df, "model_key"))
+        derived = pd.DataFrame(
+            {
+                "key": key,
+                "status": _text(_col(df, "status")),
+                "checkpoint_key": ck_key,
+                "model_key": model_key,
+                "ck_shape": _shape_texts(_col(df, "checkpoint_shape")),
+                "model_shape": _shape_texts(_col(df, "model_shape")),
+                "ck_dtype": _text(_col(df, "checkpoint_dtype")),
+                "model_dtype": _text(_col(df, "model_dtype")),
+                "note": _text(_col(df, "note")),
+            },
+            index=pd.RangeIndex(n),
+        )
+        derived["pattern"] = patterns(key)
+        self._df = derived
+        self._haystack: pd.Series | None = None
+        self._cache: tuple[tuple[str, tuple[str, ...], bool], pd.DataFrame, int] | None = None
+
+    def __len__(self) -> int:
+        return len(self._df)
+
+    def status_counts(self) -> dict[str, int]:
+        """Keys per status, in the canonical status order."""
+        counts = self._df["status"].value_counts()
+        ordered = {s: int(counts[s]) for s in STATUSES if s in counts.index}
+        ordered.update({s: int(c) for s, c in counts.items() if s not in ordered})
+        return ordered
+
+    def filtered(self, text: str = "", statuses: Iterable[str] = ()) -> pd.DataFrame:
+        """Rows whose keys contain ``text`` (case-insensitive) and whose status is chosen."""
+        df = self._df
+        mask = np.ones(len(df), dtype=bool)
+        needle = text.strip().lower()
+        if needle:
+            if self._haystack is None:  # built on the first text filter, not at open
+                self._haystack = (df["key"] + "\n" + df["checkpoint_key"] + "\n"
+                                  + df["model_key"]).str.lower()
+            mask &= self._haystack.str.contains(needle, regex=False).to_numpy()
+        wanted = tuple(statuses)
+        if wanted:
+            mask &= df["status"].isin(wanted).to_numpy()
+        return df[mask]
+
+    def rows(
+        self, text: str = "", statuses: Iterable[str] = (), group: bool = True
+    ) -> pd.DataFrame:
+        """Filtered rows, with repeated layers folded into one row each when ``group``."""
+        wanted = tuple(sorted(statuses))
+        cache_key = (text.strip().lower(), wanted, group)
+        if self._cache is not None and self._cache[0] == cache_key:
+            return self._cache[1]
+        df = self.filtered(text, wanted)
+        keys = len(df)
+        out = group_rows(df) if group else df.assign(count=1, label=df["key"])
+        self._cache = (cache_key, out, keys)
+        return out
+
+    def page(
+        self, page: int = 0, text: str = "", statuses: Iterable[str] = (), group: bool = True
+    ) -> TablePage:
+        """Render one page (clamped into range) of the filtered, grouped rows."""
+        rows = self.rows(text, statuses, group)
+        keys = self._cache[2] if self._cache is not None else len(rows)
+        pages = max(1, -(-len(rows) // self.page_size))
+        page = min(max(0, page), pages - 1)
+        chunk = rows.iloc[page * self.page_size : (page + 1) * self.page_size]
+        return TablePage(render_rows(chunk), page, pages, len(rows), keys)
+
+
+def patterns(keys: pd.Series) -> pd.Series:
+    """Keys with numeric path components replaced by "*" ("layers.3.w" -> "layers.*.w")."""
+    sub = _NUM_PART.sub
+    out = [sub(".*", "." + k)[1:] if k else k for k in keys.tolist()]
+    return pd.Series(out, index=keys.index, dtype=object)
+
+
+def _shape_texts(series: pd.Series) -> pd.Series:
+    values = series.tolist()
+    cache: dict[object, str] = {}
+    out = []
+    for v in values:
+        try:
+            text = cache.get(v)
+        except TypeError:  # unhashable (a list): no caching
+            text = None
+        if text is None:
+            text = shape_text(v)
+            try:
+                cache[v] = text
+            except TypeError:
+                pass
+        out.append(text)
+    return pd.Series(out, index=series.index, dtype=object)
+
+
+_GROUP_COLS = ["pattern", "status", "ck_shape", "model_shape", "ck_dtype", "model_dtype"]
+
+
+def group_rows(df: pd.DataFrame) -> pd.DataFrame:
+    """Fold rows that differ only in layer numbers (same status, shapes and dtypes)."""
+    if df.empty:
+        return df.assign(count=pd.Series(dtype=int), label=pd.Series(dtype=object))
+    has_num = df["pattern"].ne(df["key"])
+    plain = df[~has_num].assign(count=1, label=df.loc[~has_num, "key"], order=df.index[~has_num])
+    numbered = df[has_num]
+    if numbered.empty:
+        return plain.drop(columns="order")
+    grouped = numbered.groupby(_GROUP_COLS, sort=False, dropna=False)
+    first = grouped.head(1).copy()
+    sizes = grouped.size()
+    first["count"] = sizes.reindex(pd.MultiIndex.from_frame(first[_GROUP_COLS])).to_numpy()
+    first["order"] = first.index
+    first["label"] = np.where(first["count"] > 1, first["pattern"], first["key"])
+    out = pd.concat([plain, first]).sort_values("order", kind="stable")
+    return out.drop(columns="order")
+
+
+def group_keys(keys: Sequence[str], limit: int = 50) -> list[tuple[str, int]]:
+    """Keys folded by layer number for evidence lists: [(label, count)], first ``limit``."""
+    if not keys:
+        return []
+    s = pd.Series([str(k) for k in keys], dtype=object)
+    pattern = patterns(s)
+    counts = pattern.value_counts(sort=False)
+    first = pattern.drop_duplicates()
+    out: list[tuple[str, int]] = []
+    for idx, pat in first.items():
+        n = int(counts[pat])
+        out.append((pat if n > 1 else s[idx], n))
+        if len(out) >= limit:
+            break
+    return out
+
+
+_STATUS_CLASS = {s: "ck-st-" + s for s in STATUSES}
+_HEADER = (
+    "<thead><tr><th>key</th><th>status</th><th>checkpoint</th><th>model</th>"
+    "<th>note</th></tr></thead>"
+)
+
+
+def _cell(shape: str, dtype: str) -> str:
+    if not shape and not dtype:
+        return '<span class="ck-none">—</span>'
+    return f"{html.escape(shape)} <span class='ck-dtype'>{html.escape(dtype)}</span>"
+
+
+def render_rows(rows: pd.DataFrame) -> str:
+    """One page of rows as an HTML table; every value is escaped."""
+    esc = html.escape
+    parts = ['<table class="ck-table-grid">', _HEADER, "<tbody>"]
+    for r in rows.itertuples(index=False):
+        count = int(getattr(r, "count", 1))
+        label = esc(str(getattr(r, "label", r.key)))
+        badge = f' <span class="ck-count">×{count}</span>' if count > 1 else ""
+        alias = ""
+        if r.checkpoint_key and r.checkpoint_key != r.key:
+            alias = f'<div class="ck-alias">in file: {esc(r.checkpoint_key)}</div>'
+        status = esc(r.status)
+        cls = _STATUS_CLASS.get(r.status, "ck-st-other")
+        parts.append(
+            f'<tr><td class="ck-key">{label}{badge}{alias}</td>'
+            f'<td><span class="ck-badge {cls}">{status}</span></td>'
+            f"<td>{_cell(r.ck_shape, r.ck_dtype)}</td>"
+            f"<td>{_cell(r.model_shape, r.model_dtype)}</td>"
+            f'<td class="ck-note">{esc(r.note)}</td></tr>'
+        )
+    parts.append("</tbody></table>")
+    return "".join(parts)

@@ -1,0 +1,476 @@
+"""The debugger widget: a view over a Report and a Plan, with no diagnosis of its own.
+
+Everything it shows comes from :func:`ckwidget.diagnose.diagnose`, the Report's table
+and findings, ``Plan.preview`` / ``apply`` / ``to_code`` / ``save`` and
+:mod:`ckwidget.stats`. Slow work (previews, statistics) runs on a background thread;
+any exception raised in a callback is shown in the widget's error area.
+"""
+
+from __future__ import annotations
+
+import threading
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import ipywidgets as w
+
+from ..errors import CheckpointError
+from . import render
+from .export import code_html, copy_button, show_once, to_next_cell
+from .style import esc, style_tag
+from .table import STATUSES, KeyTable
+
+TAB_NAMES = ("Diagnosis", "Keys", "Distributions", "Fix & export")
+
+
+def _classes(widget: w.DOMWidget, *names: str) -> w.DOMWidget:
+    for name in names:
+        widget.add_class(name)
+    return widget
+
+
+def error_sentence(exc: BaseException) -> str:
+    """One sentence for the error area: ckwidget's own errors already are one."""
+    if isinstance(exc, CheckpointError):
+        return str(exc)
+    text = str(exc) or type(exc).__name__
+    return f"{type(exc).__name__}: {text}"
+
+
+class Jobs:
+    """Runs callables on a background thread (or inline), newest job per name wins."""
+
+    def __init__(self, background: bool, on_error: Callable[[BaseException, str], None]):
+        self.background = background
+        self.on_error = on_error
+        self._threads: list[threading.Thread] = []
+        self._generation: dict[str, int] = {}
+        self._lock = threading.Lock()
+
+    def submit(self, name: str, work: Callable[[], Any], done: Callable[[Any], None]) -> None:
+        with self._lock:
+            gen = self._generation.get(name, 0) + 1
+            self._generation[name] = gen
+
+        def run() -> None:
+            try:
+                result = work()
+                if self._generation.get(name) == gen:
+                    done(result)
+            except Exception as exc:  # shown in the widget, never lost
+                if self._generation.get(name) == gen:
+                    self.on_error(exc, name)
+
+        if not self.background:
+            run()
+            return
+        thread = threading.Thread(target=run, name=f"ckwidget-{name}", daemon=True)
+        with self._lock:
+            self._threads = [t for t in self._threads if t.is_alive()] + [thread]
+        thread.start()
+
+    def wait(self, timeout: float = 60.0) -> None:
+        """Block until queued background work has finished (tests, scripts)."""
+        while True:
+            with self._lock:
+                alive = [t for t in self._threads if t.is_alive()]
+            if not alive:
+                return
+            for t in alive:
+                t.join(timeout)
+                if t.is_alive():
+                    raise TimeoutError(f"{t.name} did not finish within {timeout} s")
+
+
+class CheckpointDebugger(w.VBox):
+    """The notebook debugger for one checkpoint and one model.
+
+    ``report`` is the diagnosis as saved, ``plan`` the fixes currently selected,
+    ``preview`` the Report as it would be after ``plan`` (None until a fix is toggled).
+    ``export()``, ``apply()`` and ``save(path)`` do what the buttons do.
+    """
+
+    def __init__(
+        self,
+        report: Any,
+        model: Any,
+        *,
+        model_name: str = "model",
+        background: bool = True,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.report = report
+        self.model = model
+        self.model_name = model_name
+        self.preview: Any = None
+        self.last_result: Any = None
+        self.last_code = ""
+        self.last_error: BaseException | None = None
+        self._jobs = Jobs(background, self._show_error)
+        self._shown_at: int | None = None
+        self._build_fix_choices()
+        self.plan = report.plan
+        self.key_table = KeyTable(report.table)
+        self._preview_table: KeyTable | None = None
+        self._dist: Any = None
+        _classes(self, "ck-root")
+        self._build()
+
+    # -- fix choices -------------------------------------------------------------------
+    def _build_fix_choices(self) -> None:
+        """Plan fixes first (selected), then alternatives offered by findings."""
+        choices: list[Any] = list(self.report.plan.fixes)
+        for finding in self.report.findings:
+            for fix in finding.fixes:
+                if fix not in choices:
+                    choices.append(fix)
+        self.fix_choices = choices
+        self.selected: list[Any] = list(self.report.plan.fixes)
+
+    def _make_plan(self) -> Any:
+        from ..fixes import Plan
+
+        chosen = [f for f in self.fix_choices if f in self.selected]
+        return Plan(chosen, source=self.report.plan.source)
+
+    # -- layout ------------------------------------------------------------------------
+    def _build(self) -> None:
+        status = str(getattr(self.report, "status", "broken"))
+        self.style_html = w.HTML(style_tag())
+        self.header = _classes(w.HTML(render.header_html(self.report)), "ck-file-info")
+        self.headline = _classes(
+            w.HTML(render.headline_html(self.report)), "ck-headline", f"ck-status-{status}"
+        )
+        self.planline = _classes(w.HTML(self._plan_line()), "ck-planline")
+        self.progress = _classes(w.HTML(""), "ck-busy")
+        header = _classes(
+            w.VBox([self.header, self.headline, self.planline, self.progress]),
+            "ck-header", f"ck-status-{status}",
+        )
+        self.error_area = _classes(w.HTML(""), "ck-error")
+        self.error_area.layout.display = "none"
+        self.tabs = w.Tab()
+        self.diagnosis_tab = self._build_diagnosis()
+        self.keys_tab = self._build_keys()
+        self.dist_tab = _classes(
+            w.VBox([w.HTML('<div class="ck-hint">Loading statistics…</div>')]),
+            "ck-tab-distributions",
+        )
+        self.fix_tab = self._build_fix_tab()
+        self.tabs.children = (self.diagnosis_tab, self.keys_tab, self.dist_tab, self.fix_tab)
+        self.tabs.titles = TAB_NAMES
+        self.tabs.observe(self._guard(self._on_tab), names="selected_index")
+        self.children = (self.style_html, header, self.error_area, self.tabs)
+
+    def _plan_line(self) -> str:
+        return render.plan_line(self.report, self.preview, len(self.selected))
+
+    def _build_diagnosis(self) -> w.VBox:
+        self.findings_html = w.HTML(self._findings())
+        return _classes(w.VBox([self.findings_html]), "ck-tab-diagnosis")
+
+    def _findings(self) -> str:
+        return render.findings_html(self.report.findings, self.selected)
+
+    def _build_keys(self) -> w.VBox:
+        counts = self.key_table.status_counts()
+        self.filter_text = _classes(
+            w.Text(placeholder="filter keys…", continuous_update=True,
+                   layout=w.Layout(width="260px")),
+            "ck-filter",
+        )
+        self.status_buttons: dict[str, w.ToggleButton] = {}
+        for status in [s for s in STATUSES if s in counts] + [
+            s for s in counts if s not in STATUSES
+        ]:
+            b = w.ToggleButton(value=False, description=f"{status} {counts[status]:,}",
+                               layout=w.Layout(width="auto"))
+            _classes(b, "ck-status-filter", f"ck-status-filter-{status}")
+            b.observe(self._guard(self._on_table_change), names="value")
+            self.status_buttons[status] = b
+        self.group_box = _classes(
+            w.Checkbox(value=True, description="group repeated layers", indent=False,
+                       layout=w.Layout(width="auto")),
+            "ck-group",
+        )
+        self.table_view = _classes(
+            w.ToggleButtons(options=["As saved", "With the plan"], value="As saved",
+                            style={"button_width": "auto"}),
+            "ck-table-view",
+        )
+        self.prev_button = _classes(w.Button(description="◀", layout=w.Layout(width="36px")),
+                                    "ck-prev")
+        self.next_button = _classes(w.Button(description="▶", layout=w.Layout(width="36px")),
+                                    "ck-next")
+        self.page_label = _classes(w.HTML(""), "ck-page")
+        self.table_html = _classes(w.HTML(""), "ck-table")
+        self.page_index = 0
+        for widget in (self.filter_text, self.group_box, self.table_view):
+            widget.observe(self._guard(self._on_table_change), names="value")
+        self.prev_button.on_click(self._guard(lambda _b: self._turn(-1)))
+        self.next_button.on_click(self._guard(lambda _b: self._turn(+1)))
+        self._render_table()
+        controls = w.HBox([self.filter_text, self.group_box, self.table_view],
+                          layout=w.Layout(flex_flow="row wrap", align_items="center"))
+        filters = w.HBox(list(self.status_buttons.values()),
+                         layout=w.Layout(flex_flow="row wrap"))
+        pager = w.HBox([self.prev_button, self.page_label, self.next_button],
+                       layout=w.Layout(align_items="center"))
+        return _classes(w.VBox([controls, filters, pager, self.table_html]), "ck-tab-keys")
+
+    def _build_fix_tab(self) -> w.VBox:
+        self.fix_toggles: list[w.Checkbox] = []
+        for fix in self.fix_choices:
+            box = w.Checkbox(value=fix in self.selected, description=render.fix_text(fix),
+                             indent=False, layout=w.Layout(width="auto"))
+            _classes(box, "ck-fix", f"ck-fix-{fix.kind}")
+            box.observe(self._guard(self._on_toggle), names="value")
+            self.fix_toggles.append(box)
+        if not self.fix_choices:
+            fixes: list[w.Widget] = [
+                w.HTML('<div class="ck-hint">No fixes are needed or offered.</div>')
+            ]
+        else:
+            fixes = list(self.fix_toggles)
+        self.snippet = _classes(w.HTML(""), "ck-snippet")
+        self.copy = copy_button("")
+        self.apply_button = _classes(
+            w.Button(description="Apply to model", button_style="primary", icon="check"),
+            "ck-apply",
+        )
+        self.export_button = _classes(w.Button(description="Export code", icon="code"),
+                                      "ck-export")
+        self.result_html = _classes(w.HTML(""), "ck-result")
+        self.save_path = _classes(
+            w.Text(placeholder="repaired.safetensors", value=self._default_save_path(),
+                   layout=w.Layout(width="360px")),
+            "ck-save-path",
+        )
+        self.save_button = _classes(w.Button(description="Save repaired checkpoint",
+                                             icon="save"), "ck-save")
+        self.apply_button.on_click(self._guard(lambda _b: self.apply()))
+        self.export_button.on_click(self._guard(lambda _b: self.export(next_cell=False)))
+        self.save_button.on_click(self._guard(lambda _b: self.save(self.save_path.value)))
+        self._refresh_snippet()
+        buttons = w.HBox([self.apply_button, self.export_button]
+                         + ([self.copy] if self.copy is not None else []))
+        save = w.HBox([self.save_path, self.save_button])
+        return _classes(
+            w.VBox([
+                w.HTML("<b>Plan</b> <span class='ck-hint'>(toggle fixes; the headline "
+                       "and the Keys tab's “With the plan” view update before anything "
+                       "is applied)</span>"),
+                *fixes,
+                w.HTML("<b>Code</b> <span class='ck-hint'>(plain torch: the same as "
+                       "Apply)</span>"),
+                self.snippet, buttons, self.result_html, save,
+            ]),
+            "ck-tab-fix",
+        )
+
+    def _default_save_path(self) -> str:
+        path = getattr(self.report.checkpoint, "path", None)
+        if path is None:
+            return "repaired.safetensors"
+        p = Path(path)
+        return str(p.with_name(p.stem + ".repaired.safetensors"))
+
+    # -- error handling ----------------------------------------------------------------
+    def _guard(self, fn: Callable[..., Any]) -> Callable[..., Any]:
+        """Wrap a callback so that whatever it raises lands in the error area."""
+
+        def wrapped(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return fn(*args, **kwargs)
+            except Exception as exc:  # the user must see it
+                self._show_error(exc, getattr(fn, "__name__", "callback"))
+                return None
+
+        return wrapped
+
+    def _show_error(self, exc: BaseException, where: str = "") -> None:
+        self.last_error = exc
+        tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+        self.error_area.value = (
+            f"<b>{esc(error_sentence(exc))}</b>"
+            f"<details><summary>details</summary><pre>{esc(tb)}</pre></details>"
+        )
+        self.error_area.layout.display = None
+        self.progress.value = ""
+
+    def _clear_error(self) -> None:
+        self.error_area.value = ""
+        self.error_area.layout.display = "none"
+
+    # -- keys table --------------------------------------------------------------------
+    def _current_table(self) -> KeyTable:
+        if self.table_view.value == "With the plan" and self.preview is not None:
+            if self._preview_table is None:
+                self._preview_table = KeyTable(self.preview.table)
+            return self._preview_table
+        return self.key_table
+
+    def _on_table_change(self, _change: Any = None) -> None:
+        self.page_index = 0
+        if self.table_view.value == "With the plan" and self.preview is None:
+            self._request_preview()
+        self._render_table()
+
+    def _turn(self, step: int) -> None:
+        self.page_index += step
+        self._render_table()
+
+    def _render_table(self) -> None:
+        statuses = [s for s, b in self.status_buttons.items() if b.value]
+        page = self._current_table().page(
+            self.page_index, self.filter_text.value, statuses, self.group_box.value
+        )
+        self.page_index = page.page
+        self.table_html.value = page.html
+        self.page_label.value = f"<span class='ck-hint'>{esc(page.summary)}</span>"
+        self.prev_button.disabled = page.page == 0
+        self.next_button.disabled = page.page >= page.pages - 1
+
+    # -- plan and preview --------------------------------------------------------------
+    def _on_toggle(self, _change: Any = None) -> None:
+        self.selected = [
+            fix for fix, box in zip(self.fix_choices, self.fix_toggles) if box.value
+        ]
+        self.plan = self._make_plan()
+        self._clear_error()
+        self._refresh_snippet()
+        self.findings_html.value = self._findings()
+        self._request_preview()
+
+    def set_fix(self, fix_or_kind: Any, on: bool = True) -> None:
+        """Select or deselect a fix (by value or by kind), as its toggle would."""
+        for fix, box in zip(self.fix_choices, self.fix_toggles):
+            if fix == fix_or_kind or getattr(fix, "kind", None) == fix_or_kind:
+                box.value = on
+
+    def _request_preview(self) -> None:
+        plan = self.plan
+        self.progress.value = "<span class='ck-hint'>Updating the preview…</span>"
+        self._jobs.submit("preview", lambda: plan.preview(self.model), self._show_preview)
+
+    def _show_preview(self, preview: Any) -> None:
+        self.preview = preview
+        self._preview_table = None
+        self.planline.value = self._plan_line()
+        status = str(getattr(preview, "status", ""))
+        self.headline.value = (
+            f'<span class="ck-pill ck-pill-{esc(status)}">{esc(status)}</span>'
+            f"With the plan: {esc(preview.headline)}"
+        )
+        self.progress.value = ""
+        if self.table_view.value == "With the plan":
+            self._render_table()
+
+    def _refresh_snippet(self) -> None:
+        self.last_code = self.plan.to_code(model_name=self.model_name)
+        self.snippet.value = code_html(self.last_code)
+        if self.copy is not None:
+            self.copy.code = self.last_code
+
+    # -- actions -----------------------------------------------------------------------
+    def export(self, next_cell: bool = True) -> str:
+        """The plan as plain torch code; also put into the next cell when called in one."""
+        self._refresh_snippet()
+        placed = to_next_cell(self.last_code) if next_cell else False
+        where = ("It is in the next cell." if placed
+                 else "Copy it from the code view above.")
+        self.result_html.value = f"<div class='ck-result'>Code ready. {where}</div>"
+        return self.last_code
+
+    def apply(self, strict: bool | None = None) -> Any:
+        """Apply the selected plan to the model (atomic) and show what happened."""
+        self._clear_error()
+        try:
+            result = self.plan.apply(self.model, strict=strict)
+        except Exception as exc:
+            self.result_html.value = (
+                f"<div class='ck-result ck-result-bad'>Not applied; the model is unchanged. "
+                f"{esc(error_sentence(exc))}</div>"
+            )
+            raise
+        self.last_result = result
+        self.result_html.value = _result_html(result, self.model_name)
+        if self._dist is not None:
+            self._dist.model_changed()
+        return result
+
+    def save(self, path: str, format: str | None = None) -> Path:
+        """Write the repaired checkpoint to a new file (never over the source)."""
+        path = str(path).strip()
+        if not path:
+            raise CheckpointError("Type a path to save the repaired checkpoint to.")
+        fmt = format or ("torch" if Path(path).suffix in (".pt", ".pth", ".bin") else
+                         "safetensors")
+        written = self.plan.save(path, format=fmt)
+        where = Path(written) if isinstance(written, (str, Path)) else Path(path)
+        self.result_html.value = (
+            f"<div class='ck-result ck-result-ok'>Saved the repaired checkpoint to "
+            f"{esc(where)}.</div>"
+        )
+        return where
+
+    def wait(self, timeout: float = 60.0) -> CheckpointDebugger:
+        """Wait for background work (previews, statistics) to finish."""
+        self._jobs.wait(timeout)
+        return self
+
+    # -- distributions (built on first visit) -------------------------------------------
+    def _on_tab(self, change: Any) -> None:
+        if change["new"] == 2:
+            self.open_distributions()
+
+    def open_distributions(self) -> Any:
+        if self._dist is None:
+            from .distributions import DistributionsPanel
+
+            self._dist = DistributionsPanel(self)
+            self.dist_tab.children = (self._dist.box,)
+            self._dist.start()
+        return self._dist
+
+    # -- display -----------------------------------------------------------------------
+    def to_html(self) -> str:
+        """A static report (front ends without widget support, saved notebooks)."""
+        from .static import static_html
+
+        return static_html(self.report, self.plan, self.model_name)
+
+    def _repr_html_(self) -> str:
+        return self.to_html()
+
+    def _ipython_display_(self) -> None:
+        """Show once per cell run: ``%ckdebug`` displays and also returns the widget."""
+        bundle = dict(self._repr_mimebundle_() or {})
+        bundle.setdefault("text/html", self.to_html())
+        show_once(self, bundle)
+
+
+def _result_html(result: Any, model_name: str) -> str:
+    loaded = list(getattr(result, "loaded", []) or [])
+    missing = list(getattr(result, "missing", []) or [])
+    unexpected = list(getattr(result, "unexpected", []) or [])
+    mismatched = list(getattr(result, "mismatched", []) or [])
+    parts = [f"Applied: {len(loaded):,} tensors loaded into {esc(model_name)}."]
+    if missing:
+        parts.append(f"{len(missing):,} kept their current values: "
+                     f"{esc(_short(missing))}.")
+    if unexpected:
+        parts.append(f"{len(unexpected):,} checkpoint tensors were not used: "
+                     f"{esc(_short(unexpected))}.")
+    if mismatched:
+        parts.append(f"{len(mismatched):,} had mismatched shapes: {esc(_short(mismatched))}.")
+    cls = "ck-result-ok" if not (missing or mismatched) else "ck-result"
+    return f"<div class='ck-result {cls}'>{' '.join(parts)}</div>"
+
+
+def _short(keys: list[Any], limit: int = 3) -> str:
+    shown = ", ".join(str(k) for k in keys[:limit])
+    return shown + (f" and {len(keys) - limit} more" if len(keys) > limit else "")
