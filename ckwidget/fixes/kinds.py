@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from ..checkpoint import DTYPE_SIZES, TensorInfo
 from ..errors import FixError
+from ..readers.safety import is_malicious
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -159,6 +160,10 @@ class AllowGlobals(Fix):
         for name in self.names:
             if not re.fullmatch(r"[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)+", name):
                 raise FixError(f"{name!r} is not a dotted global name like 'module.Class'.")
+            if is_malicious(name):
+                raise FixError(
+                    f"{name} can run code or touch the system; ckwidget will not allowlist it."
+                )
 
     def describe(self) -> str:
         return (

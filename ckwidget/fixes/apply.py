@@ -1,0 +1,357 @@
+"""Atomic loading: validate everything first, stage the new values, then let torch load.
+
+torch's ``load_state_dict`` copies matching tensors before it raises on a size mismatch,
+so a failed load can leave a model half-overwritten. ckwidget never calls it with a
+dict that would fail validation, and it keeps a journal so that anything that still
+raises (a user hook, a custom ``_load_from_state_dict``, an interrupt) is rolled back
+bit for bit.
+
+The journal costs no extra copy of the model: each target tensor's new value is staged
+in fresh memory and swapped in (``param.data = staged``), so the old storage *is* the
+snapshot; torch's own copy then becomes a copy onto itself. Tensors that share storage
+with another tensor, and tensors the load should not touch, are snapshotted by clone.
+File pages of a checkpoint ckwidget opened itself are released as soon as each tensor
+is staged, so peak memory stays near the model plus the checkpoint, like plain torch.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from ..checkpoint import TensorInfo, describe_tensor
+from ..errors import FixError
+
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
+    from torch import nn
+
+
+@dataclass
+class LoadResult:
+    """What a load did. ``missing`` model tensors keep their initial values."""
+
+    loaded: list[str] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)
+    unexpected: list[str] = field(default_factory=list)
+    mismatched: list[str] = field(default_factory=list)
+    strict: bool = True
+    assign: bool = False
+
+    @property
+    def kept_initial(self) -> list[str]:
+        return self.missing
+
+    @property
+    def ok(self) -> bool:
+        return not self.mismatched and (not self.strict or not (self.missing or self.unexpected))
+
+    def summary(self) -> str:
+        parts = [f"Loaded {len(self.loaded)} tensors"]
+        if self.missing:
+            parts.append(f"{len(self.missing)} model tensors kept their initial values")
+        if self.unexpected:
+            parts.append(f"{len(self.unexpected)} checkpoint tensors were not used")
+        if self.mismatched:
+            parts.append(f"{len(self.mismatched)} had the wrong shape")
+        return "; ".join(parts) + "."
+
+    def __repr__(self) -> str:
+        return (
+            f"<LoadResult loaded={len(self.loaded)} missing={len(self.missing)} "
+            f"unexpected={len(self.unexpected)} mismatched={len(self.mismatched)}>"
+        )
+
+
+# -- validation -----------------------------------------------------------------------
+
+
+def model_infos(model: nn.Module) -> dict[str, TensorInfo]:
+    """TensorInfo of every tensor in the model's state dict (sources read the live tensor)."""
+    import torch
+
+    return {
+        k: describe_tensor(v)
+        for k, v in model.state_dict(keep_vars=True).items()
+        if isinstance(v, torch.Tensor)
+    }
+
+
+def _kind(dtype: str) -> str:
+    if dtype.startswith("complex"):
+        return "complex"
+    return "real"
+
+
+def _shape_ok(stored: tuple[int, ...], wanted: tuple[int, ...], lazy: bool) -> bool:
+    if lazy or stored == wanted:
+        return True
+    # torch's backward compatibility: a 1-element 1-D tensor loads into a 0-D one.
+    return wanted == () and stored == (1,)
+
+
+def check_load(
+    entries: Mapping[str, Any], model: Mapping[str, TensorInfo], strict: bool
+) -> tuple[LoadResult, list[str]]:
+    """Classify every key as torch would, without touching anything; list what would fail.
+
+    ``entries`` values are TensorInfo or tensors.
+    """
+    result = LoadResult(strict=strict)
+    problems: list[str] = []
+    for k, v in entries.items():
+        if k not in model:
+            result.unexpected.append(k)
+            continue
+        m = model[k]
+        shape = tuple(v.shape)
+        dtype = v.dtype if isinstance(v, TensorInfo) else str(v.dtype).removeprefix("torch.")
+        lazy = m.layout == "lazy"
+        if not _shape_ok(shape, m.shape, lazy):
+            result.mismatched.append(k)
+            problems.append(
+                f"{k}: the checkpoint has shape {list(shape)}, the model {list(m.shape)}."
+            )
+        elif _kind(dtype) == "complex" and _kind(m.dtype) != "complex":
+            result.mismatched.append(k)
+            problems.append(f"{k}: a complex tensor cannot load into a {m.dtype} one.")
+        else:
+            result.loaded.append(k)
+    result.missing = [k for k in model if k not in entries]
+    if strict and result.missing:
+        problems.append(
+            f"{len(result.missing)} model tensors have no value in the checkpoint "
+            f"({_few(result.missing)}); add a drop-keys fix to load the rest and keep "
+            "their initial values."
+        )
+    if strict and result.unexpected:
+        problems.append(
+            f"{len(result.unexpected)} checkpoint tensors have no place in the model "
+            f"({_few(result.unexpected)}); drop them or fix their names."
+        )
+    return result, problems
+
+
+def _few(keys: list[str], n: int = 3) -> str:
+    return ", ".join(keys[:n]) + (f" and {len(keys) - n} more" if len(keys) > n else "")
+
+
+# -- the journal ---------------------------------------------------------------------
+
+
+@dataclass
+class _Slot:
+    module: Any
+    table: str  # "_parameters" | "_buffers"
+    name: str
+    obj: Any
+    old_data: Any = None  # swapped-out storage (the snapshot), or None
+    clone: Any = None  # clone snapshot, or None
+
+
+def _use_count(t: torch.Tensor) -> int | None:
+    import torch
+
+    counter = getattr(torch._C, "_storage_Use_Count", None)
+    if counter is None:
+        return None
+    try:
+        return int(counter(t.untyped_storage()._cdata))
+    except Exception:  # an exotic tensor: treat it as shared
+        return None
+
+
+def _slots(model: nn.Module) -> tuple[list[_Slot], dict[int, list[str]]]:
+    """Every parameter and persistent-or-not buffer, once per object, with its state keys."""
+    slots: list[_Slot] = []
+    keys: dict[int, list[str]] = {}
+    seen: set[int] = set()
+    for prefix, module in model.named_modules(remove_duplicate=False):
+        for table in ("_parameters", "_buffers"):
+            for name, obj in getattr(module, table).items():
+                if obj is None:
+                    continue
+                keys.setdefault(id(obj), []).append(f"{prefix}.{name}" if prefix else name)
+                if id(obj) in seen:
+                    continue
+                seen.add(id(obj))
+                slots.append(_Slot(module, table, name, obj))
+    return slots, keys
+
+
+class Journal:
+    """Stage new values, remember old ones, and put everything back on failure."""
+
+    def __init__(self) -> None:
+        self.slots: list[_Slot] = []
+
+    def restore(self) -> None:
+        import torch
+
+        with torch.no_grad():
+            for slot in reversed(self.slots):
+                table = getattr(slot.module, slot.table)
+                table[slot.name] = slot.obj
+                if slot.old_data is not None:
+                    slot.obj.data = slot.old_data
+                elif slot.clone is not None:
+                    slot.obj.copy_(slot.clone)
+
+    def release(self) -> None:
+        self.slots.clear()
+
+
+def _lazy(t: Any) -> bool:
+    from torch.nn.parameter import is_lazy
+
+    return bool(is_lazy(t))
+
+
+def _stage_value(obj: torch.Tensor, value: torch.Tensor, fresh: bool) -> torch.Tensor:
+    """``value`` in ``obj``'s dtype, device and strides, in memory nobody else holds."""
+    import torch
+
+    if (
+        fresh
+        and value.dtype == obj.dtype
+        and value.device == obj.device
+        and value.shape == obj.shape
+        and value.stride() == obj.stride()
+        and value.storage_offset() == 0
+        and value.untyped_storage().nbytes() == obj.untyped_storage().nbytes()
+        and not value.requires_grad
+    ):
+        return value
+    staged = torch.empty_strided(obj.size(), obj.stride(), dtype=obj.dtype, device=obj.device)
+    with torch.no_grad():
+        staged.copy_(value.reshape(obj.shape) if value.shape != obj.shape else value)
+    return staged
+
+
+def load_atomically(
+    model: nn.Module,
+    sd: dict[str, Any],
+    *,
+    strict: bool,
+    assign: bool,
+    fresh: set[int] | None = None,
+    release_pages: bool = False,
+) -> None:
+    """Load a validated ``sd`` with torch, rolling the model back if anything raises.
+
+    ``fresh`` holds ids of tensors made for this load (safe to adopt as storage);
+    ``release_pages`` lets ckwidget drop file pages of tensors it has copied.
+    """
+    import torch
+
+    fresh = fresh or set()
+    slots, keys_of = _slots(model)
+    journal = Journal()
+    pages = _PageReleaser() if release_pages else None
+    # Storage groups: tensors sharing memory are snapshotted by clone, never swapped.
+    owners: dict[int, int] = {}
+    for slot in slots:
+        if slot.obj.is_meta or _lazy(slot.obj) or slot.obj.layout != torch.strided:
+            continue
+        ptr = slot.obj.untyped_storage().data_ptr()
+        owners[ptr] = owners.get(ptr, 0) + 1
+    try:
+        with torch.no_grad():
+            for slot in slots:
+                obj = slot.obj
+                journal.slots.append(slot)
+                if obj.is_meta or _lazy(obj):
+                    continue  # nothing to keep; restoring the object is enough
+                targets = [k for k in keys_of[id(obj)] if k in sd]
+                swappable = (
+                    not assign
+                    and len(targets) == 1
+                    and obj.layout == torch.strided
+                    and owners.get(obj.untyped_storage().data_ptr(), 0) == 1
+                    and _use_count(obj) in (1, 2)
+                    and isinstance(sd[targets[0]], torch.Tensor)
+                    and type(obj) in (torch.Tensor, torch.nn.Parameter, torch.nn.Buffer)
+                )
+                if swappable:
+                    key = targets[0]
+                    value = sd[key]
+                    staged = _stage_value(obj, value, id(value) in fresh)
+                    if pages is not None and staged is not value:
+                        pages.release(value)
+                    slot.old_data = obj.data
+                    obj.data = staged
+                    sd[key] = staged
+                else:
+                    slot.clone = obj.detach().clone()
+            model.load_state_dict(sd, strict=strict, assign=assign)
+    except BaseException as exc:
+        journal.restore()
+        if isinstance(exc, Exception):
+            message = str(exc).strip().splitlines()
+            first = message[0] if message else type(exc).__name__
+            raise FixError(
+                f"Loading failed and the model was left exactly as it was: "
+                f"{type(exc).__name__}: {first[:300]}"
+            ) from exc
+        raise
+    finally:
+        journal.release()
+
+
+class _PageReleaser:
+    """Drop the resident file pages of memory-mapped checkpoint tensors once copied.
+
+    Only file-backed private mappings are touched (their pages are re-read from the
+    file if used again); anonymous memory is never advised, so no data can be lost.
+    """
+
+    def __init__(self) -> None:
+        self.maps: list[tuple[int, int]] | None = None
+        self.madvise: Any = None
+        if sys.platform.startswith("linux"):
+            try:
+                import ctypes
+
+                libc = ctypes.CDLL(None, use_errno=True)
+                self.madvise = libc.madvise
+                self.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+                self.page = os.sysconf("SC_PAGE_SIZE")
+            except (OSError, AttributeError, ValueError):
+                self.madvise = None
+
+    def _file_maps(self) -> list[tuple[int, int]]:
+        if self.maps is None:
+            self.maps = []
+            with contextlib.suppress(OSError), open("/proc/self/maps") as fh:
+                for line in fh:
+                    parts = line.split()
+                    # address perms offset dev inode path: file-backed, private, read-only
+                    if len(parts) >= 6 and parts[4] != "0" and parts[1][3] == "p":
+                        if "w" in parts[1]:
+                            continue
+                        lo, hi = (int(x, 16) for x in parts[0].split("-"))
+                        self.maps.append((lo, hi))
+        return self.maps
+
+    def release(self, t: Any) -> None:
+        if self.madvise is None or t.device.type != "cpu":
+            return
+        start = t.data_ptr()
+        length = t.numel() * t.element_size()
+        lo = -(-start // self.page) * self.page
+        hi = ((start + length) // self.page) * self.page
+        if hi - lo < self.page:
+            return
+        if not any(a <= lo and hi <= b for a, b in self._file_maps()):
+            return
+        self.madvise(lo, hi - lo, 4)  # MADV_DONTNEED
+
+
+def iter_tensors(values: Iterable[Any]) -> Iterable[Any]:
+    import torch
+
+    return (v for v in values if isinstance(v, torch.Tensor))

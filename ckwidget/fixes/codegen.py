@@ -1,0 +1,186 @@
+"""Plain-torch code for a plan: the snippet a user pastes into their own training script.
+
+The snippet does exactly what :meth:`Plan.apply` does (the tests run both and compare
+the model state bit for bit): ``torch.load(..., weights_only=True)`` or safetensors'
+``load_file``, the entry, the fixes as dict comprehensions, ``load_state_dict`` with
+the same strict/assign, and a printed summary. Only extract-weights, and formats that
+plain torch cannot read, call ckwidget.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ..checkpoint import Checkpoint
+from ..errors import CheckpointError
+from .kinds import CodeContext, RenameKeys, entry_expr
+
+if TYPE_CHECKING:  # pragma: no cover
+    from torch import nn
+
+    from .plan import Plan
+
+TORCH_FORMATS = ("torch-zip", "torch-legacy", "torch-pickle", "in-memory")
+INDEX_FILES = (
+    "model.safetensors.index.json", "pytorch_model.bin.index.json",
+    "diffusion_pytorch_model.safetensors.index.json", "diffusion_pytorch_model.bin.index.json",
+)
+
+
+def _format_of(plan: Plan) -> tuple[str | None, Checkpoint | None]:
+    """The checkpoint's format, opening a path source (metadata only) if needed."""
+    if isinstance(plan.source, Checkpoint):
+        return plan.source.format, plan.source
+    if plan.source is None:
+        return None, None
+    try:
+        ckpt, _ = plan.open()
+    except CheckpointError:
+        return None, None
+    return ckpt.format, ckpt
+
+
+def _index_name(path: Path, ckpt: Checkpoint | None) -> str:
+    if ckpt is not None and isinstance(ckpt.metadata.get("index"), str):
+        return ckpt.metadata["index"]
+    for name in INDEX_FILES:
+        if (path / name).exists():
+            return name
+    found = sorted(p.name for p in path.glob("*.index.json")) if path.is_dir() else []
+    return found[0] if found else INDEX_FILES[0]
+
+
+def _global_imports(names: tuple[str, ...]) -> tuple[list[str], list[str]]:
+    """``from module import name`` lines and the names to pass to safe_globals."""
+    lines, refs, used = [], [], set()
+    for dotted in names:
+        module, name = dotted.rsplit(".", 1)
+        alias = name
+        n = 2
+        while alias in used:
+            alias = f"{name}_{n}"
+            n += 1
+        used.add(alias)
+        lines.append(f"from {module} import {name}" + (f" as {alias}" if alias != name else ""))
+        refs.append(alias)
+    return lines, refs
+
+
+def generate(
+    plan: Plan,
+    model_name: str = "model",
+    path: str | os.PathLike[str] | None = None,
+    model: nn.Module | None = None,
+) -> str:
+    """The snippet. ``model`` (optional) lets it choose ``assign=True`` for meta models."""
+    if not model_name.isidentifier():
+        model_name = "model"
+    fmt, ckpt = _format_of(plan)
+    where = Path(path) if path is not None else plan.path
+    path_literal = repr(str(where)) if where is not None else "'checkpoint.pt'"
+    ctx = CodeContext(model=model_name)
+    location = plan.map_location
+    imports = ["import torch"]
+    if any(isinstance(f, RenameKeys) and f.patterns for f in plan.fixes):
+        imports.insert(0, "import re")
+    read: list[str] = []
+    entry = plan.entry or ""
+
+    if plan.extracts:
+        imports.append("import ckwidget  # reads the pickled model's weights without its class")
+        args = f"PATH, map_location={location!r}" + (f", entry={entry!r}" if entry else "")
+        read.append("# The file is a whole pickled model: take its weights, never unpickle it.")
+        read.append(f"sd = ckwidget.extract_weights({args})")
+    elif fmt == "safetensors" and not (where is not None and Path(where).is_dir()):
+        imports.append("from safetensors.torch import load_file")
+        read.append(f"sd = load_file(PATH, device={location!r})")
+    elif fmt == "hf-sharded" and where is not None:
+        index = _index_name(Path(where), ckpt)
+        imports[0:0] = ["import json", "import os"]
+        safetensors = index.endswith(".safetensors.index.json")
+        if safetensors:
+            imports.append("from safetensors.torch import load_file")
+        read += [
+            f"with open(os.path.join(PATH, {index!r})) as f:",
+            "    index = json.load(f)",
+            "sd = {}",
+            'for shard in sorted(set(index["weight_map"].values())):',
+        ]
+        if safetensors:
+            read.append(f"    sd.update(load_file(os.path.join(PATH, shard), device={location!r}))")
+        else:
+            read.append(
+                "    sd.update(torch.load(os.path.join(PATH, shard), "
+                f"map_location={location!r}, weights_only=True))"
+            )
+    elif fmt is None or fmt in TORCH_FORMATS:
+        load = f"torch.load(PATH, map_location={location!r}, weights_only=True)"
+        if plan.allowed_globals:
+            lines, refs = _global_imports(plan.allowed_globals)
+            imports += lines
+            read.append(
+                "# weights_only=True runs nothing from the file; these names are allowed "
+                "by exact match."
+            )
+            read.append(f"with torch.serialization.safe_globals([{', '.join(refs)}]):")
+            read.append(f"    ckpt = {load}")
+        else:
+            read.append(f"ckpt = {load}  # weights_only=True never runs code from the file")
+        if entry:
+            read.append(f"sd = {entry_expr('ckpt', entry)}")
+        else:
+            read.append("sd = ckpt")
+        read.append(
+            "sd = {k: v for k, v in sd.items() if isinstance(v, torch.Tensor)}"
+            "  # tensors only"
+        )
+    else:
+        imports.append(
+            f"import ckwidget  # plain torch cannot read this {fmt} checkpoint safely"
+        )
+        read.append(
+            f"sd = ckwidget.open_checkpoint(PATH).state_dict({entry!r}, "
+            f"map_location={location!r})"
+        )
+
+    body: list[str] = []
+    for fix in plan.fixes:
+        if fix.load_time:
+            continue
+        lines = fix.code(ctx)
+        if lines:
+            body.append(f"# {fix.describe()}")
+            body += lines
+
+    strict = plan.strict
+    assign = bool(model is not None and meta_model(model))
+    call = f"{model_name}.load_state_dict(sd, strict={strict}"
+    call += ", assign=True)" if assign else ")"
+    load = [f"result = {call}"]
+    if assign:
+        load.insert(0, "# The model is on the meta device: take the tensors instead of copying.")
+    load += [
+        'print(f"loaded {len(sd) - len(result.unexpected_keys)} tensors")',
+        "if result.missing_keys:",
+        '    print("kept their initial values:", result.missing_keys)',
+        "if result.unexpected_keys:",
+        '    print("not used:", result.unexpected_keys)',
+    ]
+
+    out = [*imports, "", f"PATH = {path_literal}", "", *read]
+    if body:
+        out += ["", *body]
+    out += ["", *load]
+    return "\n".join(out) + "\n"
+
+
+def meta_model(model: Any) -> bool:
+    """assign=True semantics apply when any model tensor lives on the meta device."""
+    import torch
+
+    return any(
+        v.is_meta for v in model.state_dict(keep_vars=True).values()
+        if isinstance(v, torch.Tensor)
+    )

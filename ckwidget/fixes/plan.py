@@ -1,0 +1,335 @@
+"""A Plan: an ordered list of fixes for one checkpoint, with preview, apply, code and save.
+
+Fixes are kept in a canonical order whatever order they were given in: load-time fixes,
+then key-mapping fixes, then per-key fixes (drop, transpose, cast, resize), so the keys
+per-key fixes name are always the model's. ``validate`` lists, in sentences, why a
+plan would fail for a checkpoint and model; ``apply`` raises :class:`FixError` with the
+same sentences before touching the model.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ..checkpoint import Checkpoint, TensorInfo
+from ..errors import CheckpointError, FixError
+from .kinds import (
+    AllowGlobals,
+    CastDtype,
+    DropKeys,
+    ExtractWeights,
+    Fix,
+    MapLocation,
+    ResizeCopy,
+    SelectEntry,
+    Transpose,
+)
+
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
+    from torch import nn
+
+    from ..diagnose.report import Report
+    from .apply import LoadResult
+
+_RANK = {DropKeys: 2, Transpose: 3, CastDtype: 4, ResizeCopy: 5}
+
+
+def _rank(fix: Fix) -> int:
+    if fix.load_time:
+        return 0
+    if fix.maps_keys:
+        return 1
+    return _RANK.get(type(fix), 6)
+
+
+def _ordered(fixes: Iterable[Fix]) -> list[Fix]:
+    unique = list(dict.fromkeys(fixes))
+    for fix in unique:
+        if not isinstance(fix, Fix):
+            raise FixError(f"{fix!r} is not a fix (expected a value such as StripPrefix(...)).")
+    for kind in (SelectEntry, MapLocation, ExtractWeights):
+        found = [f for f in unique if isinstance(f, kind)]
+        if len(found) > 1:
+            raise FixError(
+                f"A plan can hold only one {kind.kind} fix; it has {len(found)}: "
+                + "; ".join(f.describe() for f in found)
+            )
+    return sorted(unique, key=_rank)
+
+
+class Plan:
+    """Ordered fixes for the checkpoint at ``source`` (a path or an opened Checkpoint)."""
+
+    def __init__(
+        self,
+        fixes: Sequence[Fix] | Iterable[Fix] = (),
+        source: str | os.PathLike[str] | Checkpoint | None = None,
+    ) -> None:
+        self.fixes: list[Fix] = _ordered(fixes)
+        if isinstance(source, (str, os.PathLike)):
+            source = Path(source)
+        self.source: Path | Checkpoint | None = source
+
+    # -- the value ------------------------------------------------------------------
+    def _find(self, kind: type[Fix]) -> Any:
+        return next((f for f in self.fixes if isinstance(f, kind)), None)
+
+    @property
+    def entry(self) -> str | None:
+        """The selected container ("" is the top level), or None without a select-entry."""
+        fix = self._find(SelectEntry)
+        return fix.entry if fix is not None else None
+
+    @property
+    def map_location(self) -> str:
+        fix = self._find(MapLocation)
+        return fix.device if fix is not None else "cpu"
+
+    @property
+    def extracts(self) -> bool:
+        return self._find(ExtractWeights) is not None
+
+    @property
+    def allowed_globals(self) -> tuple[str, ...]:
+        names: list[str] = []
+        for fix in self.fixes:
+            if isinstance(fix, AllowGlobals):
+                names += [n for n in fix.names if n not in names]
+        return tuple(names)
+
+    @property
+    def partial(self) -> bool:
+        """Whether the plan opts in to partial loading (a drop-keys fix: strict=False)."""
+        return self._find(DropKeys) is not None
+
+    @property
+    def strict(self) -> bool:
+        return not self.partial
+
+    @property
+    def path(self) -> Path | None:
+        if isinstance(self.source, Checkpoint):
+            return self.source.path
+        return self.source
+
+    def with_fixes(self, fixes: Iterable[Fix]) -> Plan:
+        """A new plan with ``fixes`` added (same source)."""
+        return Plan([*self.fixes, *fixes], self.source)
+
+    def without(self, kind_or_fix: str | Fix | type[Fix]) -> Plan:
+        """A new plan without one fix value, or without every fix of one kind."""
+        if isinstance(kind_or_fix, Fix):
+            kept = [f for f in self.fixes if f != kind_or_fix]
+        elif isinstance(kind_or_fix, type):
+            kept = [f for f in self.fixes if not isinstance(f, kind_or_fix)]
+        else:
+            kept = [f for f in self.fixes if f.kind != kind_or_fix]
+        return Plan(kept, self.source)
+
+    def with_source(self, source: str | os.PathLike[str] | Checkpoint | None) -> Plan:
+        return Plan(self.fixes, source)
+
+    def __len__(self) -> int:
+        return len(self.fixes)
+
+    def __iter__(self) -> Iterator[Fix]:
+        return iter(self.fixes)
+
+    def __bool__(self) -> bool:
+        return bool(self.fixes)
+
+    def __contains__(self, item: object) -> bool:
+        if isinstance(item, str):
+            return any(f.kind == item for f in self.fixes)
+        return item in self.fixes
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Plan) and self.fixes == other.fixes and (
+            self.source == other.source
+        )
+
+    def __hash__(self) -> int:
+        return hash(tuple(self.fixes))
+
+    def describe(self) -> list[str]:
+        return [f.describe() for f in self.fixes]
+
+    def __repr__(self) -> str:
+        if not self.fixes:
+            return "<Plan: nothing to fix>"
+        body = "\n".join(f"  {i}. {f.describe()}" for i, f in enumerate(self.fixes, 1))
+        return f"<Plan of {len(self.fixes)} fixes:\n{body}>"
+
+    # -- reading --------------------------------------------------------------------
+    def open(self) -> tuple[Checkpoint, bool]:
+        """The source as a Checkpoint, and whether this call opened it (owns it)."""
+        if isinstance(self.source, Checkpoint):
+            return self.source, False
+        if self.source is None:
+            raise FixError(
+                "This plan has no checkpoint: build it with Plan(fixes, source=path) "
+                "or use report.plan."
+            )
+        from ..readers import open_checkpoint
+
+        return open_checkpoint(self.source), True
+
+    def _entries_infos(self, ckpt: Checkpoint) -> dict[str, TensorInfo]:
+        if self.extracts:
+            from .helpers import module_tree_members
+
+            members = module_tree_members(ckpt, self.entry)
+            return {k: ckpt.tensors[full] for k, full in members.items()}
+        entry = self.entry if self.entry is not None else ""
+        return ckpt.entry(entry)
+
+    def read(self, ckpt: Checkpoint) -> dict[str, torch.Tensor]:
+        """The selected container as tensors, read safely, before any transform."""
+        if self.extracts:
+            from .helpers import extract_weights
+
+            return extract_weights(ckpt, map_location=self.map_location, entry=self.entry)
+        entry = self.entry if self.entry is not None else ""
+        if entry and entry not in ckpt.candidates and not ckpt.entry(entry):
+            raise FixError(
+                f"The checkpoint has no container {entry!r} holding tensors "
+                f"(it has: {', '.join(repr(c) for c in ckpt.candidates[:5]) or 'none'})."
+            )
+        return ckpt.state_dict(entry, map_location=self.map_location)
+
+    def _run(self, entries: dict[str, Any], model: Mapping[str, TensorInfo]) -> dict[str, Any]:
+        for fix in self.fixes:
+            if not fix.load_time:
+                entries = fix.transform(entries, model)
+        return entries
+
+    # -- preview --------------------------------------------------------------------
+    def simulate(
+        self, ckpt: Checkpoint, model_infos: Mapping[str, TensorInfo]
+    ) -> dict[str, TensorInfo]:
+        """What the model would receive, as metadata only (no tensor bytes are read)."""
+        return self._run(self._entries_infos(ckpt), model_infos)
+
+    def validate(
+        self,
+        ckpt: Checkpoint | None = None,
+        model: nn.Module | Mapping[str, TensorInfo] | None = None,
+        strict: bool | None = None,
+    ) -> list[str]:
+        """Sentences saying why this plan would fail for ``ckpt`` and ``model`` (empty: fine).
+
+        Covers fixes that no longer apply (a prefix no key has, a key that is gone) and
+        the load itself (shapes, and under strict loading missing or unexpected keys).
+        """
+        if ckpt is None:
+            ckpt, _ = self.open()
+        infos = _as_infos(model)
+        problems: list[str] = []
+        try:
+            entries = self._entries_infos(ckpt)
+        except CheckpointError as exc:
+            return [str(exc)]
+        if not entries:
+            where = f"under {self.entry!r}" if self.entry else "at the checkpoint's top level"
+            problems.append(f"There are no tensors {where}; select another entry.")
+        for fix in self.fixes:
+            if fix.load_time:
+                continue
+            problems += fix.problems(entries, infos)
+            try:
+                entries = fix.transform(entries, infos)
+            except CheckpointError as exc:
+                problems.append(str(exc))
+                return problems
+        if infos:
+            from .apply import check_load
+
+            strict = self.strict if strict is None else strict
+            _, load_problems = check_load(entries, infos, strict)
+            problems += load_problems
+        return problems
+
+    def preview(self, model: nn.Module) -> Report:
+        """The diagnosis as it would read after this plan (nothing is loaded)."""
+        from ..diagnose import diagnose
+
+        ckpt, _ = self.open()
+        try:
+            return diagnose(ckpt, model, plan=self)  # type: ignore[call-arg]
+        except TypeError:
+            return diagnose(ckpt, model)
+
+    # -- doing ----------------------------------------------------------------------
+    def apply(self, model: nn.Module, strict: bool | None = None) -> LoadResult:
+        """Load the repaired checkpoint into ``model``; on any failure it is left untouched.
+
+        ``strict=None`` lets the plan decide (strict unless it has a drop-keys fix).
+        Models whose tensors are on the meta device are loaded with ``assign=True``.
+        """
+        from .apply import check_load, load_atomically, model_infos
+        from .codegen import meta_model
+
+        strict = self.strict if strict is None else bool(strict)
+        ckpt, owned = self.open()
+        infos = model_infos(model)
+        problems = self.validate(ckpt, infos, strict)
+        if problems:
+            raise FixError(_sentences(problems))
+        sd = self.read(ckpt)
+        source_ids = {id(v) for v in sd.values()}
+        sd = self._run(sd, infos)
+        fresh = {id(v) for v in sd.values() if id(v) not in source_ids}
+        result, load_problems = check_load(sd, infos, strict)
+        if load_problems:
+            raise FixError(_sentences(load_problems))
+        assign = meta_model(model)
+        result.assign = assign
+        load_atomically(
+            model, sd, strict=strict, assign=assign, fresh=fresh, release_pages=owned
+        )
+        return result
+
+    def to_code(
+        self,
+        model_name: str = "model",
+        path: str | os.PathLike[str] | None = None,
+        *,
+        model: nn.Module | None = None,
+    ) -> str:
+        """A runnable plain-torch snippet doing what ``apply`` does (see codegen)."""
+        from .codegen import generate
+
+        return generate(self, model_name=model_name, path=path, model=model)
+
+    def save(
+        self,
+        path: str | os.PathLike[str],
+        format: str = "safetensors",
+        *,
+        model: nn.Module | None = None,
+    ) -> Path:
+        """Write the repaired state dict to a new file atomically; never over the source."""
+        from .save import save_plan
+
+        return save_plan(self, path, format=format, model=model)
+
+
+def _as_infos(model: Any) -> dict[str, TensorInfo]:
+    if model is None:
+        return {}
+    if isinstance(model, Mapping):
+        return dict(model)
+    from .apply import model_infos
+
+    return model_infos(model)
+
+
+def _sentences(problems: list[str]) -> str:
+    head = "The plan cannot be applied; the model was not changed. "
+    return head + " ".join(p if p.endswith(".") else p + "." for p in problems[:8]) + (
+        f" ({len(problems) - 8} more problems.)" if len(problems) > 8 else ""
+    )

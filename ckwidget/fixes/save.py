@@ -1,0 +1,104 @@
+"""Write a plan's repaired state dict to a new file, atomically, never over the source."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ..errors import FixError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from torch import nn
+
+    from .plan import Plan
+
+FORMATS = ("safetensors", "torch")
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return a.resolve() == b.resolve() or (b.exists() and os.path.samefile(a, b))
+    except OSError:
+        return False
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    try:
+        path.resolve().relative_to(folder.resolve())
+        return True
+    except ValueError:
+        return False
+
+
+def _unshared(sd: dict[str, Any]) -> dict[str, Any]:
+    """Contiguous tensors, each owning its memory (safetensors refuses shared storage)."""
+    import torch
+
+    seen: set[int] = set()
+    out = {}
+    for k, v in sd.items():
+        ptr = v.untyped_storage().data_ptr()
+        whole = v.storage_offset() == 0 and v.nbytes == v.untyped_storage().nbytes()
+        if ptr in seen or not v.is_contiguous() or not whole:
+            v = v.detach().clone(memory_format=torch.contiguous_format)
+        else:
+            v = v.detach()
+        if v.device.type != "cpu":
+            v = v.cpu()
+        seen.add(v.untyped_storage().data_ptr())
+        out[k] = v
+    return out
+
+
+def save_plan(
+    plan: Plan,
+    path: str | os.PathLike[str],
+    format: str = "safetensors",
+    model: nn.Module | None = None,
+) -> Path:
+    """The checkpoint after the plan's transforms, in model key names, written atomically.
+
+    ``model`` is needed only for resize-copy (it supplies the values kept outside the
+    overlap); the file is written to a temporary name in the target folder and renamed.
+    """
+    if format not in FORMATS:
+        raise FixError(f"Cannot save as {format!r}; choose 'safetensors' or 'torch'.")
+    target = Path(path).expanduser()
+    source = plan.path
+    if source is not None and (_same_file(target, source) or (
+        source.is_dir() and _inside(target, source)
+    )):
+        raise FixError(
+            f"Refusing to write {str(target)!r}: it is the source checkpoint; choose a new path."
+        )
+    if target.is_dir():
+        raise FixError(f"{str(target)!r} is a folder; give a file name to save to.")
+    if not target.parent.exists():
+        raise FixError(f"The folder {str(target.parent)!r} does not exist.")
+    ckpt, _ = plan.open()
+    from .apply import model_infos
+
+    infos = model_infos(model) if model is not None else {}
+    if any(f.kind == "resize-copy" for f in plan.fixes) and model is None:
+        raise FixError("This plan resizes tensors into the model's: pass model= to save it.")
+    sd = plan._run(plan.read(ckpt), infos)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    os.close(fd)
+    try:
+        if format == "safetensors":
+            from safetensors.torch import save_file
+
+            save_file(_unshared(sd), tmp, metadata={"format": "pt", "written_by": "ckwidget"})
+        else:
+            import torch
+
+            torch.save(sd, tmp)
+        os.replace(tmp, target)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    return target
