@@ -274,6 +274,7 @@ _DCP_EXPECTED = ("torch.", "pathlib.", "collections.")
 def read_dcp(path: Path, names: list[str], budgets: Budgets) -> Checkpoint:
     """A torch.distributed.checkpoint folder, from its ``.metadata`` pickle (run symbolically)."""
     from .pickle_vm import Call, Global, run_pickle
+    from .safety import is_malicious
 
     meta_file = path / ".metadata"
     size = meta_file.stat().st_size
@@ -285,14 +286,23 @@ def read_dcp(path: Path, names: list[str], budgets: Budgets) -> Checkpoint:
             f"{budgets.max_pickle_bytes:,}-byte budget for one pickle."
         )
     result = run_pickle(meta_file.read_bytes(), budgets)
-    odd = sorted(g for g in result.globals if not g.startswith(_DCP_EXPECTED))
-    if odd:
+    bad = sorted(g for g in result.globals if is_malicious(g))
+    odd = sorted(g for g in result.globals if not g.startswith(_DCP_EXPECTED) and g not in bad)
+    if bad:
         findings.append(Finding(
             "malicious", "error",
-            f"{path.name}/.metadata names {', '.join(odd[:5])}, which a DCP metadata file "
-            f"never needs. torch.distributed.checkpoint.load reads .metadata with "
-            f"pickle.load and would call them: do not load this folder unless you trust "
-            f"its source.",
+            f"{path.name}/.metadata names {', '.join(bad[:5])}, which can run code on your "
+            f"machine. torch.distributed.checkpoint.load reads .metadata with pickle.load "
+            f"and would run it: do not load this folder. ckwidget read it without running "
+            f"anything.",
+            details={"globals": bad[:100]},
+        ))
+    if odd:
+        findings.append(Finding(
+            "unsafe-globals", "warning",
+            f"{path.name}/.metadata names {', '.join(odd[:5])}, which DCP metadata does not "
+            f"normally need; torch.distributed.checkpoint.load would import them with "
+            f"pickle.load. Load this folder only if you trust its source.",
             details={"globals": odd[:100]},
         ))
     root = result.root

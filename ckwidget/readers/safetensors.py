@@ -102,6 +102,9 @@ def read_safetensors(path: Path, head: bytes, budgets: Budgets) -> Checkpoint:
             ))
     tensors, spans = _tensor_entries(path, header, data_start, data_len, size, findings)
     _check_layout(path.name, spans, data_len, findings)
+    cut = [f for f in findings if f.kind == "truncated"]
+    if len(cut) > 1:  # the per-tensor finding already says it; keep the one with keys
+        findings.remove(next(f for f in cut if not f.keys))
     return done(tensors)
 
 
@@ -143,10 +146,11 @@ def _parse_header(name: str, raw: bytes, findings: list[Finding]) -> dict[str, A
     if duplicates:
         shown = sorted(set(duplicates))
         findings.append(Finding(
-            "corrupt", "error",
+            "corrupt", "warning",
             f"{name}'s safetensors header repeats {len(shown)} key(s) "
-            f"({', '.join(map(repr, shown[:5]))}); only the last copy is kept, so the "
-            f"header is ambiguous. Re-save the file from the original tensors.",
+            f"({', '.join(map(repr, shown[:5]))}); safetensors silently keeps the last "
+            f"copy, and so does ckwidget, but other readers may differ. Re-save the file "
+            f"from the original tensors.",
             shown[:1000],
         ))
     return header
@@ -298,7 +302,7 @@ def _bounded_repr(value: Any) -> str:
 
 
 def _torch_can_hold(dtype: str, shape: list[int]) -> bool:
-    if dtype.startswith("float6"):
+    if dtype in ("float6_e2m3fn", "float6_e3m2fn"):
         return False  # torch has no 6-bit dtypes
     if dtype == "float4_e2m1fn_x2":
         return bool(shape) and shape[-1] % 2 == 0
