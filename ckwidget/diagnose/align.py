@@ -1,0 +1,462 @@
+"""Align checkpoint keys with the model's keys: prefixes, renames, transposes, shapes.
+
+Everything here is linear or n log n in the number of keys: prefixes come from vote
+counts over each key's leading components, renames from grouping unmatched keys per
+module under a shape signature, square transposes from their family's majority.
+The result names key-mapping steps (``KeyStep``) that the plan turns into fixes.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from dataclasses import dataclass, field
+
+from ..checkpoint import TensorInfo
+from .keys import SLOT, leaf_of, module_of, template
+from .model_side import ModelSide
+
+MAX_PREFIX_DEPTH = 4
+MAX_ROUNDS = 3
+# Old parameter names that newer modules call differently (LayerNorm gamma/beta, TF).
+LEAF_ALIASES = {"gamma": "weight", "beta": "bias", "kernel": "weight", "w": "weight",
+                "b": "bias", "g": "weight", "scale": "weight", "offset": "bias"}
+HEAD_NAMES = {"fc", "head", "heads", "classifier", "cls", "logits", "out", "output",
+              "fc_out", "last_linear", "final", "score", "pred", "predictions", "linear_head",
+              "classification_head", "cls_head"}
+VOCAB_HINTS = ("embed", "wte", "word", "tok", "lm_head", "vocab", "shared", "decoder")
+
+
+@dataclass(frozen=True)
+class KeyStep:
+    """One key-mapping step, mirrored by a fix of the same kind in the plan."""
+
+    kind: str  # "strip-prefix" | "add-prefix" | "rename-keys"
+    prefix: str = ""
+    mapping: tuple[tuple[str, str], ...] = ()
+    patterns: tuple[tuple[str, str], ...] = ()
+    origin: str = "prefix"  # "prefix" (leading components) or "rename" (modules, leaves)
+
+    def mapper(self):
+        if self.kind == "strip-prefix":
+            p, n = self.prefix, len(self.prefix)
+            return lambda k: k[n:] if k.startswith(p) else k
+        if self.kind == "add-prefix":
+            p = self.prefix
+            return lambda k: p + k
+        exact = dict(self.mapping)
+        compiled = [(re.compile(a), b) for a, b in self.patterns]
+
+        def rename(k: str) -> str:
+            if k in exact:
+                return exact[k]
+            for rx, repl in compiled:
+                k = rx.sub(repl, k)
+            return k
+
+        return rename
+
+    def describe(self) -> str:
+        if self.kind == "strip-prefix":
+            return f"strip the prefix {self.prefix!r}"
+        if self.kind == "add-prefix":
+            return f"add the prefix {self.prefix!r}"
+        n = len(self.mapping) + len(self.patterns)
+        return f"rename keys ({n} rule{'s' if n != 1 else ''})"
+
+
+@dataclass
+class Alignment:
+    """How each model key is served by the checkpoint entry, and why not when it is not."""
+
+    ckpt: dict[str, TensorInfo]
+    model: ModelSide
+    steps: list[KeyStep] = field(default_factory=list)
+    pairs: dict[str, str] = field(default_factory=dict)        # model key -> ckpt key
+    renamed: dict[str, str] = field(default_factory=dict)      # model key -> ckpt key (rename)
+    status: dict[str, str] = field(default_factory=dict)       # model key -> row status
+    notes: dict[str, str] = field(default_factory=dict)        # model key -> short note
+    reasons: dict[str, str] = field(default_factory=dict)      # mismatched key -> reason kind
+    missing: list[str] = field(default_factory=list)           # model keys, model order
+    unexpected: list[str] = field(default_factory=list)        # ckpt keys, file order
+    unexpected_mapped: dict[str, str] = field(default_factory=dict)  # ckpt key -> mapped name
+    transposed: list[str] = field(default_factory=list)        # model keys
+    square_transposed: list[str] = field(default_factory=list)
+    mismatched: list[str] = field(default_factory=list)        # model keys
+    dtype_differs: list[str] = field(default_factory=list)     # model keys
+    tied_served: dict[str, str] = field(default_factory=dict)  # missing key -> loaded partner
+
+    @property
+    def loadable(self) -> list[str]:
+        """Model keys that receive a value of the right shape once the keys are mapped."""
+        return [k for k, s in self.status.items() if s in ("match", "dtype-differs", "renamed")]
+
+
+# -- prefixes ---------------------------------------------------------------------------
+def _leading(key: str):
+    """(prefix with its dot, rest) for the first few leading components of key."""
+    pos = -1
+    for _ in range(MAX_PREFIX_DEPTH):
+        pos = key.find(".", pos + 1)
+        if pos < 0:
+            return
+        yield key[:pos + 1], key[pos + 1:]
+
+
+def _propose(unmatched_c: list[str], unmatched_m: list[str]) -> list[KeyStep]:
+    set_c, set_m = set(unmatched_c), set(unmatched_m)
+    strip: Counter[str] = Counter()
+    for k in unmatched_c:
+        for p, rest in _leading(k):
+            if rest in set_m:
+                strip[p] += 1
+    add: Counter[str] = Counter()
+    for k in unmatched_m:
+        for p, rest in _leading(k):
+            if rest in set_c:
+                add[p] += 1
+    proposals: list[tuple[int, KeyStep]] = []
+    proposals += [(n, KeyStep("strip-prefix", p)) for p, n in strip.most_common(2)]
+    proposals += [(n, KeyStep("add-prefix", p)) for p, n in add.most_common(2)]
+    best = max((n for n, _ in proposals), default=0)
+    if best * 2 < min(len(set_c), len(set_m)):
+        # Neither stripping nor adding explains most keys: try replacing one prefix.
+        tails: dict[str, str | None] = {}
+        for k in unmatched_m:
+            for p, rest in _leading(k):
+                tails[rest] = None if rest in tails else p
+        swap: Counter[tuple[str, str]] = Counter()
+        for k in unmatched_c:
+            for p, rest in _leading(k):
+                q = tails.get(rest)
+                if q is not None:
+                    swap[(p, q)] += 1
+        for (p, q), n in swap.most_common(2):
+            proposals.append((n, KeyStep(
+                "rename-keys", patterns=((f"^{re.escape(p)}", _escape_repl(q)),))))
+    proposals.sort(key=lambda t: -t[0])
+    return [s for n, s in proposals if n > 0]
+
+
+def _escape_repl(text: str) -> str:
+    return text.replace("\\", "\\\\")
+
+
+def _count(names: list[str], model: dict[str, TensorInfo]) -> int:
+    seen = set()
+    for n in names:
+        if n in model:
+            seen.add(n)
+    # two checkpoint keys landing on one name is a collision, not a gain
+    return len(seen) - (len(names) - len(set(names)))
+
+
+def _guarded_add(step: KeyStep, names: list[str], model: dict[str, TensorInfo]) -> KeyStep | None:
+    """An add-prefix that spares the keys that already match, if a first component
+    tells them apart; as a rename pattern with a negative lookahead."""
+    keep = {n.split(".", 1)[0] for n in names if n in model}
+    need = {n.split(".", 1)[0] for n in names if n not in model and step.prefix + n in model}
+    if not keep or keep & need:
+        return None
+    alts = "|".join(re.escape(c) for c in sorted(keep))
+    return KeyStep("rename-keys", patterns=((rf"^(?!(?:{alts})(?:\.|$))",
+                                             _escape_repl(step.prefix)),))
+
+
+def _prefix_rounds(
+    names: list[str], model: dict[str, TensorInfo]
+) -> tuple[list[str], list[KeyStep]]:
+    steps: list[KeyStep] = []
+    score = _count(names, model)
+    for _ in range(MAX_ROUNDS):
+        if score == len(model):
+            break
+        name_set = set(names)
+        unmatched_c = [n for n in names if n not in model]
+        unmatched_m = [m for m in model if m not in name_set]
+        if not unmatched_c or not unmatched_m:
+            break
+        best: tuple[int, KeyStep, list[str]] | None = None
+        for step in _propose(unmatched_c, unmatched_m)[:4]:
+            variants = [step]
+            if step.kind == "add-prefix":
+                guarded = _guarded_add(step, names, model)
+                if guarded is not None:
+                    variants.append(guarded)
+            for variant in variants:
+                fn = variant.mapper()
+                mapped = [fn(n) for n in names]
+                s = _count(mapped, model)
+                if s > score and (best is None or s > best[0]):
+                    best = (s, variant, mapped)
+        if best is None:
+            break
+        score, step, names = best
+        steps.append(step)
+    return names, steps
+
+
+# -- renames ----------------------------------------------------------------------------
+def _by_module(keys: list[str]) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    for k in keys:
+        out.setdefault(module_of(k), []).append(k)
+    return out
+
+
+def _signature(keys: list[str], infos: dict[str, TensorInfo]) -> tuple:
+    return tuple(sorted((leaf_of(k), infos[k].shape) for k in keys))
+
+
+def _find_renames(unmatched_c: list[str], c_infos: dict[str, TensorInfo],
+                  unmatched_m: list[str], m_infos: dict[str, TensorInfo]
+                  ) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+    """(module pairs, key pairs): modules whose unmatched keys have the same leaves and
+    shapes, paired in order; then leaves renamed inside one module (gamma -> weight)."""
+    cmods, mmods = _by_module(unmatched_c), _by_module(unmatched_m)
+    sig_c: dict[tuple, list[str]] = {}
+    for mod, keys in cmods.items():
+        if mod:
+            sig_c.setdefault(_signature(keys, c_infos), []).append(mod)
+    module_pairs: list[tuple[str, str]] = []
+    used_c: set[str] = set()
+    used_m: set[str] = set()
+    for mod, keys in mmods.items():
+        if not mod:
+            continue
+        queue = sig_c.get(_signature(keys, m_infos))
+        if queue:
+            cmod = queue.pop(0)
+            module_pairs.append((cmod, mod))
+            used_c.add(cmod)
+            used_m.add(mod)
+    key_pairs: list[tuple[str, str]] = []
+    for mod, mkeys in mmods.items():
+        if mod in used_m or mod not in cmods or mod in used_c:
+            continue
+        ckeys = list(cmods[mod])
+        pre = mod + "." if mod else ""
+        for mk in mkeys:
+            leaf = leaf_of(mk)
+            shape = m_infos[mk].shape
+            pick = next((ck for ck in ckeys if LEAF_ALIASES.get(leaf_of(ck)) == leaf
+                         and c_infos[ck].shape == shape), None)
+            if pick is None:
+                same = [ck for ck in ckeys if c_infos[ck].shape == shape]
+                pick = same[0] if len(same) == 1 else None
+            if pick is not None and pick != pre + leaf:
+                key_pairs.append((pick, mk))
+                ckeys.remove(pick)
+    return module_pairs, key_pairs
+
+
+def _rename_step(module_pairs: list[tuple[str, str]], key_pairs: list[tuple[str, str]],
+                 c_by_module: dict[str, list[str]], names: list[str]) -> KeyStep:
+    """A RenameKeys step: patterns for repeated layers, exact pairs for the rest."""
+    intended: dict[str, str] = {}
+    for cmod, mmod in module_pairs:
+        for k in c_by_module[cmod]:
+            intended[k] = mmod + k[len(cmod):]
+    for ck, mk in key_pairs:
+        intended[ck] = mk
+    groups: dict[tuple[str, str], list[tuple[str, str]]] = {}
+    for cmod, mmod in module_pairs:
+        (ct, ci), (mt, mi) = template(cmod), template(mmod)
+        if ci and ci == mi:
+            groups.setdefault((ct, mt), []).append((cmod, mmod))
+        else:
+            groups.setdefault((cmod, mmod), []).append((cmod, mmod))
+    patterns: list[tuple[str, str]] = []
+    exact: list[tuple[str, str]] = []
+    patterned: set[str] = set()
+    for (ct, mt), members in groups.items():
+        if len(members) >= 3 and SLOT in ct:
+            rx = "^" + r"(\d+)".join(re.escape(p) for p in ct.split(SLOT)) + r"\."
+            pieces = [_escape_repl(p) for p in mt.split(SLOT)]
+            repl = pieces[0] + "".join(f"\\g<{i + 1}>" + p for i, p in enumerate(pieces[1:]))
+            patterns.append((rx, repl + "."))
+            patterned.update(cm for cm, _ in members)
+    for cmod, _ in module_pairs:
+        if cmod not in patterned:
+            exact.extend((k, intended[k]) for k in c_by_module[cmod])
+    exact.extend(key_pairs)
+    step = KeyStep("rename-keys", mapping=tuple(exact), patterns=tuple(patterns), origin="rename")
+    if patterns:
+        fn = step.mapper()
+        if any(fn(n) != intended.get(n, n) for n in names):
+            step = KeyStep("rename-keys", mapping=tuple(intended.items()), origin="rename")
+    return step
+
+
+# -- shapes -----------------------------------------------------------------------------
+def _head_modules(model: dict[str, TensorInfo]) -> set[str]:
+    """Modules that look like the output head: named like one, or the last with a weight."""
+    heads = {m for m in map(module_of, model) if leaf_of(m).lower() in HEAD_NAMES}
+    for key in reversed(model):
+        if leaf_of(key) == "weight" and len(model[key].shape) >= 2:
+            heads.add(module_of(key))
+            break
+    return heads
+
+
+def mismatch_reason(key: str, cs: tuple[int, ...], ms: tuple[int, ...], heads: set[str],
+                    tied_vocab: bool = False) -> str:
+    """Why shapes differ: zero-size | head | vocab | kernel | config."""
+    if 0 in cs and 0 not in ms:
+        return "zero-size"
+    lowered = key.lower()
+    mod = module_of(key)
+    if len(cs) == len(ms) and cs[1:] == ms[1:] and cs[:1] != ms[:1]:
+        if len(cs) == 2 and (tied_vocab or any(h in lowered for h in VOCAB_HINTS)):
+            return "vocab"
+        if mod in heads:
+            return "head"
+        if len(cs) <= 2 and any(h in lowered for h in VOCAB_HINTS):
+            return "vocab"
+    if len(cs) == len(ms) and len(cs) >= 3 and cs[:2] == ms[:2]:
+        return "kernel"
+    if mod in heads and len(cs) == len(ms):
+        return "head"
+    return "config"
+
+
+def align(ckpt: dict[str, TensorInfo], model: ModelSide) -> Alignment:
+    """Match an entry's keys to the model's; classify every key of either side."""
+    m_infos = model.infos
+    result = Alignment(ckpt, model)
+    originals = list(ckpt)
+    names = originals
+    if _count(names, m_infos) < len(m_infos):
+        names, result.steps = _prefix_rounds(names, m_infos)
+        name_set = set(names)
+        unmatched_c = [n for n in names if n not in m_infos]
+        unmatched_m = [m for m in m_infos if m not in name_set
+                       and not (m in model.tied and model.tied[m] in name_set)]
+        if unmatched_c and unmatched_m:
+            cur_infos = {n: ckpt[o] for n, o in zip(names, originals)}
+            module_pairs, key_pairs = _find_renames(unmatched_c, cur_infos, unmatched_m, m_infos)
+            if module_pairs or key_pairs:
+                step = _rename_step(module_pairs, key_pairs, _by_module(unmatched_c), names)
+                fn = step.mapper()
+                names = [fn(n) for n in names]
+                result.steps.append(step)
+    # names[i] is where ckpt key originals[i] lands in the model's namespace.
+    landing: dict[str, str] = {}
+    for orig, name in zip(originals, names):
+        if name in m_infos and name not in landing:
+            landing[name] = orig
+        else:
+            result.unexpected.append(orig)
+            result.unexpected_mapped[orig] = name
+    _classify(result, landing)
+    return result
+
+
+def _classify(result: Alignment, landing: dict[str, str]) -> None:
+    ckpt, model = result.ckpt, result.model
+    m_infos = model.infos
+    heads = _head_modules(m_infos)
+    tied_keys = set(model.tied) | set(model.tied.values())
+    square: list[str] = []
+    family: dict[str, list[int]] = {}
+    for mk, minfo in m_infos.items():
+        ck = landing.get(mk)
+        if ck is None:
+            partner = model.tied.get(mk)
+            partners = [partner] if partner else [k for k, v in model.tied.items() if v == mk]
+            served = next((p for p in partners if p in landing), None)
+            result.missing.append(mk)
+            result.status[mk] = "missing"
+            if served is not None:
+                result.tied_served[mk] = served
+                result.notes[mk] = f"tied to {served}: receives its value"
+            else:
+                result.notes[mk] = "not in the checkpoint: keeps its initial value"
+            continue
+        result.pairs[mk] = ck
+        cinfo = ckpt[ck]
+        cs, ms = cinfo.shape, minfo.shape
+        renamed = ck != mk
+        if renamed:
+            result.renamed[mk] = ck
+        if cs == ms:
+            if len(cs) == 2 and cs[0] == cs[1] and cs[0] > 1:
+                square.append(mk)
+            elif len(cs) == 2:
+                _vote(family, mk, 0)
+            if cinfo.dtype != minfo.dtype:
+                result.dtype_differs.append(mk)
+                result.status[mk] = "dtype-differs" if not renamed else "renamed"
+                result.notes[mk] = f"stored as {cinfo.dtype}, model uses {minfo.dtype}"
+            else:
+                result.status[mk] = "renamed" if renamed else "match"
+            if renamed:
+                result.notes[mk] = _join(f"from {ck}", result.notes.get(mk))
+        elif len(cs) == 2 and cs == ms[::-1]:
+            result.transposed.append(mk)
+            result.status[mk] = "transposed"
+            result.notes[mk] = f"stored as {_fmt(cs)}, model expects {_fmt(ms)}"
+            _vote(family, mk, 1)
+        else:
+            reason = mismatch_reason(mk, cs, ms, heads, tied_vocab=mk in tied_keys)
+            result.mismatched.append(mk)
+            result.reasons[mk] = reason
+            result.status[mk] = "shape-mismatch"
+            result.notes[mk] = (f"{REASON_NOTES[reason]}: {_fmt(cs)} in the file, "
+                                f"{_fmt(ms)} in the model")
+    # Square weights cannot show a transpose by shape: follow their family's majority.
+    for mk in square:
+        if _family_transposed(family, mk):
+            result.transposed.append(mk)
+            result.square_transposed.append(mk)
+            result.status[mk] = "transposed"
+            result.notes[mk] = _join("square; transposed like its siblings", result.notes.get(mk))
+    if result.square_transposed:
+        order = {k: i for i, k in enumerate(m_infos)}
+        result.transposed.sort(key=order.__getitem__)
+    if result.transposed:
+        gone = set(result.transposed)
+        result.dtype_differs = [k for k in result.dtype_differs if k not in gone]
+    # Same-module siblings of a head or vocabulary mismatch share its reason.
+    by_mod = {module_of(k): r for k, r in result.reasons.items() if r in ("head", "vocab")}
+    for k in result.mismatched:
+        if result.reasons[k] == "config" and module_of(k) in by_mod:
+            result.reasons[k] = by_mod[module_of(k)]
+            result.notes[k] = result.notes[k].replace(REASON_NOTES["config"],
+                                                      REASON_NOTES[result.reasons[k]])
+
+
+REASON_NOTES = {
+    "zero-size": "empty in the file (a ZeRO-3 partition?)",
+    "head": "output head changed",
+    "vocab": "vocabulary resized",
+    "kernel": "kernel size differs",
+    "config": "different configuration",
+}
+
+
+def _ancestors(key: str) -> list[str]:
+    tmpl = template(key)[0]
+    parts = tmpl.split(".")[:-1]
+    return [".".join(parts[:i]) for i in range(len(parts), -1, -1)]
+
+
+def _vote(family: dict[str, list[int]], key: str, transposed: int) -> None:
+    for anc in _ancestors(key):
+        family.setdefault(anc, [0, 0])[transposed] += 1
+
+
+def _family_transposed(family: dict[str, list[int]], key: str) -> bool:
+    for anc in _ancestors(key):
+        counts = family.get(anc)
+        if counts and (counts[0] or counts[1]):
+            return counts[1] > counts[0]
+    return False
+
+
+def _fmt(shape: tuple[int, ...]) -> str:
+    return str(tuple(shape))
+
+
+def _join(a: str, b: str | None) -> str:
+    return f"{a}; {b}" if b else a

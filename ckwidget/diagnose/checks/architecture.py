@@ -1,0 +1,333 @@
+"""Architecture: how the checkpoint's keys line up with the model's, as findings.
+
+Turns the alignment into findings (nested, prefix, renamed, transposed, shape-mismatch,
+missing-keys, unexpected-keys, tied-weights, dtype), repeated layers grouped, each with
+the fix that repairs it.
+"""
+
+from __future__ import annotations
+
+from ...checkpoint import Finding
+from ...fixes.kinds import (
+    AddPrefix,
+    CastDtype,
+    DropKeys,
+    RenameKeys,
+    ResizeCopy,
+    SelectEntry,
+    StripPrefix,
+    Transpose,
+)
+from ..align import KeyStep
+from ..context import Context
+from ..keys import group_keys, leaf_of, module_of, summarise_keys
+
+KNOWN_PREFIXES = {
+    "module.": "saved from a DataParallel / DistributedDataParallel wrapper",
+    "_orig_mod.": "saved from a torch.compile wrapper",
+    "model.": "saved from a wrapper that holds the network as .model (Lightning, timm EMA)",
+    "module.module.": "saved from a doubly wrapped DataParallel model",
+    "model._orig_mod.": "saved from a compiled model inside a Lightning-style wrapper",
+    "base_model.model.": "saved from a PEFT (LoRA) wrapper",
+    "net.": "saved from a wrapper that holds the network as .net",
+    "encoder.": "saved from a wrapper that holds the network as .encoder",
+}
+PRECISION = {"float64": 4, "float32": 3, "bfloat16": 2, "float16": 2,
+             "float8_e4m3fn": 1, "float8_e5m2": 1}
+
+
+def check(ctx: Context) -> list[Finding]:
+    out: list[Finding] = []
+    a = ctx.alignment
+    if ctx.entry:
+        out.append(Finding(
+            "nested", "error",
+            f"The weights are not at the top level of the file: {ctx.entry_reason} "
+            f"Load them from checkpoint[{_path_expr(ctx.entry)}].",
+            keys=[ctx.full_key(k) for k in list(ctx.entry_infos)[:1000]],
+            fixes=[SelectEntry(ctx.entry)],
+            details={"entry": ctx.entry, "candidates": list(ctx.ckpt.candidates)},
+        ))
+    for step in a.steps:
+        out.append(_step_finding(ctx, step))
+    out += _transposed(ctx)
+    out += _mismatched(ctx)
+    out += _missing(ctx)
+    out += _unexpected(ctx)
+    out += _dtypes(ctx)
+    return out
+
+
+def _path_expr(entry: str) -> str:
+    return "][".join(repr(p) for p in entry.split("."))
+
+
+def step_fix(step: KeyStep):
+    if step.kind == "strip-prefix":
+        return StripPrefix(step.prefix)
+    if step.kind == "add-prefix":
+        return AddPrefix(step.prefix)
+    return RenameKeys(mapping=step.mapping, patterns=step.patterns)
+
+
+def _affected(ctx: Context, step: KeyStep) -> list[str]:
+    """Checkpoint keys (as named before every step) that this step renames."""
+    a = ctx.alignment
+    fixes = [s.mapper() for s in a.steps]
+    index = a.steps.index(step)
+    out = []
+    for key in a.ckpt:
+        name = key
+        for fn in fixes[:index]:
+            name = fn(name)
+        if fixes[index](name) != name:
+            out.append(key)
+    return out
+
+
+def _step_finding(ctx: Context, step: KeyStep) -> Finding:
+    keys = _affected(ctx, step)
+    fix = step_fix(step)
+    total = len(ctx.entry_infos)
+    if step.kind == "strip-prefix":
+        why = KNOWN_PREFIXES.get(step.prefix, "saved from a wrapper around the network")
+        return Finding(
+            "prefix", "error",
+            f"{_count(len(keys), total)} checkpoint keys start with {step.prefix!r} "
+            f"({why}); the model's keys do not. Strip the prefix.",
+            keys=keys, fixes=[fix], details={"prefix": step.prefix, "side": "checkpoint"})
+    if step.kind == "add-prefix":
+        return Finding(
+            "prefix", "error",
+            f"The model's keys start with {step.prefix!r} but the checkpoint's do not "
+            "(the weights were saved from the inner network). Add the prefix.",
+            keys=keys, fixes=[fix], details={"prefix": step.prefix, "side": "model"})
+    if step.origin == "prefix":
+        old, new = _swap_parts(step)
+        if old is not None and (len(keys) * 2 >= total or old.count(".") > 1):
+            return Finding(
+                "prefix", "error",
+                f"{_count(len(keys), total)} checkpoint keys start with {old!r} where the "
+                f"model's start with {new!r}. Replace the prefix.",
+                keys=keys, fixes=[fix], details={"prefix": old, "replacement": new})
+        if old is not None:
+            return Finding(
+                "renamed", "error",
+                f"Renamed module: the checkpoint's {old[:-1]!r} is the model's "
+                f"{new[:-1]!r} (same tensors, same shapes). Rename the keys.",
+                keys=keys, fixes=[fix], details={"renames": {old[:-1]: new[:-1]}})
+    lines = _rename_lines(ctx, keys)
+    return Finding(
+        "renamed", "error",
+        "Renamed modules or tensors (same shapes, same order, different names): "
+        + "; ".join(lines[:8]) + (f" and {len(lines) - 8} more" if len(lines) > 8 else "")
+        + ". Rename the keys.",
+        keys=keys, fixes=[fix], details={"renames": lines})
+
+
+def _swap_parts(step: KeyStep) -> tuple[str | None, str | None]:
+    if step.mapping or len(step.patterns) != 1:
+        return None, None
+    rx, repl = step.patterns[0]
+    if not rx.startswith("^") or rx.startswith("^(?!"):
+        return None, None
+    import re
+
+    old = re.sub(r"\\(.)", r"\1", rx[1:])
+    return old, repl.replace("\\\\", "\\")
+
+
+def _rename_lines(ctx: Context, keys: list[str]) -> list[str]:
+    a = ctx.alignment
+    inverse = {ck: mk for mk, ck in a.renamed.items()}
+    pairs: dict[tuple[str, str], None] = {}
+    for ck in keys:
+        mk = inverse.get(ck)
+        if mk is None:
+            continue
+        if leaf_of(ck) == leaf_of(mk):
+            pairs[(module_of(ck), module_of(mk))] = None
+        else:
+            pairs[(ck, mk)] = None
+    olds = group_keys([o for o, _ in pairs])
+    news = group_keys([n for _, n in pairs])
+    if len(olds) == len(news):
+        return [f"{o} -> {n}" for o, n in zip(olds, news)]
+    return [f"{o} -> {n}" for o, n in pairs]
+
+
+def _count(n: int, total: int) -> str:
+    return "All" + f" {n}" if n == total else f"{n} of {total}"
+
+
+def _transposed(ctx: Context) -> list[Finding]:
+    a = ctx.alignment
+    if not a.transposed:
+        return []
+    square = set(a.square_transposed)
+    lines = [f"{line}: transposed" for line in group_keys(k for k in a.transposed
+                                                          if k not in square)]
+    lines += [f"{line}: square, transposed like its siblings"
+              for line in group_keys(k for k in a.transposed if k in square)]
+    shown = "; ".join(lines[:8]) + (f" and {len(lines) - 8} more" if len(lines) > 8 else "")
+    return [Finding(
+        "transposed", "error",
+        f"{len(a.transposed)} 2-D weights are stored transposed ((in, out), as Hugging Face's "
+        f"Conv1D keeps them; nn.Linear expects (out, in)): {shown}. Transpose them.",
+        keys=list(a.transposed), fixes=[Transpose(tuple(a.transposed))],
+        details={"lines": lines, "square": sorted(square)},
+    )]
+
+
+def _mismatched(ctx: Context) -> list[Finding]:
+    a = ctx.alignment
+    by_reason: dict[str, list[str]] = {}
+    for k in a.mismatched:
+        by_reason.setdefault(a.reasons[k], []).append(k)
+    out = []
+    for reason, keys in by_reason.items():
+        detail = "; ".join(f"{k}: {_shape(a.ckpt[a.pairs[k]].shape)} in the file, "
+                           f"{_shape(ctx.model.infos[k].shape)} in the model"
+                           for k in keys[:4])
+        if len(keys) > 4:
+            detail += f" and {len(keys) - 4} more"
+        grouped = summarise_keys(keys)
+        if reason == "zero-size":
+            out.append(Finding(
+                "shape-mismatch", "error",
+                f"{len(keys)} tensors are empty in the file ({grouped}): this is one rank's "
+                "partition of a DeepSpeed ZeRO-3 checkpoint, not the full weights. Gather them "
+                "with DeepSpeed's zero_to_fp32.py (or save with "
+                "stage3_gather_16bit_weights_on_model_save) and load that file.",
+                keys=keys, details={"reason": reason, "shapes": detail}))
+        elif reason == "head":
+            out.append(Finding(
+                "shape-mismatch", "warning",
+                f"The output head changed ({detail}): the checkpoint was trained for a "
+                "different number of classes. The plan skips the head, which keeps its "
+                "initial values for you to train; copying the overlapping rows is the "
+                "alternative.",
+                keys=keys, fixes=[DropKeys(tuple(keys), "output head changed")],
+                details={"reason": reason, "alternatives": [ResizeCopy(tuple(keys))]}))
+        elif reason == "vocab":
+            rows = [(a.ckpt[a.pairs[k]].shape[0], ctx.model.infos[k].shape[0]) for k in keys]
+            padded = any(max(r) % 64 == 0 and abs(r[0] - r[1]) < 128 for r in rows)
+            how = "padded to a multiple of 64" if padded else "resized (tokens added or removed)"
+            out.append(Finding(
+                "shape-mismatch", "warning",
+                f"The vocabulary was {how} ({detail}). The plan copies the shared rows; "
+                "new rows keep the model's initial values.",
+                keys=keys, fixes=[ResizeCopy(tuple(keys))],
+                details={"reason": reason, "alternatives": [DropKeys(tuple(keys), "resized")]}))
+        else:
+            what = ("The kernel size differs" if reason == "kernel"
+                    else "The model was built with a different configuration")
+            out.append(Finding(
+                "shape-mismatch", "error",
+                f"{what} ({detail}). These {len(keys)} model tensors cannot take the "
+                f"checkpoint's values and keep their initial values ({grouped}); check the "
+                "model's constructor arguments against the checkpoint's config.",
+                keys=keys, fixes=[DropKeys(tuple(keys), "shape differs")],
+                details={"reason": reason}))
+    return out
+
+
+def _shape(shape: tuple[int, ...]) -> str:
+    return str(tuple(shape))
+
+
+def _missing(ctx: Context) -> list[Finding]:
+    a = ctx.alignment
+    out = []
+    if a.tied_served:
+        lines = [f"{k} (tied to {v})" for k, v in list(a.tied_served.items())[:6]]
+        out.append(Finding(
+            "tied-weights", "info",
+            f"{len(a.tied_served)} model tensors share storage with another tensor and are "
+            f"not stored separately in the file: {', '.join(lines)}. They receive their "
+            "partner's value; load with strict=False so torch does not count them as missing.",
+            keys=list(a.tied_served),
+            fixes=[DropKeys((), "tied weights load through their partner")],
+            details={"tied": dict(a.tied_served)}))
+    missing = [k for k in a.missing if k not in a.tied_served]
+    if not missing:
+        return out
+    total = len(ctx.model.infos)
+    loadable = len(a.loadable) + len(a.transposed) + sum(
+        1 for k in a.mismatched if a.reasons[k] in ("vocab",))
+    if loadable == 0 and total:
+        out.append(Finding(
+            "missing-keys", "error",
+            f"None of the model's {total} tensors is in the checkpoint, even allowing for "
+            "prefixes and renames: this checkpoint belongs to a different model (or the wrong "
+            "entry was chosen). Check the model class and its config, or pass entry=.",
+            keys=missing, details={"model_example": missing[:5],
+                                   "checkpoint_example": list(a.ckpt)[:5]}))
+        return out
+    counters = all(leaf_of(k) == "num_batches_tracked" for k in missing)
+    if counters:
+        msg = (f"{len(missing)} BatchNorm counters (num_batches_tracked) are not in the file "
+               "(saved by an older torch); they only count steps. Load with strict=False.")
+        severity = "warning"
+    else:
+        msg = (f"{len(missing)} model tensors are not in the checkpoint and would keep their "
+               f"initial values: {summarise_keys(missing)}. The plan loads the rest with "
+               "strict=False; train or initialise these, or find a checkpoint that has them.")
+        severity = "error"
+    keep = DropKeys((), f"{len(missing)} model tensors keep their initial values")
+    out.append(Finding("missing-keys", severity, msg, keys=missing, fixes=[keep],
+                       details={"grouped": group_keys(missing)}))
+    return out
+
+
+def _unexpected(ctx: Context) -> list[Finding]:
+    a = ctx.alignment
+    if not a.unexpected:
+        return []
+    mapped = [a.unexpected_mapped[k] for k in a.unexpected]
+    return [Finding(
+        "unexpected-keys", "warning",
+        f"{len(a.unexpected)} checkpoint tensors have no place in the model: "
+        f"{summarise_keys(a.unexpected)}. They are extra layers (an auxiliary head, an "
+        "EMA copy, a bigger variant of the model); the plan leaves them out.",
+        keys=list(a.unexpected),
+        fixes=[DropKeys(tuple(dict.fromkeys(mapped)), "not in the model")],
+        details={"grouped": group_keys(a.unexpected)})]
+
+
+def _dtypes(ctx: Context) -> list[Finding]:
+    a = ctx.alignment
+    groups: dict[tuple[str, str], list[str]] = {}
+    for k in a.dtype_differs:
+        groups.setdefault((a.ckpt[a.pairs[k]].dtype, ctx.model.infos[k].dtype), []).append(k)
+    out = []
+    for (src, dst), keys in groups.items():
+        lossy, how = _cast_effect(src, dst)
+        fixes = []
+        if ctx.model.is_meta:
+            fixes = [CastDtype(dst, tuple(keys))]
+            how += (" The model is on the meta device, so loading assigns the file's tensors "
+                    f"as they are: cast them to {dst} first.")
+        out.append(Finding(
+            "dtype", "warning" if lossy or fixes else "info",
+            f"{len(keys)} tensors are stored as {src} and the model uses {dst} "
+            f"({summarise_keys(keys, 4)}): {how}",
+            keys=keys, fixes=fixes, details={"from": src, "to": dst, "lossy": lossy}))
+    return out
+
+
+def _cast_effect(src: str, dst: str) -> tuple[bool, str]:
+    fs, fd = src in PRECISION, dst in PRECISION
+    if fs and fd:
+        if {src, dst} == {"float16", "bfloat16"}:
+            return True, ("load_state_dict converts silently, and float16 and bfloat16 trade "
+                          "range for precision, so values can round or overflow.")
+        if PRECISION[dst] >= PRECISION[src]:
+            return False, "load_state_dict widens them silently and exactly."
+        return True, ("load_state_dict narrows them silently and they lose precision; "
+                      "make the model use the file's dtype if that matters.")
+    if fs and not fd:
+        return True, "load_state_dict truncates the fractions silently."
+    if src == "bool" or dst == "bool":
+        return False, "load_state_dict converts silently."
+    return False, "load_state_dict converts them silently."

@@ -1,0 +1,38 @@
+"""Corruption: damaged or wrong files (the reader's findings), and non-finite weights."""
+
+from __future__ import annotations
+
+from ...checkpoint import Finding
+from ..context import Context
+from ..keys import summarise_keys
+from ..sampling import sample_values
+
+FILE_KINDS = ("not-a-checkpoint", "lfs-pointer", "html-page", "truncated", "corrupt")
+
+
+def check(ctx: Context) -> list[Finding]:
+    out = []
+    for f in ctx.file_findings(*FILE_KINDS):
+        if f.severity == "error":
+            ctx.blockers.append(f.kind)
+        out.append(f)
+    if not ctx.entry_infos:
+        return out
+    sample = sample_values(ctx.ckpt, ctx.entry)
+    ctx.notes["sample"] = sample
+    if sample.nonfinite:
+        keys = list(sample.nonfinite)
+        nan = sum(n for n, _ in sample.nonfinite.values())
+        inf = sum(i for _, i in sample.nonfinite.values())
+        coverage = ("every value" if sample.examined >= sample.total
+                    else f"{sample.examined:,} of {sample.total:,} values sampled")
+        out.append(Finding(
+            "nonfinite", "error",
+            f"{len(keys)} tensors hold non-finite values ({nan:,} NaN, {inf:,} inf; "
+            f"{coverage}): {summarise_keys(keys)}. The model's outputs will be NaN: the "
+            "training run diverged before this save or the file is damaged; use an earlier "
+            "checkpoint.",
+            keys=keys, details={"counts": {k: {"nan": n, "inf": i}
+                                           for k, (n, i) in sample.nonfinite.items()},
+                                "examined": sample.examined, "total": sample.total}))
+    return out

@@ -1,0 +1,45 @@
+"""What every check sees: the checkpoint, the chosen entry, the model and the alignment."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..checkpoint import Checkpoint, Finding, TensorInfo
+from .align import Alignment
+from .model_side import ModelSide
+
+# File findings after which torch.load cannot read the file as it is.
+LOAD_BLOCKERS = {
+    "not-a-checkpoint", "lfs-pointer", "html-page", "truncated", "foreign-format",
+    "torchscript", "malicious", "unsafe-globals", "missing-class", "corrupt", "sharded",
+}
+# File findings that no fix repairs: the bytes are not usable weights.
+UNREPAIRABLE = {"not-a-checkpoint", "lfs-pointer", "html-page", "truncated", "corrupt",
+                "foreign-format", "malicious"}
+
+
+@dataclass
+class Context:
+    ckpt: Checkpoint
+    entry: str
+    entry_reason: str
+    model: ModelSide
+    alignment: Alignment
+    optimizer: Any = None
+    sample_input: Any = None
+    map_location: Any = None
+    # Load-time facts filled by the checks: kinds that stop torch.load as is.
+    blockers: list[str] = field(default_factory=list)
+    notes: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def entry_infos(self) -> dict[str, TensorInfo]:
+        return self.alignment.ckpt
+
+    def file_findings(self, *kinds: str) -> list[Finding]:
+        return [f for f in self.ckpt.findings if f.kind in kinds]
+
+    def full_key(self, key: str) -> str:
+        """The dotted path in the file of an entry-relative key."""
+        return self.ckpt.members(self.entry).get(key, key)

@@ -1,0 +1,233 @@
+"""``diagnose()``: open, align, run every check, choose the plan, count what loads."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from ..checkpoint import Checkpoint, Finding, TensorInfo, describe_tensor, sort_findings
+from ..errors import CheckpointError
+from .align import _leading, align
+from .checks import architecture, corruption, format, hardware, preprocessing, training, version
+from .context import UNREPAIRABLE, Context
+from .model_side import ModelSide, describe_model
+from .planner import choose_fixes
+from .report import Report
+from .table import table_columns
+
+LIGHTNING_KEYS = ("pytorch-lightning_version", "lightning_version")
+
+
+def diagnose(
+    path_or_ckpt: str | os.PathLike[str] | Checkpoint | Mapping[str, Any],
+    model: Any,
+    optimizer: Any = None,
+    sample_input: Any = None,
+    *,
+    entry: str | None = None,
+    map_location: Any = None,
+    plan: Any = None,
+) -> Report:
+    """Why ``path_or_ckpt`` does or does not load into ``model``, and the plan that fixes it.
+
+    ``plan`` (used by ``Plan.preview``) diagnoses the checkpoint as it would be after
+    that plan's fixes.
+    """
+    started = time.perf_counter()
+    ckpt = as_checkpoint(path_or_ckpt)
+    side = describe_model(model)
+    if plan is not None and len(plan):
+        ckpt, map_location = _after_plan(ckpt, plan, side, map_location)
+        entry = ""
+    chosen, reason = choose_entry(ckpt, side, entry)
+    entry_infos = ckpt.entry(chosen) if (chosen in ckpt.candidates or ckpt.members(chosen)) else {}
+    alignment = align(entry_infos, side)
+    ctx = Context(ckpt, chosen, reason, side, alignment, optimizer, sample_input, map_location)
+    findings: list[Finding] = []
+    for check in (format.check, corruption.check, version.check, hardware.check):
+        findings += check(ctx)
+    if entry_infos or not ctx.blockers:
+        findings += architecture.check(ctx)
+    findings += training.check(ctx)
+    fixes = choose_fixes(findings)
+    ctx.notes["plan_fixes"] = fixes
+    findings += preprocessing.check(ctx)
+    from ..fixes import Plan
+
+    suggested = Plan(fixes, source=ckpt)
+    report = _summarise(ctx, sort_findings(findings), suggested, model)
+    report.seconds = round(time.perf_counter() - started, 4)
+    return report
+
+
+def as_checkpoint(source: Any) -> Checkpoint:
+    if isinstance(source, Checkpoint):
+        return source
+    if isinstance(source, (str, os.PathLike)):
+        from ..readers import open_checkpoint
+
+        return open_checkpoint(source)
+    if isinstance(source, Mapping):
+        return _from_nested(source)
+    raise CheckpointError(
+        f"diagnose() needs a path, a Checkpoint or a state dict, not {type(source).__name__}.")
+
+
+def _from_nested(obj: Mapping[str, Any]) -> Checkpoint:
+    """An in-memory dict, nested or flat, described like a file would be."""
+    import torch
+
+    from ..readers.tree import flatten, top_level_facts
+
+    if all(isinstance(v, torch.Tensor) for v in obj.values()):
+        return Checkpoint.from_state_dict(obj)
+
+    def convert(node: Any, depth: int = 0) -> Any:
+        if isinstance(node, torch.Tensor):
+            return describe_tensor(node)
+        if depth > 50:
+            return None
+        if isinstance(node, Mapping):
+            return {str(k): convert(v, depth + 1) for k, v in node.items()}
+        if isinstance(node, (list, tuple)):
+            return [convert(v, depth + 1) for v in node]
+        return node
+
+    tree = convert(obj)
+    flat = flatten(tree)
+    metadata = {"name": "<in-memory checkpoint>", **top_level_facts(tree)}
+    return Checkpoint(None, "in-memory", flat.tensors, flat.candidates or [""], metadata,
+                      members=flat.members)
+
+
+# -- entry ------------------------------------------------------------------------------
+def _score(infos: Mapping[str, TensorInfo], model: Mapping[str, TensorInfo]) -> int:
+    hits = 0
+    for key in infos:
+        if key in model or any(rest in model for _, rest in _leading(key)):
+            hits += 1
+    return hits
+
+
+def choose_entry(ckpt: Checkpoint, side: ModelSide, entry: str | None) -> tuple[str, str]:
+    """The container to load, and why (a sentence, empty for the top level)."""
+    if entry is not None:
+        return entry, f"you chose the entry {entry!r}."
+    candidates = list(ckpt.candidates)
+    if not candidates:
+        return "", ""
+    best = candidates[0]
+    if len(candidates) > 1:
+        scores = [(_score(ckpt.entry(c), side.infos), -i, c) for i, c in enumerate(candidates[:8])]
+        best = max(scores)[2]
+    if best == "":
+        return "", ""
+    meta = ckpt.metadata
+    others = [c for c in candidates if c != best]
+    averaged = [c for c in others if any(t in c.lower() for t in ("ema", "swa", "average"))]
+    lightning = next((meta[k] for k in LIGHTNING_KEYS if k in meta), None)
+    facts = [k for k in meta if k not in ("name", "open_seconds")][:6]
+    if lightning is not None:
+        reason = (f"this is a PyTorch Lightning checkpoint (Lightning {lightning}); the weights "
+                  f"are under {best!r}, next to training state ({', '.join(facts)}).")
+    else:
+        reason = (f"the file is a dict whose {best!r} entry holds the model's weights"
+                  + (f" (other entries: {', '.join(facts + others[:3])})" if facts or others
+                     else "") + ".")
+    if averaged:
+        reason += (f" An averaged copy is also stored under {averaged[0]!r}; pass "
+                   f"entry={averaged[0]!r} to use it instead.")
+    return best, reason
+
+
+# -- counts and status ------------------------------------------------------------------
+def _received(received: Mapping[str, TensorInfo], side: ModelSide) -> int:
+    n = 0
+    for key, info in side.infos.items():
+        got = received.get(key)
+        if got is None and key in side.tied:
+            got = received.get(side.tied[key])
+        elif got is None:
+            partners = [k for k, v in side.tied.items() if v == key]
+            got = next((received[p] for p in partners if p in received), None)
+        if got is not None and got.shape == info.shape:
+            n += 1
+    return n
+
+
+def _summarise(ctx: Context, findings: list[Finding], plan: Any, model: Any) -> Report:
+    side, a, ckpt = ctx.model, ctx.alignment, ctx.ckpt
+    total = len(side.infos)
+    blockers = set(ctx.blockers)
+    as_is_entry = ckpt.entry("") if "" in ckpt.candidates else {}
+    if blockers:
+        as_is = 0
+    else:
+        as_is = sum(1 for k, info in side.infos.items()
+                    if (c := as_is_entry.get(k)) is not None and c.shape == info.shape)
+    unrepairable = blockers & UNREPAIRABLE
+    try:
+        after = 0 if unrepairable else _received(plan.simulate(ckpt, side.infos), side)
+    except CheckpointError:
+        after = len(a.loadable) + len(a.transposed)
+    clean = (not blockers and ctx.entry == "" and not a.missing and not a.unexpected
+             and not a.mismatched and not a.transposed and not a.steps and not side.is_meta)
+    errors = [f for f in findings if f.severity == "error"]
+    if any(f.kind == "malicious" for f in findings):
+        status = "unsafe"
+    elif clean and not errors:
+        status = "ok"
+    elif unrepairable or (total and after == 0) or any(
+            f.kind in ("nonfinite",) or (f.kind == "shape-mismatch" and not f.fixes)
+            for f in errors):
+        status = "broken"
+    else:
+        status = "fixable"
+    headline = _headline(total, as_is, after, len(plan), clean, status, findings)
+    name = type(model).__name__ if not isinstance(model, Mapping) else "state dict"
+    return Report(ckpt, ctx.entry, findings, plan, total, as_is, after, clean, status, headline,
+                  model_name=name, alignment=a, _columns=table_columns(a))
+
+
+def _headline(total: int, as_is: int, after: int, n_fixes: int, clean: bool, status: str,
+              findings: list[Finding]) -> str:
+    if status == "unsafe":
+        return "Unsafe: this file names code that would run on load; do not unpickle it."
+    first = f"{as_is} of {total} model tensors would load as is"
+    if clean:
+        return f"All {total} model tensors load as is."
+    if n_fixes:
+        fixes = f"{n_fixes} fix{'es' if n_fixes != 1 else ''}"
+        if after == total:
+            return f"{first}; all {total} after the suggested plan ({fixes})."
+        return f"{first}; {after} after the suggested plan ({fixes})."
+    blocker = next((f for f in findings if f.severity == "error"), None)
+    if blocker is not None and as_is == 0 and after == 0:
+        return f"{first}: {blocker.kind.replace('-', ' ')}."
+    return first + "."
+
+
+# -- preview ----------------------------------------------------------------------------
+def _after_plan(ckpt: Checkpoint, plan: Any, side: ModelSide,
+                map_location: Any) -> tuple[Checkpoint, Any]:
+    """The checkpoint as the plan's load would see it: one entry, fixes applied."""
+    received = plan.simulate(ckpt, side.infos)
+    covered: set[str] = set()
+    allowed = set(getattr(plan, "allowed_globals", ()) or ())
+    findings = []
+    for f in ckpt.findings:
+        if f.kind == "unsafe-globals" and set(f.details.get("globals", ())) <= allowed:
+            covered.add(f.kind)
+            continue
+        if f.kind == "missing-class" and getattr(plan, "extracts", False):
+            continue
+        findings.append(f)
+    location = map_location
+    if location is None and any(f.kind == "map-location" for f in plan):
+        location = plan.map_location
+    meta = {k: v for k, v in ckpt.metadata.items()}
+    out = Checkpoint(ckpt.path, ckpt.format, dict(received), [""], meta, findings,
+                     size=ckpt.size)
+    return out, location

@@ -1,0 +1,140 @@
+"""The Report: why a checkpoint does or does not fit a model, and the plan that fixes it."""
+
+from __future__ import annotations
+
+import html
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..checkpoint import Checkpoint, Finding
+
+STATUS_WORDS = {
+    "ok": "loads cleanly",
+    "fixable": "does not load as is; the suggested plan fixes it",
+    "broken": "cannot be loaded into this model as it is",
+    "unsafe": "is unsafe to load with pickle",
+}
+ICONS = {"error": "✖", "warning": "▲", "info": "ℹ"}
+HTML_ROWS = 200
+
+
+@dataclass(eq=False)
+class Report:
+    """Everything diagnosis found; see the public contract in DESIGN.md."""
+
+    checkpoint: Checkpoint
+    entry: str
+    findings: list[Finding]
+    plan: Any
+    model_tensor_count: int
+    loadable_count: int
+    loadable_after_plan: int
+    loads_cleanly: bool
+    status: str
+    headline: str
+    model_name: str = "model"
+    alignment: Any = field(default=None, repr=False)
+    seconds: float = 0.0
+    _columns: dict[str, list[Any]] | None = field(default=None, repr=False)
+    _table: Any = field(default=None, repr=False)
+
+    @property
+    def table(self):
+        """pandas DataFrame, one row per key of either side (built on first use)."""
+        if self._table is None:
+            from .table import build_table
+
+            self._table = build_table(self._columns or {})
+        return self._table
+
+    def by_kind(self, kind: str) -> list[Finding]:
+        return [f for f in self.findings if f.kind == kind]
+
+    def finding(self, kind: str) -> Finding | None:
+        return next((f for f in self.findings if f.kind == kind), None)
+
+    @property
+    def kinds(self) -> list[str]:
+        return [f.kind for f in self.findings]
+
+    # -- display ------------------------------------------------------------------------
+    def _source_name(self) -> str:
+        ck = self.checkpoint
+        if ck.path is not None:
+            return str(ck.path)
+        return str(ck.metadata.get("name", "<in-memory checkpoint>"))
+
+    def __repr__(self) -> str:
+        lines = [f"ckwidget report: {self._source_name()} -> {self.model_name}"
+                 + (f" (entry {self.entry!r})" if self.entry else "")]
+        lines.append(f"  {self.headline}")
+        lines.append(f"  status: {self.status} ({STATUS_WORDS.get(self.status, '')})")
+        if self.findings:
+            lines.append("Findings:")
+            for f in self.findings:
+                text = f.message if len(f.message) <= 600 else f.message[:597] + "..."
+                lines.append(f"  {ICONS.get(f.severity, '-')} [{f.severity}] {f.kind}: {text}")
+        if self.plan is not None and len(self.plan):
+            lines.append("Suggested plan:")
+            for i, fix in enumerate(self.plan, 1):
+                lines.append(f"  {i}. {fix.describe()}")
+            lines.append("  (report.plan.apply(model) loads it; report.plan.to_code() "
+                         "shows the plain torch code)")
+        return "\n".join(_printable(line) for line in lines)
+
+    def _repr_html_(self) -> str:
+        e = html.escape
+        parts = [f'<div class="ck-report ck-status-{e(self.status)}">',
+                 f'<div class="ck-title">ckwidget report: <code>{e(self._source_name())}</code>'
+                 f" &rarr; {e(self.model_name)}"
+                 + (f" (entry <code>{e(self.entry)}</code>)" if self.entry else "") + "</div>",
+                 f'<div class="ck-headline"><b>{e(self.headline)}</b> '
+                 f'<span class="ck-status">{e(self.status)}</span></div>']
+        if self.findings:
+            parts.append('<ul class="ck-findings">')
+            for f in self.findings:
+                parts.append(
+                    f'<li class="ck-finding ck-{e(f.severity)} ck-kind-{e(f.kind)}">'
+                    f"{ICONS.get(f.severity, '')} <b>{e(f.kind)}</b>: {e(f.message)}</li>")
+            parts.append("</ul>")
+        if self.plan is not None and len(self.plan):
+            parts.append('<ol class="ck-plan">')
+            for fix in self.plan:
+                parts.append(f'<li class="ck-fix-{e(fix.kind)}">{e(fix.describe())}</li>')
+            parts.append("</ol>")
+        parts.append(self._html_table(e))
+        parts.append("</div>")
+        return "\n".join(parts)
+
+    def _html_table(self, e) -> str:
+        cols = self._columns or {}
+        keys = cols.get("key", [])
+        if not keys:
+            return ""
+        show = ["key", "status", "checkpoint_shape", "model_shape", "checkpoint_dtype",
+                "model_dtype", "note"]
+        # Rows that need attention first, then the rest, within the row limit.
+        order = [i for i, s in enumerate(cols["status"]) if s != "match"]
+        order += [i for i, s in enumerate(cols["status"]) if s == "match"]
+        order = sorted(order[:HTML_ROWS])
+        rows = ["<tr>" + "".join(f"<th>{c}</th>" for c in show) + "</tr>"]
+        for i in order:
+            cells = []
+            for c in show:
+                v = cols[c][i]
+                cells.append(f"<td>{e('' if v is None else _cell(v))}</td>")
+            rows.append(f'<tr class="ck-row-{e(cols["status"][i])}">' + "".join(cells) + "</tr>")
+        more = (f"<div>{len(keys) - len(order)} more rows in report.table</div>"
+                if len(keys) > len(order) else "")
+        return '<table class="ck-table">' + "".join(rows) + "</table>" + more
+
+
+def _cell(v: Any) -> str:
+    if isinstance(v, tuple):
+        return "(" + ", ".join(map(str, v)) + ")"
+    return str(v)
+
+
+def _printable(text: str) -> str:
+    """Keep terminal output safe: control characters from a file become escapes."""
+    return "".join(ch if ch.isprintable() or ch == "\t" else repr(ch)[1:-1] for ch in text)
