@@ -77,7 +77,7 @@ def open_checkpoint(
             f"{p.name} needs more memory or nesting than a checkpoint should "
             f"({type(exc).__name__}); it is damaged or hostile."
         ) from None
-    except Exception as exc:  # noqa: BLE001 - the promise is: nothing else escapes
+    except Exception as exc:  # the promise is: nothing else escapes
         error = CorruptCheckpointError(
             f"{p.name} could not be read: {type(exc).__name__}: {exc}"[:500]
         )

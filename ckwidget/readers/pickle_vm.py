@@ -1,0 +1,685 @@
+"""A symbolic pickle machine: it reads a pickle stream and never runs anything from it.
+
+Globals become :class:`Global` names, calls become :class:`Call` records, persistent ids
+are handed to the caller's hook (torch storages), and every resource is budgeted. A
+``reducers`` table lets a reader turn known calls (``torch._utils._rebuild_tensor_v2``)
+into values as they are read, so a 100,000-tensor file is interpreted in one pass.
+
+If the stream breaks, what was built so far is kept (``PickleResult.root``), along with
+the sentence that explains the break.
+"""
+
+from __future__ import annotations
+
+import codecs
+import struct
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..errors import BudgetExceededError
+from .budgets import DEFAULT_BUDGETS, Budgets
+
+
+class Global:
+    """A name the pickle refers to (``module.name``); never imported."""
+
+    __slots__ = ("module", "name", "reducer")
+
+    def __init__(self, module: str, name: str) -> None:
+        self.module = module
+        self.name = name
+        self.reducer: Callable[..., Any] | None = None
+
+    @property
+    def full(self) -> str:
+        return f"{self.module}.{self.name}"
+
+    def __repr__(self) -> str:
+        return f"<global {self.full}>"
+
+
+class Call:
+    """A call the pickle asks for (``func(*args)``), recorded, not made.
+
+    ``state`` is what BUILD would pass to ``__setstate__``; ``items`` and ``list_items``
+    collect SETITEM(S)/APPEND(S) applied to the result.
+    """
+
+    __slots__ = ("args", "func", "items", "kind", "list_items", "state")
+
+    def __init__(self, func: Any, args: Any, kind: str = "reduce") -> None:
+        self.func = func
+        self.args = args
+        self.kind = kind
+        self.state: Any = None
+        self.items: list[tuple[Any, Any]] | None = None
+        self.list_items: list[Any] | None = None
+
+    @property
+    def name(self) -> str:
+        return self.func.full if isinstance(self.func, Global) else repr(self.func)
+
+    def __repr__(self) -> str:
+        return f"<call {self.name}(...)>"
+
+
+class PickledSet:
+    """A set or frozenset, kept as a list so that nothing is hashed."""
+
+    __slots__ = ("frozen", "items")
+
+    def __init__(self, items: list[Any], frozen: bool) -> None:
+        self.items = items
+        self.frozen = frozen
+
+    def __repr__(self) -> str:
+        return f"<{'frozenset' if self.frozen else 'set'} of {len(self.items)}>"
+
+
+class OpaqueKey:
+    """A dict key too complex to hash safely (hashing a shared tuple can take forever)."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: Any) -> None:
+        self.value = value
+
+    def __repr__(self) -> str:
+        return f"<key {type(self.value).__name__}>"
+
+
+class PickleError(Exception):
+    """The stream is malformed at ``position``."""
+
+    def __init__(self, message: str, position: int) -> None:
+        super().__init__(message)
+        self.position = position
+
+
+_MARK = object()
+_ATOMS = (str, int, float, bool, bytes, type(None), Global, Call)
+
+
+def _safe_key(key: Any) -> Any:
+    kt = type(key)
+    if kt in (str, int) or key is None or kt in _ATOMS:
+        return key
+    if kt is tuple and len(key) <= 16 and all(type(k) in _ATOMS for k in key):
+        return key
+    return OpaqueKey(key)
+
+
+@dataclass
+class PickleResult:
+    """What the machine built, and what it saw on the way."""
+
+    root: Any = None
+    complete: bool = False
+    error: str | None = None
+    error_position: int | None = None
+    end: int = 0  # offset just after STOP (or where reading stopped)
+    protocol: int = 0
+    ops: int = 0
+    opcodes: set[str] = field(default_factory=set)
+    globals: dict[str, int] = field(default_factory=dict)  # "module.name" -> count
+    calls: dict[str, int] = field(default_factory=dict)  # "module.name" -> REDUCE/NEWOBJ count
+    budget_exceeded: bool = False
+
+
+# Opcodes by byte value, for the record of which features a stream uses.
+_OPNAMES = {
+    0x28: "MARK", 0x2E: "STOP", 0x30: "POP", 0x31: "POP_MARK", 0x32: "DUP", 0x46: "FLOAT",
+    0x49: "INT", 0x4A: "BININT", 0x4B: "BININT1", 0x4C: "LONG", 0x4D: "BININT2", 0x4E: "NONE",
+    0x50: "PERSID", 0x51: "BINPERSID", 0x52: "REDUCE", 0x53: "STRING", 0x54: "BINSTRING",
+    0x55: "SHORT_BINSTRING", 0x56: "UNICODE", 0x58: "BINUNICODE", 0x61: "APPEND", 0x62: "BUILD",
+    0x63: "GLOBAL", 0x64: "DICT", 0x7D: "EMPTY_DICT", 0x65: "APPENDS", 0x67: "GET",
+    0x68: "BINGET", 0x69: "INST", 0x6A: "LONG_BINGET", 0x6C: "LIST", 0x5D: "EMPTY_LIST",
+    0x6F: "OBJ", 0x70: "PUT", 0x71: "BINPUT", 0x72: "LONG_BINPUT", 0x73: "SETITEM",
+    0x74: "TUPLE", 0x29: "EMPTY_TUPLE", 0x75: "SETITEMS", 0x47: "BINFLOAT", 0x80: "PROTO",
+    0x81: "NEWOBJ", 0x82: "EXT1", 0x83: "EXT2", 0x84: "EXT4", 0x85: "TUPLE1", 0x86: "TUPLE2",
+    0x87: "TUPLE3", 0x88: "NEWTRUE", 0x89: "NEWFALSE", 0x8A: "LONG1", 0x8B: "LONG4",
+    0x42: "BINBYTES", 0x43: "SHORT_BINBYTES", 0x8C: "SHORT_BINUNICODE", 0x8D: "BINUNICODE8",
+    0x8E: "BINBYTES8", 0x8F: "EMPTY_SET", 0x90: "ADDITEMS", 0x91: "FROZENSET",
+    0x92: "NEWOBJ_EX", 0x93: "STACK_GLOBAL", 0x94: "MEMOIZE", 0x95: "FRAME",
+    0x96: "BYTEARRAY8", 0x97: "NEXT_BUFFER", 0x98: "READONLY_BUFFER",
+}
+
+_unpack_d = struct.Struct(">d").unpack_from
+_U32 = struct.Struct("<I")
+
+
+def run_pickle(
+    data: bytes | memoryview,
+    budgets: Budgets = DEFAULT_BUDGETS,
+    *,
+    start: int = 0,
+    persistent_load: Callable[[Any], Any] | None = None,
+    reducers: Mapping[str, Callable[..., Any]] | None = None,
+    builders: Mapping[str, Callable[[Any, Any], Any]] | None = None,
+) -> PickleResult:
+    """Run one pickle stream symbolically from ``start`` to its STOP.
+
+    ``reducers`` maps "module.name" to a function called with the (symbolic) argument
+    tuple instead of the real callable; its return value replaces the call. ``builders``
+    maps "module.name" to a function ``(call, state)`` run on BUILD of such an object.
+    Never raises for malformed input: the result says what went wrong.
+    """
+    res = PickleResult()
+    if isinstance(data, memoryview):
+        data = bytes(data)
+    # A stream may sit at the start of a larger file (legacy torch files, mmap'd): it may
+    # not run further than the budget allows.
+    n = min(len(data), start + budgets.max_pickle_bytes)
+    capped = n < len(data)
+    if capped:
+        data = data[start:n]
+        n -= start
+        start = 0
+    state = _Machine(res, reducers or {}, builders or {}, persistent_load)
+    stack: list[Any] = []
+    metastack: list[list[Any]] = []
+    memo: dict[int, Any] = {}
+    max_ops = budgets.max_ops
+    max_string = budgets.max_string
+    max_memo = budgets.max_memo
+    max_marks = budgets.max_mark_depth
+    max_stack = budgets.max_stack
+    deadline = time.monotonic() + budgets.max_seconds
+    call = state.call
+    set_items = state.set_items
+    append_items = state.append_items
+    get_global = state.get_global
+    frombytes = int.from_bytes
+    unpack_u32 = _U32.unpack_from
+    pos = start
+    ops = 0
+    try:
+        while True:
+            op = data[pos]
+            pos += 1
+            ops += 1
+            if not ops & 0xFFFF:
+                if ops > max_ops:
+                    raise BudgetExceededError(
+                        f"The pickle runs more than {max_ops:,} opcodes; reading stopped."
+                    )
+                if time.monotonic() > deadline:
+                    raise BudgetExceededError(
+                        f"Reading the pickle took over {budgets.max_seconds:g} s; stopped."
+                    )
+                if len(memo) > max_memo:
+                    raise BudgetExceededError(
+                        f"The pickle stores more than {max_memo:,} memo entries."
+                    )
+                if len(stack) > max_stack:
+                    raise BudgetExceededError(
+                        f"The pickle stack grew past {max_stack:,} values; reading stopped."
+                    )
+            # Most frequent opcodes of torch checkpoints first.
+            if op == 0x72:  # LONG_BINPUT
+                memo[unpack_u32(data, pos)[0]] = stack[-1]
+                pos += 4
+            elif op == 0x68:  # BINGET
+                stack.append(memo[data[pos]])
+                pos += 1
+            elif op == 0x4B:  # BININT1
+                stack.append(data[pos])
+                pos += 1
+            elif op == 0x28:  # MARK
+                if len(metastack) >= max_marks:
+                    raise BudgetExceededError(
+                        f"The pickle nests more than {max_marks:,} containers; reading stopped."
+                    )
+                metastack.append(stack)
+                stack = []
+            elif op == 0x58:  # BINUNICODE
+                size = unpack_u32(data, pos)[0]
+                pos += 4
+                if size > max_string or pos + size > n:
+                    _check_length(size, pos, n, max_string)
+                stack.append(data[pos:pos + size].decode("utf-8", "surrogatepass"))
+                pos += size
+            elif op == 0x74:  # TUPLE
+                value = tuple(stack)
+                stack = metastack.pop()
+                stack.append(value)
+            elif op == 0x85:  # TUPLE1
+                stack[-1] = (stack[-1],)
+            elif op == 0x52:  # REDUCE
+                args = stack.pop()
+                stack[-1] = call(stack[-1], args, "reduce")
+            elif op == 0x51:  # BINPERSID
+                stack[-1] = state.persistent(stack[-1])
+            elif op == 0x89:  # NEWFALSE
+                stack.append(False)
+            elif op == 0x29:  # EMPTY_TUPLE
+                stack.append(())
+            elif op == 0x71:  # BINPUT
+                memo[data[pos]] = stack[-1]
+                pos += 1
+            elif op == 0x6A:  # LONG_BINGET
+                if pos + 4 > n:
+                    raise PickleError("LONG_BINGET is cut off", pos)
+                stack.append(memo[frombytes(data[pos:pos + 4], "little")])
+                pos += 4
+            elif op == 0x86:  # TUPLE2
+                b = stack.pop()
+                stack[-1] = (stack[-1], b)
+            elif op == 0x87:  # TUPLE3
+                c = stack.pop()
+                b = stack.pop()
+                stack[-1] = (stack[-1], b, c)
+            elif op == 0x88:  # NEWTRUE
+                stack.append(True)
+            elif op == 0x4A:  # BININT
+                if pos + 4 > n:
+                    raise PickleError("BININT is cut off", pos)
+                stack.append(frombytes(data[pos:pos + 4], "little", signed=True))
+                pos += 4
+            elif op == 0x4D:  # BININT2
+                if pos + 2 > n:
+                    raise PickleError("BININT2 is cut off", pos)
+                stack.append(frombytes(data[pos:pos + 2], "little"))
+                pos += 2
+            elif op == 0x75:  # SETITEMS
+                items = stack
+                stack = metastack.pop()
+                set_items(stack[-1], items, pos)
+            elif op == 0x73:  # SETITEM
+                value = stack.pop()
+                key = stack.pop()
+                set_items(stack[-1], [key, value], pos)
+            elif op == 0x7D:  # EMPTY_DICT
+                stack.append({})
+            elif op == 0x5D:  # EMPTY_LIST
+                stack.append([])
+            elif op == 0x65:  # APPENDS
+                items = stack
+                stack = metastack.pop()
+                append_items(stack[-1], items, pos)
+            elif op == 0x61:  # APPEND
+                value = stack.pop()
+                append_items(stack[-1], [value], pos)
+            elif op == 0x4E:  # NONE
+                stack.append(None)
+            elif op == 0x63:  # GLOBAL
+                raw, pos = _line(data, pos, n)
+                module = raw.decode("utf-8", "replace")
+                raw, pos = _line(data, pos, n)
+                stack.append(get_global(module, raw.decode("utf-8", "replace"), pos))
+            elif op == 0x94:  # MEMOIZE
+                if len(memo) >= max_memo:
+                    raise BudgetExceededError(
+                        f"The pickle stores more than {max_memo:,} memo entries."
+                    )
+                memo[len(memo)] = stack[-1]
+            elif op == 0x8C:  # SHORT_BINUNICODE
+                size = data[pos]
+                pos += 1
+                if pos + size > n:
+                    _check_length(size, pos, n, max_string)
+                stack.append(data[pos:pos + size].decode("utf-8", "surrogatepass"))
+                pos += size
+            elif op == 0x95:  # FRAME
+                if pos + 8 > n:
+                    raise PickleError("FRAME is cut off", pos)
+                state.seen.add(op)
+                pos += 8
+            elif op == 0x93:  # STACK_GLOBAL
+                name = stack.pop()
+                module = stack.pop()
+                if type(module) is not str or type(name) is not str:
+                    raise PickleError("STACK_GLOBAL needs two strings", pos)
+                state.seen.add(op)
+                stack.append(get_global(module, name, pos))
+            elif op == 0x62:  # BUILD
+                value = stack.pop()
+                stack[-1] = state.build(stack[-1], value)
+            elif op == 0x80:  # PROTO
+                res.protocol = data[pos]
+                if res.protocol > 5:
+                    raise PickleError(f"unknown pickle protocol {res.protocol}", pos)
+                pos += 1
+            elif op == 0x2E:  # STOP
+                res.root = stack.pop()
+                res.complete = True
+                break
+            elif op == 0x6C:  # LIST
+                items = stack
+                stack = metastack.pop()
+                stack.append(items)
+            elif op == 0x64:  # DICT
+                items = stack
+                stack = metastack.pop()
+                d: dict[Any, Any] = {}
+                stack.append(d)
+                set_items(d, items, pos)
+            elif op == 0x91:  # FROZENSET
+                items = stack
+                stack = metastack.pop()
+                stack.append(PickledSet(items, True))
+            elif op == 0x90:  # ADDITEMS
+                items = stack
+                stack = metastack.pop()
+                if type(stack[-1]) is not PickledSet:
+                    raise PickleError("ADDITEMS without a set", pos)
+                stack[-1].items.extend(items)
+            elif op == 0x69:  # INST
+                raw, pos = _line(data, pos, n)
+                module = raw.decode("utf-8", "replace")
+                raw, pos = _line(data, pos, n)
+                func = get_global(module, raw.decode("utf-8", "replace"), pos)
+                args = tuple(stack)
+                stack = metastack.pop()
+                stack.append(call(func, args, "inst"))
+            elif op == 0x6F:  # OBJ
+                items = stack
+                stack = metastack.pop()
+                if not items:
+                    raise PickleError("OBJ without a class", pos)
+                stack.append(call(items[0], tuple(items[1:]), "obj"))
+            elif op == 0x31:  # POP_MARK
+                stack = metastack.pop()
+            elif op == 0x30 and not stack:  # POP right after a MARK discards the mark
+                stack = metastack.pop()
+            else:
+                state.seen.add(op)
+                pos = _rare_op(op, data, pos, n, stack, memo, call, get_global,
+                               max_memo, max_string)
+    except PickleError as exc:
+        res.error = f"{exc} (byte {exc.position})"
+        res.error_position = exc.position
+    except BudgetExceededError as exc:
+        res.error = str(exc)
+        res.error_position = pos
+        res.budget_exceeded = True
+    except IndexError:
+        if pos >= n and capped:
+            res.error = (
+                f"the pickle runs past the {budgets.max_pickle_bytes:,}-byte budget for one "
+                "stream"
+            )
+            res.budget_exceeded = True
+        elif pos >= n:
+            res.error = f"the pickle ends before its STOP opcode (byte {n})"
+        else:
+            res.error = f"an opcode finds too few values on the stack (byte {pos})"
+        res.error_position = min(pos, n)
+    except KeyError as exc:
+        res.error = f"memo entry {exc} was never stored (byte {pos})"
+        res.error_position = pos
+    except (UnicodeDecodeError, ValueError, OverflowError, struct.error) as exc:
+        res.error = f"a value cannot be decoded ({type(exc).__name__}) (byte {pos})"
+        res.error_position = pos
+    except RecursionError:
+        res.error = f"values nest too deeply (byte {pos})"
+        res.error_position = pos
+    res.end = min(pos, n)
+    res.ops = ops
+    res.opcodes = {_OPNAMES.get(o, f"0x{o:02x}") for o in state.seen}
+    if not res.complete:
+        # Keep what was built before the break: the outermost object under construction.
+        bottom = metastack[0] if metastack else stack
+        if bottom:
+            res.root = bottom[0]
+    return res
+
+
+def _check_length(size: int, pos: int, n: int, max_string: int) -> None:
+    if size > max_string:
+        raise BudgetExceededError(
+            f"A string or bytes value claims {size:,} bytes, over the "
+            f"{max_string:,}-byte budget."
+        )
+    if pos + size > n:
+        raise PickleError(
+            f"a value claims {size:,} bytes but the stream ends after {n - pos:,}", pos
+        )
+
+
+class _Machine:
+    """The parts of the machine that are not in the hot loop."""
+
+    __slots__ = ("builders", "gcache", "persistent_load", "reducers", "res", "seen")
+
+    def __init__(self, res: PickleResult, reducers: Mapping[str, Callable[..., Any]],
+                 builders: Mapping[str, Callable[[Any, Any], Any]],
+                 persistent_load: Callable[[Any], Any] | None) -> None:
+        self.res = res
+        self.reducers = reducers
+        self.builders = builders
+        self.persistent_load = persistent_load
+        self.gcache: dict[tuple[str, str], Global] = {}
+        self.seen: set[int] = set()
+
+    def get_global(self, module: str, name: str, pos: int) -> Global:
+        key = (module, name)
+        g = self.gcache.get(key)
+        if g is None:
+            if len(module) > 1000 or len(name) > 1000:
+                raise PickleError("a global name is implausibly long", pos)
+            g = Global(module, name)
+            g.reducer = self.reducers.get(f"{module}.{name}")
+            self.gcache[key] = g
+        counts = self.res.globals
+        counts[g.full] = counts.get(g.full, 0) + 1
+        return g
+
+    def persistent(self, pid: Any) -> Any:
+        if self.persistent_load is None:
+            return Call(None, pid, "pid")
+        return self.persistent_load(pid)
+
+    def call(self, func: Any, args: Any, kind: str) -> Any:
+        if type(func) is Global:
+            counts = self.res.calls
+            counts[func.full] = counts.get(func.full, 0) + 1
+            if func.reducer is not None and type(args) is tuple:
+                try:
+                    return func.reducer(*args)
+                except (TypeError, ValueError, IndexError, KeyError, AttributeError):
+                    pass  # arguments of an unexpected shape: keep the record instead
+        return Call(func, args, kind)
+
+    def build(self, target: Any, value: Any) -> Any:
+        if type(target) is Call:
+            builder = self.builders.get(target.name) or self.builders.get("*")
+            if builder is not None:
+                return builder(target, value)
+            target.state = value
+        # BUILD on plain values (an OrderedDict's attributes) carries no tensors.
+        return target
+
+    @staticmethod
+    def set_items(target: Any, pairs: list[Any], pos: int) -> None:
+        if len(pairs) % 2:
+            raise PickleError("SETITEMS has an odd number of values", pos)
+        if type(target) is dict:
+            for i in range(0, len(pairs), 2):
+                target[_safe_key(pairs[i])] = pairs[i + 1]
+        elif type(target) is Call:
+            if target.items is None:
+                target.items = []
+            target.items.extend(zip(pairs[::2], pairs[1::2]))
+        else:
+            raise PickleError(f"SETITEM on a {type(target).__name__}", pos)
+
+    @staticmethod
+    def append_items(target: Any, values: list[Any], pos: int) -> None:
+        if type(target) is list:
+            target.extend(values)
+        elif type(target) is Call:
+            if target.list_items is None:
+                target.list_items = []
+            target.list_items.extend(values)
+        else:
+            raise PickleError(f"APPEND on a {type(target).__name__}", pos)
+
+
+def _rare_op(op, data, pos, n, stack, memo, call, get_global,
+             max_memo, max_string):
+    """The less frequent opcodes that do not consume a MARK; returns the new position."""
+    frombytes = int.from_bytes
+    if op == 0x30:  # POP
+        stack.pop()
+        return pos
+    if op == 0x32:  # DUP
+        if not stack:
+            raise PickleError("DUP on an empty stack", pos)
+        stack.append(stack[-1])
+        return pos
+    if op == 0x46:  # FLOAT
+        text, pos = _line(data, pos, n)
+        stack.append(float(text))
+        return pos
+    if op == 0x47:  # BINFLOAT
+        if pos + 8 > n:
+            raise PickleError("BINFLOAT is cut off", pos)
+        stack.append(_unpack_d(data, pos)[0])
+        return pos + 8
+    if op == 0x49:  # INT
+        text, pos = _line(data, pos, n)
+        if text == b"00":
+            stack.append(False)
+        elif text == b"01":
+            stack.append(True)
+        else:
+            if len(text) > 100:
+                raise PickleError("an INT literal is implausibly long", pos)
+            stack.append(int(text))
+        return pos
+    if op == 0x4C:  # LONG
+        text, pos = _line(data, pos, n)
+        text = text.rstrip(b"L")
+        if len(text) > 1000:
+            raise PickleError("a LONG literal is implausibly long", pos)
+        stack.append(int(text))
+        return pos
+    if op == 0x8A:  # LONG1
+        if pos >= n:
+            raise PickleError("LONG1 is cut off", pos)
+        size = data[pos]
+        start = pos + 1
+        if start + size > n:
+            raise PickleError("LONG1 is cut off", pos)
+        stack.append(frombytes(data[start:start + size], "little", signed=True))
+        return start + size
+    if op == 0x8B:  # LONG4
+        if pos + 4 > n:
+            raise PickleError("LONG4 is cut off", pos)
+        size = frombytes(data[pos:pos + 4], "little", signed=True)
+        if size < 0 or size > 1024:
+            raise PickleError("a LONG4 integer is implausibly long", pos)
+        start = pos + 4
+        if start + size > n:
+            raise PickleError("LONG4 is cut off", pos)
+        stack.append(frombytes(data[start:start + size], "little", signed=True))
+        return start + size
+    if op == 0x53:  # STRING (protocol 0): a quoted repr
+        text, pos = _line(data, pos, n)
+        if len(text) < 2 or text[:1] not in (b"'", b'"') or text[-1:] != text[:1]:
+            raise PickleError("STRING is not quoted", pos)
+        stack.append(codecs.escape_decode(text[1:-1])[0].decode("latin-1"))
+        return pos
+    if op == 0x56:  # UNICODE (protocol 0)
+        text, pos = _line(data, pos, n)
+        stack.append(text.decode("raw_unicode_escape"))
+        return pos
+    if op in _LENGTH_PREFIXED:
+        width, signed = _LENGTH_PREFIXED[op]
+        if pos + width > n:
+            raise PickleError("a length is cut off", pos)
+        size = frombytes(data[pos:pos + width], "little", signed=signed)
+        start = pos + width
+        if size < 0:
+            raise PickleError("a negative length", pos)
+        if size > max_string:
+            raise BudgetExceededError(
+                f"A string or bytes value claims {size:,} bytes, over the "
+                f"{max_string:,}-byte budget."
+            )
+        if size > n - start:
+            raise PickleError(
+                f"a value claims {size:,} bytes but the stream ends after {n - start:,}", pos
+            )
+        raw = data[start:start + size]
+        if op in (0x54, 0x55):
+            stack.append(raw.decode("latin-1"))
+        elif op == 0x8D:
+            stack.append(raw.decode("utf-8", "surrogatepass"))
+        elif op == 0x96:
+            stack.append(bytearray(raw))
+        else:
+            stack.append(raw)
+        return start + size
+    if op == 0x50:  # PERSID
+        text, pos = _line(data, pos, n)
+        pid = text.decode("ascii", "replace")
+        stack.append(Call(None, pid, "pid"))
+        return pos
+    if op == 0x67:  # GET
+        text, pos = _line(data, pos, n)
+        try:
+            stack.append(memo[int(text)])
+        except (KeyError, ValueError):
+            raise PickleError("GET of a memo entry that was never stored", pos) from None
+        return pos
+    if op == 0x70:  # PUT
+        text, pos = _line(data, pos, n)
+        if not stack:
+            raise PickleError("PUT on an empty stack", pos)
+        if len(memo) >= max_memo:
+            raise BudgetExceededError(f"The pickle stores more than {max_memo:,} memo entries.")
+        try:
+            memo[int(text)] = stack[-1]
+        except ValueError:
+            raise PickleError("PUT with a bad index", pos) from None
+        return pos
+    if op == 0x8F:  # EMPTY_SET
+        stack.append(PickledSet([], False))
+        return pos
+    if op == 0x81:  # NEWOBJ
+        if len(stack) < 2:
+            raise PickleError("NEWOBJ on a short stack", pos)
+        args = stack.pop()
+        stack[-1] = call(stack[-1], args, "newobj")
+        return pos
+    if op == 0x92:  # NEWOBJ_EX
+        if len(stack) < 3:
+            raise PickleError("NEWOBJ_EX on a short stack", pos)
+        kwargs = stack.pop()
+        args = stack.pop()
+        record = call(stack[-1], args, "newobj")
+        if type(record) is Call:
+            record.state = {"__kwargs__": kwargs}
+        stack[-1] = record
+        return pos
+    if op in (0x82, 0x83, 0x84):  # EXT1/2/4: the copyreg registry is never consulted
+        width = {0x82: 1, 0x83: 2, 0x84: 4}[op]
+        if pos + width > n:
+            raise PickleError("EXT is cut off", pos)
+        code = frombytes(data[pos:pos + width], "little")
+        stack.append(get_global("copyreg._extension_registry", str(code), pos))
+        return pos + width
+    if op in (0x97, 0x98):  # NEXT_BUFFER / READONLY_BUFFER
+        raise PickleError("out-of-band buffers are not part of any checkpoint format", pos)
+    raise PickleError(f"unknown opcode 0x{op:02x}", pos - 1)
+
+
+_LENGTH_PREFIXED = {  # opcode: (width of the length, signed)
+    0x54: (4, True), 0x55: (1, False), 0x42: (4, False), 0x43: (1, False),
+    0x8D: (8, False), 0x8E: (8, False), 0x96: (8, False),
+}
+
+
+_MAX_LINE = 1 << 20
+
+
+def _line(data: bytes, pos: int, n: int) -> tuple[bytes, int]:
+    """A newline-terminated argument of the text opcodes, and the position after it."""
+    end = data.find(b"\n", pos, min(n, pos + _MAX_LINE))
+    if end < 0:
+        raise PickleError("a text argument has no end of line", pos)
+    return data[pos:end], end + 1

@@ -1,0 +1,148 @@
+"""Shared by the torch readers: run a torch pickle symbolically and describe what it holds."""
+
+from __future__ import annotations
+
+import gc
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..checkpoint import Finding, TensorInfo
+from ..errors import BudgetExceededError
+from .budgets import Budgets
+from .pickle_vm import PickleResult, run_pickle
+from .safety import GlobalsVerdict, classify_globals, globals_findings
+from .torch_objects import ModuleDict, StorageBytes, TorchPickleContext
+from .tree import Flattened, flatten, top_level_facts
+
+# Version facts that training libraries store at the top level of their checkpoints.
+VERSION_KEYS = {
+    "pytorch-lightning_version": "lightning_version",
+    "lightning_version": "lightning_version",
+    "transformers_version": "transformers_version",
+    "torch_version": "torch_version",
+    "pytorch_version": "torch_version",
+    "timm_version": "timm_version",
+    "ds_version": "deepspeed_version",
+}
+
+
+@dataclass
+class TorchPickle:
+    result: PickleResult
+    context: TorchPickleContext
+    flat: Flattened
+    verdict: GlobalsVerdict
+    findings: list[Finding] = field(default_factory=list)
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def torch_accepts_globals(self) -> bool:
+        v = self.verdict
+        return not (v.unsafe or v.missing or v.malicious)
+
+
+def interpret(data: bytes, reader: StorageBytes | None, budgets: Budgets, *,
+              legacy: bool = False, start: int = 0) -> TorchPickle:
+    """Run the pickle machine with torch's meanings and flatten what it built."""
+    context = TorchPickleContext(reader, legacy=legacy)
+    was_enabled = gc.isenabled()
+    gc.disable()  # the machine allocates millions of small objects and frees none
+    try:
+        result = run_pickle(
+            data, budgets, start=start, persistent_load=context.persistent_load,
+            reducers=context.reducers(), builders={"*": context.build},
+        )
+    finally:
+        if was_enabled:
+            gc.enable()
+    root = result.root
+    findings: list[Finding] = []
+    try:
+        flat = flatten(root, max_visits=budgets.max_visits, max_depth=budgets.max_depth)
+    except BudgetExceededError as exc:
+        flat = Flattened()
+        findings.append(Finding("corrupt", "error", str(exc)))
+    verdict = classify_globals(result.globals)
+    findings.extend(globals_findings(verdict, result.calls))
+    metadata: dict[str, Any] = {
+        "pickle_protocol": result.protocol,
+        "pickle_opcodes": sorted(result.opcodes),
+        "globals": sorted(result.globals),
+    }
+    if context.module_classes:
+        metadata["module_classes"] = sorted(context.module_classes)
+    if isinstance(root, ModuleDict):
+        metadata["whole_module"] = True
+    facts = top_level_facts(root) if isinstance(root, dict) else {}
+    if facts:
+        metadata["facts"] = facts
+        for key, name in VERSION_KEYS.items():
+            if key in facts and isinstance(facts[key], (str, int, float)):
+                metadata[name] = str(facts[key])
+        if isinstance(facts.get("hyper_parameters"), dict):
+            metadata["hyper_parameters"] = facts["hyper_parameters"]
+    if context.layouts:
+        metadata["special_layouts"] = dict(context.layouts)
+    devices: dict[str, int] = {}
+    for info in flat.tensors.values():
+        devices[info.device] = devices.get(info.device, 0) + 1
+    metadata["devices"] = devices
+    return TorchPickle(result, context, flat, verdict, findings, metadata)
+
+
+def pickle_break_finding(tp: TorchPickle, what: str) -> Finding | None:
+    """A finding for a pickle that stopped early, keeping what was read before the break."""
+    res = tp.result
+    if res.complete:
+        return None
+    kept = len(tp.flat.tensors)
+    if res.budget_exceeded:
+        return Finding(
+            "corrupt", "error",
+            f"Reading {what} stopped at a safety budget: {res.error} "
+            f"{kept} tensors were listed before it.",
+            details={"error": res.error, "position": res.error_position},
+        )
+    return Finding(
+        "corrupt", "error",
+        f"{what} is damaged: {res.error}. torch.load fails on this file; "
+        f"the {kept} tensors listed before the break are shown, the rest are lost "
+        "unless you find an intact copy.",
+        details={"error": res.error, "position": res.error_position},
+    )
+
+
+def special_layout_finding(tp: TorchPickle) -> Finding | None:
+    layouts = tp.context.layouts
+    if not layouts:
+        return None
+    listing = ", ".join(f"{n} {name}" for name, n in sorted(layouts.items()))
+    return Finding(
+        "version", "info",
+        f"The file holds tensors ckwidget names but does not read itself: {listing}. "
+        "torch.load(weights_only=True) materialises them.",
+        details={"layouts": dict(layouts)},
+    )
+
+
+def view_problems_finding(tp: TorchPickle) -> Finding | None:
+    problems = tp.context.problems
+    if not problems:
+        return None
+    shown = "; ".join(problems[:5])
+    more = f" and {len(problems) - 5} more" if len(problems) > 5 else ""
+    return Finding(
+        "corrupt", "error",
+        f"Some tensors do not fit their storages: {shown}{more}. The file is damaged.",
+        details={"problems": problems[:100]},
+    )
+
+
+def tensor_keys_of_storage(tensors: dict[str, TensorInfo], storage_keys: set[str]) -> list[str]:
+    keys = []
+    for name, info in tensors.items():
+        source = info.source
+        storage = getattr(source, "storage", None)
+        if storage is not None and storage.key in storage_keys:
+            keys.append(name)
+    return keys

@@ -1,0 +1,346 @@
+"""What torch's pickles mean: storages, tensor rebuild calls, modules.
+
+The pickle machine hands each known call here instead of running it; the results are
+TensorInfo values whose sources read the storage bytes later, memory-mapped.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from ..checkpoint import DTYPE_SIZES, TensorInfo
+from .pickle_vm import Call, Global, PickledSet
+
+STORAGE_DTYPES: dict[str, str] = {
+    "DoubleStorage": "float64", "FloatStorage": "float32", "HalfStorage": "float16",
+    "LongStorage": "int64", "IntStorage": "int32", "ShortStorage": "int16",
+    "CharStorage": "int8", "ByteStorage": "uint8", "BoolStorage": "bool",
+    "BFloat16Storage": "bfloat16", "ComplexDoubleStorage": "complex128",
+    "ComplexFloatStorage": "complex64", "QInt8Storage": "qint8", "QInt32Storage": "qint32",
+    "QUInt8Storage": "quint8", "QUInt4x2Storage": "quint4x2", "QUInt2x4Storage": "quint2x4",
+    "UntypedStorage": "uint8", "TypedStorage": "uint8",
+}
+
+
+class ModuleDict(dict):
+    """The state dict of a pickled module (nn.Module or TorchScript object)."""
+
+
+class StorageRef:
+    """One storage record: its key in the archive, element dtype, device tag, size."""
+
+    __slots__ = ("dtype", "key", "location", "numel")
+
+    def __init__(self, key: str, dtype: str, location: str, numel: int) -> None:
+        self.key = key
+        self.dtype = dtype
+        self.location = location
+        self.numel = numel
+
+    @property
+    def nbytes(self) -> int:
+        return self.numel * DTYPE_SIZES.get(self.dtype, 1)
+
+    def __repr__(self) -> str:
+        return f"<storage {self.key} {self.dtype}[{self.numel}] on {self.location}>"
+
+
+class StorageBytes:
+    """Reads a storage's bytes; each file format provides one (zip record, legacy offset)."""
+
+    def buffer(self, ref: StorageRef) -> Any:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    little_endian: bool = True
+
+
+class StorageTensorSource:
+    """A tensor view (offset, size, stride) over a storage, read memory-mapped on demand."""
+
+    __slots__ = ("dtype", "offset", "reader", "size", "storage", "stride")
+
+    def __init__(self, reader: StorageBytes, storage: StorageRef, offset: int,
+                 size: tuple[int, ...], stride: tuple[int, ...], dtype: str) -> None:
+        self.reader = reader
+        self.storage = storage
+        self.offset = offset
+        self.size = size
+        self.stride = stride
+        self.dtype = dtype
+
+    def load(self) -> Any:
+        import numpy as np
+        import torch
+
+        from ..errors import CorruptCheckpointError
+
+        torch_dtype = getattr(torch, self.dtype)
+        itemsize = DTYPE_SIZES.get(self.dtype, 1)
+        raw = self.reader.buffer(self.storage)
+        if len(raw) % itemsize:
+            raise CorruptCheckpointError(
+                f"Storage {self.storage.key} holds {len(raw)} bytes, not a whole number of "
+                f"{self.dtype} values."
+            )
+        if len(raw) == 0:
+            flat = torch.empty(0, dtype=torch_dtype)
+        else:
+            if not self.reader.little_endian and itemsize > 1:
+                swapped = np.frombuffer(raw, dtype=np.uint8).reshape(-1, itemsize)[:, ::-1]
+                raw = np.ascontiguousarray(swapped).reshape(-1)
+            flat = torch.frombuffer(raw, dtype=torch_dtype)
+        return flat.as_strided(self.size, self.stride, self.offset)
+
+
+def _ints(value: Any) -> tuple[int, ...]:
+    if type(value) is not tuple or not all(type(v) is int for v in value):
+        raise TypeError("expected a tuple of ints")
+    return value
+
+
+def _numel(size: tuple[int, ...]) -> int:
+    n = 1
+    for s in size:
+        n *= s
+    return n
+
+
+class TorchPickleContext:
+    """State shared by one file's reducers: storages, problems, classes seen."""
+
+    def __init__(self, reader: StorageBytes | None, *, legacy: bool = False) -> None:
+        self.reader = reader
+        self.legacy = legacy
+        self.storages: dict[str, StorageRef] = {}
+        self.problems: list[str] = []
+        self.layouts: dict[str, int] = {}
+        self.module_classes: dict[str, int] = {}
+        self.torchscript = False
+
+    # -- persistent ids -------------------------------------------------------------------
+    def persistent_load(self, pid: Any) -> Any:
+        if type(pid) is not tuple or not pid or pid[0] != "storage" or len(pid) < 5:
+            return Call(None, pid, "pid")
+        storage_type, key, location, numel = pid[1], pid[2], pid[3], pid[4]
+        if type(numel) is not int or numel < 0 or type(key) is not str:
+            self.problems.append(f"a storage reference is malformed: {pid!r}"[:200])
+            return Call(None, pid, "pid")
+        dtype = "uint8"
+        if isinstance(storage_type, Global):
+            dtype = STORAGE_DTYPES.get(storage_type.name) or _dtype_of(storage_type) or "uint8"
+        location = str(location) if isinstance(location, str) else "cpu"
+        ref = self.storages.get(key)
+        if ref is None:
+            ref = StorageRef(key, dtype, location, numel)
+            self.storages[key] = ref
+        if self.legacy and len(pid) >= 6 and pid[5] is not None:
+            self.problems.append(f"storage {key} is a view of another storage (legacy format)")
+        return ref
+
+    # -- tensors --------------------------------------------------------------------------
+    def tensor(self, storage: Any, offset: Any, size: Any, stride: Any,
+               dtype: str | None = None) -> Any:
+        size = _ints(tuple(size) if type(size) is list else size)
+        stride = _ints(tuple(stride) if type(stride) is list else stride)
+        if not isinstance(storage, StorageRef) or type(offset) is not int:
+            raise TypeError("not a storage")
+        dtype = dtype or storage.dtype
+        itemsize = DTYPE_SIZES.get(dtype, 1)
+        numel = _numel(size)
+        source: StorageTensorSource | None = None
+        if len(size) != len(stride) or offset < 0 or any(s < 0 for s in size + stride):
+            self.problems.append(f"a tensor on storage {storage.key} has an invalid view")
+        else:
+            extent = offset + sum((s - 1) * st for s, st in zip(size, stride)) + 1
+            storage_elems = storage.nbytes // itemsize if itemsize else 0
+            if numel and extent > storage_elems:
+                self.problems.append(
+                    f"a tensor reads past the end of storage {storage.key} "
+                    f"({extent} > {storage_elems} elements)"
+                )
+            elif self.reader is not None and dtype in DTYPE_SIZES:
+                source = StorageTensorSource(self.reader, storage, offset, size, stride, dtype)
+        return TensorInfo(size, dtype, storage.location, numel * itemsize, "strided", source)
+
+    def rebuild_v2(self, storage, offset, size, stride, *_rest):
+        return self.tensor(storage, offset, size, stride)
+
+    def rebuild_v3(self, storage, offset, size, stride, _rg, _hooks, dtype, *_rest):
+        name = dtype.name if isinstance(dtype, Global) else None
+        return self.tensor(storage, offset, size, stride, name)
+
+    def rebuild_qtensor(self, storage, offset, size, stride, *_rest):
+        info = self.tensor(storage, offset, size, stride)
+        self._count("quantized")
+        return TensorInfo(info.shape, info.dtype, info.device, info.nbytes, "quantized")
+
+    def rebuild_sparse(self, layout, data):
+        parts = list(data) if isinstance(data, (tuple, list)) else []
+        infos = [p for p in parts if isinstance(p, TensorInfo)]
+        shape = next((p for p in reversed(parts) if type(p) is tuple), ())
+        name = layout.name if isinstance(layout, Global) else str(layout)
+        layout_name = name.removeprefix("torch.")
+        self._count(layout_name)
+        dtype = infos[-1].dtype if infos else "float32"
+        device = infos[-1].device if infos else "cpu"
+        return TensorInfo(tuple(shape), dtype, device, sum(i.nbytes for i in infos), layout_name)
+
+    def rebuild_meta(self, dtype, size, stride, *_rest):
+        name = dtype.name if isinstance(dtype, Global) else "float32"
+        size = _ints(size)
+        self._count("meta")
+        return TensorInfo(size, name, "meta", _numel(size) * DTYPE_SIZES.get(name, 1), "meta")
+
+    def rebuild_wrapper_subclass(self, cls, dtype, size, stride, offset, layout, device, *_r):
+        name = dtype.name if isinstance(dtype, Global) else "float32"
+        size = _ints(size)
+        self._count("subclass")
+        return TensorInfo(size, name, str(device), _numel(size) * DTYPE_SIZES.get(name, 1),
+                          "subclass")
+
+    def rebuild_nested(self, buffer, sizes, *_rest):
+        self._count("nested")
+        dtype = buffer.dtype if isinstance(buffer, TensorInfo) else "float32"
+        nbytes = buffer.nbytes if isinstance(buffer, TensorInfo) else 0
+        return TensorInfo((), dtype, "cpu", nbytes, "nested")
+
+    def rebuild_from_numpy(self, data, dtype, device, *_rest):
+        name = dtype.name if isinstance(dtype, Global) else "float32"
+        self._count("numpy")
+        return TensorInfo((), name, str(device), 0, "numpy")
+
+    def rebuild_from_cpu(self, data, dtype, device, *_rest):
+        if isinstance(data, TensorInfo):
+            return TensorInfo(data.shape, data.dtype, str(device), data.nbytes, data.layout,
+                              data.source)
+        raise TypeError("not a tensor")
+
+    def _count(self, layout: str) -> None:
+        self.layouts[layout] = self.layouts.get(layout, 0) + 1
+
+    # -- modules --------------------------------------------------------------------------
+    def build(self, call: Call, state: Any) -> Any:
+        """BUILD of an unknown class: nn.Module and TorchScript objects become state dicts."""
+        if type(state) is dict and "_parameters" in state and "_modules" in state:
+            self.module_classes[call.name] = self.module_classes.get(call.name, 0) + 1
+            return module_state(state)
+        if call.name.startswith("__torch__.") and type(state) is dict:
+            self.torchscript = True
+            self.module_classes[call.name] = self.module_classes.get(call.name, 0) + 1
+            return script_state(state)
+        call.state = state
+        return call
+
+    def reducers(self) -> dict[str, Callable[..., Any]]:
+        return {
+            "torch._utils._rebuild_tensor_v2": self.rebuild_v2,
+            "torch._utils._rebuild_tensor": self.rebuild_v2,
+            "torch._utils._rebuild_tensor_v3": self.rebuild_v3,
+            "torch._utils._rebuild_parameter": _first,
+            "torch._utils._rebuild_parameter_with_state": _first,
+            "torch._tensor._rebuild_from_type_v2": _from_type_v2,
+            "torch._tensor._rebuild_from_type": _from_type_v2,
+            "torch._utils._rebuild_qtensor": self.rebuild_qtensor,
+            "torch._utils._rebuild_sparse_tensor": self.rebuild_sparse,
+            "torch._utils._rebuild_meta_tensor_no_storage": self.rebuild_meta,
+            "torch._utils._rebuild_wrapper_subclass": self.rebuild_wrapper_subclass,
+            "torch._utils._rebuild_nested_tensor": self.rebuild_nested,
+            "torch._utils._rebuild_device_tensor_from_numpy": self.rebuild_from_numpy,
+            "torch._utils._rebuild_device_tensor_from_cpu_tensor": self.rebuild_from_cpu,
+            "collections.OrderedDict": _ordered_dict,
+            "torch.Size": _first_tuple,
+            "torch.device": _device,
+            "torch.serialization._get_layout": _first_str,
+            "builtins.set": _set,
+            "__builtin__.set": _set,
+            "_codecs.encode": _encode,
+        }
+
+
+def _first(data: Any, *_rest: Any) -> Any:
+    if not isinstance(data, TensorInfo):
+        raise TypeError("not a tensor")
+    return data
+
+
+def _from_type_v2(func: Any, _new_type: Any, args: Any, _state: Any = None) -> Any:
+    if isinstance(func, Global) and func.reducer is not None and type(args) is tuple:
+        return func.reducer(*args)
+    raise TypeError("unknown rebuild function")
+
+
+def _ordered_dict(*args: Any) -> Any:
+    if not args:
+        return {}
+    raise TypeError("OrderedDict with arguments")
+
+
+def _first_tuple(value: Any) -> Any:
+    if type(value) is not tuple:
+        raise TypeError("not a tuple")
+    return value
+
+
+def _first_str(value: Any) -> Any:
+    if type(value) is not str:
+        raise TypeError("not a string")
+    return value
+
+
+def _device(kind: Any, index: Any = None) -> str:
+    if type(kind) is not str:
+        raise TypeError("not a device")
+    return kind if index is None or ":" in kind else f"{kind}:{index}"
+
+
+def _set(items: Any = ()) -> PickledSet:
+    if type(items) is not list:
+        raise TypeError("not a list")
+    return PickledSet(items, False)
+
+
+def _encode(text: Any, encoding: str = "utf-8") -> bytes:
+    if type(text) is not str or encoding not in ("latin1", "latin-1", "utf-8", "utf8"):
+        raise TypeError("not a string")
+    return text.encode(encoding)
+
+
+def module_state(state: dict[str, Any]) -> ModuleDict:
+    """An nn.Module's pickled __dict__ as its state dict (parameters, persistent buffers)."""
+    out = ModuleDict()
+    skip: set[str] = set()
+    nonpersistent = state.get("_non_persistent_buffers_set")
+    if isinstance(nonpersistent, PickledSet):
+        skip = {v for v in nonpersistent.items if type(v) is str}
+    for group in ("_parameters", "_buffers"):
+        values = state.get(group)
+        if isinstance(values, dict):
+            for name, value in values.items():
+                if isinstance(value, TensorInfo) and name not in skip:
+                    out[str(name)] = value
+    children = state.get("_modules")
+    if isinstance(children, dict):
+        for name, child in children.items():
+            if isinstance(child, ModuleDict):
+                for key, value in child.items():
+                    out[f"{name}.{key}"] = value
+    return out
+
+
+def script_state(state: dict[str, Any]) -> ModuleDict:
+    """A TorchScript object's attributes: tensors and submodules, as dotted keys."""
+    out = ModuleDict()
+    for name, value in state.items():
+        if isinstance(value, TensorInfo):
+            out[str(name)] = value
+        elif isinstance(value, ModuleDict):
+            for key, inner in value.items():
+                out[f"{name}.{key}"] = inner
+    return out
+
+
+def _dtype_of(glob: Global) -> str | None:
+    if glob.module == "torch" and glob.name in DTYPE_SIZES:
+        return glob.name
+    return None

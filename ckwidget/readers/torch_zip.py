@@ -1,0 +1,438 @@
+"""torch.save's zip archives (and TorchScript archives), read the way torch reads them."""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+from pathlib import Path
+from typing import Any
+
+from ..checkpoint import Checkpoint, Finding, TensorInfo, load_from_sources
+from ..errors import BudgetExceededError, CheckpointError, CorruptCheckpointError
+from .budgets import Budgets
+from .torch_common import (
+    TorchPickle,
+    interpret,
+    pickle_break_finding,
+    special_layout_finding,
+    tensor_keys_of_storage,
+    view_problems_finding,
+)
+from .torch_objects import StorageBytes, StorageRef
+from .zipdir import ZipDirectory, ZipEntry, data_offset, read_directory, read_record
+
+MAX_ARCHIVE_VERSION = 10  # torch's kMaxSupportedFileFormatVersion family
+
+
+class ZipStorageBytes(StorageBytes):
+    """Storage records of a zip archive, memory-mapped copy-on-write (the file is never
+    written)."""
+
+    def __init__(self, directory: ZipDirectory, prefix: str, little_endian: bool) -> None:
+        self.directory = directory
+        self.prefix = prefix
+        self.little_endian = little_endian
+        self._cache: dict[str, Any] = {}
+        self._lock = threading.Lock()
+
+    def entry(self, key: str) -> ZipEntry | None:
+        return self.directory.by_name.get(f"{self.prefix}/data/{key}")
+
+    def buffer(self, ref: StorageRef) -> Any:
+        import numpy as np
+
+        with self._lock:
+            cached = self._cache.get(ref.key)
+            if cached is not None:
+                return cached
+            entry = self.entry(ref.key)
+            if entry is None:
+                raise CorruptCheckpointError(
+                    f"Storage record data/{ref.key} is missing from the archive."
+                )
+            if entry.method != 0:
+                raise CorruptCheckpointError(
+                    f"Storage record data/{ref.key} is compressed; ckwidget reads only stored "
+                    "records (as torch.save writes them)."
+                )
+            nbytes = ref.nbytes
+            if entry.size < nbytes:
+                raise CorruptCheckpointError(
+                    f"Storage record data/{ref.key} holds {entry.size:,} bytes but the "
+                    f"tensor needs {nbytes:,}."
+                )
+            start = data_offset(self.directory, entry)
+            if start + nbytes > self.directory.file_size:
+                raise CorruptCheckpointError(
+                    f"Storage record data/{ref.key} runs past the end of the file."
+                )
+            if nbytes == 0:
+                buf = np.zeros(0, dtype=np.uint8)
+            else:
+                buf = np.memmap(self.directory.path, dtype=np.uint8, mode="c",
+                                offset=start, shape=(nbytes,))
+            self._cache[ref.key] = buf
+            return buf
+
+
+def read_zip(path: Path, head: bytes, budgets: Budgets) -> Checkpoint:
+    directory = read_directory(path, budgets)
+    names = directory.names
+    if not names:
+        return Checkpoint(path, "zip", findings=[Finding(
+            "not-a-checkpoint", "error",
+            f"{path.name} is an empty zip archive (or its directory is unreadable).")],
+            size=directory.file_size)
+    first = names[0]
+    prefix = first.split("/", 1)[0] if "/" in first else first
+    pkl_name = f"{prefix}/data.pkl"
+    if pkl_name not in directory.by_name:
+        others = [n for n in names if n.endswith("/data.pkl")]
+        if not others:
+            return _not_torch_zip(path, head, budgets, names)
+        prefix = others[0].rsplit("/", 1)[0]
+        pkl_name = others[0]
+        misplaced = Finding(
+            "corrupt", "error",
+            f"torch looks for {first.split('/', 1)[0]}/data.pkl (named by the first record) "
+            f"but the archive has {pkl_name}: torch.load fails with 'file not found'.",
+            keys=[], details={"first_record": first},
+        )
+    else:
+        misplaced = None
+    return _read_torch_archive(path, directory, prefix, pkl_name, budgets, misplaced)
+
+
+def _not_torch_zip(path: Path, head: bytes, budgets: Budgets, names: list[str]) -> Checkpoint:
+    if all(n.endswith(".npy") for n in names):
+        from .numpy_files import read_npz
+
+        return read_npz(path, names, budgets)
+    from .foreign import read_foreign
+
+    return read_foreign(path, head, budgets, "unknown-zip", names=names)
+
+
+def _small_record(directory: ZipDirectory, name: str, budgets: Budgets,
+                  findings: list[Finding]) -> bytes | None:
+    entry = directory.by_name.get(name)
+    if entry is None:
+        return None
+    try:
+        return read_record(directory, entry, budgets, limit=budgets.max_small_record)
+    except CheckpointError as exc:
+        findings.append(Finding("corrupt", "error", str(exc), details={"record": name}))
+        return None
+
+
+def _read_torch_archive(path: Path, directory: ZipDirectory, prefix: str, pkl_name: str,
+                        budgets: Budgets, misplaced: Finding | None) -> Checkpoint:
+    findings: list[Finding] = [misplaced] if misplaced else []
+    metadata: dict[str, Any] = {"archive_prefix": prefix, "records": len(directory.entries)}
+    by_name = directory.by_name
+    torchscript = f"{prefix}/constants.pkl" in by_name or any(
+        n.startswith(f"{prefix}/code/") for n in by_name
+    )
+    _archive_oddities(directory, prefix, findings)
+
+    # version and byte order records
+    version_raw = _small_record(directory, f"{prefix}/.data/version", budgets, findings)
+    if version_raw is None:
+        version_raw = _small_record(directory, f"{prefix}/version", budgets, findings)
+    version = _parse_version(version_raw, findings)
+    metadata["archive_version"] = version
+    order_raw = _small_record(directory, f"{prefix}/byteorder", budgets, findings)
+    little = True
+    if order_raw is not None:
+        order = order_raw.decode("ascii", "replace").strip()
+        metadata["byteorder"] = order
+        if order == "big":
+            little = False
+        elif order != "little":
+            findings.append(Finding(
+                "corrupt", "error",
+                f"The byteorder record says {order[:40]!r}; torch accepts only 'little' or "
+                "'big' and refuses the file.",
+            ))
+    else:
+        metadata["byteorder"] = "little (no record)"
+    for extra in (".format_version", ".storage_alignment", ".data/serialization_id"):
+        raw = _small_record(directory, f"{prefix}/{extra}", budgets, [])
+        if raw is not None:
+            metadata[extra.lstrip(".").replace("/", "_")] = raw.decode("ascii", "replace")[:64]
+
+    # the pickle
+    pkl_entry = by_name[pkl_name]
+    try:
+        data = read_record(directory, pkl_entry, budgets, limit=budgets.max_pickle_bytes)
+    except CorruptCheckpointError as exc:
+        if "CRC" not in str(exc):
+            return _unreadable(path, directory, findings, metadata, exc)
+        findings.append(Finding("corrupt", "error", str(exc) + " torch does not check CRCs "
+                                "and may load damaged values.", details={"record": pkl_name}))
+        data = read_record(directory, pkl_entry, budgets, limit=budgets.max_pickle_bytes,
+                           check_crc=False)
+    except BudgetExceededError as exc:
+        return _unreadable(path, directory, findings, metadata, exc)
+    reader = ZipStorageBytes(directory, prefix, little)
+    tp = interpret(data, reader, budgets)
+    findings.extend(tp.findings)
+    metadata.update(tp.metadata)
+    for dup in _duplicate_pickles(directory, pkl_name, budgets):
+        findings.append(dup)
+    broken = pickle_break_finding(tp, "data.pkl")
+    if broken:
+        if directory.recovered:
+            broken.kind = "truncated"
+        findings.append(broken)
+    for f in (view_problems_finding(tp), special_layout_finding(tp)):
+        if f:
+            findings.append(f)
+    tensors = _check_storages(tp, reader, directory, findings)
+
+    fmt = "torchscript" if torchscript or tp.context.torchscript else "torch-zip"
+    if fmt == "torchscript":
+        findings.append(Finding(
+            "torchscript", "warning",
+            "This is a TorchScript archive (torch.jit.save), not a torch.save checkpoint: "
+            "torch.load refuses it under weights_only. Load it with torch.jit.load only if you "
+            "trust it (it runs the archived code), or take its "
+            f"{len(tensors)} tensors from ckwidget, which reads them without running anything.",
+            details={"code_records": sum(1 for n in by_name if n.startswith(f'{prefix}/code/'))},
+        ))
+    if directory.recovered:
+        findings.append(Finding(
+            "truncated", "error",
+            f"{path.name} ends before its zip directory: the download or copy was cut off "
+            f"(torch says 'failed finding central directory'). {len(directory.entries)} records "
+            "survive; download the file again.",
+            details={"file_size": directory.file_size},
+        ))
+    accepts = _torch_accepts(tp, findings, version, fmt)
+    metadata["torch_weights_only_accepts"] = accepts
+    findings.append(_version_finding(metadata, tp, accepts, fmt))
+    members = dict(tp.flat.members)
+    candidates = tp.flat.candidates
+    return Checkpoint(
+        path, fmt, tensors, candidates, metadata, findings, size=directory.file_size,
+        members=members, loader=_Loader(path, tensors, accepts and fmt == "torch-zip"),
+    )
+
+
+def _unreadable(path: Path, directory: ZipDirectory, findings: list[Finding],
+                metadata: dict[str, Any], exc: Exception) -> Checkpoint:
+    kind = "truncated" if directory.recovered or "past the end" in str(exc) else "corrupt"
+    findings.append(Finding(kind, "error", f"{exc} Nothing in the file can be listed."))
+    return Checkpoint(path, "torch-zip", {}, [], metadata, findings, size=directory.file_size)
+
+
+def _archive_oddities(directory: ZipDirectory, prefix: str, findings: list[Finding]) -> None:
+    if directory.duplicates:
+        findings.append(Finding(
+            "corrupt", "error",
+            f"The archive holds several records named {sorted(set(directory.duplicates))[:5]}: "
+            "different tools read different copies, a known way to hide a payload from "
+            "scanners. Treat the file as hostile.",
+            details={"duplicates": sorted(set(directory.duplicates))[:100]},
+        ))
+    strays = [e.name for e in directory.entries if not e.name.startswith(prefix + "/")]
+    problems = list(directory.problems)
+    if strays:
+        problems.append(f"{len(strays)} records sit outside the '{prefix}/' folder "
+                        f"(e.g. {strays[0]!r})")
+    if problems:
+        findings.append(Finding(
+            "corrupt", "warning" if not directory.recovered else "error",
+            "The archive has irregularities: " + "; ".join(problems[:6]) + ".",
+            details={"problems": problems[:100]},
+        ))
+
+
+def _duplicate_pickles(directory: ZipDirectory, pkl_name: str, budgets: Budgets):
+    """A second data.pkl is scanned too, so a payload cannot hide behind the first."""
+    from .pickle_vm import run_pickle
+    from .safety import classify_globals, globals_findings
+
+    seen_first = False
+    for entry in directory.entries:
+        if entry.name != pkl_name:
+            continue
+        if not seen_first:
+            seen_first = True
+            continue
+        try:
+            data = read_record(directory, entry, budgets, limit=budgets.max_pickle_bytes,
+                               check_crc=False)
+        except CheckpointError:
+            continue
+        res = run_pickle(data, budgets)
+        for f in globals_findings(classify_globals(res.globals), res.calls):
+            f.message = "In the duplicate data.pkl: " + f.message
+            yield f
+
+
+def _parse_version(raw: bytes | None, findings: list[Finding]) -> int | None:
+    if raw is None:
+        return None
+    text = raw.decode("ascii", "replace").strip()
+    try:
+        version = int(text)
+    except ValueError:
+        findings.append(Finding(
+            "corrupt", "error",
+            f"The archive's version record reads {text[:40]!r}, not a number: torch refuses it.",
+        ))
+        return None
+    if not 1 <= version <= MAX_ARCHIVE_VERSION:
+        findings.append(Finding(
+            "version", "error",
+            f"The archive's format version is {version}; this torch reads versions 1 to "
+            f"{MAX_ARCHIVE_VERSION}. Save it again with a torch that matches, or upgrade torch.",
+            details={"archive_version": version},
+        ))
+    return version
+
+
+def _check_storages(tp: TorchPickle, reader: ZipStorageBytes, directory: ZipDirectory,
+                    findings: list[Finding]) -> dict[str, TensorInfo]:
+    missing: set[str] = set()
+    short: list[str] = []
+    compressed: list[str] = []
+    for key, ref in tp.context.storages.items():
+        entry = reader.entry(key)
+        if entry is None:
+            missing.add(key)
+            continue
+        if entry.size != ref.nbytes:
+            short.append(f"data/{key}: {entry.size:,} bytes for {ref.nbytes:,} declared")
+            if entry.size < ref.nbytes:
+                missing.add(key)
+        if entry.method != 0:
+            compressed.append(key)
+    tensors = tp.flat.tensors
+    if missing:
+        keys = tensor_keys_of_storage(tensors, missing)
+        kind = "truncated" if directory.recovered else "corrupt"
+        findings.append(Finding(
+            kind, "error",
+            f"{len(missing)} storage records are missing or short, so {len(keys)} tensors "
+            "cannot be read; torch.load fails on this file.",
+            keys=keys[:1000], details={"storages": sorted(missing)[:100]},
+        ))
+        tensors = {
+            k: (dataclasses.replace(v, source=None) if k in set(keys) else v)
+            for k, v in tensors.items()
+        }
+    if short:
+        findings.append(Finding(
+            "corrupt", "error",
+            "Declared storage sizes differ from their records: " + "; ".join(short[:5]) + ".",
+            details={"mismatches": short[:100]},
+        ))
+    if compressed:
+        findings.append(Finding(
+            "corrupt", "warning",
+            f"{len(compressed)} storage records are compressed; torch.save never writes that, "
+            "so another tool rewrote the archive.",
+        ))
+    return tensors
+
+
+def _torch_accepts(tp: TorchPickle, findings: list[Finding], version: int | None,
+                   fmt: str) -> bool:
+    if fmt != "torch-zip" or not tp.result.complete:
+        return False
+    if not tp.torch_accepts_globals:
+        return False
+    if tp.result.protocol >= 4 or {"FRAME", "STACK_GLOBAL", "MEMOIZE"} & tp.result.opcodes:
+        return False
+    if version is not None and not 1 <= version <= MAX_ARCHIVE_VERSION:
+        return False
+    return not any(f.severity == "error" and f.kind in ("corrupt", "truncated")
+                   for f in findings)
+
+
+def _version_finding(metadata: dict[str, Any], tp: TorchPickle, accepts: bool,
+                     fmt: str) -> Finding:
+    facts = []
+    for key, label in (("torch_version", "torch"), ("lightning_version", "Lightning"),
+                       ("transformers_version", "transformers")):
+        if metadata.get(key):
+            facts.append(f"{label} {metadata[key]}")
+    recorded = f"; saved with {', '.join(facts)}" if facts else ""
+    consequences = []
+    severity = "info"
+    if tp.result.protocol >= 4 and fmt == "torch-zip":
+        consequences.append(
+            f"it uses pickle protocol {tp.result.protocol}, which torch.load(weights_only=True) "
+            "cannot read ('Unsupported operand 149'); save it again with the default protocol "
+            "or read it with ckwidget"
+        )
+        severity = "warning"
+    devices = [d for d in metadata.get("devices", {}) if d not in ("cpu", "meta")]
+    if devices:
+        consequences.append(
+            f"its tensors were saved on {', '.join(sorted(devices))}; pass "
+            "map_location='cpu' on a machine without that device"
+        )
+    if accepts:
+        verdict = "torch.load(weights_only=True) accepts it"
+    elif fmt == "torchscript":
+        verdict = "torch.load refuses it (TorchScript); torch.jit.load would run its code"
+    else:
+        verdict = "torch.load(weights_only=True) refuses it"
+        severity = "warning"
+    text = (
+        f"torch zip archive, format version {metadata.get('archive_version')}, pickle "
+        f"protocol {tp.result.protocol}{recorded}. {verdict}"
+    )
+    if consequences:
+        text += "; " + "; ".join(consequences)
+    return Finding("version", severity, text + ".", details={
+        k: metadata.get(k) for k in ("archive_version", "pickle_protocol", "torch_version",
+                                     "lightning_version", "transformers_version",
+                                     "torch_weights_only_accepts")
+    })
+
+
+class _Loader:
+    """Materialise tensors: torch.load(weights_only=True, mmap=True) where torch accepts
+    the file, ckwidget's own memory-mapped storage reader everywhere else."""
+
+    def __init__(self, path: Path, tensors: dict[str, TensorInfo], torch_accepts: bool) -> None:
+        self.path = path
+        self.tensors = tensors
+        self.torch_accepts = torch_accepts
+
+    def __call__(self, full_keys: list[str], map_location: Any) -> dict[str, Any]:
+        if self.torch_accepts:
+            try:
+                return self.with_torch(full_keys, map_location)
+            except Exception:  # torch disagreed with our prediction: read it ourselves
+                pass
+        return load_from_sources(self.tensors, full_keys, map_location)
+
+    def with_torch(self, full_keys: list[str], map_location: Any) -> dict[str, Any]:
+        import torch
+
+        obj = torch.load(self.path, map_location=map_location or "cpu", weights_only=True,
+                         mmap=True)
+        found = walk_loaded(obj)
+        return {k: found[k] for k in full_keys}
+
+
+def walk_loaded(obj: Any) -> dict[str, Any]:
+    """Dotted keys of every tensor in a torch.load result (the reader's naming)."""
+    import torch
+
+    out: dict[str, Any] = {}
+    stack: list[tuple[str, Any]] = [("", obj)]
+    while stack:
+        path, node = stack.pop()
+        if isinstance(node, torch.Tensor):
+            out[path] = node
+        elif isinstance(node, dict):
+            stack.extend((f"{path}.{k}" if path else str(k), v) for k, v in node.items())
+        elif isinstance(node, (list, tuple)):
+            stack.extend((f"{path}.{i}" if path else str(i), v) for i, v in enumerate(node))
+    return out
