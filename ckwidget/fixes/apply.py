@@ -291,11 +291,10 @@ def load_atomically(
     except BaseException as exc:
         journal.restore()
         if isinstance(exc, Exception):
-            message = str(exc).strip().splitlines()
-            first = message[0] if message else type(exc).__name__
+            message = " ".join(line.strip() for line in str(exc).splitlines() if line.strip())
             raise FixError(
                 f"Loading failed and the model was left exactly as it was: "
-                f"{type(exc).__name__}: {first[:300]}"
+                f"{type(exc).__name__}: {message[:400] or 'no message'}"
             ) from exc
         raise
     finally:
