@@ -627,3 +627,81 @@ def test_deepspeed_model_states_list_tensors(tmp_path: Path) -> None:
     assert ckpt.format == "deepspeed" and ckpt.candidates[0] == "module"
     loaded = ckpt.state_dict("module")
     assert all(torch.equal(loaded[k], v) for k, v in sd.items())
+
+
+# -- integration with the zip and tar readers, and damage at every byte --------------------
+def test_npz_keras_and_tar_through_open_checkpoint(tmp_path: Path) -> None:
+    np.savez_compressed(tmp_path / "a.npz", w=np.arange(6.0).reshape(2, 3))
+    ckpt = open_checkpoint(tmp_path / "a.npz")
+    assert ckpt.format == "npz" and ckpt.tensors["w"].shape == (2, 3)
+    assert np.array_equal(ckpt.read("w").numpy(), np.arange(6.0).reshape(2, 3))
+    with zipfile.ZipFile(tmp_path / "m.keras", "w") as zf:
+        zf.writestr("config.json", "{}")
+        zf.writestr("model.weights.h5", keras_h5_bytes())
+    assert open_checkpoint(tmp_path / "m.keras").format == "keras"
+    with zipfile.ZipFile(tmp_path / "bundle.zip", "w") as zf:
+        zf.writestr("run/model.safetensors", b"x")
+    bundle = open_checkpoint(tmp_path / "bundle.zip")
+    assert bundle.format == "zip" and "run/model.safetensors" in bundle.findings[0].message
+    with tarfile.open(tmp_path / "notes.tar", "w") as tar:
+        info = tarfile.TarInfo("notes.txt")
+        info.size = 2
+        tar.addfile(info, io.BytesIO(b"hi"))
+    notes = open_checkpoint(tmp_path / "notes.tar")
+    assert notes.format == "tar" and notes.finding("foreign-format") is not None
+
+
+def _small_files(tmp_path: Path) -> dict[str, bytes]:
+    st.save_file({"a.weight": torch.randn(3, 2), "b": torch.arange(4)},
+                 str(tmp_path / "s.safetensors"), metadata={"k": "v"})
+    np.save(tmp_path / "n.npy", np.arange(10, dtype=np.float32))
+    np.savez(tmp_path / "z.npz", a=np.arange(4.0), b=np.ones((2, 2), dtype=np.int16))
+    return {name: (tmp_path / name).read_bytes()
+            for name in ("s.safetensors", "n.npy", "z.npz")}
+
+
+def _opens_or_explains(path: Path) -> None:
+    try:
+        ckpt = open_checkpoint(path)
+    except CheckpointError as exc:
+        assert str(exc)
+        assert not getattr(exc, "internal", False), exc  # a handled case, not a crash
+        return
+    for key, info in ckpt.tensors.items():
+        if info.readable:
+            try:
+                ckpt.read(key)
+            except CheckpointError as exc:
+                assert str(exc)
+
+
+def test_truncation_at_every_byte_and_random_flips(tmp_path: Path) -> None:
+    import random
+
+    rng = random.Random(0)
+    damaged = tmp_path / "damaged"
+    damaged.mkdir()
+    for name, data in _small_files(tmp_path).items():
+        started = time.perf_counter()
+        for cut in range(len(data)):
+            target = damaged / f"cut{cut}_{name}"
+            target.write_bytes(data[:cut])
+            _opens_or_explains(target)
+            target.unlink()
+        for i in range(150):
+            flipped = bytearray(data)
+            for _ in range(rng.randint(1, 3)):
+                flipped[rng.randrange(len(data))] ^= 1 << rng.randrange(8)
+            target = damaged / f"flip{i}_{name}"
+            target.write_bytes(bytes(flipped))
+            _opens_or_explains(target)
+            target.unlink()
+        assert time.perf_counter() - started < 20, name
+
+
+def test_safetensors_cut_inside_the_header_is_called_truncated(tmp_path: Path) -> None:
+    st.save_file({"w": torch.ones(3)}, str(tmp_path / "w.safetensors"))
+    data = (tmp_path / "w.safetensors").read_bytes()
+    (tmp_path / "cut.safetensors").write_bytes(data[:30])
+    ckpt = open_checkpoint(tmp_path / "cut.safetensors")
+    assert ckpt.format == "safetensors" and ckpt.finding("truncated") is not None

@@ -27,6 +27,11 @@ def read_broken(path: Path, head: bytes, budgets: Budgets, kind: str) -> Checkpo
         from .foreign import read_foreign
 
         return read_foreign(path, head, budgets, "tf-data")
+    if kind == "unknown" and head[8:10] in (b"{}", b'{"'):
+        # A safetensors file cut inside its header: the length field points past the end.
+        from .safetensors import read_safetensors
+
+        return read_safetensors(path, head, budgets)
     if kind == "empty":
         return _one(path, "empty", size, Finding(
             "not-a-checkpoint", "error",

@@ -59,7 +59,8 @@ def read_folder(path: Path, budgets: Budgets) -> Checkpoint:
             return ds
     index = next((n for n in INDEX_FILES if n in present), None)
     if index is None:
-        index = next((n for n in names if n.endswith(".index.json")), None)
+        index = next((n for n in names
+                      if n.endswith((".safetensors.index.json", ".bin.index.json"))), None)
     if index is not None:
         ckpt = _sharded(path, path / index, budgets)
     else:

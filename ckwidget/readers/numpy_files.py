@@ -46,8 +46,7 @@ def read_header(fh: IO[bytes]) -> tuple[tuple[int, ...], bool, np.dtype]:
             return npformat.read_array_header_1_0(fh)
         # 3.0 differs from 2.0 only in allowing UTF-8 field names of structured dtypes.
         return npformat.read_array_header_2_0(fh)
-    except (ValueError, SyntaxError, TypeError, RecursionError, MemoryError, EOFError,
-            struct.error) as exc:
+    except Exception as exc:  # numpy's parser raises ValueError, SyntaxError, TokenError...
         raise _BadHeader(str(exc)[:200] or type(exc).__name__) from None
 
 
@@ -160,7 +159,8 @@ def read_npz(path: Path, names: list[str], budgets: Budgets) -> Checkpoint:
     non_tensor: dict[str, Any] = {}
     try:
         zf = zipfile.ZipFile(path)
-    except (zipfile.BadZipFile, OSError, ValueError, EOFError) as exc:
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError, NotImplementedError,
+            RuntimeError, struct.error) as exc:
         findings.append(Finding(
             "corrupt" if size > 22 else "truncated", "error",
             f"{path.name} starts like a .npz (zip) archive but its directory cannot be read "
@@ -194,6 +194,11 @@ def read_npz(path: Path, names: list[str], budgets: Budgets) -> Checkpoint:
                     tensor = _npz_member(path, zf, raw, info, key, size, budgets, problems)
                 except _BadHeader as exc:
                     damaged.append(f"{key} ({exc})")
+                    continue
+                except (OSError, ValueError, EOFError, OverflowError, struct.error,
+                        zipfile.BadZipFile, NotImplementedError, RuntimeError) as exc:
+                    # a damaged directory entry
+                    damaged.append(f"{key} ({type(exc).__name__}: {str(exc)[:100]})")
                     continue
                 if isinstance(tensor, dict):
                     non_tensor[key] = tensor
@@ -256,6 +261,8 @@ def _npz_member(
 
 def _stored_data_start(raw: IO[bytes], info: zipfile.ZipInfo, size: int) -> int:
     """Where a stored member's bytes begin, from its local header (as zipfile does)."""
+    if not 0 <= info.header_offset < size:
+        raise _BadHeader("its directory entry points outside the file")
     raw.seek(info.header_offset)
     local = raw.read(30)
     if len(local) < 30 or local[:4] != b"PK\x03\x04":
@@ -345,7 +352,8 @@ class NpzMemberSource:
             with zipfile.ZipFile(self.path) as zf, zf.open(self.member) as fh:
                 fh.read(self.header_len)
                 data = fh.read(nbytes)
-        except (zipfile.BadZipFile, OSError, EOFError, KeyError, ValueError) as exc:
+        except (zipfile.BadZipFile, OSError, EOFError, KeyError, ValueError,
+                NotImplementedError, RuntimeError) as exc:
             raise CheckpointError(
                 f"{self.path.name}: member {self.member!r} cannot be decompressed ({exc})."
             ) from None
