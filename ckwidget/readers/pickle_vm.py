@@ -25,16 +25,13 @@ from .budgets import DEFAULT_BUDGETS, Budgets
 class Global:
     """A name the pickle refers to (``module.name``); never imported."""
 
-    __slots__ = ("module", "name", "reducer")
+    __slots__ = ("full", "module", "name", "reducer")
 
     def __init__(self, module: str, name: str) -> None:
         self.module = module
         self.name = name
+        self.full = f"{module}.{name}"
         self.reducer: Callable[..., Any] | None = None
-
-    @property
-    def full(self) -> str:
-        return f"{self.module}.{self.name}"
 
     def __repr__(self) -> str:
         return f"<global {self.full}>"
@@ -148,6 +145,8 @@ _OPNAMES = {
 
 _unpack_d = struct.Struct(">d").unpack_from
 _U32 = struct.Struct("<I")
+_CHUNK_SIZE = 4096
+_CHUNK = range(_CHUNK_SIZE)  # budgets are checked between chunks of opcodes
 
 
 def run_pickle(
@@ -197,197 +196,199 @@ def run_pickle(
     ops = 0
     try:
         while True:
-            op = data[pos]
-            pos += 1
-            ops += 1
-            if not ops & 0xFFFF:
-                if ops > max_ops:
-                    raise BudgetExceededError(
-                        f"The pickle runs more than {max_ops:,} opcodes; reading stopped."
-                    )
-                if time.monotonic() > deadline:
-                    raise BudgetExceededError(
-                        f"Reading the pickle took over {budgets.max_seconds:g} s; stopped."
-                    )
-                if len(memo) > max_memo:
-                    raise BudgetExceededError(
-                        f"The pickle stores more than {max_memo:,} memo entries."
-                    )
-                if len(stack) > max_stack:
-                    raise BudgetExceededError(
-                        f"The pickle stack grew past {max_stack:,} values; reading stopped."
-                    )
-            # Most frequent opcodes of torch checkpoints first.
-            if op == 0x72:  # LONG_BINPUT
-                memo[unpack_u32(data, pos)[0]] = stack[-1]
-                pos += 4
-            elif op == 0x68:  # BINGET
-                stack.append(memo[data[pos]])
+            ops += _CHUNK_SIZE
+            if ops > max_ops:
+                raise BudgetExceededError(
+                    f"The pickle runs more than {max_ops:,} opcodes; reading stopped."
+                )
+            if time.monotonic() > deadline:
+                raise BudgetExceededError(
+                    f"Reading the pickle took over {budgets.max_seconds:g} s; stopped."
+                )
+            if len(memo) > max_memo:
+                raise BudgetExceededError(
+                    f"The pickle stores more than {max_memo:,} memo entries."
+                )
+            if len(stack) > max_stack:
+                raise BudgetExceededError(
+                    f"The pickle stack grew past {max_stack:,} values; reading stopped."
+                )
+            for _ in _CHUNK:
+                op = data[pos]
                 pos += 1
-            elif op == 0x4B:  # BININT1
-                stack.append(data[pos])
-                pos += 1
-            elif op == 0x28:  # MARK
-                if len(metastack) >= max_marks:
-                    raise BudgetExceededError(
-                        f"The pickle nests more than {max_marks:,} containers; reading stopped."
-                    )
-                metastack.append(stack)
-                stack = []
-            elif op == 0x58:  # BINUNICODE
-                size = unpack_u32(data, pos)[0]
-                pos += 4
-                if size > max_string or pos + size > n:
-                    _check_length(size, pos, n, max_string)
-                stack.append(data[pos:pos + size].decode("utf-8", "surrogatepass"))
-                pos += size
-            elif op == 0x74:  # TUPLE
-                value = tuple(stack)
-                stack = metastack.pop()
-                stack.append(value)
-            elif op == 0x85:  # TUPLE1
-                stack[-1] = (stack[-1],)
-            elif op == 0x52:  # REDUCE
-                args = stack.pop()
-                stack[-1] = call(stack[-1], args, "reduce")
-            elif op == 0x51:  # BINPERSID
-                stack[-1] = state.persistent(stack[-1])
-            elif op == 0x89:  # NEWFALSE
-                stack.append(False)
-            elif op == 0x29:  # EMPTY_TUPLE
-                stack.append(())
-            elif op == 0x71:  # BINPUT
-                memo[data[pos]] = stack[-1]
-                pos += 1
-            elif op == 0x6A:  # LONG_BINGET
-                if pos + 4 > n:
-                    raise PickleError("LONG_BINGET is cut off", pos)
-                stack.append(memo[frombytes(data[pos:pos + 4], "little")])
-                pos += 4
-            elif op == 0x86:  # TUPLE2
-                b = stack.pop()
-                stack[-1] = (stack[-1], b)
-            elif op == 0x87:  # TUPLE3
-                c = stack.pop()
-                b = stack.pop()
-                stack[-1] = (stack[-1], b, c)
-            elif op == 0x88:  # NEWTRUE
-                stack.append(True)
-            elif op == 0x4A:  # BININT
-                if pos + 4 > n:
-                    raise PickleError("BININT is cut off", pos)
-                stack.append(frombytes(data[pos:pos + 4], "little", signed=True))
-                pos += 4
-            elif op == 0x4D:  # BININT2
-                if pos + 2 > n:
-                    raise PickleError("BININT2 is cut off", pos)
-                stack.append(frombytes(data[pos:pos + 2], "little"))
-                pos += 2
-            elif op == 0x75:  # SETITEMS
-                items = stack
-                stack = metastack.pop()
-                set_items(stack[-1], items, pos)
-            elif op == 0x73:  # SETITEM
-                value = stack.pop()
-                key = stack.pop()
-                set_items(stack[-1], [key, value], pos)
-            elif op == 0x7D:  # EMPTY_DICT
-                stack.append({})
-            elif op == 0x5D:  # EMPTY_LIST
-                stack.append([])
-            elif op == 0x65:  # APPENDS
-                items = stack
-                stack = metastack.pop()
-                append_items(stack[-1], items, pos)
-            elif op == 0x61:  # APPEND
-                value = stack.pop()
-                append_items(stack[-1], [value], pos)
-            elif op == 0x4E:  # NONE
-                stack.append(None)
-            elif op == 0x63:  # GLOBAL
-                raw, pos = _line(data, pos, n)
-                module = raw.decode("utf-8", "replace")
-                raw, pos = _line(data, pos, n)
-                stack.append(get_global(module, raw.decode("utf-8", "replace"), pos))
-            elif op == 0x94:  # MEMOIZE
-                if len(memo) >= max_memo:
-                    raise BudgetExceededError(
-                        f"The pickle stores more than {max_memo:,} memo entries."
-                    )
-                memo[len(memo)] = stack[-1]
-            elif op == 0x8C:  # SHORT_BINUNICODE
-                size = data[pos]
-                pos += 1
-                if pos + size > n:
-                    _check_length(size, pos, n, max_string)
-                stack.append(data[pos:pos + size].decode("utf-8", "surrogatepass"))
-                pos += size
-            elif op == 0x95:  # FRAME
-                if pos + 8 > n:
-                    raise PickleError("FRAME is cut off", pos)
-                state.seen.add(op)
-                pos += 8
-            elif op == 0x93:  # STACK_GLOBAL
-                name = stack.pop()
-                module = stack.pop()
-                if type(module) is not str or type(name) is not str:
-                    raise PickleError("STACK_GLOBAL needs two strings", pos)
-                state.seen.add(op)
-                stack.append(get_global(module, name, pos))
-            elif op == 0x62:  # BUILD
-                value = stack.pop()
-                stack[-1] = state.build(stack[-1], value)
-            elif op == 0x80:  # PROTO
-                res.protocol = data[pos]
-                if res.protocol > 5:
-                    raise PickleError(f"unknown pickle protocol {res.protocol}", pos)
-                pos += 1
-            elif op == 0x2E:  # STOP
-                res.root = stack.pop()
-                res.complete = True
+                # Most frequent opcodes of torch checkpoints first.
+                if op == 0x72:  # LONG_BINPUT
+                    memo[unpack_u32(data, pos)[0]] = stack[-1]
+                    pos += 4
+                elif op == 0x68:  # BINGET
+                    stack.append(memo[data[pos]])
+                    pos += 1
+                elif op == 0x4B:  # BININT1
+                    stack.append(data[pos])
+                    pos += 1
+                elif op == 0x28:  # MARK
+                    if len(metastack) >= max_marks:
+                        raise BudgetExceededError(
+                            f"The pickle nests more than {max_marks:,} containers; reading stopped."
+                        )
+                    metastack.append(stack)
+                    stack = []
+                elif op == 0x58:  # BINUNICODE
+                    size = unpack_u32(data, pos)[0]
+                    pos += 4
+                    if size > max_string or pos + size > n:
+                        _check_length(size, pos, n, max_string)
+                    stack.append(data[pos:pos + size].decode("utf-8", "surrogatepass"))
+                    pos += size
+                elif op == 0x74:  # TUPLE
+                    value = tuple(stack)
+                    stack = metastack.pop()
+                    stack.append(value)
+                elif op == 0x85:  # TUPLE1
+                    stack[-1] = (stack[-1],)
+                elif op == 0x52:  # REDUCE
+                    args = stack.pop()
+                    stack[-1] = call(stack[-1], args, "reduce")
+                elif op == 0x51:  # BINPERSID
+                    stack[-1] = state.persistent(stack[-1])
+                elif op == 0x89:  # NEWFALSE
+                    stack.append(False)
+                elif op == 0x29:  # EMPTY_TUPLE
+                    stack.append(())
+                elif op == 0x71:  # BINPUT
+                    memo[data[pos]] = stack[-1]
+                    pos += 1
+                elif op == 0x6A:  # LONG_BINGET
+                    if pos + 4 > n:
+                        raise PickleError("LONG_BINGET is cut off", pos)
+                    stack.append(memo[frombytes(data[pos:pos + 4], "little")])
+                    pos += 4
+                elif op == 0x86:  # TUPLE2
+                    b = stack.pop()
+                    stack[-1] = (stack[-1], b)
+                elif op == 0x87:  # TUPLE3
+                    c = stack.pop()
+                    b = stack.pop()
+                    stack[-1] = (stack[-1], b, c)
+                elif op == 0x88:  # NEWTRUE
+                    stack.append(True)
+                elif op == 0x4A:  # BININT
+                    if pos + 4 > n:
+                        raise PickleError("BININT is cut off", pos)
+                    stack.append(frombytes(data[pos:pos + 4], "little", signed=True))
+                    pos += 4
+                elif op == 0x4D:  # BININT2
+                    if pos + 2 > n:
+                        raise PickleError("BININT2 is cut off", pos)
+                    stack.append(frombytes(data[pos:pos + 2], "little"))
+                    pos += 2
+                elif op == 0x75:  # SETITEMS
+                    items = stack
+                    stack = metastack.pop()
+                    set_items(stack[-1], items, pos)
+                elif op == 0x73:  # SETITEM
+                    value = stack.pop()
+                    key = stack.pop()
+                    set_items(stack[-1], [key, value], pos)
+                elif op == 0x7D:  # EMPTY_DICT
+                    stack.append({})
+                elif op == 0x5D:  # EMPTY_LIST
+                    stack.append([])
+                elif op == 0x65:  # APPENDS
+                    items = stack
+                    stack = metastack.pop()
+                    append_items(stack[-1], items, pos)
+                elif op == 0x61:  # APPEND
+                    value = stack.pop()
+                    append_items(stack[-1], [value], pos)
+                elif op == 0x4E:  # NONE
+                    stack.append(None)
+                elif op == 0x63:  # GLOBAL
+                    raw, pos = _line(data, pos, n)
+                    module = raw.decode("utf-8", "replace")
+                    raw, pos = _line(data, pos, n)
+                    stack.append(get_global(module, raw.decode("utf-8", "replace"), pos))
+                elif op == 0x94:  # MEMOIZE
+                    if len(memo) >= max_memo:
+                        raise BudgetExceededError(
+                            f"The pickle stores more than {max_memo:,} memo entries."
+                        )
+                    memo[len(memo)] = stack[-1]
+                elif op == 0x8C:  # SHORT_BINUNICODE
+                    size = data[pos]
+                    pos += 1
+                    if pos + size > n:
+                        _check_length(size, pos, n, max_string)
+                    stack.append(data[pos:pos + size].decode("utf-8", "surrogatepass"))
+                    pos += size
+                elif op == 0x95:  # FRAME
+                    if pos + 8 > n:
+                        raise PickleError("FRAME is cut off", pos)
+                    state.seen.add(op)
+                    pos += 8
+                elif op == 0x93:  # STACK_GLOBAL
+                    name = stack.pop()
+                    module = stack.pop()
+                    if type(module) is not str or type(name) is not str:
+                        raise PickleError("STACK_GLOBAL needs two strings", pos)
+                    state.seen.add(op)
+                    stack.append(get_global(module, name, pos))
+                elif op == 0x62:  # BUILD
+                    value = stack.pop()
+                    stack[-1] = state.build(stack[-1], value)
+                elif op == 0x80:  # PROTO
+                    res.protocol = data[pos]
+                    if res.protocol > 5:
+                        raise PickleError(f"unknown pickle protocol {res.protocol}", pos)
+                    pos += 1
+                elif op == 0x2E:  # STOP
+                    res.root = stack.pop()
+                    res.complete = True
+                    break
+                elif op == 0x6C:  # LIST
+                    items = stack
+                    stack = metastack.pop()
+                    stack.append(items)
+                elif op == 0x64:  # DICT
+                    items = stack
+                    stack = metastack.pop()
+                    d: dict[Any, Any] = {}
+                    stack.append(d)
+                    set_items(d, items, pos)
+                elif op == 0x91:  # FROZENSET
+                    items = stack
+                    stack = metastack.pop()
+                    stack.append(PickledSet(items, True))
+                elif op == 0x90:  # ADDITEMS
+                    items = stack
+                    stack = metastack.pop()
+                    if type(stack[-1]) is not PickledSet:
+                        raise PickleError("ADDITEMS without a set", pos)
+                    stack[-1].items.extend(items)
+                elif op == 0x69:  # INST
+                    raw, pos = _line(data, pos, n)
+                    module = raw.decode("utf-8", "replace")
+                    raw, pos = _line(data, pos, n)
+                    func = get_global(module, raw.decode("utf-8", "replace"), pos)
+                    args = tuple(stack)
+                    stack = metastack.pop()
+                    stack.append(call(func, args, "inst"))
+                elif op == 0x6F:  # OBJ
+                    items = stack
+                    stack = metastack.pop()
+                    if not items:
+                        raise PickleError("OBJ without a class", pos)
+                    stack.append(call(items[0], tuple(items[1:]), "obj"))
+                elif op == 0x31:  # POP_MARK
+                    stack = metastack.pop()
+                elif op == 0x30 and not stack:  # POP right after a MARK discards the mark
+                    stack = metastack.pop()
+                else:
+                    state.seen.add(op)
+                    pos = _rare_op(op, data, pos, n, stack, memo, call, get_global,
+                                   max_memo, max_string)
+            if res.complete:
                 break
-            elif op == 0x6C:  # LIST
-                items = stack
-                stack = metastack.pop()
-                stack.append(items)
-            elif op == 0x64:  # DICT
-                items = stack
-                stack = metastack.pop()
-                d: dict[Any, Any] = {}
-                stack.append(d)
-                set_items(d, items, pos)
-            elif op == 0x91:  # FROZENSET
-                items = stack
-                stack = metastack.pop()
-                stack.append(PickledSet(items, True))
-            elif op == 0x90:  # ADDITEMS
-                items = stack
-                stack = metastack.pop()
-                if type(stack[-1]) is not PickledSet:
-                    raise PickleError("ADDITEMS without a set", pos)
-                stack[-1].items.extend(items)
-            elif op == 0x69:  # INST
-                raw, pos = _line(data, pos, n)
-                module = raw.decode("utf-8", "replace")
-                raw, pos = _line(data, pos, n)
-                func = get_global(module, raw.decode("utf-8", "replace"), pos)
-                args = tuple(stack)
-                stack = metastack.pop()
-                stack.append(call(func, args, "inst"))
-            elif op == 0x6F:  # OBJ
-                items = stack
-                stack = metastack.pop()
-                if not items:
-                    raise PickleError("OBJ without a class", pos)
-                stack.append(call(items[0], tuple(items[1:]), "obj"))
-            elif op == 0x31:  # POP_MARK
-                stack = metastack.pop()
-            elif op == 0x30 and not stack:  # POP right after a MARK discards the mark
-                stack = metastack.pop()
-            else:
-                state.seen.add(op)
-                pos = _rare_op(op, data, pos, n, stack, memo, call, get_global,
-                               max_memo, max_string)
     except PickleError as exc:
         res.error = f"{exc} (byte {exc.position})"
         res.error_position = exc.position

@@ -141,18 +141,26 @@ class TorchPickleContext:
     # -- tensors --------------------------------------------------------------------------
     def tensor(self, storage: Any, offset: Any, size: Any, stride: Any,
                dtype: str | None = None) -> Any:
-        size = _ints(tuple(size) if type(size) is list else size)
-        stride = _ints(tuple(stride) if type(stride) is list else stride)
-        if not isinstance(storage, StorageRef) or type(offset) is not int:
+        if type(size) is not tuple:
+            size = tuple(size) if type(size) is list else _ints(size)
+        if type(stride) is not tuple:
+            stride = tuple(stride) if type(stride) is list else _ints(stride)
+        if type(storage) is not StorageRef or type(offset) is not int:
             raise TypeError("not a storage")
         dtype = dtype or storage.dtype
         itemsize = DTYPE_SIZES.get(dtype, 1)
-        numel = _numel(size)
+        numel = 1
+        extent = offset + 1
+        valid = offset >= 0 and len(size) == len(stride)
+        for s, st in zip(size, stride):
+            if type(s) is not int or type(st) is not int or s < 0 or st < 0:
+                raise TypeError("sizes and strides are non-negative ints")
+            numel *= s
+            extent += (s - 1) * st
         source: StorageTensorSource | None = None
-        if len(size) != len(stride) or offset < 0 or any(s < 0 for s in size + stride):
+        if not valid:
             self.problems.append(f"a tensor on storage {storage.key} has an invalid view")
         else:
-            extent = offset + sum((s - 1) * st for s, st in zip(size, stride)) + 1
             storage_elems = storage.nbytes // itemsize if itemsize else 0
             if numel and extent > storage_elems:
                 self.problems.append(

@@ -68,13 +68,25 @@ def flatten(root: Any, *, max_visits: int = 5_000_000, max_depth: int = 1_000) -
             continue
         direct: dict[str, str] = {}
         children: list[tuple[str, Any, int]] = []
+        tensors = out.tensors
+        dotted = path + "." if path else ""
         for key, value in items:
-            child = join(path, key)
-            if isinstance(value, TensorInfo):
-                direct[str(key)] = child
-            children.append((child, value, depth + 1))
+            child = dotted + (key if type(key) is str else str(key))
+            if type(value) is TensorInfo:
+                # Leaves are recorded here rather than pushed: a 100,000-key state dict
+                # is one pass.
+                direct[child[len(dotted):]] = child
+                tensors[child] = value
+                visits += 1
+            else:
+                children.append((child, value, depth + 1))
         if direct:
             out.members[path] = direct
+        if visits > max_visits:
+            raise BudgetExceededError(
+                f"The checkpoint's object tree has more than {max_visits:,} nodes "
+                "(a shared-reference bomb or an unusually large file); reading stopped."
+            )
         stack.extend(reversed(children))
     # A walk in stack order visits keys in file order; tensors dict keeps that order.
     out.candidates = rank_candidates(out.members)
