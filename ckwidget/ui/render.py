@@ -51,24 +51,30 @@ def headline_html(report: Any) -> str:
     )
 
 
-def plan_line(report: Any, preview: Any | None, n_fixes: int) -> str:
-    """What the selected fixes would achieve; from the preview report once there is one."""
-    total = getattr(report, "model_tensor_count", None)
+def plan_hint(report: Any) -> str:
+    """The line under the headline before any toggle: what the suggested plan holds."""
+    n = len(report.plan.fixes) if report.plan is not None else 0
+    if n == 0:
+        return "No fixes are needed." if report.loads_cleanly else "No fix is suggested."
+    fixes = "1 fix" if n == 1 else f"{n} fixes"
+    return f"Suggested plan: {fixes}; toggle them in Fix &amp; export."
+
+
+def preview_headline(preview: Any, n_fixes: int) -> str:
+    """The headline after a toggle: what would load with the selected fixes."""
+    status = str(getattr(preview, "status", ""))
     if n_fixes == 0:
-        return "No fixes selected: the checkpoint would load as it is."
-    these = "this fix" if n_fixes == 1 else f"these {n_fixes} fixes"
-    fixes = "fix" if n_fixes == 1 else f"{n_fixes} fixes"
-    if preview is not None:
-        loadable = getattr(preview, "loadable_count", None)
-        total = getattr(preview, "model_tensor_count", total)
-        clean = " and it loads cleanly" if getattr(preview, "loads_cleanly", False) else ""
-        if loadable is None:
-            return f"With {these}: {esc(preview.headline)}"
-        return f"With {these}: {loadable:,} of {total:,} model tensors would load{clean}."
-    loadable = getattr(report, "loadable_after_plan", None)
+        phrase = "With no fixes"
+    else:
+        phrase = "With this fix" if n_fixes == 1 else f"With these {n_fixes} fixes"
+    loadable = getattr(preview, "loadable_count", None)
+    total = getattr(preview, "model_tensor_count", None)
     if loadable is None or total is None:
-        return f"{n_fixes} suggested fix{'' if n_fixes == 1 else 'es'}."
-    return f"With the suggested {fixes}: {loadable:,} of {total:,} model tensors would load."
+        text = f"{phrase}: {esc(preview.headline)}"
+    else:
+        clean = ", cleanly" if getattr(preview, "loads_cleanly", False) else ""
+        text = f"{phrase}: {loadable:,} of {total:,} model tensors would load{clean}."
+    return f'<span class="ck-pill ck-pill-{esc(status)}">{esc(status)}</span>{text}'
 
 
 def fix_text(fix: Any) -> str:

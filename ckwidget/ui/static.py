@@ -10,11 +10,13 @@ from .style import esc, style_tag
 from .table import KeyTable
 
 
-def static_html(report: Any, plan: Any = None, model_name: str = "model") -> str:
+def static_html(
+    report: Any, plan: Any = None, model_name: str = "model", table: KeyTable | None = None
+) -> str:
     """Header, findings, the first page of the key table and the plan's code; escaped."""
     plan = report.plan if plan is None else plan
     status = str(getattr(report, "status", "broken"))
-    page = KeyTable(report.table).page(0)
+    page = (table or KeyTable(report.table)).page(0)
     try:
         code = plan.to_code(model_name=model_name)
     except Exception as exc:  # the report must still render
@@ -27,7 +29,7 @@ def static_html(report: Any, plan: Any = None, model_name: str = "model") -> str
         f'{style_tag()}<div class="ck-root ck-static">'
         f'<div class="ck-header ck-status-{esc(status)}">{render.header_html(report)}'
         f'<div class="ck-headline">{render.headline_html(report)}</div>'
-        f'<div class="ck-planline">{render.plan_line(report, None, len(fixes))}</div></div>'
+        f'<div class="ck-planline">{render.plan_hint(report)}</div></div>'
         f"<h4>Diagnosis</h4>{render.findings_html(report.findings, fixes)}"
         f"<h4>Plan</h4>{plan_block}"
         f'<div class="ck-snippet">{code_html(code)}</div>'

@@ -123,9 +123,12 @@ class CheckpointDebugger(w.VBox):
     def _build_fix_choices(self) -> None:
         """Plan fixes first (selected), then alternatives offered by findings."""
         choices: list[Any] = list(self.report.plan.fixes)
+        planned_kinds = {f.kind for f in choices}
         for finding in self.report.findings:
             for fix in finding.fixes:
-                if fix not in choices:
+                # a finding's own variant of a planned kind (e.g. a narrower drop-keys)
+                # is already covered by the plan's fix; only other kinds are alternatives
+                if fix not in choices and fix.kind not in planned_kinds:
                     choices.append(fix)
         self.fix_choices = choices
         self.selected: list[Any] = list(self.report.plan.fixes)
@@ -166,7 +169,9 @@ class CheckpointDebugger(w.VBox):
         self.children = (self.style_html, header, self.error_area, self.tabs)
 
     def _plan_line(self) -> str:
-        return render.plan_line(self.report, self.preview, len(self.selected))
+        if self.preview is None:
+            return render.plan_hint(self.report)
+        return f"As saved: {esc(self.report.headline)}"
 
     def _build_diagnosis(self) -> w.VBox:
         self.findings_html = w.HTML(self._findings())
@@ -353,6 +358,9 @@ class CheckpointDebugger(w.VBox):
 
     def _request_preview(self) -> None:
         plan = self.plan
+        if not plan.fixes:  # no fixes: the checkpoint as saved, already diagnosed
+            self._jobs.submit("preview", lambda: self.report, self._show_preview)
+            return
         self.progress.value = "<span class='ck-hint'>Updating the preview…</span>"
         self._jobs.submit("preview", lambda: plan.preview(self.model), self._show_preview)
 
@@ -360,17 +368,17 @@ class CheckpointDebugger(w.VBox):
         self.preview = preview
         self._preview_table = None
         self.planline.value = self._plan_line()
-        status = str(getattr(preview, "status", ""))
-        self.headline.value = (
-            f'<span class="ck-pill ck-pill-{esc(status)}">{esc(status)}</span>'
-            f"With the plan: {esc(preview.headline)}"
-        )
+        self.headline.value = render.preview_headline(preview, len(self.plan.fixes))
+        for cls in list(self.headline._dom_classes):
+            if cls.startswith("ck-status-"):
+                self.headline.remove_class(cls)
+        self.headline.add_class(f"ck-status-{getattr(preview, 'status', 'broken')}")
         self.progress.value = ""
         if self.table_view.value == "With the plan":
             self._render_table()
 
     def _refresh_snippet(self) -> None:
-        self.last_code = self.plan.to_code(model_name=self.model_name)
+        self.last_code = self.plan.to_code(model_name=self.model_name, model=self.model)
         self.snippet.value = code_html(self.last_code)
         if self.copy is not None:
             self.copy.code = self.last_code
@@ -409,7 +417,7 @@ class CheckpointDebugger(w.VBox):
             raise CheckpointError("Type a path to save the repaired checkpoint to.")
         fmt = format or ("torch" if Path(path).suffix in (".pt", ".pth", ".bin") else
                          "safetensors")
-        written = self.plan.save(path, format=fmt)
+        written = self.plan.save(path, format=fmt, model=self.model)
         where = Path(written) if isinstance(written, (str, Path)) else Path(path)
         self.result_html.value = (
             f"<div class='ck-result ck-result-ok'>Saved the repaired checkpoint to "
@@ -441,7 +449,7 @@ class CheckpointDebugger(w.VBox):
         """A static report (front ends without widget support, saved notebooks)."""
         from .static import static_html
 
-        return static_html(self.report, self.plan, self.model_name)
+        return static_html(self.report, self.plan, self.model_name, self.key_table)
 
     def _repr_html_(self) -> str:
         return self.to_html()

@@ -1,0 +1,95 @@
+"""Time from ``ck.debug(path, model)`` to the widget's first display, at 100,000 keys.
+
+The checkpoint is the usual broken one at scale: saved from a DataParallel model (every
+key under ``module.``) with one resized layer, so the widget has findings, fixes and a
+big table to show. Target: at most 1.5 s. Run::
+
+    python benchmarks/widget_open.py [--keys 100000] [--format torch|safetensors]
+
+The model and file are built once and cached in the temp dir (building 100,000
+parameters takes a while and is not what is measured).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from torch import nn
+
+TARGET_S = 1.5
+
+
+class Wide(nn.Module):
+    """A flat model with ``n`` small parameters named like repeated layers."""
+
+    def __init__(self, n: int, head: int = 4) -> None:
+        super().__init__()
+        layers = n // 2
+        self.layers = nn.ModuleList(nn.Linear(2, 2) for _ in range(layers - 1))
+        self.head = nn.Linear(2, head)
+
+
+def build(n: int, fmt: str, folder: Path) -> tuple[Path, nn.Module]:
+    torch.manual_seed(0)
+    model = Wide(n, head=4)
+    path = folder / f"ckwidget-bench-{n}.{'pt' if fmt == 'torch' else 'safetensors'}"
+    if not path.exists():
+        donor = Wide(n, head=8)  # the head was resized since
+        sd = {"module." + k: v.detach().clone() for k, v in donor.state_dict().items()}
+        tmp = path.with_suffix(".partial")
+        if fmt == "torch":
+            torch.save(sd, tmp)
+        else:
+            from safetensors.torch import save_file
+
+            save_file(sd, str(tmp))
+        tmp.replace(path)
+    return path, model
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--keys", type=int, default=100_000)
+    ap.add_argument("--format", choices=["torch", "safetensors"], default="torch")
+    ap.add_argument("--repeat", type=int, default=3)
+    args = ap.parse_args(argv)
+
+    t0 = time.perf_counter()
+    path, model = build(args.keys, args.format, Path(tempfile.gettempdir()))
+    print(f"setup: {len(model.state_dict()):,} model tensors, {path.name} "
+          f"({path.stat().st_size / 1e6:.1f} MB), {time.perf_counter() - t0:.1f} s")
+
+    import ckwidget as ck
+    from ckwidget.diagnose import diagnose
+    from ckwidget.ui.widget import CheckpointDebugger
+
+    ck.debug  # noqa: B018 - import the UI outside the timing, like a warm kernel
+    import ipywidgets  # noqa: F401
+
+    best = None
+    for i in range(args.repeat):
+        t = time.perf_counter()
+        report = diagnose(path, model)
+        t_diag = time.perf_counter() - t
+        dbg = CheckpointDebugger(report, model, model_name="model")
+        t_widget = time.perf_counter() - t - t_diag
+        bundle = dbg._repr_mimebundle_()  # what _ipython_display_ publishes
+        assert bundle and "application/vnd.jupyter.widget-view+json" in bundle
+        bundle["text/html"] = dbg.to_html()
+        total = time.perf_counter() - t
+        print(f"run {i + 1}: total {total:.2f} s (diagnose {t_diag:.2f} s, widget "
+              f"{t_widget:.2f} s, display {total - t_diag - t_widget:.3f} s); "
+              f"{len(report.table):,} rows; {report.headline}")
+        best = total if best is None else min(best, total)
+    verdict = "OK" if best is not None and best <= TARGET_S else "OVER TARGET"
+    print(f"widget open, best of {args.repeat}: {best:.2f} s (target {TARGET_S} s): {verdict}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,347 @@
+"""The debugger widget without a browser: construct, toggle, preview, apply, export, save.
+
+Real checkpoints (safetensors and torch.save files written here), the real diagnosis
+and the real Plan; assertions on the widget's state and on the model's tensors.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+from safetensors.torch import save_file
+from torch import nn
+
+import ckwidget as ck
+from ckwidget.ui.table import KeyTable, group_keys
+from ckwidget.ui.widget import CheckpointDebugger
+
+HOSTILE = "<img src=x onerror=alert(1)>"
+
+
+class TinyNet(nn.Module):
+    def __init__(self, classes: int = 10) -> None:
+        super().__init__()
+        self.encoder = nn.Sequential(nn.Linear(6, 8), nn.ReLU(), nn.Linear(8, 8))
+        self.head = nn.Linear(8, classes)
+
+
+def _save_prefixed(path: Path, donor: nn.Module, extra: dict | None = None) -> Path:
+    sd = {"module." + k: v.detach().clone() for k, v in donor.state_dict().items()}
+    sd.update(extra or {})
+    if path.suffix == ".safetensors":
+        save_file(sd, str(path))
+    else:
+        torch.save(sd, path)
+    return path
+
+
+@pytest.fixture
+def prefixed(tmp_path: Path) -> tuple[Path, TinyNet]:
+    """DataParallel-style keys; same architecture: the strip-prefix fix makes it load."""
+    torch.manual_seed(1)
+    donor = TinyNet()
+    return _save_prefixed(tmp_path / "dp.safetensors", donor), donor
+
+
+@pytest.fixture
+def resized(tmp_path: Path) -> tuple[Path, TinyNet]:
+    """DataParallel keys and a 10-class head for a 5-class model, plus a hostile key."""
+    torch.manual_seed(2)
+    donor = TinyNet(classes=10)
+    path = _save_prefixed(tmp_path / "resized.safetensors", donor,
+                          {"module." + HOSTILE: torch.tensor([1.0, float("nan")])})
+    return path, donor
+
+
+def _classes(widget) -> set[str]:
+    return set(widget._dom_classes)
+
+
+def _open(path: Path, model: nn.Module, **kw) -> CheckpointDebugger:
+    dbg = ck.debug(path, model, background=False, **kw)
+    assert isinstance(dbg, CheckpointDebugger)
+    return dbg
+
+
+def test_construct_exposes_css_hooks_and_report(prefixed) -> None:
+    path, _ = prefixed
+    model = TinyNet()
+    dbg = _open(path, model)
+    assert "ck-root" in _classes(dbg)
+    assert "ck-headline" in _classes(dbg.headline)
+    assert f"ck-status-{dbg.report.status}" in _classes(dbg.headline)
+    assert "ck-table" in _classes(dbg.table_html)
+    assert "ck-snippet" in _classes(dbg.snippet)
+    assert "ck-apply" in _classes(dbg.apply_button)
+    kinds = [f.kind for f in dbg.plan.fixes]
+    assert "strip-prefix" in kinds
+    toggle = dbg.fix_toggles[dbg.fix_choices.index(dbg.plan.fixes[0])]
+    assert f"ck-fix-{dbg.plan.fixes[0].kind}" in _classes(toggle) and toggle.value
+    assert dbg.tabs.titles == ("Diagnosis", "Keys", "Distributions", "Fix & export")
+    assert str(path) in dbg.header.value
+    assert dbg.report.headline in dbg.headline.value
+    assert "module." in dbg.snippet.value  # the code strips the prefix
+
+
+def test_toggle_updates_plan_preview_and_snippet_before_apply(prefixed) -> None:
+    path, _ = prefixed
+    model = TinyNet()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    dbg = _open(path, model)
+    headline0, snippet0 = dbg.headline.value, dbg.snippet.value
+    dbg.set_fix("strip-prefix", False)
+    dbg.wait()
+    assert "strip-prefix" not in [f.kind for f in dbg.plan.fixes]
+    assert dbg.preview is not None and dbg.preview.loadable_count == 0
+    assert dbg.headline.value != headline0
+    assert "With no fixes: 0 of 6 model tensors would load" in dbg.headline.value
+    assert dbg.snippet.value != snippet0
+    dbg.table_view.value = "With the plan"
+    assert "ck-st-renamed" in dbg.table_html.value
+    dbg.set_fix("strip-prefix", True)
+    dbg.wait()
+    assert dbg.preview.loadable_count == dbg.preview.model_tensor_count == 6
+    assert "With this fix: 6 of 6 model tensors would load, cleanly" in dbg.headline.value
+    assert "ck-status-ok" in _classes(dbg.headline)
+    assert "ck-st-renamed" not in dbg.table_html.value
+    assert "ck-st-match" in dbg.table_html.value
+    # nothing was applied by toggling
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, before[k])
+    assert dbg.last_error is None
+
+
+def test_apply_loads_the_checkpoint_into_the_model(prefixed) -> None:
+    path, donor = prefixed
+    model = TinyNet()
+    dbg = _open(path, model)
+    dbg.apply_button.click()
+    assert dbg.last_error is None, dbg.error_area.value
+    for k, v in donor.state_dict().items():
+        assert torch.equal(model.state_dict()[k], v)
+    assert "Applied" in dbg.result_html.value
+    assert dbg.last_result is not None
+
+
+def test_apply_failure_is_shown_and_model_is_unchanged(prefixed) -> None:
+    path, _ = prefixed
+    model = TinyNet()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    dbg = _open(path, model)
+    dbg.set_fix("strip-prefix", False)  # a strict load of 'module.*' keys must fail
+    dbg.apply_button.click()
+    assert dbg.last_error is not None
+    assert "ck-error" in _classes(dbg.error_area)
+    assert dbg.error_area.layout.display != "none" and dbg.error_area.value
+    assert "unchanged" in dbg.result_html.value
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, before[k])
+
+
+def test_resized_head_plan_applies_and_keeps_head(resized) -> None:
+    path, donor = resized
+    model = TinyNet(classes=5)
+    head_before = model.head.weight.detach().clone()
+    dbg = _open(path, model)
+    assert dbg.report.status in ("fixable", "broken")
+    dbg.apply()
+    for k in ("encoder.0.weight", "encoder.2.bias"):
+        assert torch.equal(model.state_dict()[k], donor.state_dict()[k])
+    head = model.head.weight.detach()
+    assert head.shape == (5, 8)
+    # the head is either kept or resize-copied from the donor's first rows
+    assert torch.equal(head, head_before) or torch.equal(head, donor.head.weight[:5])
+
+
+def test_export_puts_code_in_next_cell_when_a_shell_exists(prefixed, monkeypatch) -> None:
+    path, _ = prefixed
+    dbg = _open(path, TinyNet(), model_name="net")
+    monkeypatch.setattr("ckwidget.ui.export.current_shell", lambda: None)
+    code = dbg.export()
+    assert code == dbg.last_code and "net" in code and str(path) in code
+    assert "Copy it" in dbg.result_html.value
+
+    class Shell:
+        def __init__(self) -> None:
+            self.calls: list[tuple[str, bool]] = []
+
+        def set_next_input(self, text: str, replace: bool = False) -> None:
+            self.calls.append((text, replace))
+
+    shell = Shell()
+    monkeypatch.setattr("ckwidget.ui.export.current_shell", lambda: shell)
+    dbg.export()
+    assert shell.calls == [(code, False)]
+    assert "next cell" in dbg.result_html.value
+
+
+def test_exported_code_runs_and_loads_the_same_weights(prefixed) -> None:
+    path, donor = prefixed
+    net = TinyNet()
+    code = _open(path, net, model_name="net").export(next_cell=False)
+    namespace = {"net": net}
+    exec(compile(code, "<snippet>", "exec"), namespace)
+    for k, v in donor.state_dict().items():
+        assert torch.equal(net.state_dict()[k], v)
+
+
+def test_save_writes_a_repaired_checkpoint(prefixed, tmp_path) -> None:
+    path, donor = prefixed
+    dbg = _open(path, TinyNet())
+    target = tmp_path / "fixed.safetensors"
+    dbg.save_path.value = str(target)
+    dbg.save_button.click()
+    assert dbg.last_error is None, dbg.error_area.value
+    assert target.exists() and "Saved" in dbg.result_html.value
+    fixed = ck.open_checkpoint(target)
+    assert set(fixed.tensors) == set(donor.state_dict())
+
+
+def test_save_errors_land_in_the_error_area(prefixed) -> None:
+    path, _ = prefixed
+    dbg = _open(path, TinyNet())
+    dbg.save_path.value = ""
+    dbg.save_button.click()
+    assert "Type a path" in dbg.error_area.value
+    dbg.save_path.value = str(path)  # the source itself: refused
+    dbg.save_button.click()
+    assert "source" in dbg.error_area.value.lower()
+    assert path.stat().st_size > 0
+
+
+def test_keys_tab_filters_and_pages(tmp_path) -> None:
+    class Deep(nn.Module):
+        def __init__(self, extra: bool = False) -> None:
+            super().__init__()
+            self.blocks = nn.ModuleList(nn.Linear(2, 2) for _ in range(150))
+            if extra:
+                self.extra = nn.Linear(2, 2)
+
+    sd = {k: v.clone() for k, v in Deep().state_dict().items()}
+    sd["aux.table"] = torch.ones(3, 3, 3)
+    path = tmp_path / "deep.safetensors"
+    save_file(sd, str(path))
+    dbg = _open(path, Deep(extra=True))
+    dbg.group_box.value = False
+    assert dbg.table_html.value.count("<tr>") == 101  # header + 100 rows
+    assert "page 1 of 4" in dbg.page_label.value
+    dbg.next_button.click()
+    assert "page 2 of 4" in dbg.page_label.value and dbg.page_index == 1
+    dbg.prev_button.click()
+    assert dbg.page_index == 0 and dbg.prev_button.disabled
+    dbg.filter_text.value = "blocks.14"
+    html = dbg.table_html.value
+    assert "blocks.14.weight" in html and "blocks.3.weight" not in html
+    dbg.filter_text.value = ""
+    dbg.group_box.value = True
+    assert "blocks.*.weight" in dbg.table_html.value and "×150" in dbg.table_html.value
+    assert set(dbg.status_buttons) >= {"match", "missing", "unexpected"}
+    dbg.status_buttons["missing"].value = True
+    html = dbg.table_html.value
+    assert "extra.weight" in html and "blocks." not in html and "aux.table" not in html
+    dbg.status_buttons["unexpected"].value = True
+    assert "aux.table" in dbg.table_html.value and "extra.bias" in dbg.table_html.value
+
+
+def test_hostile_key_is_text_everywhere(resized) -> None:
+    path, _ = resized
+    dbg = _open(path, TinyNet(classes=5))
+    dbg.filter_text.value = "onerror"
+    assert "&lt;img src=x onerror=alert(1)&gt;" in dbg.table_html.value
+    htmls = [dbg.table_html.value, dbg.findings_html.value, dbg.to_html(), dbg.snippet.value,
+             dbg.header.value, dbg.headline.value, dbg.planline.value]
+    assert not any(HOSTILE in h for h in htmls)
+    assert any("onerror" in h for h in htmls[1:3])  # the finding names the key, escaped
+    # fix descriptions are plain-text labels (ipywidgets does not render them as HTML)
+    assert all(not t.description_allow_html for t in dbg.fix_toggles)
+    panel = dbg.open_distributions()
+    dbg.wait()
+    panel.plot("no.such.module")  # a mistake shows in the widget, it does not raise
+    dbg.wait()
+    assert "no.such.module" in dbg.error_area.value
+
+
+def test_distributions_compare_checkpoint_and_model(resized) -> None:
+    path, _ = resized
+    dbg = _open(path, TinyNet(classes=5))
+    panel = dbg.open_distributions()
+    dbg.wait()
+    assert dbg.last_error is None, dbg.error_area.value
+    assert panel.overview and panel.progress.value == panel.progress.max
+    labels = [s.key for s in panel.overview]
+    assert any("encoder.0.weight" in label for label in labels)
+    assert panel.layers.box.children and panel.nonfinite.box.children
+    panel.plot("encoder")
+    dbg.wait()
+    hist = panel.last_histogram
+    assert set(hist.counts) == {"checkpoint", "model"}
+    assert hist.counts["model"].sum() > 0 and hist.counts["checkpoint"].sum() > 0
+    # the hostile tensor holds a NaN, which the NaN/Inf chart counts
+    assert any(s.nan for s in panel.overview)
+
+
+def test_static_report_and_repr_html(prefixed) -> None:
+    path, _ = prefixed
+    static = ck.debug(path, TinyNet(), static=True)
+    html = static._repr_html_()
+    assert "ck-root" in html and "ck-headline" in html and "strip" in html.lower()
+    dbg = _open(path, TinyNet())
+    assert "ck-snippet" in dbg._repr_html_()
+
+
+def test_displayed_once_per_cell(prefixed, monkeypatch) -> None:
+    path, _ = prefixed
+    dbg = _open(path, TinyNet())
+    shown: list[dict] = []
+    monkeypatch.setattr("IPython.display.display", lambda b, raw=False: shown.append(b))
+
+    class Shell:
+        execution_count = 7
+
+    monkeypatch.setattr("ckwidget.ui.export.current_shell", lambda: Shell())
+    dbg._ipython_display_()
+    dbg._ipython_display_()
+    assert len(shown) == 1
+    assert "application/vnd.jupyter.widget-view+json" in shown[0] and "text/html" in shown[0]
+    Shell.execution_count = 8
+    dbg._ipython_display_()
+    assert len(shown) == 2
+
+
+# -- the table model on its own: grouping, escaping, 100k keys ------------------------------
+def _big_table(n: int) -> pd.DataFrame:
+    keys = [f"layers.{i // 4}.w{i % 4}" for i in range(n)]
+    return pd.DataFrame({
+        "key": keys, "status": ["match"] * (n - 1) + ["unexpected"],
+        "checkpoint_key": keys, "model_key": keys,
+        "checkpoint_shape": [(4, 4)] * n, "model_shape": [(4, 4)] * n,
+        "checkpoint_dtype": ["float32"] * n, "model_dtype": ["float32"] * n,
+        "note": [""] * n,
+    })
+
+
+def test_table_stays_responsive_at_100k_keys() -> None:
+    df = _big_table(100_000)
+    t = time.perf_counter()
+    table = KeyTable(df)
+    page = table.page(0)
+    opened = time.perf_counter() - t
+    t = time.perf_counter()
+    filtered = table.page(0, text="layers.2499.")
+    by_status = table.page(0, statuses=["unexpected"])
+    ungrouped = table.page(500, group=False)
+    filtering = time.perf_counter() - t
+    assert page.rows == 5 and page.keys == 100_000  # 4 groups + the unexpected row
+    assert filtered.keys == 4 and by_status.keys == 1
+    assert ungrouped.page == 500 and ungrouped.html.count("<tr>") == 101
+    assert opened < 2.0 and filtering < 2.0, (opened, filtering)
+
+
+def test_group_keys_folds_layer_numbers() -> None:
+    assert group_keys(["a.0.w", "a.1.w", "b", "0.x", "1.x", "a.2.b"]) == [
+        ("a.*.w", 2), ("b", 1), ("*.x", 2), ("a.2.b", 1)
+    ]
