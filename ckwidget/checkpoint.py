@@ -172,6 +172,9 @@ class Checkpoint:
         """One tensor by its full dotted key, read on demand."""
         if key not in self.tensors:
             raise CheckpointError(f"The checkpoint has no tensor named {key!r}.")
+        if self.tensors[key].source is not None:
+            # One tensor: map just its bytes rather than have torch.load open the whole file.
+            return load_from_sources(self.tensors, [key], map_location)[key]
         return self._load([key], map_location)[key]
 
     def _load(self, full_keys: list[str], map_location: Any) -> dict[str, torch.Tensor]:
