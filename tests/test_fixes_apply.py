@@ -184,3 +184,32 @@ def test_fix_that_no_longer_applies_says_why():
     assert snapshot(model) == before
     gone = F.Plan([F.Transpose(("nope.weight",))], ckpt).validate(ckpt, make())
     assert any("no key nope.weight" in p for p in gone)
+
+
+def test_interrupts_wait_for_the_load_to_finish():
+    import os
+    import signal
+
+    from ckwidget.fixes.apply import deferred_interrupts
+
+    done = []
+    with pytest.raises(KeyboardInterrupt):
+        with deferred_interrupts():
+            os.kill(os.getpid(), signal.SIGINT)
+            done.append("the block ran to its end")
+    assert done
+
+
+def test_user_load_code_takes_the_journal_path_and_still_loads():
+    from ckwidget.fixes.apply import stock_loading
+
+    model = make()
+    assert stock_loading(model)
+    seen = []
+    model.fc.register_load_state_dict_pre_hook(lambda *args: seen.append("hook"))
+    assert not stock_loading(model)
+    ids = [id(p) for p in model.parameters()]
+    F.Plan([], Checkpoint.from_state_dict(source_state())).apply(model)
+    assert seen == ["hook"] and [id(p) for p in model.parameters()] == ids
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(),
+                                                 source_state().values()))

@@ -6,20 +6,30 @@ dict that would fail validation, and it keeps a journal so that anything that st
 raises (a user hook, a custom ``_load_from_state_dict``, an interrupt) is rolled back
 bit for bit.
 
-The journal costs no extra copy of the model: each target tensor's new value is staged
-in fresh memory and swapped in (``param.data = staged``), so the old storage *is* the
-snapshot; torch's own copy then becomes a copy onto itself. Tensors that share storage
-with another tensor, and tensors the load should not touch, are snapshotted by clone.
-File pages of a checkpoint ckwidget opened itself are released as soon as each tensor
-is staged, so peak memory stays near the model plus the checkpoint, like plain torch.
+Two paths, chosen per model:
+
+- When every module loads with torch's stock code (no load hooks, no custom
+  ``_load_from_state_dict``/``set_extra_state``/``load_state_dict``, plain tensors),
+  torch's load of a validated dict can no longer fail part-way: the keys, shapes and
+  dtypes it checks were checked first. The copy then runs in place with Ctrl-C
+  deferred to its end, costing what plain torch costs (a snapshot would need a second
+  copy of the model in freshly allocated memory, several times slower than the load).
+- Otherwise (user code runs inside the load) a journal keeps the old values: each
+  target's new value is staged in fresh memory and swapped in (``param.data =
+  staged``), so the old storage *is* the snapshot and torch's copy becomes a copy onto
+  itself; tensors sharing storage, and tensors the load should not touch, are
+  snapshotted by clone. File pages of a checkpoint ckwidget opened itself are released
+  once each tensor is staged, so peak memory stays near the model plus the checkpoint.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import sys
-from collections.abc import Iterable, Mapping
+import threading
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -81,6 +91,16 @@ def model_infos(model: nn.Module) -> dict[str, TensorInfo]:
     }
 
 
+def meta_model(model: Any) -> bool:
+    """assign=True semantics apply when any model tensor lives on the meta device."""
+    import torch
+
+    return any(
+        v.is_meta for v in model.state_dict(keep_vars=True).values()
+        if isinstance(v, torch.Tensor)
+    )
+
+
 def _kind(dtype: str) -> str:
     if dtype.startswith("complex"):
         return "complex"
@@ -108,6 +128,10 @@ def check_load(
             result.unexpected.append(k)
             continue
         m = model[k]
+        if not hasattr(v, "shape") or not hasattr(v, "dtype"):
+            result.mismatched.append(k)
+            problems.append(f"{k}: the checkpoint holds a {type(v).__name__}, not a tensor.")
+            continue
         shape = tuple(v.shape)
         dtype = v.dtype if isinstance(v, TensorInfo) else str(v.dtype).removeprefix("torch.")
         lazy = m.layout == "lazy"
@@ -122,10 +146,12 @@ def check_load(
         else:
             result.loaded.append(k)
     result.missing = [k for k in model if k not in entries]
-    if strict and result.missing:
+    # BatchNorm fills a missing num_batches_tracked itself (old checkpoints lack it).
+    really_missing = [k for k in result.missing if not k.endswith("num_batches_tracked")]
+    if strict and really_missing:
         problems.append(
-            f"{len(result.missing)} model tensors have no value in the checkpoint "
-            f"({_few(result.missing)}); add a drop-keys fix to load the rest and keep "
+            f"{len(really_missing)} model tensors have no value in the checkpoint "
+            f"({_few(really_missing)}); add a drop-keys fix to load the rest and keep "
             "their initial values."
         )
     if strict and result.unexpected:
@@ -232,6 +258,55 @@ def _stage_value(obj: torch.Tensor, value: torch.Tensor, fresh: bool) -> torch.T
     return staged
 
 
+def stock_loading(model: nn.Module) -> bool:
+    """Whether loading ``model`` runs only torch's own code (no hooks, no overrides)."""
+    import torch
+    from torch import nn
+    from torch.nn.modules.batchnorm import _NormBase
+
+    if type(model).load_state_dict is not nn.Module.load_state_dict:
+        return False
+    if torch.__future__.get_swap_module_params_on_conversion():
+        return False
+    stock = (nn.Module._load_from_state_dict, _NormBase._load_from_state_dict)
+    plain = (torch.Tensor, nn.Parameter)
+    for module in model.modules():
+        cls = type(module)
+        if cls._load_from_state_dict not in stock:
+            return False
+        if cls.set_extra_state is not nn.Module.set_extra_state:
+            return False
+        if module._load_state_dict_pre_hooks or module._load_state_dict_post_hooks:
+            return False
+        if "_load_from_state_dict" in vars(module):  # patched on the instance
+            return False
+        for table in (module._parameters, module._buffers):
+            for t in table.values():
+                if t is not None and (type(t) not in plain or t.layout != torch.strided):
+                    return False
+    return True
+
+
+@contextlib.contextmanager
+def deferred_interrupts() -> Iterator[None]:
+    """Hold Ctrl-C until the block ends, so a load is never cut in half."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught: list[int] = []
+    try:
+        previous = signal.signal(signal.SIGINT, lambda signum, frame: caught.append(signum))
+    except (ValueError, OSError):  # pragma: no cover - signals unavailable here
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if caught:
+        raise KeyboardInterrupt
+
+
 def load_atomically(
     model: nn.Module,
     sd: dict[str, Any],
@@ -248,6 +323,16 @@ def load_atomically(
     """
     import torch
 
+    if stock_loading(model):
+        try:
+            with deferred_interrupts():
+                model.load_state_dict(sd, strict=strict, assign=assign)
+        except Exception as exc:  # pragma: no cover - validation makes this unreachable
+            raise FixError(
+                "torch refused a load ckwidget had validated; the model may be partly "
+                f"loaded: {type(exc).__name__}: {exc}"[:600]
+            ) from exc
+        return
     fresh = fresh or set()
     slots, keys_of = _slots(model)
     journal = Journal()
@@ -304,8 +389,9 @@ def load_atomically(
 class _PageReleaser:
     """Drop the resident file pages of memory-mapped checkpoint tensors once copied.
 
-    Only file-backed private mappings are touched (their pages are re-read from the
-    file if used again); anonymous memory is never advised, so no data can be lost.
+    Only private mappings of files are touched, and only for a checkpoint this apply
+    opened itself (nobody else holds its tensors, nobody wrote to them): their pages are
+    re-read from the file if used again. Anonymous memory is never advised.
     """
 
     def __init__(self) -> None:
@@ -328,10 +414,9 @@ class _PageReleaser:
             with contextlib.suppress(OSError), open("/proc/self/maps") as fh:
                 for line in fh:
                     parts = line.split()
-                    # address perms offset dev inode path: file-backed, private, read-only
+                    # address perms offset dev inode path: a private mapping of a file
+                    # (torch.load(mmap=True) maps copy-on-write, hence "rw-p")
                     if len(parts) >= 6 and parts[4] != "0" and parts[1][3] == "p":
-                        if "w" in parts[1]:
-                            continue
                         lo, hi = (int(x, 16) for x in parts[0].split("-"))
                         self.maps.append((lo, hi))
         return self.maps

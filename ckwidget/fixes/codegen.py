@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from ..checkpoint import Checkpoint
 from ..errors import CheckpointError
+from .apply import meta_model
 from .kinds import CodeContext, RenameKeys, entry_expr
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -174,13 +175,3 @@ def generate(
         out += ["", *body]
     out += ["", *load]
     return "\n".join(out) + "\n"
-
-
-def meta_model(model: Any) -> bool:
-    """assign=True semantics apply when any model tensor lives on the meta device."""
-    import torch
-
-    return any(
-        v.is_meta for v in model.state_dict(keep_vars=True).values()
-        if isinstance(v, torch.Tensor)
-    )

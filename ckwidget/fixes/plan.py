@@ -270,8 +270,7 @@ class Plan:
         ``strict=None`` lets the plan decide (strict unless it has a drop-keys fix).
         Models whose tensors are on the meta device are loaded with ``assign=True``.
         """
-        from .apply import check_load, load_atomically, model_infos
-        from .codegen import meta_model
+        from .apply import check_load, load_atomically, meta_model, model_infos
 
         strict = self.strict if strict is None else bool(strict)
         ckpt, owned = self.open()
