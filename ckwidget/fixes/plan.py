@@ -258,10 +258,7 @@ class Plan:
         from ..diagnose import diagnose
 
         ckpt, _ = self.open()
-        try:
-            return diagnose(ckpt, model, plan=self)  # type: ignore[call-arg]
-        except TypeError:
-            return diagnose(ckpt, model)
+        return diagnose(ckpt, model, plan=self)
 
     # -- doing ----------------------------------------------------------------------
     def apply(self, model: nn.Module, strict: bool | None = None) -> LoadResult:

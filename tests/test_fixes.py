@@ -1,0 +1,148 @@
+"""Fix values, plan composition, simulate/apply agreement, save, preview."""
+
+from __future__ import annotations
+
+import ast
+import os
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from torch import nn
+
+import ckwidget.fixes as F
+from ckwidget.checkpoint import Checkpoint, describe_tensor
+from ckwidget.errors import FixError
+
+ALL = [
+    F.SelectEntry("state_dict"), F.StripPrefix("module."), F.AddPrefix("model."),
+    F.RenameKeys((("a", "b"),), ((r"^x\.", "y."),)), F.Transpose(("w",)),
+    F.DropKeys(("z",), "unexpected"), F.MapLocation("cpu"), F.CastDtype("float32"),
+    F.AllowGlobals(("numpy.core.multiarray._reconstruct",)), F.ExtractWeights(),
+    F.ResizeCopy(("w",)),
+]
+
+
+class Net(nn.Module):
+    def __init__(self, out: int = 3) -> None:
+        super().__init__()
+        self.fc = nn.Linear(4, 5)
+        self.head = nn.Linear(5, out)
+
+
+def test_every_kind_is_a_frozen_hashable_value_with_a_sentence():
+    assert {f.kind for f in ALL} == set(F.FIX_KINDS) and len(F.FIX_KINDS) == 11
+    for fix in ALL:
+        assert isinstance(fix, F.Fix) and F.FIX_KINDS[fix.kind] is type(fix)
+        assert hash(fix) == hash(type(fix)(**fix.__dict__))
+        text = fix.describe()
+        assert text[0].isupper() and text.endswith(".")
+        with pytest.raises(AttributeError):
+            fix.kind_value = 1  # frozen
+    assert len({*ALL, *ALL}) == len(ALL)
+
+
+def test_plan_orders_dedupes_and_composes():
+    plan = F.Plan([F.Transpose(("w",)), F.StripPrefix("module."), F.SelectEntry("model"),
+                   F.StripPrefix("module.")])
+    assert [f.kind for f in plan] == ["select-entry", "strip-prefix", "transpose"]
+    assert len(plan) == 3 and plan and not F.Plan() and plan.entry == "model"
+    assert "transpose" in plan and F.StripPrefix("module.") in plan
+    assert [f.kind for f in plan.without("transpose")] == ["select-entry", "strip-prefix"]
+    assert len(plan.without(F.StripPrefix("module."))) == 2
+    assert len(plan.without(F.SelectEntry)) == 2
+    more = plan.with_fixes([F.DropKeys()])
+    assert more.partial and not more.strict and plan.strict and len(plan) == 3
+    with pytest.raises(FixError, match="only one select-entry"):
+        F.Plan([F.SelectEntry("a"), F.SelectEntry("b")])
+    with pytest.raises(FixError, match="not a fix"):
+        F.Plan(["strip module."])
+
+
+def test_unsafe_or_malformed_fixes_are_refused():
+    for name in ("os.system", "builtins.eval", "subprocess.Popen", "posix.system"):
+        with pytest.raises(FixError, match="will not allowlist"):
+            F.AllowGlobals((name,))
+    with pytest.raises(FixError, match="not a dotted global"):
+        F.AllowGlobals(("eval",))
+    with pytest.raises(FixError, match="not a valid regex"):
+        F.RenameKeys(patterns=(("(", "x"),))
+    with pytest.raises(FixError, match="not a dtype"):
+        F.CastDtype("float33")
+
+
+def test_simulate_agrees_with_the_real_transform():
+    torch.manual_seed(0)
+    model = Net(out=6)
+    infos = {k: describe_tensor(v) for k, v in model.state_dict(keep_vars=True).items()}
+    sd = {"module." + k: v.clone() for k, v in Net().state_dict().items()}
+    sd["module.fc.weight"] = sd["module.fc.weight"].t().contiguous().half()
+    sd["module.extra"] = torch.ones(2)
+    plan = F.Plan([F.StripPrefix("module."), F.Transpose(("fc.weight",)),
+                   F.CastDtype("float32", ("fc.weight",)), F.DropKeys(("extra",)),
+                   F.ResizeCopy(("head.weight", "head.bias"))], Checkpoint.from_state_dict(sd))
+    ckpt = Checkpoint.from_state_dict(sd)
+    simulated = plan.simulate(ckpt, infos)
+    real = plan._run(plan.read(ckpt), infos)
+    assert list(simulated) == list(real)
+    for k, t in real.items():
+        info = simulated[k]
+        assert (info.shape, info.dtype) == (tuple(t.shape), str(t.dtype)[6:]), k
+    assert torch.equal(simulated["fc.weight"].source.load(), real["fc.weight"])
+    assert plan.validate(ckpt, model) == []
+    result = plan.apply(model)
+    assert result.missing == [] and torch.equal(model.head.weight[:3], sd["module.head.weight"])
+
+
+def test_generated_code_parses_for_every_kind(tmp_path):
+    torch.save({"state_dict": Net().state_dict()}, tmp_path / "c.pt")
+    for fix in ALL:
+        code = F.Plan([fix], tmp_path / "c.pt").to_code("my_model")
+        ast.parse(code)
+        assert "my_model.load_state_dict(sd" in code and "import torch" in code
+        assert ("ckwidget" in code) == (fix.kind == "extract-weights"), fix.kind
+    code = F.Plan([F.RenameKeys(patterns=((r"^a\.", "b."),))]).to_code()
+    assert code.startswith("import re") and "PATH = 'checkpoint.pt'" in code
+    code = F.Plan(ALL[4:6] + ALL[7:8]).to_code()
+    assert "strict=False" in code and ".t().contiguous()" in code
+
+
+def test_save_writes_the_repaired_dict_atomically_and_never_over_the_source(tmp_path):
+    torch.manual_seed(0)
+    net = Net()
+    src = tmp_path / "src.pt"
+    torch.save({"module." + k: v for k, v in net.state_dict().items()}, src)
+    plan = F.Plan([F.StripPrefix("module.")], src)
+    out = plan.save(tmp_path / "fixed.safetensors")
+    saved = load_file(out)
+    assert sorted(saved) == sorted(net.state_dict())
+    assert all(torch.equal(saved[k], v) for k, v in net.state_dict().items())
+    plan.save(tmp_path / "fixed.pt", format="torch")
+    again = torch.load(tmp_path / "fixed.pt", weights_only=True)
+    assert all(torch.equal(again[k], v) for k, v in net.state_dict().items())
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["fixed.pt", "fixed.safetensors", "src.pt"]
+    before = src.read_bytes()
+    os.symlink(src, tmp_path / "link.pt")
+    for target in (src, tmp_path / "link.pt", tmp_path / "." / "src.pt"):
+        with pytest.raises(FixError, match="source checkpoint"):
+            plan.save(target, format="torch")
+    assert src.read_bytes() == before
+    with pytest.raises(FixError, match="choose 'safetensors' or 'torch'"):
+        plan.save(tmp_path / "x.bin", format="pickle")
+
+
+def test_save_handles_tied_tensors_for_safetensors(tmp_path):
+    w = torch.randn(3, 3)
+    ckpt = Checkpoint.from_state_dict({"a.weight": w, "b.weight": w, "c": w[0]})
+    out = F.Plan([], ckpt).save(tmp_path / "tied.safetensors")
+    saved = load_file(out)
+    assert torch.equal(saved["a.weight"], w) and torch.equal(saved["c"], w[0])
+
+
+def test_preview_reports_the_state_after_the_plan(tmp_path):
+    torch.manual_seed(0)
+    net = Net()
+    torch.save({"module." + k: v for k, v in net.state_dict().items()}, tmp_path / "dp.pt")
+    plan = F.Plan([F.StripPrefix("module.")], tmp_path / "dp.pt")
+    assert plan.preview(Net()).loads_cleanly
+    assert not F.Plan([], tmp_path / "dp.pt").preview(Net()).loads_cleanly
