@@ -100,7 +100,8 @@ class _Parser(argparse.ArgumentParser):
 class _Out:
     """Where a command writes: stdout, colour decided once."""
 
-    def __init__(self, stream: TextIO = sys.stdout) -> None:
+    def __init__(self, stream: TextIO | None = None) -> None:
+        stream = sys.stdout if stream is None else stream
         self.stream = stream
         self.style = Style(use_colour(stream))
         self.width = width(stream)

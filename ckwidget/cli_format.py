@@ -11,7 +11,6 @@ import math
 import os
 import re
 import shutil
-import sys
 import textwrap
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, TextIO
@@ -53,7 +52,7 @@ class Style:
         return self(text, SEVERITY_COLOUR.get(severity, ""))
 
 
-def width(stream: TextIO = sys.stdout) -> int:
+def width(stream: TextIO) -> int:
     """Terminal width for wrapping (100 when not a terminal, at least 60)."""
     if getattr(stream, "isatty", lambda: False)():
         return max(60, shutil.get_terminal_size((100, 24)).columns)
@@ -133,29 +132,50 @@ def ranges(values: Iterable[int]) -> str:
     return ",".join(out)
 
 
+_HOLE = "\x00"  # marks a layer number in a key pattern
+
+
 def _pattern(key: str) -> tuple[str, tuple[int, ...]]:
+    if _HOLE in key:
+        return key, ()
     indices = tuple(int(m.group()) for m in _INDEX.finditer(key))
-    return _INDEX.sub("#", key), indices
+    return _INDEX.sub(_HOLE, key), indices
 
 
-def _fill(pattern: str, parts: Sequence[str]) -> str:
-    it = iter(parts)
-    return re.sub("#", lambda _m: next(it), pattern)
+def _fix_hole(pattern: str, position: int, text: str) -> str:
+    parts = pattern.split(_HOLE)
+    return _HOLE.join(parts[: position + 1]) + text + _HOLE.join(parts[position + 1:])
 
 
 def _collapse(pattern: str, members: list[tuple[int, ...]]) -> list[tuple[str, int]]:
-    """Names for one pattern's index tuples: one name when they form a full grid."""
-    if len(members) == 1:
-        return [(_fill(pattern, [str(i) for i in members[0]]), 1)]
+    """Names for one pattern's index tuples: one name per grid of layer numbers.
+
+    ``moe.{0,1}.experts.{0..2}.w`` when both layers have experts 0-2; a layer with a
+    different set of experts gets its own row.
+    """
+    if not members or not members[0]:
+        return [(pattern, len(members))]
     positions = [sorted({m[p] for m in members}) for p in range(len(members[0]))]
     if math.prod(len(v) for v in positions) == len(members):
-        parts = [str(v[0]) if len(v) == 1 else "{" + ranges(v) + "}" for v in positions]
-        return [(_fill(pattern, parts), len(members))]
-    # Not a grid: split on the first position that varies and try again in each part.
+        name = pattern
+        for p in reversed(range(len(positions))):
+            v = positions[p]
+            name = _fix_hole(name, p, str(v[0]) if len(v) == 1 else "{" + ranges(v) + "}")
+        return [(name, len(members))]
+    # Not one grid: fix the first position, merging values whose remaining indices agree.
     p = next(i for i, v in enumerate(positions) if len(v) > 1)
+    rests: dict[int, list[tuple[int, ...]]] = {}
+    for m in members:
+        rests.setdefault(m[p], []).append(m[:p] + m[p + 1:])
+    buckets: dict[frozenset[tuple[int, ...]], list[int]] = {}
+    for value, rest in rests.items():
+        buckets.setdefault(frozenset(rest), []).append(value)
     out: list[tuple[str, int]] = []
-    for value in positions[p]:
-        out += _collapse(pattern, [m for m in members if m[p] == value])
+    for values in buckets.values():
+        text = str(values[0]) if len(values) == 1 else "{" + ranges(values) + "}"
+        sub = _fix_hole(pattern, p, text)
+        for name, count in _collapse(sub, rests[values[0]]):
+            out.append((name, count * len(values)))
     return out
 
 
