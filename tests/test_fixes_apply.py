@@ -213,3 +213,15 @@ def test_user_load_code_takes_the_journal_path_and_still_loads():
     assert seen == ["hook"] and [id(p) for p in model.parameters()] == ids
     assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(),
                                                  source_state().values()))
+
+
+def test_journal_path_from_a_memory_mapped_file(tmp_path):
+    """User code in the load + a file ckwidget opens: staged copies, file pages released."""
+    src = make(1)
+    torch.save({"module." + k: v for k, v in src.state_dict().items()}, tmp_path / "dp.pt")
+    model = make()
+    model.fc.register_load_state_dict_pre_hook(lambda *args: None)
+    result = F.Plan([F.StripPrefix("module.")], tmp_path / "dp.pt").apply(model)
+    assert not result.missing
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(),
+                                                 src.state_dict().values()))
