@@ -35,15 +35,45 @@ _LAZY = {
     "debug": ("ckwidget.ui", "debug"),
 }
 
-__all__ = sorted(_LAZY) + ["load_ipython_extension", "unload_ipython_extension"]
+__all__ = [
+    "BudgetExceededError",
+    "Budgets",
+    "Checkpoint",
+    "CheckpointError",
+    "CorruptCheckpointError",
+    "Finding",
+    "FixError",
+    "NotACheckpointError",
+    "Plan",
+    "Report",
+    "TensorInfo",
+    "UnsafeCheckpointError",
+    "debug",
+    "diagnose",
+    "extract_weights",
+    "fixes",
+    "load_ipython_extension",
+    "open_checkpoint",
+    "unload_ipython_extension",
+]
 
 if TYPE_CHECKING:  # pragma: no cover
+    from . import fixes
     from .checkpoint import Checkpoint, Finding, TensorInfo
     from .diagnose import diagnose
     from .diagnose.report import Report
-    from .errors import CheckpointError
+    from .errors import (
+        BudgetExceededError,
+        CheckpointError,
+        CorruptCheckpointError,
+        FixError,
+        NotACheckpointError,
+        UnsafeCheckpointError,
+    )
     from .fixes import Plan
+    from .fixes.helpers import extract_weights
     from .readers import open_checkpoint
+    from .readers.budgets import Budgets
     from .ui import debug
 
 

@@ -177,6 +177,14 @@ class Checkpoint:
             return load_from_sources(self.tensors, [key], map_location)[key]
         return self._load([key], map_location)[key]
 
+    def load(self, full_keys: Iterable[str], map_location: Any = "cpu") -> dict[str, torch.Tensor]:
+        """Materialise tensors by their full dotted keys (any container), safely."""
+        keys = list(full_keys)
+        unknown = [k for k in keys if k not in self.tensors]
+        if unknown:
+            raise CheckpointError(f"The checkpoint has no tensor named {unknown[0]!r}.")
+        return self._load(keys, map_location)
+
     def _load(self, full_keys: list[str], map_location: Any) -> dict[str, torch.Tensor]:
         if self._loader is not None:
             return self._loader(full_keys, map_location)
