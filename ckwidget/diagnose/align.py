@@ -13,11 +13,13 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from ..checkpoint import TensorInfo
-from .keys import SLOT, leaf_of, module_of, template
+from .keys import SLOT, leaf_of, module_of, template, template_only
 from .model_side import ModelSide
 
 MAX_PREFIX_DEPTH = 4
 MAX_ROUNDS = 3
+SWAP_DEPTH = 2  # leading components replaced by another prefix
+SAMPLE = 2000  # keys each side that propose prefixes
 # Old parameter names that newer modules call differently (LayerNorm gamma/beta, TF).
 LEAF_ALIASES = {"gamma": "weight", "beta": "bias", "kernel": "weight", "w": "weight",
                 "b": "bias", "g": "weight", "scale": "weight", "offset": "bias"}
@@ -36,8 +38,13 @@ class KeyStep:
     mapping: tuple[tuple[str, str], ...] = ()
     patterns: tuple[tuple[str, str], ...] = ()
     origin: str = "prefix"  # "prefix" (leading components) or "rename" (modules, leaves)
+    swap: tuple[str, str] | None = None  # a rename that replaces one literal prefix
 
     def mapper(self):
+        if self.swap is not None:
+            old, new = self.swap
+            n = len(old)
+            return lambda k: new + k[n:] if k.startswith(old) else k
         if self.kind == "strip-prefix":
             p, n = self.prefix, len(self.prefix)
             return lambda k: k[n:] if k.startswith(p) else k
@@ -72,6 +79,7 @@ class Alignment:
     ckpt: dict[str, TensorInfo]
     model: ModelSide
     steps: list[KeyStep] = field(default_factory=list)
+    step_keys: list[list[str]] = field(default_factory=list)   # ckpt keys each step renames
     pairs: dict[str, str] = field(default_factory=dict)        # model key -> ckpt key
     renamed: dict[str, str] = field(default_factory=dict)      # model key -> ckpt key (rename)
     status: dict[str, str] = field(default_factory=dict)       # model key -> row status
@@ -93,25 +101,35 @@ class Alignment:
 
 
 # -- prefixes ---------------------------------------------------------------------------
-def _leading(key: str):
+def _leading(key: str, depth: int = MAX_PREFIX_DEPTH) -> list[tuple[str, str]]:
     """(prefix with its dot, rest) for the first few leading components of key."""
-    pos = -1
-    for _ in range(MAX_PREFIX_DEPTH):
+    out = []
+    pos = key.find(".")
+    while pos >= 0 and len(out) < depth:
+        out.append((key[:pos + 1], key[pos + 1:]))
         pos = key.find(".", pos + 1)
-        if pos < 0:
-            return
-        yield key[:pos + 1], key[pos + 1:]
+    return out
+
+
+def _spread(keys: list[str], n: int = SAMPLE) -> list[str]:
+    """At most n keys evenly spread over ``keys``: proposals come from a sample, and
+    every proposal is then scored on all keys."""
+    if len(keys) <= n:
+        return keys
+    step = len(keys) / n
+    return [keys[int(i * step)] for i in range(n)]
 
 
 def _propose(unmatched_c: list[str], unmatched_m: list[str]) -> list[KeyStep]:
     set_c, set_m = set(unmatched_c), set(unmatched_m)
+    sample_c, sample_m = _spread(unmatched_c), _spread(unmatched_m)
     strip: Counter[str] = Counter()
-    for k in unmatched_c:
+    for k in sample_c:
         for p, rest in _leading(k):
             if rest in set_m:
                 strip[p] += 1
     add: Counter[str] = Counter()
-    for k in unmatched_m:
+    for k in sample_m:
         for p, rest in _leading(k):
             if rest in set_c:
                 add[p] += 1
@@ -119,23 +137,40 @@ def _propose(unmatched_c: list[str], unmatched_m: list[str]) -> list[KeyStep]:
     proposals += [(n, KeyStep("strip-prefix", p)) for p, n in strip.most_common(2)]
     proposals += [(n, KeyStep("add-prefix", p)) for p, n in add.most_common(2)]
     best = max((n for n, _ in proposals), default=0)
-    if best * 2 < min(len(set_c), len(set_m)):
-        # Neither stripping nor adding explains most keys: try replacing one prefix.
-        tails: dict[str, str | None] = {}
-        for k in unmatched_m:
-            for p, rest in _leading(k):
-                tails[rest] = None if rest in tails else p
-        swap: Counter[tuple[str, str]] = Counter()
-        for k in unmatched_c:
-            for p, rest in _leading(k):
-                q = tails.get(rest)
-                if q is not None:
-                    swap[(p, q)] += 1
-        for (p, q), n in swap.most_common(2):
-            proposals.append((n, KeyStep(
-                "rename-keys", patterns=((f"^{re.escape(p)}", _escape_repl(q)),))))
+    if best * 2 < min(len(sample_c), len(sample_m)):
+        proposals += _propose_swaps(sample_c, sample_m, set_m)
     proposals.sort(key=lambda t: -t[0])
     return [s for n, s in proposals if n > 0]
+
+
+def _heads(keys: list[str], depth: int) -> Counter[str]:
+    """How often each leading prefix of ``depth`` components (with its dot) occurs."""
+    counts: Counter[str] = Counter()
+    for k in keys:
+        parts = k.split(".", depth)
+        if len(parts) > depth:
+            counts[".".join(parts[:depth]) + "."] += 1
+    return counts
+
+
+def _propose_swaps(sample_c: list[str], sample_m: list[str], set_m: set[str]
+                   ) -> list[tuple[int, KeyStep]]:
+    """Replace one leading prefix by another: the commonest heads of each side, paired,
+    each pair scored on the sample."""
+    out: list[tuple[int, KeyStep]] = []
+    for depth in range(1, SWAP_DEPTH + 1):
+        heads_c = [p for p, _ in _heads(sample_c, depth).most_common(3)]
+        heads_m = [q for q, _ in _heads(sample_m, depth).most_common(3)]
+        for p in heads_c:
+            with_p = [k[len(p):] for k in sample_c if k.startswith(p)]
+            for q in heads_m:
+                if p == q:
+                    continue
+                n = sum(1 for rest in with_p if q + rest in set_m)
+                if n:
+                    out.append((n, KeyStep("rename-keys", patterns=(
+                        (f"^{re.escape(p)}", _escape_repl(q)),), swap=(p, q))))
+    return out
 
 
 def _escape_repl(text: str) -> str:
@@ -143,12 +178,9 @@ def _escape_repl(text: str) -> str:
 
 
 def _count(names: list[str], model: dict[str, TensorInfo]) -> int:
-    seen = set()
-    for n in names:
-        if n in model:
-            seen.add(n)
+    unique = set(names)
     # two checkpoint keys landing on one name is a collision, not a gain
-    return len(seen) - (len(names) - len(set(names)))
+    return len(unique & model.keys()) - (len(names) - len(unique))
 
 
 def _guarded_add(step: KeyStep, names: list[str], model: dict[str, TensorInfo]) -> KeyStep | None:
@@ -165,8 +197,9 @@ def _guarded_add(step: KeyStep, names: list[str], model: dict[str, TensorInfo]) 
 
 def _prefix_rounds(
     names: list[str], model: dict[str, TensorInfo]
-) -> tuple[list[str], list[KeyStep]]:
+) -> tuple[list[str], list[KeyStep], list[list[int]]]:
     steps: list[KeyStep] = []
+    affected: list[list[int]] = []
     score = _count(names, model)
     for _ in range(MAX_ROUNDS):
         if score == len(model):
@@ -178,6 +211,8 @@ def _prefix_rounds(
             break
         best: tuple[int, KeyStep, list[str]] | None = None
         for step in _propose(unmatched_c, unmatched_m)[:4]:
+            if best is not None and best[0] == len(model):
+                break
             variants = [step]
             if step.kind == "add-prefix":
                 guarded = _guarded_add(step, names, model)
@@ -191,9 +226,11 @@ def _prefix_rounds(
                     best = (s, variant, mapped)
         if best is None:
             break
-        score, step, names = best
+        score, step, mapped = best
+        affected.append([i for i, (a, b) in enumerate(zip(names, mapped)) if a != b])
+        names = mapped
         steps.append(step)
-    return names, steps
+    return names, steps, affected
 
 
 # -- renames ----------------------------------------------------------------------------
@@ -327,7 +364,8 @@ def align(ckpt: dict[str, TensorInfo], model: ModelSide) -> Alignment:
     originals = list(ckpt)
     names = originals
     if _count(names, m_infos) < len(m_infos):
-        names, result.steps = _prefix_rounds(names, m_infos)
+        names, result.steps, affected = _prefix_rounds(names, m_infos)
+        result.step_keys = [[originals[i] for i in idx] for idx in affected]
         name_set = set(names)
         unmatched_c = [n for n in names if n not in m_infos]
         unmatched_m = [m for m in m_infos if m not in name_set
@@ -338,7 +376,9 @@ def align(ckpt: dict[str, TensorInfo], model: ModelSide) -> Alignment:
             if module_pairs or key_pairs:
                 step = _rename_step(module_pairs, key_pairs, _by_module(unmatched_c), names)
                 fn = step.mapper()
-                names = [fn(n) for n in names]
+                mapped = [fn(n) for n in names]
+                result.step_keys.append([o for o, a, b in zip(originals, names, mapped) if a != b])
+                names = mapped
                 result.steps.append(step)
     # names[i] is where ckpt key originals[i] lands in the model's namespace.
     landing: dict[str, str] = {}
@@ -355,56 +395,77 @@ def align(ckpt: dict[str, TensorInfo], model: ModelSide) -> Alignment:
 def _classify(result: Alignment, landing: dict[str, str]) -> None:
     ckpt, model = result.ckpt, result.model
     m_infos = model.infos
-    heads = _head_modules(m_infos)
-    tied_keys = set(model.tied) | set(model.tied.values())
+    heads: set[str] | None = None  # computed on the first shape mismatch
+    tied = model.tied
+    tied_rev: dict[str, list[str]] = {}
+    for k, v in tied.items():
+        tied_rev.setdefault(v, []).append(k)
     square: list[str] = []
+    flat2d: list[str] = []
     family: dict[str, list[int]] = {}
+    status, notes, pairs, renamed_map = result.status, result.notes, result.pairs, result.renamed
+    transposed, dtype_differs = result.transposed, result.dtype_differs
+    shape_notes: dict[tuple, str] = {}
     for mk, minfo in m_infos.items():
         ck = landing.get(mk)
         if ck is None:
-            partner = model.tied.get(mk)
-            partners = [partner] if partner else [k for k, v in model.tied.items() if v == mk]
+            partners = [tied[mk]] if mk in tied else tied_rev.get(mk, [])
             served = next((p for p in partners if p in landing), None)
             result.missing.append(mk)
-            result.status[mk] = "missing"
+            status[mk] = "missing"
             if served is not None:
                 result.tied_served[mk] = served
-                result.notes[mk] = f"tied to {served}: receives its value"
+                notes[mk] = f"tied to {served}: receives its value"
             else:
-                result.notes[mk] = "not in the checkpoint: keeps its initial value"
+                notes[mk] = "not in the checkpoint: keeps its initial value"
             continue
-        result.pairs[mk] = ck
+        pairs[mk] = ck
         cinfo = ckpt[ck]
         cs, ms = cinfo.shape, minfo.shape
         renamed = ck != mk
         if renamed:
-            result.renamed[mk] = ck
+            renamed_map[mk] = ck
         if cs == ms:
-            if len(cs) == 2 and cs[0] == cs[1] and cs[0] > 1:
-                square.append(mk)
-            elif len(cs) == 2:
-                _vote(family, mk, 0)
+            if len(cs) == 2:
+                if cs[0] == cs[1] and cs[0] > 1:
+                    square.append(mk)
+                else:
+                    flat2d.append(mk)
             if cinfo.dtype != minfo.dtype:
-                result.dtype_differs.append(mk)
-                result.status[mk] = "dtype-differs" if not renamed else "renamed"
-                result.notes[mk] = f"stored as {cinfo.dtype}, model uses {minfo.dtype}"
+                dtype_differs.append(mk)
+                status[mk] = "renamed" if renamed else "dtype-differs"
+                note = f"stored as {cinfo.dtype}, model uses {minfo.dtype}"
+                notes[mk] = f"from {ck}; {note}" if renamed else note
+            elif renamed:
+                status[mk] = "renamed"
+                notes[mk] = f"from {ck}"
             else:
-                result.status[mk] = "renamed" if renamed else "match"
-            if renamed:
-                result.notes[mk] = _join(f"from {ck}", result.notes.get(mk))
+                status[mk] = "match"
         elif len(cs) == 2 and cs == ms[::-1]:
-            result.transposed.append(mk)
-            result.status[mk] = "transposed"
-            result.notes[mk] = f"stored as {_fmt(cs)}, model expects {_fmt(ms)}"
-            _vote(family, mk, 1)
+            transposed.append(mk)
+            status[mk] = "transposed"
+            note = shape_notes.get((cs, ms))
+            if note is None:
+                note = shape_notes[(cs, ms)] = f"stored as {_fmt(cs)}, model expects {_fmt(ms)}"
+            notes[mk] = f"from {ck}; {note}" if renamed else note
         else:
-            reason = mismatch_reason(mk, cs, ms, heads, tied_vocab=mk in tied_keys)
+            if heads is None:
+                heads = _head_modules(m_infos)
+            reason = mismatch_reason(mk, cs, ms, heads,
+                                     tied_vocab=mk in tied or mk in tied_rev)
             result.mismatched.append(mk)
             result.reasons[mk] = reason
-            result.status[mk] = "shape-mismatch"
-            result.notes[mk] = (f"{REASON_NOTES[reason]}: {_fmt(cs)} in the file, "
-                                f"{_fmt(ms)} in the model")
+            status[mk] = "shape-mismatch"
+            notes[mk] = (f"{REASON_NOTES[reason]}: {_fmt(cs)} in the file, "
+                         f"{_fmt(ms)} in the model")
     # Square weights cannot show a transpose by shape: follow their family's majority.
+    if not (square and result.transposed):
+        square = []
+    else:
+        for mk in flat2d:
+            _vote(family, mk, 0)
+        for mk in result.transposed:
+            _vote(family, mk, 1)
     for mk in square:
         if _family_transposed(family, mk):
             result.transposed.append(mk)
@@ -436,9 +497,16 @@ REASON_NOTES = {
 
 
 def _ancestors(key: str) -> list[str]:
-    tmpl = template(key)[0]
-    parts = tmpl.split(".")[:-1]
-    return [".".join(parts[:i]) for i in range(len(parts), -1, -1)]
+    """Integer-free module paths above key, deepest first, ending with the root ""."""
+    anc = template_only(key)
+    out = []
+    cut = anc.rfind(".")
+    while cut >= 0:
+        anc = anc[:cut]
+        out.append(anc)
+        cut = anc.rfind(".")
+    out.append("")
+    return out
 
 
 def _vote(family: dict[str, list[int]], key: str, transposed: int) -> None:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import gc
 import os
 import time
+from collections import Counter
 from collections.abc import Mapping
 from typing import Any
 
@@ -36,6 +38,22 @@ def diagnose(
     that plan's fixes.
     """
     started = time.perf_counter()
+    # Diagnosis allocates many small objects next to a large model: the cyclic
+    # collector would rescan the model again and again for nothing.
+    paused = gc.isenabled()
+    gc.disable()
+    try:
+        report = _diagnose(path_or_ckpt, model, optimizer, sample_input, entry,
+                           map_location, plan)
+    finally:
+        if paused:
+            gc.enable()
+    report.seconds = round(time.perf_counter() - started, 4)
+    return report
+
+
+def _diagnose(path_or_ckpt: Any, model: Any, optimizer: Any, sample_input: Any,
+              entry: str | None, map_location: Any, plan: Any) -> Report:
     ckpt = as_checkpoint(path_or_ckpt)
     side = describe_model(model)
     if plan is not None and len(plan):
@@ -57,9 +75,7 @@ def diagnose(
     from ..fixes import Plan
 
     suggested = Plan(fixes, source=ckpt)
-    report = _summarise(ctx, sort_findings(findings), suggested, model)
-    report.seconds = round(time.perf_counter() - started, 4)
-    return report
+    return _summarise(ctx, sort_findings(findings), suggested, model)
 
 
 def as_checkpoint(source: Any) -> Checkpoint:
@@ -144,15 +160,17 @@ def choose_entry(ckpt: Checkpoint, side: ModelSide, entry: str | None) -> tuple[
 
 # -- counts and status ------------------------------------------------------------------
 def _received(received: Mapping[str, TensorInfo], side: ModelSide) -> int:
+    """Model tensors that get a value of their shape (tied ones through their partner)."""
+    infos = side.infos
     n = 0
-    for key, info in side.infos.items():
-        got = received.get(key)
-        if got is None and key in side.tied:
-            got = received.get(side.tied[key])
-        elif got is None:
-            partners = [k for k, v in side.tied.items() if v == key]
-            got = next((received[p] for p in partners if p in received), None)
-        if got is not None and got.shape == info.shape:
+    for key, got in received.items():
+        info = infos.get(key)
+        if info is not None and got.shape == info.shape:
+            n += 1
+    for key, owner in side.tied.items():
+        # one of the pair is missing from ``received``: it shares its partner's value
+        a, b = (key, owner) if key not in received else (owner, key)
+        if a not in received and b in received and received[b].shape == infos[a].shape:
             n += 1
     return n
 
@@ -161,12 +179,15 @@ def _summarise(ctx: Context, findings: list[Finding], plan: Any, model: Any) -> 
     side, a, ckpt = ctx.model, ctx.alignment, ctx.ckpt
     total = len(side.infos)
     blockers = set(ctx.blockers)
-    as_is_entry = ckpt.entry("") if "" in ckpt.candidates else {}
     if blockers:
         as_is = 0
+    elif ctx.entry == "":
+        counts = Counter(a.status.values())
+        as_is = counts["match"] + counts["dtype-differs"]
     else:
+        top = ckpt.entry("") if "" in ckpt.candidates else {}
         as_is = sum(1 for k, info in side.infos.items()
-                    if (c := as_is_entry.get(k)) is not None and c.shape == info.shape)
+                    if (c := top.get(k)) is not None and c.shape == info.shape)
     unrepairable = blockers & UNREPAIRABLE
     try:
         after = 0 if unrepairable else _received(plan.simulate(ckpt, side.infos), side)

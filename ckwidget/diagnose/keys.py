@@ -5,6 +5,7 @@ Repeated layers are shown once: ``h.{0..23}.attn.c_attn.weight`` instead of 24 l
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Sequence
 
 SLOT = "\x00"  # stands for an integer component inside a template
@@ -20,17 +21,19 @@ def leaf_of(key: str) -> str:
     return key[key.rfind(".") + 1:]
 
 
+_INT = re.compile(r"(?<![^.])[0-9]+(?![^.])")
+
+
 def template(key: str) -> tuple[str, tuple[int, ...]]:
     """Replace integer components by a slot: ("h.\\x00.attn.weight", (3,))."""
-    if not any(ch.isdigit() for ch in key):
+    ints = _INT.findall(key)
+    if not ints:
         return key, ()
-    parts = key.split(".")
-    ints: list[int] = []
-    for i, part in enumerate(parts):
-        if part.isdigit() and part.isascii():
-            ints.append(int(part))
-            parts[i] = SLOT
-    return ".".join(parts), tuple(ints)
+    return _INT.sub(SLOT, key), tuple(map(int, ints))
+
+
+def template_only(key: str) -> str:
+    return _INT.sub(SLOT, key)
 
 
 def fill(tmpl: str, values: Sequence[str]) -> str:

@@ -21,40 +21,61 @@ class ModelSide:
 
     infos: dict[str, TensorInfo]
     tied: dict[str, str] = field(default_factory=dict)  # name -> first name of same tensor
-    parameters: set[str] = field(default_factory=set)   # names that are parameters
-    param_names: dict[int, str] = field(default_factory=dict)  # id(parameter) -> name
     devices: set[str] = field(default_factory=set)
     module: Any = None
+    modules: list[tuple[str, Any]] = field(default_factory=list, repr=False)
+    _param_names: dict[int, str] | None = field(default=None, repr=False)
 
     @property
     def is_meta(self) -> bool:
         return "meta" in self.devices
 
-
-def _custom_saving(model: Any) -> bool:
-    import torch.nn as nn
-
-    base = nn.Module._save_to_state_dict
-    for mod in model.modules():
-        if type(mod)._save_to_state_dict is not base:
-            return True
-        if getattr(mod, "_state_dict_hooks", None) or getattr(mod, "_state_dict_pre_hooks", None):
-            return True
-    return False
+    @property
+    def param_names(self) -> dict[int, str]:
+        """id(parameter) -> its first state-dict name (for pairing optimizer state)."""
+        if self._param_names is None:
+            self._param_names = {}
+            if self.module is not None:
+                for name, p in self.module.named_parameters(remove_duplicate=False):
+                    self._param_names.setdefault(id(p), name)
+        return self._param_names
 
 
-def _walk(model: Any) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for name, mod in model.named_modules(remove_duplicate=False):
+def _walk(model: Any) -> tuple[list[tuple[str, Any]], dict[str, Any]]:
+    """named_modules(remove_duplicate=False) in the same pre-order, and the state-dict
+    entries (parameters, persistent buffers) that walk yields, in one pass."""
+    modules: list[tuple[str, Any]] = []
+    tensors: dict[str, Any] = {}
+    stack: list[tuple[str, Any]] = [("", model)]
+    pop, push = stack.pop, stack.extend
+    while stack:
+        name, mod = pop()
+        modules.append((name, mod))
         pre = name + "." if name else ""
         for k, v in mod._parameters.items():
             if v is not None:
-                out[pre + k] = v
-        skip = mod._non_persistent_buffers_set
-        for k, v in mod._buffers.items():
-            if v is not None and k not in skip:
-                out[pre + k] = v
-    return out
+                tensors[pre + k] = v
+        if mod._buffers:
+            skip = mod._non_persistent_buffers_set
+            for k, v in mod._buffers.items():
+                if v is not None and k not in skip:
+                    tensors[pre + k] = v
+        children = mod._modules
+        if children:
+            push([(pre + k, c) for k, c in reversed(children.items()) if c is not None])
+    return modules, tensors
+
+
+def _custom_saving(modules: list[tuple[str, Any]]) -> bool:
+    import torch.nn as nn
+
+    base = nn.Module._save_to_state_dict
+    for _, mod in modules:
+        if type(mod)._save_to_state_dict is not base:
+            return True
+        if mod._state_dict_hooks or mod._state_dict_pre_hooks:
+            return True
+    return False
 
 
 def describe_model(model: Any) -> ModelSide:
@@ -62,12 +83,13 @@ def describe_model(model: Any) -> ModelSide:
     import torch
     import torch.nn as nn
 
+    modules: list[tuple[str, Any]] = []
     if isinstance(model, nn.Module):
-        tensors = (model.state_dict(keep_vars=True) if _custom_saving(model) else _walk(model))
-        params = {id(p): n for n, p in model.named_parameters(remove_duplicate=True)}
+        modules, tensors = _walk(model)
+        if _custom_saving(modules):
+            tensors = model.state_dict(keep_vars=True)
     elif isinstance(model, Mapping):
         tensors = {k: v for k, v in model.items() if isinstance(v, torch.Tensor)}
-        params = {}
     else:
         raise TypeError(
             f"diagnose() needs the model as a torch.nn.Module (or a state dict), "
@@ -75,22 +97,12 @@ def describe_model(model: Any) -> ModelSide:
         )
     cache: dict[tuple[Any, Any, Any], TensorInfo] = {}
     infos: dict[str, TensorInfo] = {}
-    first_owner: dict[int, str] = {}
-    side = ModelSide(infos, module=model if isinstance(model, nn.Module) else None)
-    param_ids = set(params)
+    strided = torch.strided
     for name, t in tensors.items():
-        if not isinstance(t, torch.Tensor):
-            continue
-        ident = id(t)
-        owner = first_owner.setdefault(ident, name)
-        if owner != name:
-            side.tied[name] = owner
-        if ident in param_ids:
-            side.parameters.add(name)
         ck = (t.dtype, t.device, t.shape)
         info = cache.get(ck)
         if info is None:
-            if t.layout is torch.strided and not t.is_quantized:
+            if t.layout is strided and not t.is_quantized:
                 layout = "meta" if t.is_meta else "strided"
                 info = TensorInfo(tuple(t.shape), dtype_name(t.dtype), str(t.device),
                                   t.numel() * t.element_size(), layout)
@@ -98,7 +110,14 @@ def describe_model(model: Any) -> ModelSide:
             else:
                 info = describe_tensor(t)
         infos[name] = info
+    tied: dict[str, str] = {}
+    if len({id(t) for t in tensors.values()}) != len(tensors):
+        first_owner: dict[int, str] = {}
+        for name, t in tensors.items():
+            owner = first_owner.setdefault(id(t), name)
+            if owner != name:
+                tied[name] = owner
+    side = ModelSide(infos, tied=tied, module=model if modules else None, modules=modules)
     side.devices = {info.device for info in cache.values()} | {
         i.device for i in infos.values() if i.layout not in ("strided", "meta")}
-    side.param_names = params
     return side

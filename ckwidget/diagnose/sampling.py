@@ -6,9 +6,10 @@ contributes its head and tail (contiguous, so a memory-mapped file touches few p
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from ..checkpoint import Checkpoint
+from ..checkpoint import Checkpoint, TensorInfo
 
 FLOATS = {"float64", "float32", "float16", "bfloat16"}
 DEFAULT_BUDGET = 4 << 20  # bytes of values examined in total
@@ -25,10 +26,11 @@ class Sample:
     error: str | None = None   # why sampling stopped, in one sentence
 
 
-def sample_values(ckpt: Checkpoint, entry: str, budget: int = DEFAULT_BUDGET) -> Sample:
+def sample_values(ckpt: Checkpoint, entry: str, budget: int = DEFAULT_BUDGET,
+                  infos: Mapping[str, TensorInfo] | None = None) -> Sample:
     import torch
 
-    infos = ckpt.entry(entry)
+    infos = ckpt.entry(entry) if infos is None else infos
     keys = [k for k, i in infos.items()
             if i.dtype in FLOATS and i.readable and i.layout == "strided" and i.numel]
     out = Sample(total=sum(infos[k].numel for k in keys))

@@ -13,56 +13,44 @@ COLUMNS = ["key", "status", "checkpoint_key", "model_key", "checkpoint_shape", "
 
 
 def table_columns(a: Alignment) -> dict[str, list[Any]]:
-    """The table as plain column lists (cheap; the DataFrame is built on first use)."""
-    cols: dict[str, list[Any]] = {c: [] for c in COLUMNS}
-    key, status, ck_key, m_key = (cols["key"], cols["status"], cols["checkpoint_key"],
-                                  cols["model_key"])
-    cs, ms, cd, md, cdev, mdev = (cols["checkpoint_shape"], cols["model_shape"],
-                                  cols["checkpoint_dtype"], cols["model_dtype"],
-                                  cols["checkpoint_device"], cols["model_device"])
-    module, note = cols["module"], cols["note"]
-    pairs, statuses, notes, ckpt = a.pairs, a.status, a.notes, a.ckpt
-    for mk, minfo in a.model.infos.items():
-        ck = pairs.get(mk)
-        key.append(mk)
-        status.append(statuses.get(mk, "missing"))
-        m_key.append(mk)
-        ms.append(minfo.shape)
-        md.append(minfo.dtype)
-        mdev.append(minfo.device)
-        module.append(module_of(mk))
-        note.append(notes.get(mk, ""))
-        if ck is None:
-            ck_key.append(None)
-            cs.append(None)
-            cd.append(None)
-            cdev.append(None)
-        else:
-            cinfo = ckpt[ck]
-            ck_key.append(ck)
-            cs.append(cinfo.shape)
-            cd.append(cinfo.dtype)
-            cdev.append(cinfo.device)
-    for ck in a.unexpected:
-        cinfo = ckpt[ck]
-        mapped = a.unexpected_mapped.get(ck, ck)
-        key.append(ck)
-        status.append("unexpected")
-        ck_key.append(ck)
-        m_key.append(None)
-        cs.append(cinfo.shape)
-        cd.append(cinfo.dtype)
-        cdev.append(cinfo.device)
-        ms.append(None)
-        md.append(None)
-        mdev.append(None)
-        module.append(module_of(mapped))
-        note.append("not in the model" if mapped == ck
-                    else f"not in the model (as {mapped})")
-    return cols
+    """The table as plain column lists (the DataFrame is built on first use)."""
+    infos = a.model.infos
+    model_keys = list(infos)
+    minfos = list(infos.values())
+    ck_keys = [a.pairs.get(k) for k in model_keys]
+    cinfos = [None if c is None else a.ckpt[c] for c in ck_keys]
+    unexpected = a.unexpected
+    uinfos = [a.ckpt[k] for k in unexpected]
+    nu = len(unexpected)
+    none = [None] * nu
+    return {
+        "key": model_keys + unexpected,
+        "status": [a.status.get(k, "missing") for k in model_keys] + ["unexpected"] * nu,
+        "checkpoint_key": ck_keys + unexpected,
+        "model_key": model_keys + none,
+        "checkpoint_shape": [None if c is None else c.shape for c in cinfos]
+        + [i.shape for i in uinfos],
+        "model_shape": [i.shape for i in minfos] + none,
+        "checkpoint_dtype": [None if c is None else c.dtype for c in cinfos]
+        + [i.dtype for i in uinfos],
+        "model_dtype": [i.dtype for i in minfos] + none,
+        "checkpoint_device": [None if c is None else c.device for c in cinfos]
+        + [i.device for i in uinfos],
+        "model_device": [i.device for i in minfos] + none,
+        "module": [module_of(k) for k in model_keys]
+        + [module_of(a.unexpected_mapped.get(k, k)) for k in unexpected],
+        "note": [a.notes.get(k, "") for k in model_keys]
+        + [_unexpected_note(k, a.unexpected_mapped.get(k, k)) for k in unexpected],
+    }
+
+
+def _unexpected_note(key: str, mapped: str) -> str:
+    return "not in the model" if mapped == key else f"not in the model (as {mapped})"
 
 
 def build_table(cols: dict[str, list[Any]]):
     import pandas as pd
 
+    if not cols:
+        return pd.DataFrame(columns=COLUMNS)
     return pd.DataFrame(cols, columns=COLUMNS)

@@ -71,18 +71,9 @@ def step_fix(step: KeyStep):
 
 
 def _affected(ctx: Context, step: KeyStep) -> list[str]:
-    """Checkpoint keys (as named before every step) that this step renames."""
+    """Checkpoint keys (as named in the file's entry) that this step renames."""
     a = ctx.alignment
-    fixes = [s.mapper() for s in a.steps]
-    index = a.steps.index(step)
-    out = []
-    for key in a.ckpt:
-        name = key
-        for fn in fixes[:index]:
-            name = fn(name)
-        if fixes[index](name) != name:
-            out.append(key)
-    return out
+    return a.step_keys[a.steps.index(step)]
 
 
 def _step_finding(ctx: Context, step: KeyStep) -> Finding:

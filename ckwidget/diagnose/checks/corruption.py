@@ -18,7 +18,7 @@ def check(ctx: Context) -> list[Finding]:
         out.append(f)
     if not ctx.entry_infos:
         return out
-    sample = sample_values(ctx.ckpt, ctx.entry)
+    sample = sample_values(ctx.ckpt, ctx.entry, infos=ctx.entry_infos)
     ctx.notes["sample"] = sample
     if sample.nonfinite:
         keys = list(sample.nonfinite)

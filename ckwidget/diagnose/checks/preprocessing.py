@@ -53,7 +53,7 @@ def recorded_facts(meta: Mapping[str, Any], limit: int = 40) -> dict[str, Any]:
 def check(ctx: Context) -> list[Finding]:
     out: list[Finding] = []
     facts = recorded_facts(ctx.ckpt.metadata)
-    norm_layers = _norm_layers(ctx.model.module)
+    norm_layers = _norm_layers(ctx.model.modules)
     if facts:
         shown = "; ".join(f"{k} = {_short(v)}" for k, v in list(facts.items())[:12])
         out.append(Finding(
@@ -78,13 +78,10 @@ def _short(value: Any) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
-def _norm_layers(model: Any) -> list[str]:
-    if model is None:
-        return []
+def _norm_layers(modules: list[tuple[str, Any]]) -> list[str]:
     from torch.nn.modules.batchnorm import _BatchNorm
 
-    return [n for n, m in model.named_modules()
-            if isinstance(m, _BatchNorm) and m.track_running_stats]
+    return [n for n, m in modules if isinstance(m, _BatchNorm) and m.track_running_stats]
 
 
 def _forward_check(ctx: Context) -> list[Finding]:

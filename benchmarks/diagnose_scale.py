@@ -1,0 +1,84 @@
+"""How diagnosis time grows with the number of keys (target: <= 1 s at 100k keys).
+
+For 1k, 10k and 100k keys: a meta-device model of that many tensors, and an in-memory
+checkpoint (TensorInfo values, no bytes) of the same layout in three situations: keys
+that match, keys behind a DataParallel "module." prefix, and a GPT-2 style checkpoint
+with renamed blocks and transposed 2-D weights. Prints seconds per case and the growth
+ratio against n log n. Run: python benchmarks/diagnose_scale.py
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from pathlib import Path
+
+import torch
+from torch import nn
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from ckwidget.checkpoint import Checkpoint, TensorInfo
+from ckwidget.diagnose import diagnose
+
+HIDDEN = 8
+
+
+def meta_model(n_keys: int) -> nn.Module:
+    """blocks.{i}.attn / blocks.{i}.mlp with weight and bias each: 4 tensors a block."""
+    root = nn.Module()
+    blocks = nn.ModuleList()
+    for _ in range(max(1, n_keys // 4)):
+        block = nn.Module()
+        for name, (out, inp) in (("attn", (3 * HIDDEN, HIDDEN)), ("mlp", (4 * HIDDEN, HIDDEN))):
+            sub = nn.Module()
+            sub._parameters["weight"] = nn.Parameter(torch.empty(out, inp, device="meta"))
+            sub._parameters["bias"] = nn.Parameter(torch.empty(out, device="meta"))
+            block._modules[name] = sub
+        blocks.append(block)
+    root.blocks = blocks
+    return root
+
+
+def checkpoint(model: nn.Module, case: str) -> Checkpoint:
+    tensors = {}
+    for key, p in model.state_dict(keep_vars=True).items():
+        shape = tuple(p.shape)
+        if case == "gpt2":
+            key = key.replace("blocks.", "h.")
+            if len(shape) == 2:
+                shape = shape[::-1]
+        elif case == "prefix":
+            key = "module." + key
+        tensors[key] = TensorInfo(shape, "float32", "cpu", 4 * math.prod(shape))
+    return Checkpoint(None, "in-memory", tensors, [""], {"name": f"bench-{case}"})
+
+
+def run(sizes=(1_000, 10_000, 100_000), cases=("match", "prefix", "gpt2")) -> dict:
+    results: dict[tuple[str, int], float] = {}
+    for n in sizes:
+        model = meta_model(n)
+        for case in cases:
+            ckpt = checkpoint(model, case)
+            best = cpu = math.inf
+            for _ in range(2 if n >= 100_000 else 3):
+                start, start_cpu = time.perf_counter(), time.process_time()
+                report = diagnose(ckpt, model)
+                report.table  # noqa: B018 - the DataFrame is part of the cost
+                best = min(best, time.perf_counter() - start)
+                cpu = min(cpu, time.process_time() - start_cpu)
+            results[(case, n)] = best
+            print(f"{case:>7} {n:>7,} keys: {best:7.3f} s wall, {cpu:7.3f} s cpu   "
+                  f"headline: {report.headline}")
+            sys.stdout.flush()
+    for case in cases:
+        small, big = results[(case, sizes[0])], results[(case, sizes[-1])]
+        nlogn = (sizes[-1] * math.log(sizes[-1])) / (sizes[0] * math.log(sizes[0]))
+        print(f"{case:>7}: x{big / small:.0f} time for x{sizes[-1] // sizes[0]} keys "
+              f"(n log n would be x{nlogn:.0f})")
+    return results
+
+
+if __name__ == "__main__":
+    run()
