@@ -115,9 +115,24 @@ def wrapped(prefix: str, text: str, total: int, visible_prefix: int | None = Non
 _INDEX = re.compile(r"(?<=\.)\d+(?=\.|$)|^\d+(?=\.)")
 
 
-def ranges(values: Iterable[int]) -> str:
-    """[0, 1, 2, 3, 7, 9, 10] -> '0..3,7,9..10' (runs of three or more become ranges)."""
-    vals = sorted(set(values))
+def ranges(values: Iterable[int], limit: int = 40) -> str:
+    """[0, 1, 2, 3, 7, 9, 10] -> '0..3,7,9,10' (runs of three or more become ranges).
+
+    Longer than ``limit`` characters, the middle is elided: '0,7,14,...,1995'.
+    """
+    text = _ranges(sorted(set(values)))
+    if len(text) <= limit:
+        return text
+    parts = text.split(",")
+    head: list[str] = []
+    for part in parts[:-1]:
+        if len(",".join([*head, part, "...", parts[-1]])) > limit:
+            break
+        head.append(part)
+    return ",".join([*head, "...", parts[-1]])
+
+
+def _ranges(vals: list[int]) -> str:
     out: list[str] = []
     i = 0
     while i < len(vals):

@@ -378,6 +378,7 @@ def test_terminal_safety_and_colour(tmp_path, capsys, monkeypatch):
 
 def test_grouping_collapses_grids_and_keeps_outliers():
     assert ranges([0, 1, 2, 3, 7, 9, 10]) == "0..3,7,9,10"
+    assert ranges(range(0, 2000, 7)) == "0,7,14,21,28,35,42,49,56,63,70,...,1995"
     items = {f"layers.{i}.attn.qkv.weight": (768, 2304) for i in range(12)}
     items["layers.5.attn.qkv.weight"] = (768, 1)  # one layer differs: its own row
     items.update({f"moe.{i}.experts.{j}.w": (4,) for i in range(2) for j in range(3)})
