@@ -310,6 +310,10 @@ def _diagnose(args: argparse.Namespace) -> tuple[Any, Any, Any, bool] | int:
         ckpt = open_checkpoint(path)
     except CheckpointError as exc:
         return _unreadable(args, path, exc)
+    if args.entry and args.entry not in ckpt.candidates and not ckpt.members(args.entry):
+        shown = ", ".join(repr(c) for c in ckpt.candidates[:8]) or "none"
+        raise UsageError(f"The checkpoint has no entry {args.entry!r} holding tensors "
+                         f"(entries that look like state dicts: {shown}).")
     report = diagnose(ckpt, model, entry=args.entry, map_location=args.map_location)
     return report, model, factory, stand_in
 

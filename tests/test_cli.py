@@ -253,7 +253,13 @@ def test_inspect_json_document(runs):
 # -- in process: the exit-code matrix and the mistakes --------------------------------------
 @pytest.fixture(scope="module")
 def files(tmp_path_factory):
-    return _scenarios(tmp_path_factory.mktemp("cli-inproc"))
+    """Scenario files; the user modules main() imports are forgotten afterwards."""
+    path, modules = list(sys.path), set(sys.modules)
+    yield _scenarios(tmp_path_factory.mktemp("cli-inproc"))
+    sys.path[:] = path
+    for name in set(sys.modules) - modules:
+        if name.startswith("_ckwidget_user_"):
+            del sys.modules[name]
 
 
 def _main(capsys, *argv):
@@ -302,6 +308,8 @@ def test_mistakes_give_one_sentence_and_distinct_codes(files, capsys, tmp_path):
         (["check", str(files["dp"]), "-m", f"{models}:missing"], cli.USAGE, "no attribute"),
         (["check", str(files["dp"]), "-m", "no_such_module_xyz:build"], cli.USAGE,
          "No module named"),
+        (["check", str(files["head"]), "-m", f"{models}:build", "--entry", "ema"], cli.USAGE,
+         "no entry 'ema'"),
         (["check", str(files["dp"]), "-m", f"{models}:broken"], cli.MODEL_FAILED,
          "config file missing"),
         (["check", str(files["dp"]), "-m", f"{models}:not_a_model"], cli.MODEL_FAILED,
