@@ -37,6 +37,13 @@ class Context:
     def entry_infos(self) -> dict[str, TensorInfo]:
         return self.alignment.ckpt
 
+    @property
+    def facts(self) -> dict[str, Any]:
+        """The file's top-level non-tensor facts (epoch, hyper_parameters, versions...)."""
+        meta = self.ckpt.metadata
+        nested = meta.get("facts")
+        return {**meta, **nested} if isinstance(nested, dict) else dict(meta)
+
     def file_findings(self, *kinds: str) -> list[Finding]:
         return [f for f in self.ckpt.findings if f.kind in kinds]
 

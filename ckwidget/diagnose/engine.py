@@ -19,7 +19,7 @@ from .planner import choose_fixes
 from .report import Report
 from .table import table_columns
 
-LIGHTNING_KEYS = ("pytorch-lightning_version", "lightning_version")
+LIGHTNING_KEYS = ("lightning_version", "pytorch-lightning_version")
 
 
 def diagnose(
@@ -113,7 +113,15 @@ def _from_nested(obj: Mapping[str, Any]) -> Checkpoint:
 
     tree = convert(obj)
     flat = flatten(tree)
-    metadata = {"name": "<in-memory checkpoint>", **top_level_facts(tree)}
+    facts = top_level_facts(tree)
+    metadata: dict[str, Any] = {"name": "<in-memory checkpoint>", "facts": facts}
+    for key, name in (("pytorch-lightning_version", "lightning_version"),
+                      ("lightning_version", "lightning_version"),
+                      ("transformers_version", "transformers_version")):
+        if isinstance(facts.get(key), (str, int, float)):
+            metadata[name] = str(facts[key])
+    if isinstance(facts.get("hyper_parameters"), dict):
+        metadata["hyper_parameters"] = facts["hyper_parameters"]
     return Checkpoint(None, "in-memory", flat.tensors, flat.candidates or [""], metadata,
                       members=flat.members)
 
@@ -141,10 +149,11 @@ def choose_entry(ckpt: Checkpoint, side: ModelSide, entry: str | None) -> tuple[
     if best == "":
         return "", ""
     meta = ckpt.metadata
+    facts_of = meta.get("facts") if isinstance(meta.get("facts"), dict) else meta
     others = [c for c in candidates if c != best]
     averaged = [c for c in others if any(t in c.lower() for t in ("ema", "swa", "average"))]
     lightning = next((meta[k] for k in LIGHTNING_KEYS if k in meta), None)
-    facts = [k for k in meta if k not in ("name", "open_seconds")][:6]
+    facts = [k for k in facts_of if k not in ("name", "open_seconds")][:6]
     if lightning is not None:
         reason = (f"this is a PyTorch Lightning checkpoint (Lightning {lightning}); the weights "
                   f"are under {best!r}, next to training state ({', '.join(facts)}).")
@@ -179,8 +188,8 @@ def _summarise(ctx: Context, findings: list[Finding], plan: Any, model: Any) -> 
     side, a, ckpt = ctx.model, ctx.alignment, ctx.ckpt
     total = len(side.infos)
     blockers = set(ctx.blockers)
-    if blockers:
-        as_is = 0
+    if blockers or side.is_meta:
+        as_is = 0  # torch.load fails, or load_state_dict copies into nothing
     elif ctx.entry == "":
         counts = Counter(a.status.values())
         as_is = counts["match"] + counts["dtype-differs"]
@@ -207,6 +216,9 @@ def _summarise(ctx: Context, findings: list[Finding], plan: Any, model: Any) -> 
     else:
         status = "fixable"
     headline = _headline(total, as_is, after, len(plan), clean, status, findings)
+    if side.is_meta and status != "unsafe":
+        headline += (" The model is on the meta device: load with assign=True "
+                     "(report.plan.apply does).")
     name = type(model).__name__ if not isinstance(model, Mapping) else "state dict"
     return Report(ckpt, ctx.entry, findings, plan, total, as_is, after, clean, status, headline,
                   model_name=name, alignment=a, _columns=table_columns(a))

@@ -52,7 +52,7 @@ def recorded_facts(meta: Mapping[str, Any], limit: int = 40) -> dict[str, Any]:
 
 def check(ctx: Context) -> list[Finding]:
     out: list[Finding] = []
-    facts = recorded_facts(ctx.ckpt.metadata)
+    facts = recorded_facts(ctx.facts)
     norm_layers = _norm_layers(ctx.model.modules)
     if facts:
         shown = "; ".join(f"{k} = {_short(v)}" for k, v in list(facts.items())[:12])

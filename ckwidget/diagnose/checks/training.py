@@ -59,8 +59,13 @@ def saved_groups(metadata: Mapping[str, Any], root: str) -> list[int] | None:
     groups = node.get("param_groups") if isinstance(node, Mapping) else None
     if groups is None:
         groups = metadata.get(f"{root}.param_groups")
+    recorded = metadata.get("optimizer_param_groups")
+    if groups is None and isinstance(recorded, Mapping):
+        groups = recorded.get(root)
     if not isinstance(groups, list):
         return None
+    if all(isinstance(g, int) for g in groups):
+        return list(groups)
     sizes = []
     for g in groups:
         if not isinstance(g, Mapping) or not isinstance(g.get("params"), list):
@@ -88,7 +93,8 @@ def check(ctx: Context) -> list[Finding]:
 
 def _training_entries(ctx: Context, root: str) -> list[str]:
     names: dict[str, None] = {}
-    meta = ctx.ckpt.metadata
+    meta = ctx.ckpt.metadata.get("facts")
+    meta = meta if isinstance(meta, dict) else ctx.ckpt.metadata
     for key, value in meta.items():
         if TRAINING_ENTRIES.match(str(key)):
             shown = f"{key}={value}" if isinstance(value, (int, float)) else str(key)
@@ -120,17 +126,20 @@ def _check_optimizer(ctx: Context, root: str, state: dict[int, dict[str, str]]) 
     keys = [k for s in state.values() for k in s.values()]
     problems: list[str] = []
     severity = "info"
-    saved_sizes = saved_groups(ctx.ckpt.metadata, root)
+    saved_sizes = saved_groups(ctx.facts, root)
     if saved_sizes is not None and saved_sizes != live_sizes:
         severity = "error"
         problems.append(
             f"optimizer.load_state_dict will raise ValueError: the file's parameter groups "
             f"hold {saved_sizes} parameters, your {cls}'s {live_sizes}")
-    elif saved_sizes is None and state and max(state) + 1 > len(params):
+    elif saved_sizes is None and state and (
+            max(state) + 1 > len(params)
+            or (len(state) == max(state) + 1 and len(state) != len(params))):
         severity = "error"
         problems.append(
             f"the file has optimizer state for {max(state) + 1} parameters but your {cls} "
-            f"has {len(params)}, so optimizer.load_state_dict will raise ValueError")
+            f"has {len(params)}, so optimizer.load_state_dict will raise ValueError (its "
+            "parameter groups differ in size)")
     saved_kinds = {STATE_CLASSES[n] for s in state.values() for n in s if n in STATE_CLASSES}
     expected = CLASS_STATES.get(cls)
     if expected and saved_kinds and STATE_CLASSES[expected] not in saved_kinds:

@@ -7,7 +7,7 @@ from ...fixes.kinds import AllowGlobals, ExtractWeights
 from ..context import Context
 
 VERSION_KEYS = ("torch_version", "pytorch-lightning_version", "lightning_version",
-                "transformers_version", "timm_version", "format_version", "version")
+                "transformers_version", "timm_version", "deepspeed_version")
 
 
 def installed_torch() -> tuple[str, tuple[int, int]]:
@@ -48,10 +48,13 @@ def check(ctx: Context) -> list[Finding]:
         out.append(_extend(
             f, " Define or import the class before loading, or extract the weights as a "
             "state dict (the plan does this).", fixes))
-    for f in ctx.file_findings("version"):
-        out.append(_extend(f, f" Installed: torch {ver}.", []))
     recorded = {k: ctx.ckpt.metadata[k] for k in VERSION_KEYS
                 if isinstance(ctx.ckpt.metadata.get(k), (str, int, float))}
+    saved = "".join(f", {k.replace('_version', '')} {v}" for k, v in recorded.items())
+    for f in ctx.file_findings("version"):
+        text = f" Installed here: torch {ver}{saved}." if not saved else (
+            f" The file records {saved[2:]}; installed here: torch {ver}.")
+        out.append(_extend(f, text, []))
     if recorded and not ctx.file_findings("version"):
         facts = ", ".join(f"{k} {v}" for k, v in recorded.items())
         out.append(Finding(
