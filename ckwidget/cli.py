@@ -11,6 +11,7 @@ import argparse
 import json
 import os
 import sys
+import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn, TextIO
@@ -508,12 +509,16 @@ def cmd_fix(args: argparse.Namespace) -> int:
 
 
 # -- parser --------------------------------------------------------------------------------
+def _para(text: str) -> str:
+    return textwrap.fill(text, 78)
+
+
 def build_parser() -> argparse.ArgumentParser:
     fmt = argparse.RawDescriptionHelpFormatter
     parser = _Parser(
         prog="ckwidget", formatter_class=fmt,
-        description="Why won't this checkpoint load? Inspect a checkpoint, check it against "
-                    "your model, and write a repaired copy, never running code from the file.",
+        description=_para("Why won't this checkpoint load? Inspect a checkpoint, check it against "
+                    "your model, and write a repaired copy, never running code from the file."),
         epilog=MAIN_EPILOG)
     parser.add_argument("--version", action="version", version=f"ckwidget {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
@@ -521,9 +526,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser(
         "inspect", formatter_class=fmt, help="what a checkpoint holds (no model needed)",
-        description="Format, size, versions, tensors (repeated layers collapsed), the "
+        description=_para("Format, size, versions, tensors (repeated layers collapsed), the "
                     "entries that look like a state dict, and findings about the file. "
-                    "Reads no tensor bytes and does not import torch.",
+                    "Reads no tensor bytes and does not import torch."),
         epilog="examples:\n  ckwidget inspect model.pt\n  ckwidget inspect model.pt --all\n"
                "  ckwidget inspect shards/ --json | jq .findings\n\n" + EXIT_CODES_HELP)
     p.add_argument("path", help="checkpoint file or folder")
@@ -552,8 +557,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser(
         "check", formatter_class=fmt, help="will it load into my model? (exit code says)",
-        description="Diagnose the checkpoint against the model FACTORY builds: the headline, "
-                    "the findings, the keys that need attention and the suggested plan.",
+        description=_para("Diagnose the checkpoint against the model FACTORY builds: the headline, "
+                    "the findings, the keys that need attention and the suggested plan."),
         epilog="examples:\n  ckwidget check ckpt.pt --model models.py:build\n"
                "  ckwidget check ckpt.pt -m mypkg.nets:resnet18 --entry state_dict --code\n"
                "  ckwidget check ckpt.pt -m models.py:build --strict || echo 'do not publish'\n\n"
@@ -564,8 +569,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser(
         "fix", formatter_class=fmt, help="write a repaired checkpoint for my model",
-        description="Apply the suggested plan and write the repaired state dict (keys as the "
-                    "model names them) to a new file, atomically; the source is never written.",
+        description=_para("Apply the suggested plan and write the repaired state dict (keys as the "
+                    "model names them) to a new file, atomically; the source is never written."),
         epilog="examples:\n  ckwidget fix ckpt.pt --model models.py:build -o fixed.safetensors\n"
                "  ckwidget fix ckpt.pt -m mypkg.nets:build -o fixed.pt --format torch --code\n\n"
                + EXIT_CODES_HELP)
