@@ -351,23 +351,27 @@ def _verdict(code: int, report: Any, strict: bool) -> str:
 
 
 def _attention_rows(report: Any, show_all: bool) -> tuple[list[list[str]], int]:
-    cols = report._columns or {}
-    statuses = cols.get("status", [])
-    picked = [i for i, s in enumerate(statuses) if s != "match"]
-    total = len(picked)
+    """Rows of report.table whose status is not "match" (the first 20 unless show_all)."""
+    t = report.table
+    if not len(t):
+        return [], 0
+    t = t[t["status"] != "match"]
+    total = len(t)
     if not show_all:
-        picked = picked[:20]
-    rows = []
+        t = t.head(20)
 
-    def side(prefix: str, i: int) -> str:
-        shape = cols[f"{prefix}_shape"][i]
-        if shape is None:
+    def side(row: Any, prefix: str) -> str:
+        shape = row.get(f"{prefix}_shape")
+        if not isinstance(shape, tuple):
             return "-"
-        return f"{shape_text(shape)} {cols[f'{prefix}_dtype'][i] or ''}".strip()
+        dtype = row.get(f"{prefix}_dtype")
+        return f"{shape_text(shape)} {dtype if isinstance(dtype, str) else ''}".strip()
 
-    for i in picked:
-        rows.append([clean(cols["key"][i]), clean(statuses[i]), clean(side("checkpoint", i)),
-                     clean(side("model", i)), clean(cols.get("note", [""] * (i + 1))[i] or "")])
+    rows = []
+    for row in t.to_dict("records"):
+        note = row.get("note")
+        rows.append([clean(row["key"]), clean(row["status"]), clean(side(row, "checkpoint")),
+                     clean(side(row, "model")), clean(note if isinstance(note, str) else "")])
     return rows, total
 
 
