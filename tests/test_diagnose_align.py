@@ -1,0 +1,145 @@
+"""Alignment and key grouping on in-memory checkpoints (TensorInfo values, no bytes)."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+import ckwidget as ck
+from ckwidget.checkpoint import Checkpoint, TensorInfo
+from ckwidget.diagnose.align import align
+from ckwidget.diagnose.keys import group_keys, summarise_keys
+from ckwidget.diagnose.model_side import describe_model
+from ckwidget.fixes import AddPrefix, RenameKeys, ResizeCopy
+
+
+def info(*shape, dtype="float32", device="cpu"):
+    n = 1
+    for s in shape:
+        n *= s
+    return TensorInfo(tuple(shape), dtype, device, 4 * n)
+
+
+def test_group_keys_folds_repeated_layers():
+    keys = [f"h.{i}.attn.c_attn.weight" for i in range(24)] + ["wte.weight"]
+    assert group_keys(keys) == ["h.{0..23}.attn.c_attn.weight", "wte.weight"]
+    assert group_keys(["a.1.w", "a.2.w", "a.5.w"]) == ["a.{1..2,5}.w"]
+    grid = [f"l.{i}.{j}.w" for i in range(3) for j in range(2)]
+    assert group_keys(grid) == ["l.{0..2}.{0..1}.w"]
+    ragged = [f"l.{i}.{j}.w" for i in range(3) for j in range(i + 1)]
+    assert group_keys(ragged) == ["l.0.0.w", "l.1.{0..1}.w", "l.2.{0..2}.w"]
+    assert group_keys(["x{}.1", "x{}.2"]) == ["x{}.{1..2}"], "braces in names stay literal"
+    assert "and 1 more groups" in summarise_keys([f"m{i}.w" for i in range(7)])
+
+
+class Wrapper(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.bert = nn.Sequential(nn.Linear(4, 4), nn.Linear(4, 4))
+        self.classifier = nn.Linear(4, 2)
+
+
+def test_add_prefix_spares_keys_that_already_match():
+    model = Wrapper()
+    sd = {k.removeprefix("bert."): v for k, v in model.state_dict().items()}
+    report = ck.diagnose(sd, Wrapper())
+    (fix,) = report.plan.fixes
+    assert isinstance(fix, RenameKeys), "AddPrefix would break classifier.*"
+    assert report.loadable_after_plan == report.model_tensor_count
+    only_inner = {k: v for k, v in sd.items() if not k.startswith("classifier")}
+    report = ck.diagnose(only_inner, Wrapper())
+    assert AddPrefix("bert.") in report.plan.fixes
+
+
+def test_prefix_replaced_and_stacked():
+    model = nn.Sequential(nn.Linear(2, 3), nn.ReLU(), nn.Linear(3, 1))
+    sd = {f"model._orig_mod.{k}": v for k, v in model.state_dict().items()}
+    report = ck.diagnose(sd, model)
+    assert report.finding("prefix").details["prefix"] == "model._orig_mod."
+    holder = nn.Module()
+    holder.net = model
+    sd = {f"encoder.{k}": v for k, v in model.state_dict().items()}
+    report = ck.diagnose(sd, holder)
+    finding = report.finding("prefix")
+    assert finding.details == {"prefix": "encoder.", "replacement": "net."}
+    assert report.loadable_after_plan == report.model_tensor_count
+
+
+def test_tied_weights_load_through_partner():
+    class LM(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.wte = nn.Embedding(10, 4)
+            self.lm_head = nn.Linear(4, 10, bias=False)
+            self.lm_head.weight = self.wte.weight
+
+    src = LM()
+    sd = {"wte.weight": src.wte.weight.detach().clone()}  # saved once, like safetensors
+    report = ck.diagnose(sd, LM())
+    finding = report.finding("tied-weights")
+    assert finding.keys == ["lm_head.weight"]
+    assert report.finding("missing-keys") is None
+    assert report.loadable_after_plan == 2
+    model = LM()
+    report.plan.apply(model)
+    assert torch.equal(model.lm_head.weight, sd["wte.weight"])
+
+
+def test_vocabulary_padding_is_resized_not_dropped():
+    class LM(nn.Module):
+        def __init__(self, vocab: int) -> None:
+            super().__init__()
+            self.embed_tokens = nn.Embedding(vocab, 4)
+            self.proj = nn.Linear(4, 4)
+
+    src = LM(50)
+    report = ck.diagnose(src.state_dict(), LM(64))
+    finding = report.finding("shape-mismatch")
+    assert finding.details["reason"] == "vocab" and "padded" in finding.message
+    assert ResizeCopy(("embed_tokens.weight",)) in report.plan.fixes
+    model = LM(64)
+    report.plan.apply(model)
+    assert torch.equal(model.embed_tokens.weight[:50], src.embed_tokens.weight)
+
+
+def test_zero3_partition_is_explained():
+    model = nn.Linear(4, 4)
+    ckpt = Checkpoint(None, "in-memory", {"weight": info(0), "bias": info(0)}, [""])
+    report = ck.diagnose(ckpt, model)
+    finding = report.finding("shape-mismatch")
+    assert finding.details["reason"] == "zero-size" and "zero_to_fp32" in finding.message
+    assert report.status == "broken"
+
+
+def test_unrelated_checkpoint_is_broken_not_silently_partial():
+    ckpt = Checkpoint(None, "in-memory", {"encoder.a": info(3, 3), "decoder.b": info(7)}, [""])
+    report = ck.diagnose(ckpt, nn.Linear(2, 2))
+    assert report.finding("missing-keys").severity == "error"
+    assert "different model" in report.finding("missing-keys").message
+    assert report.status == "broken" and report.loadable_after_plan == 0
+
+
+def test_alignment_marks_square_only_with_transposed_family():
+    side = describe_model(nn.Sequential(nn.Linear(4, 4), nn.Linear(4, 4)))
+    ckpt = {"0.weight": info(4, 4), "0.bias": info(4), "1.weight": info(4, 4), "1.bias": info(4)}
+    a = align(ckpt, side)
+    assert a.transposed == [] and a.status["0.weight"] == "match"
+
+
+def test_table_order_and_columns():
+    model = nn.Sequential(nn.Linear(2, 3), nn.BatchNorm1d(3), nn.Linear(3, 1))
+    sd = dict(model.state_dict())
+    sd.pop("1.running_var")
+    sd["zzz.extra"] = torch.ones(1)
+    sd = {"zzz.extra": sd.pop("zzz.extra"), **sd}  # unexpected first in the file
+    report = ck.diagnose(sd, model)
+    table = report.table
+    assert list(table["key"]) == [*model.state_dict(), "zzz.extra"]
+    assert table.iloc[-1]["status"] == "unexpected"
+    row = table.set_index("key").loc["1.running_var"]
+    assert row["status"] == "missing" and row["checkpoint_shape"] is None
+    assert row["module"] == "1" and "keeps its initial value" in row["note"]
+    for column in ("key", "status", "checkpoint_key", "model_key", "checkpoint_shape",
+                   "model_shape", "checkpoint_dtype", "model_dtype", "checkpoint_device",
+                   "model_device", "module", "note"):
+        assert column in table.columns
