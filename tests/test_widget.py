@@ -272,6 +272,7 @@ def test_distributions_compare_checkpoint_and_model(resized) -> None:
     dbg.wait()
     assert dbg.last_error is None, dbg.error_area.value
     assert panel.overview and panel.progress.value == panel.progress.max
+    assert panel.progress.layout.display == "none"
     labels = [s.key for s in panel.overview]
     assert any("encoder.0.weight" in label for label in labels)
     assert panel.layers.box.children and panel.nonfinite.box.children

@@ -87,6 +87,7 @@ class DistributionsPanel:
         chosen = _spread(self.pairs, OVERVIEW_TENSORS)
         self.progress.max = max(1, len(chosen))
         self.progress.value = 0
+        self.progress.layout.display = None
         total = len(self.pairs)
         label = (f"{len(chosen):,} of {total:,} tensors" if len(chosen) < total
                  else f"{total:,} tensors")
@@ -109,6 +110,7 @@ class DistributionsPanel:
 
         def done(result: tuple[list[stats.TensorStats], dict[str, stats.TensorStats]]) -> None:
             self.overview, self.model_overview = result
+            self.progress.layout.display = "none"
             labels = {s.key: s.key for s in self.overview}
             self.layers.show(layer_figure(self.overview, self.model_overview, labels))
             self.nonfinite.show(nonfinite_figure(self.overview))

@@ -74,8 +74,12 @@ CSS = """
 .ck-result { font-size: 13px; margin: 4px 0; }
 .ck-result-ok { color: #1b5e20; } .ck-result-bad { color: #b71c1c; }
 .ck-hint { color: var(--jp-ui-font-color2, #666); font-size: 12px; }
-.ck-fix { width: auto !important; }
-.ck-fix .widget-label-basic, .ck-fix label { white-space: normal; }
+.ck-root .ck-fix { width: auto !important; height: auto !important;
+  min-height: var(--jp-widgets-inline-height, 28px); margin: 2px 0; }
+.ck-root .ck-fix label, .ck-root .ck-fix .widget-label-basic { height: auto !important;
+  align-items: flex-start; line-height: 20px; padding: 4px 0; }
+.ck-root .ck-fix label span { white-space: normal !important; overflow: visible !important; }
+.ck-root .ck-fix input[type=checkbox] { margin-top: 4px; flex-shrink: 0; }
 .ck-static h4 { margin: 10px 0 4px 0; }
 """
 

@@ -221,25 +221,34 @@ def _cell(shape: str, dtype: str) -> str:
     return f"{html.escape(shape)} <span class='ck-dtype'>{html.escape(dtype)}</span>"
 
 
+def _fold(text: str) -> str:
+    """Numeric path components inside a text become "*" ("from a.3.w" -> "from a.*.w")."""
+    return re.sub(r"(?<=\.)\d+(?=\.|\b)", "*", text) if text else text
+
+
 def render_rows(rows: pd.DataFrame) -> str:
     """One page of rows as an HTML table; every value is escaped."""
     esc = html.escape
     parts = ['<table class="ck-table-grid">', _HEADER, "<tbody>"]
     for r in rows.itertuples(index=False):
         count = int(getattr(r, "count", 1))
-        label = esc(str(getattr(r, "label", r.key)))
+        label = str(getattr(r, "label", r.key))
         badge = f' <span class="ck-count">×{count}</span>' if count > 1 else ""
+        ck_key, note = r.checkpoint_key, r.note
+        if count > 1:  # a folded group: show its keys' pattern, not the first key's
+            ck_key = _fold(ck_key)
+            note = _fold(note)
         alias = ""
-        if r.checkpoint_key and r.checkpoint_key != r.key:
-            alias = f'<div class="ck-alias">in file: {esc(r.checkpoint_key)}</div>'
+        if ck_key and ck_key != label and ck_key != r.key:
+            alias = f'<div class="ck-alias">in file: {esc(ck_key)}</div>'
         status = esc(r.status)
         cls = _STATUS_CLASS.get(r.status, "ck-st-other")
         parts.append(
-            f'<tr><td class="ck-key">{label}{badge}{alias}</td>'
+            f'<tr><td class="ck-key">{esc(label)}{badge}{alias}</td>'
             f'<td><span class="ck-badge {cls}">{status}</span></td>'
             f"<td>{_cell(r.ck_shape, r.ck_dtype)}</td>"
             f"<td>{_cell(r.model_shape, r.model_dtype)}</td>"
-            f'<td class="ck-note">{esc(r.note)}</td></tr>'
+            f'<td class="ck-note">{esc(note)}</td></tr>'
         )
     parts.append("</tbody></table>")
     return "".join(parts)

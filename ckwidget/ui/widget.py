@@ -243,11 +243,12 @@ class CheckpointDebugger(w.VBox):
         self.snippet = _classes(w.HTML(""), "ck-snippet")
         self.copy = copy_button("")
         self.apply_button = _classes(
-            w.Button(description="Apply to model", button_style="primary", icon="check"),
+            w.Button(description="Apply to model", button_style="primary", icon="check",
+                     layout=w.Layout(width="auto")),
             "ck-apply",
         )
-        self.export_button = _classes(w.Button(description="Export code", icon="code"),
-                                      "ck-export")
+        self.export_button = _classes(w.Button(description="Export code", icon="code",
+                                               layout=w.Layout(width="auto")), "ck-export")
         self.result_html = _classes(w.HTML(""), "ck-result")
         self.save_path = _classes(
             w.Text(placeholder="repaired.safetensors", value=self._default_save_path(),
@@ -255,7 +256,8 @@ class CheckpointDebugger(w.VBox):
             "ck-save-path",
         )
         self.save_button = _classes(w.Button(description="Save repaired checkpoint",
-                                             icon="save"), "ck-save")
+                                             icon="save", layout=w.Layout(width="auto")),
+                                    "ck-save")
         self.apply_button.on_click(self._guard(lambda _b: self.apply()))
         self.export_button.on_click(self._guard(lambda _b: self.export(next_cell=False)))
         self.save_button.on_click(self._guard(lambda _b: self.save(self.save_path.value)))
@@ -390,7 +392,7 @@ class CheckpointDebugger(w.VBox):
         placed = to_next_cell(self.last_code) if next_cell else False
         where = ("It is in the next cell." if placed
                  else "Copy it from the code view above.")
-        self.result_html.value = f"<div class='ck-result'>Code ready. {where}</div>"
+        self.result_html.value = f"<div class='ck-msg'>Code ready. {where}</div>"
         return self.last_code
 
     def apply(self, strict: bool | None = None) -> Any:
@@ -400,7 +402,7 @@ class CheckpointDebugger(w.VBox):
             result = self.plan.apply(self.model, strict=strict)
         except Exception as exc:
             self.result_html.value = (
-                f"<div class='ck-result ck-result-bad'>Not applied; the model is unchanged. "
+                f"<div class='ck-msg ck-result-bad'>Not applied; the model is unchanged. "
                 f"{esc(error_sentence(exc))}</div>"
             )
             raise
@@ -420,7 +422,7 @@ class CheckpointDebugger(w.VBox):
         written = self.plan.save(path, format=fmt, model=self.model)
         where = Path(written) if isinstance(written, (str, Path)) else Path(path)
         self.result_html.value = (
-            f"<div class='ck-result ck-result-ok'>Saved the repaired checkpoint to "
+            f"<div class='ck-msg ck-result-ok'>Saved the repaired checkpoint to "
             f"{esc(where)}.</div>"
         )
         return where
@@ -475,8 +477,8 @@ def _result_html(result: Any, model_name: str) -> str:
                      f"{esc(_short(unexpected))}.")
     if mismatched:
         parts.append(f"{len(mismatched):,} had mismatched shapes: {esc(_short(mismatched))}.")
-    cls = "ck-result-ok" if not (missing or mismatched) else "ck-result"
-    return f"<div class='ck-result {cls}'>{' '.join(parts)}</div>"
+    cls = "ck-result-ok" if not (missing or mismatched) else "ck-result-partial"
+    return f"<div class='ck-msg {cls}'>{' '.join(parts)}</div>"
 
 
 def _short(keys: list[Any], limit: int = 3) -> str:
