@@ -242,15 +242,18 @@ def read_record(directory: ZipDirectory, entry: ZipEntry, budgets: Budgets, *,
         data = raw[: entry.size] if entry.size <= len(raw) else raw
     elif entry.method == 8:
         inflater = zlib.decompressobj(-15)
+        # Never inflate more than the directory declares: a stream that lies about its
+        # size would otherwise grow up to the whole budget before the CRC check fails.
         try:
-            data = inflater.decompress(raw, limit + 1)
+            data = inflater.decompress(raw, entry.size + 1)
         except zlib.error as exc:
             raise CorruptCheckpointError(
                 f"Record {entry.name!r} cannot be decompressed ({exc})."
             ) from None
-        if len(data) > limit:
-            raise BudgetExceededError(
-                f"Record {entry.name!r} inflates past the {limit:,}-byte budget."
+        if len(data) > entry.size:
+            raise CorruptCheckpointError(
+                f"Record {entry.name!r} inflates past the {entry.size:,} bytes its directory "
+                "entry declares (a disguised decompression bomb, or a damaged archive)."
             )
     else:
         raise CorruptCheckpointError(
