@@ -79,10 +79,17 @@ def read_zip(path: Path, head: bytes, budgets: Budgets) -> Checkpoint:
     directory = read_directory(path, budgets)
     names = directory.names
     if not names:
-        return Checkpoint(path, "zip", findings=[Finding(
-            "not-a-checkpoint", "error",
-            f"{path.name} is an empty zip archive (or its directory is unreadable).")],
-            size=directory.file_size)
+        if directory.recovered:
+            finding = Finding(
+                "truncated", "error",
+                f"{path.name} is a zip archive cut off inside its first record "
+                f"({directory.file_size:,} bytes survive): the download or copy stopped "
+                "early. Download the file again.",
+            )
+        else:
+            finding = Finding("not-a-checkpoint", "error",
+                              f"{path.name} is an empty zip archive.")
+        return Checkpoint(path, "zip", findings=[finding], size=directory.file_size)
     first = names[0]
     prefix = first.split("/", 1)[0] if "/" in first else first
     pkl_name = f"{prefix}/data.pkl"

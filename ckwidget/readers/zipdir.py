@@ -144,7 +144,7 @@ def _zip64_extra(extra: bytes, usize: int, csize: int, offset: int) -> tuple[int
 def _scan_local_headers(path: Path, size: int, budgets: Budgets) -> ZipDirectory:
     """Walk local headers from the start: how a truncated archive can still be listed."""
     entries: list[ZipEntry] = []
-    problems = ["the archive's central directory is missing (the file is truncated)"]
+    problems: list[str] = []  # the missing directory itself is the caller's finding
     with open(path, "rb") as fh:
         pos = 0
         while pos + 30 <= size and len(entries) < budgets.max_entries:
@@ -159,14 +159,47 @@ def _scan_local_headers(path: Path, size: int, budgets: Budgets) -> ZipDirectory
             extra = fh.read(extra_len)
             if 0xFFFFFFFF in (csize, usize):
                 usize, csize, _ = _zip64_extra(extra, usize, csize, 0)
-            if flags & 0x08:
-                problems.append(f"record {name!r} has its sizes after the data; scan stopped")
-                break
             data_offset = pos + 30 + name_len + extra_len
-            entry = ZipEntry(name, method, flags, crc, csize, usize, pos, data_offset)
-            entries.append(entry)
-            pos = data_offset + csize
+            after = data_offset + csize
+            if flags & 0x08 and csize == 0:
+                # torch writes sizes in a descriptor after the data: find it
+                found = _find_descriptor(fh, data_offset, size)
+                if found is None:
+                    break  # the record is cut off: nothing after it survives
+                crc, csize, usize, after = found
+            if data_offset + csize > size:
+                break
+            entries.append(ZipEntry(name, method, flags, crc, csize, usize, pos, data_offset))
+            pos = after
     return _finish(path, size, entries, problems, recovered=True)
+
+
+def _find_descriptor(fh, start: int, size: int) -> tuple[int, int, int, int] | None:
+    """The data descriptor (signature, crc, sizes) that ends a record begun at ``start``."""
+    chunk = 1 << 22
+    at = start
+    carry = b""
+    while at < size:
+        fh.seek(at)
+        block = carry + fh.read(chunk)
+        base = at - len(carry)
+        idx = block.find(b"PK\x07\x08")
+        while idx >= 0:
+            q = base + idx
+            tail = block[idx:idx + 24]
+            if len(tail) >= 16:
+                crc, c32, u32 = struct.unpack_from("<3L", tail, 4)
+                if c32 == q - start:
+                    return crc, c32, u32, q + 16
+            if len(tail) >= 24:
+                crc = struct.unpack_from("<L", tail, 4)[0]
+                c64, u64 = struct.unpack_from("<2Q", tail, 8)
+                if c64 == q - start:
+                    return crc, c64, u64, q + 24
+            idx = block.find(b"PK\x07\x08", idx + 1)
+        carry = block[-23:]
+        at += chunk
+    return None
 
 
 def _finish(path: Path, size: int, entries: list[ZipEntry], problems: list[str],
