@@ -18,6 +18,7 @@ from ckwidget.fixes import (
     AllowGlobals,
     CastDtype,
     DropKeys,
+    ExtractWeights,
     MapLocation,
     RenameKeys,
     SelectEntry,
@@ -382,3 +383,55 @@ def test_every_finding_says_what_to_do(tmp_path):
     for f in report.findings:
         assert "Traceback" not in f.message and 'File "' not in f.message
         assert f.message.rstrip().endswith("."), f.message
+
+
+def test_malicious_file_is_unsafe_and_gets_no_allowlist(tmp_path):
+    from tests._hostile_files import call, glob, text, torch_zip_with_body
+
+    path = torch_zip_with_body(tmp_path / "evil.pt",
+                               call(glob("os", "system"), text("echo pwned")))
+    report = ck.diagnose(path, nn.Linear(2, 2))
+    assert report.status == "unsafe" and report.findings[0].kind == "malicious"
+    assert "os.system" in report.findings[0].message
+    assert not [f for f in report.plan.fixes if isinstance(f, AllowGlobals)]
+    assert report.headline.startswith("Unsafe")
+
+
+def test_whole_pickled_model_with_missing_class(tmp_path):
+    import sys
+    import types
+
+    ghost = types.ModuleType("ghost_models")
+    sys.modules["ghost_models"] = ghost
+
+    class Tiny(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc = nn.Linear(3, 2)
+
+    Tiny.__module__, Tiny.__qualname__ = "ghost_models", "Tiny"
+    ghost.Tiny = Tiny
+    src = Tiny()
+    path = tmp_path / "whole.pt"
+    try:
+        torch.save(src, path)
+    finally:
+        del sys.modules["ghost_models"]
+    model = nn.Module()
+    model.fc = nn.Linear(3, 2)
+    report = ck.diagnose(path, model)
+    finding = report.finding("missing-class")
+    assert finding is not None and "ghost_models.Tiny" in finding.message
+    assert ExtractWeights() in report.plan.fixes
+    assert report.loadable_count == 0
+    assert report.loadable_after_plan == 2
+    report.plan.apply(model)
+    same(model, src.state_dict())
+
+
+def test_unknown_entry_is_explained(tmp_path):
+    path = save({"model": Net().state_dict(), "epoch": 1}, tmp_path)
+    report = ck.diagnose(path, Net(), entry="ema")
+    finding = report.finding("nested")
+    assert finding.severity == "error" and "'model'" in finding.message
+    assert report.status == "broken"

@@ -81,7 +81,6 @@ class Alignment:
     steps: list[KeyStep] = field(default_factory=list)
     step_keys: list[list[str]] = field(default_factory=list)   # ckpt keys each step renames
     pairs: dict[str, str] = field(default_factory=dict)        # model key -> ckpt key
-    renamed: dict[str, str] = field(default_factory=dict)      # model key -> ckpt key (rename)
     status: dict[str, str] = field(default_factory=dict)       # model key -> row status
     notes: dict[str, str] = field(default_factory=dict)        # model key -> short note
     reasons: dict[str, str] = field(default_factory=dict)      # mismatched key -> reason kind
@@ -93,6 +92,11 @@ class Alignment:
     mismatched: list[str] = field(default_factory=list)        # model keys
     dtype_differs: list[str] = field(default_factory=list)     # model keys
     tied_served: dict[str, str] = field(default_factory=dict)  # missing key -> loaded partner
+
+    @property
+    def renamed(self) -> dict[str, str]:
+        """Model key -> checkpoint key, where the names differ (prefix or rename)."""
+        return {mk: ck for mk, ck in self.pairs.items() if mk != ck}
 
     @property
     def loadable(self) -> list[str]:
@@ -403,7 +407,7 @@ def _classify(result: Alignment, landing: dict[str, str]) -> None:
     square: list[str] = []
     flat2d: list[str] = []
     family: dict[str, list[int]] = {}
-    status, notes, pairs, renamed_map = result.status, result.notes, result.pairs, result.renamed
+    status, notes, pairs = result.status, result.notes, result.pairs
     transposed, dtype_differs = result.transposed, result.dtype_differs
     shape_notes: dict[tuple, str] = {}
     for mk, minfo in m_infos.items():
@@ -423,8 +427,6 @@ def _classify(result: Alignment, landing: dict[str, str]) -> None:
         cinfo = ckpt[ck]
         cs, ms = cinfo.shape, minfo.shape
         renamed = ck != mk
-        if renamed:
-            renamed_map[mk] = ck
         if cs == ms:
             if len(cs) == 2:
                 if cs[0] == cs[1] and cs[0] > 1:
@@ -437,8 +439,7 @@ def _classify(result: Alignment, landing: dict[str, str]) -> None:
                 note = f"stored as {cinfo.dtype}, model uses {minfo.dtype}"
                 notes[mk] = f"from {ck}; {note}" if renamed else note
             elif renamed:
-                status[mk] = "renamed"
-                notes[mk] = f"from {ck}"
+                status[mk] = "renamed"  # the table notes "from <checkpoint key>"
             else:
                 status[mk] = "match"
         elif len(cs) == 2 and cs == ms[::-1]:

@@ -64,6 +64,13 @@ def _diagnose(path_or_ckpt: Any, model: Any, optimizer: Any, sample_input: Any,
     alignment = align(entry_infos, side)
     ctx = Context(ckpt, chosen, reason, side, alignment, optimizer, sample_input, map_location)
     findings: list[Finding] = []
+    if entry is not None and not entry_infos:
+        findings.append(Finding(
+            "nested", "error",
+            f"The checkpoint has no container {entry!r} holding tensors; it has "
+            f"{', '.join(repr(c) for c in ckpt.candidates[:6]) or 'none'}. Pass one of "
+            "those as entry=, or leave entry out to let ckwidget choose.",
+            details={"entry": entry, "candidates": list(ckpt.candidates)}))
     for check in (format.check, corruption.check, version.check, hardware.check):
         findings += check(ctx)
     if entry_infos or not ctx.blockers:

@@ -39,7 +39,8 @@ def table_columns(a: Alignment) -> dict[str, list[Any]]:
         "model_device": [i.device for i in minfos] + none,
         "module": [module_of(k) for k in model_keys]
         + [module_of(a.unexpected_mapped.get(k, k)) for k in unexpected],
-        "note": [a.notes.get(k, "") for k in model_keys]
+        "note": [a.notes.get(k) or (f"from {c}" if c is not None and c != k else "")
+                 for k, c in zip(model_keys, ck_keys)]
         + [_unexpected_note(k, a.unexpected_mapped.get(k, k)) for k in unexpected],
     }
 
