@@ -70,6 +70,11 @@ _DANGEROUS_MODULES = (
     "inspect", "gc", "weakref", "builtins_exec", "torch.hub", "torch.jit", "torch._C",
     "torch.serialization", "torch.package", "torch.ops", "torch.utils.cpp_extension",
     "numpy.testing", "numpy.f2py", "numpy.distutils", "nbformat", "IPython",
+    # C twins and private helpers of the modules above: the same callables under
+    # another name (_operator.methodcaller is operator.methodcaller)
+    "_operator", "_posixsubprocess", "_winapi", "_ctypes", "_socket", "_signal", "_imp",
+    "_frozen_importlib", "_frozen_importlib_external", "imp", "pkgutil", "_multiprocessing",
+    "_posixshmem", "shelve", "dbm", "_sitebuiltins",
 )
 _DANGEROUS_BUILTINS = {
     "eval", "exec", "compile", "open", "__import__", "getattr", "setattr", "delattr",
