@@ -187,6 +187,7 @@ def _read_torch_archive(path: Path, directory: ZipDirectory, prefix: str, pkl_na
     metadata.update(tp.metadata)
     for dup in _duplicate_pickles(directory, pkl_name, budgets):
         findings.append(dup)
+    findings.extend(_other_pickles(directory, pkl_name, budgets))
     broken = pickle_break_finding(tp, "data.pkl")
     if broken:
         if directory.recovered:
@@ -276,6 +277,44 @@ def _duplicate_pickles(directory: ZipDirectory, pkl_name: str, budgets: Budgets)
         for f in globals_findings(classify_globals(res.globals), res.calls):
             f.message = "In the duplicate data.pkl: " + f.message
             yield f
+
+
+_MAX_OTHER_PICKLES = 64
+
+
+def _other_pickles(directory: ZipDirectory, pkl_name: str, budgets: Budgets) -> list[Finding]:
+    """Other .pkl records (constants.pkl of TorchScript, or anything hidden beside
+    data.pkl) are scanned for dangerous globals: torch.load never reads them, but other
+    tools and scanners do, and a payload there is never an accident."""
+    from .pickle_vm import run_pickle
+    from .safety import classify_globals, globals_findings
+
+    findings: list[Finding] = []
+    scanned = 0
+    total = 0
+    for entry in directory.entries:
+        if entry.name == pkl_name or not entry.name.endswith(".pkl"):
+            continue
+        if scanned >= _MAX_OTHER_PICKLES or total + entry.size > budgets.max_pickle_bytes:
+            break
+        scanned += 1
+        total += entry.size
+        try:
+            data = read_record(directory, entry, budgets, limit=budgets.max_pickle_bytes,
+                               check_crc=False)
+        except CheckpointError:
+            continue
+        res = run_pickle(data, budgets)
+        verdict = classify_globals(res.globals)
+        if not verdict.malicious:
+            continue
+        verdict.unsafe, verdict.missing = [], []
+        for f in globals_findings(verdict, res.calls):
+            f.message = (f"In record {entry.name!r}, which torch.load never reads but other "
+                         f"tools may: {f.message}")
+            f.details["record"] = entry.name
+            findings.append(f)
+    return findings
 
 
 def _parse_version(raw: bytes | None, findings: list[Finding]) -> int | None:
