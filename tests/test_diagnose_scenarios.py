@@ -435,3 +435,17 @@ def test_unknown_entry_is_explained(tmp_path):
     finding = report.finding("nested")
     assert finding.severity == "error" and "'model'" in finding.message
     assert report.status == "broken"
+
+
+def test_ema_copy_is_offered_not_chosen(tmp_path):
+    src, ema = Net(), Net()
+    path = save({"model": src.state_dict(), "model_ema": ema.state_dict(), "epoch": 9}, tmp_path)
+    report = ck.diagnose(path, Net())
+    assert report.entry == "model"
+    assert "'model_ema'" in report.finding("nested").message
+    assert report.plan.fixes == [SelectEntry("model")]
+    chosen = ck.diagnose(path, Net(), entry="model_ema")
+    assert chosen.plan.fixes == [SelectEntry("model_ema")]
+    model = Net()
+    chosen.plan.apply(model)
+    same(model, ema.state_dict())

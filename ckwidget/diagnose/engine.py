@@ -11,7 +11,7 @@ from typing import Any
 
 from ..checkpoint import Checkpoint, Finding, TensorInfo, describe_tensor, sort_findings
 from ..errors import CheckpointError
-from .align import _leading, align
+from .align import _leading, _spread, align
 from .checks import architecture, corruption, format, hardware, preprocessing, training, version
 from .context import UNREPAIRABLE, Context
 from .model_side import ModelSide, describe_model
@@ -134,12 +134,13 @@ def _from_nested(obj: Mapping[str, Any]) -> Checkpoint:
 
 
 # -- entry ------------------------------------------------------------------------------
-def _score(infos: Mapping[str, TensorInfo], model: Mapping[str, TensorInfo]) -> int:
-    hits = 0
-    for key in infos:
-        if key in model or any(rest in model for _, rest in _leading(key)):
-            hits += 1
-    return hits
+def _score(infos: Mapping[str, TensorInfo], model: Mapping[str, TensorInfo]) -> float:
+    """Estimated model keys this container serves, with or without a prefix (sampled)."""
+    keys = list(infos)
+    sample = _spread(keys)
+    hits = sum(1 for key in sample
+               if key in model or any(rest in model for _, rest in _leading(key)))
+    return hits * len(keys) / max(1, len(sample))
 
 
 def choose_entry(ckpt: Checkpoint, side: ModelSide, entry: str | None) -> tuple[str, str]:
@@ -224,8 +225,12 @@ def _summarise(ctx: Context, findings: list[Finding], plan: Any, model: Any) -> 
         status = "fixable"
     headline = _headline(total, as_is, after, len(plan), clean, status, findings)
     if side.is_meta and status != "unsafe":
-        headline += (" The model is on the meta device: load with assign=True "
-                     "(report.plan.apply does).")
+        if not len(plan) and not unrepairable:
+            headline = (f"0 of {total} model tensors would load as is (the model is on the "
+                        f"meta device); {after} with assign=True, which report.plan.apply uses.")
+        else:
+            headline += (" The model is on the meta device: load with assign=True "
+                         "(report.plan.apply does).")
     name = type(model).__name__ if not isinstance(model, Mapping) else "state dict"
     return Report(ckpt, ctx.entry, findings, plan, total, as_is, after, clean, status, headline,
                   model_name=name, alignment=a, _columns=table_columns(a))

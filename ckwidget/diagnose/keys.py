@@ -22,14 +22,15 @@ def leaf_of(key: str) -> str:
 
 
 _INT = re.compile(r"(?<![^.])[0-9]+(?![^.])")
+_INT_SPLIT = re.compile(r"(?<![^.])([0-9]+)(?![^.])")
 
 
 def template(key: str) -> tuple[str, tuple[int, ...]]:
     """Replace integer components by a slot: ("h.\\x00.attn.weight", (3,))."""
-    ints = _INT.findall(key)
-    if not ints:
+    pieces = _INT_SPLIT.split(key)
+    if len(pieces) == 1:
         return key, ()
-    return _INT.sub(SLOT, key), tuple(map(int, ints))
+    return SLOT.join(pieces[::2]), tuple(map(int, pieces[1::2]))
 
 
 def template_only(key: str) -> str:

@@ -37,7 +37,7 @@ def table_columns(a: Alignment) -> dict[str, list[Any]]:
         "checkpoint_device": [None if c is None else c.device for c in cinfos]
         + [i.device for i in uinfos],
         "model_device": [i.device for i in minfos] + none,
-        "module": [module_of(k) for k in model_keys]
+        "module": [k.rpartition(".")[0] for k in model_keys]
         + [module_of(a.unexpected_mapped.get(k, k)) for k in unexpected],
         "note": [a.notes.get(k) or (f"from {c}" if c is not None and c != k else "")
                  for k, c in zip(model_keys, ck_keys)]
