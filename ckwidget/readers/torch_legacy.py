@@ -23,6 +23,7 @@ from .torch_common import (
 from .torch_objects import StorageBytes, StorageRef
 
 _WINDOW = 64 << 20
+_MAGIC_PREFIX = 64
 
 
 class OffsetStorageBytes(StorageBytes):
@@ -61,8 +62,10 @@ def read_pickle_file(path: Path, head: bytes, budgets: Budgets) -> Checkpoint:
     """A file that starts with a pickle: torch's legacy format, or a plain pickle."""
     size = path.stat().st_size
     window = _read_window(path, size, budgets)
-    first = run_pickle(window, budgets)
-    if first.complete and first.root == LEGACY_MAGIC:
+    # The magic number's pickle is a few dozen bytes in every protocol: looking at a short
+    # prefix avoids running a large plain pickle twice.
+    first = run_pickle(window[:_MAGIC_PREFIX], budgets)
+    if first.complete and type(first.root) is int and first.root == LEGACY_MAGIC:
         return _read_legacy(path, size, window, first.end, budgets)
     return _read_plain_pickle(path, size, window, budgets)
 
