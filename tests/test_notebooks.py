@@ -27,15 +27,13 @@ import strip_notebooks  # noqa: E402
 # What each notebook must show in its outputs: every finding kind it teaches (as
 # printed by the notebooks' explain() helper: "[severity] kind:") and every fix kind
 # its plans use. A diagnosis that changes its mind shows up here, not only crashes.
-# 02 does not list `truncated` yet: a torch.save file cut short is reported as
-# `not-a-checkpoint` ("empty zip archive") by the torch-zip reader (reported to the lead).
 SHOWN_FINDINGS = {
     "02_why_checkpoints_fail": [
         "version", "unsafe-globals", "prefix", "renamed", "shape-mismatch", "transposed",
         "missing-keys", "unexpected-keys", "tied-weights", "optimizer", "dtype",
         "preprocessing", "nonfinite", "nested", "torchscript", "missing-class", "sharded",
-        "foreign-format", "device", "meta-model", "lfs-pointer", "html-page", "corrupt",
-        "not-a-checkpoint", "malicious",
+        "foreign-format", "device", "meta-model", "truncated", "lfs-pointer", "html-page",
+        "corrupt", "not-a-checkpoint", "malicious",
     ],
     "03_real_world": ["shape-mismatch", "unexpected-keys", "prefix", "transposed", "nested",
                       "optimizer"],
