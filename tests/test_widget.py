@@ -84,6 +84,8 @@ def test_construct_exposes_css_hooks_and_report(prefixed) -> None:
     assert dbg.tabs.titles == ("Diagnosis", "Keys", "Distributions", "Fix & export")
     assert str(path) in dbg.header.value
     assert dbg.report.headline in dbg.headline.value
+    assert dbg.snippet.value == ""  # written when the Fix tab is first opened
+    dbg.tabs.selected_index = 3
     assert "module." in dbg.snippet.value  # the code strips the prefix
 
 
@@ -92,6 +94,7 @@ def test_toggle_updates_plan_preview_and_snippet_before_apply(prefixed) -> None:
     model = TinyNet()
     before = {k: v.clone() for k, v in model.state_dict().items()}
     dbg = _open(path, model)
+    dbg.tabs.selected_index = 3
     headline0, snippet0 = dbg.headline.value, dbg.snippet.value
     dbg.set_fix("strip-prefix", False)
     dbg.wait()

@@ -103,8 +103,17 @@ def evidence_html(keys: Sequence[str], limit: int = EVIDENCE_LIMIT) -> str:
     )
 
 
-def finding_html(finding: Any, selected: Iterable[Any] = ()) -> str:
+def finding_html(
+    finding: Any, selected: Iterable[Any] = (), cache: dict[int, str] | None = None
+) -> str:
+    """One finding; ``cache`` keeps the (costly, at 100k keys) evidence block per finding."""
     chosen = set(selected)
+    if cache is None:
+        evidence = evidence_html(finding.keys)
+    else:
+        evidence = cache.get(id(finding))
+        if evidence is None:
+            evidence = cache[id(finding)] = evidence_html(finding.keys)
     sev = esc(finding.severity)
     fixes = ""
     if finding.fixes:
@@ -118,12 +127,14 @@ def finding_html(finding: Any, selected: Iterable[Any] = ()) -> str:
         f'<span class="ck-sev ck-sev-{sev}">{sev}</span> '
         f'<span class="ck-kind">{esc(finding.kind)}</span>'
         f'<div class="ck-message">{esc(finding.message)}</div>'
-        f"{evidence_html(finding.keys)}{fixes}</div>"
+        f"{evidence}{fixes}</div>"
     )
 
 
-def findings_html(findings: Sequence[Any], selected: Iterable[Any] = ()) -> str:
+def findings_html(
+    findings: Sequence[Any], selected: Iterable[Any] = (), cache: dict[int, str] | None = None
+) -> str:
     if not findings:
         return '<div class="ck-hint">No findings: nothing stands in the way.</div>'
     chosen = list(selected)
-    return "".join(finding_html(f, chosen) for f in findings)
+    return "".join(finding_html(f, chosen, cache) for f in findings)

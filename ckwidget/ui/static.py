@@ -11,7 +11,11 @@ from .table import KeyTable
 
 
 def static_html(
-    report: Any, plan: Any = None, model_name: str = "model", table: KeyTable | None = None
+    report: Any,
+    plan: Any = None,
+    model_name: str = "model",
+    table: KeyTable | None = None,
+    evidence: dict[int, str] | None = None,
 ) -> str:
     """Header, findings, the first page of the key table and the plan's code; escaped."""
     plan = report.plan if plan is None else plan
@@ -30,7 +34,7 @@ def static_html(
         f'<div class="ck-header ck-status-{esc(status)}">{render.header_html(report)}'
         f'<div class="ck-headline">{render.headline_html(report)}</div>'
         f'<div class="ck-planline">{render.plan_hint(report)}</div></div>'
-        f"<h4>Diagnosis</h4>{render.findings_html(report.findings, fixes)}"
+        f"<h4>Diagnosis</h4>{render.findings_html(report.findings, fixes, evidence)}"
         f"<h4>Plan</h4>{plan_block}"
         f'<div class="ck-snippet">{code_html(code)}</div>'
         f"<h4>Keys</h4><div class=\"ck-hint\">{esc(page.summary)}</div>"

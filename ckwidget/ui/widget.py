@@ -111,6 +111,7 @@ class CheckpointDebugger(w.VBox):
         self.last_error: BaseException | None = None
         self._jobs = Jobs(background, self._show_error)
         self._shown_at: int | None = None
+        self._evidence: dict[int, str] = {}
         self._build_fix_choices()
         self.plan = report.plan
         self.key_table = KeyTable(report.table)
@@ -178,7 +179,7 @@ class CheckpointDebugger(w.VBox):
         return _classes(w.VBox([self.findings_html]), "ck-tab-diagnosis")
 
     def _findings(self) -> str:
-        return render.findings_html(self.report.findings, self.selected)
+        return render.findings_html(self.report.findings, self.selected, self._evidence)
 
     def _build_keys(self) -> w.VBox:
         counts = self.key_table.status_counts()
@@ -261,7 +262,6 @@ class CheckpointDebugger(w.VBox):
         self.apply_button.on_click(self._guard(lambda _b: self.apply()))
         self.export_button.on_click(self._guard(lambda _b: self.export(next_cell=False)))
         self.save_button.on_click(self._guard(lambda _b: self.save(self.save_path.value)))
-        self._refresh_snippet()
         buttons = w.HBox([self.apply_button, self.export_button]
                          + ([self.copy] if self.copy is not None else []))
         save = w.HBox([self.save_path, self.save_button])
@@ -379,16 +379,26 @@ class CheckpointDebugger(w.VBox):
         if self.table_view.value == "With the plan":
             self._render_table()
 
+    def _code(self, plan: Any) -> str:
+        return plan.to_code(model_name=self.model_name, model=self.model)
+
     def _refresh_snippet(self) -> None:
-        self.last_code = self.plan.to_code(model_name=self.model_name, model=self.model)
-        self.snippet.value = code_html(self.last_code)
+        """Regenerate the code view off the UI path (it inspects the whole model)."""
+        plan = self.plan
+        if not self.snippet.value:
+            self.snippet.value = "<div class='ck-hint'>Writing the code…</div>"
+        self._jobs.submit("snippet", lambda: self._code(plan), self._show_code)
+
+    def _show_code(self, code: str) -> None:
+        self.last_code = code
+        self.snippet.value = code_html(code)
         if self.copy is not None:
-            self.copy.code = self.last_code
+            self.copy.code = code
 
     # -- actions -----------------------------------------------------------------------
     def export(self, next_cell: bool = True) -> str:
         """The plan as plain torch code; also put into the next cell when called in one."""
-        self._refresh_snippet()
+        self._show_code(self._code(self.plan))
         placed = to_next_cell(self.last_code) if next_cell else False
         where = ("It is in the next cell." if placed
                  else "Copy it from the code view above.")
@@ -436,6 +446,8 @@ class CheckpointDebugger(w.VBox):
     def _on_tab(self, change: Any) -> None:
         if change["new"] == 2:
             self.open_distributions()
+        elif change["new"] == 3 and not self.last_code:
+            self._refresh_snippet()  # written on first visit, not at open
 
     def open_distributions(self) -> Any:
         if self._dist is None:
@@ -451,7 +463,8 @@ class CheckpointDebugger(w.VBox):
         """A static report (front ends without widget support, saved notebooks)."""
         from .static import static_html
 
-        return static_html(self.report, self.plan, self.model_name, self.key_table)
+        return static_html(self.report, self.plan, self.model_name, self.key_table,
+                           self._evidence)
 
     def _repr_html_(self) -> str:
         return self.to_html()
