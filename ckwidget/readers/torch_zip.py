@@ -128,8 +128,20 @@ def _small_record(directory: ZipDirectory, name: str, budgets: Budgets,
     try:
         return read_record(directory, entry, budgets, limit=budgets.max_small_record)
     except CheckpointError as exc:
+        if "CRC" in str(exc):
+            findings.append(_crc_finding(exc, name))
+            return read_record(directory, entry, budgets, limit=budgets.max_small_record,
+                               check_crc=False)
         findings.append(Finding("corrupt", "error", str(exc), details={"record": name}))
         return None
+
+
+def _crc_finding(exc: Exception, name: str) -> Finding:
+    return Finding(
+        "corrupt", "error",
+        f"{exc} torch does not check CRCs, so it loads the damaged bytes without a word.",
+        details={"record": name, "crc": True},
+    )
 
 
 def _read_torch_archive(path: Path, directory: ZipDirectory, prefix: str, pkl_name: str,
@@ -175,8 +187,7 @@ def _read_torch_archive(path: Path, directory: ZipDirectory, prefix: str, pkl_na
     except CorruptCheckpointError as exc:
         if "CRC" not in str(exc):
             return _unreadable(path, directory, findings, metadata, exc)
-        findings.append(Finding("corrupt", "error", str(exc) + " torch does not check CRCs "
-                                "and may load damaged values.", details={"record": pkl_name}))
+        findings.append(_crc_finding(exc, pkl_name))
         data = read_record(directory, pkl_entry, budgets, limit=budgets.max_pickle_bytes,
                            check_crc=False)
     except BudgetExceededError as exc:
@@ -394,8 +405,9 @@ def _torch_accepts(tp: TorchPickle, findings: list[Finding], version: int | None
         return False
     if version is not None and not 1 <= version <= MAX_ARCHIVE_VERSION:
         return False
+    # torch never checks CRCs: damage it cannot see does not stop it
     return not any(f.severity == "error" and f.kind in ("corrupt", "truncated")
-                   for f in findings)
+                   and not f.details.get("crc") for f in findings)
 
 
 def _version_finding(metadata: dict[str, Any], tp: TorchPickle, accepts: bool,
