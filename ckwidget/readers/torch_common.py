@@ -62,6 +62,8 @@ def interpret(data: bytes, reader: StorageBytes | None, budgets: Budgets, *,
     except BudgetExceededError as exc:
         flat = Flattened()
         findings.append(Finding("corrupt", "error", str(exc)))
+    for name in numpy_dtype_classes(context.numpy_dtype_codes):
+        result.globals.setdefault(name, 0)
     verdict = classify_globals(result.globals)
     findings.extend(globals_findings(verdict, result.calls))
     metadata: dict[str, Any] = {
@@ -88,6 +90,25 @@ def interpret(data: bytes, reader: StorageBytes | None, budgets: Budgets, *,
         devices[info.device] = devices.get(info.device, 0) + 1
     metadata["devices"] = devices
     return TorchPickle(result, context, flat, verdict, findings, metadata)
+
+
+def numpy_dtype_classes(codes: set[str]) -> list[str]:
+    """numpy.dtypes class names for dtype codes like 'f8' (parsed by numpy, nothing run)."""
+    import re
+
+    names = []
+    for code in sorted(codes):
+        if not re.fullmatch(r"[<>|=]?[a-zA-Z]\d{0,2}", code):
+            continue
+        try:
+            import numpy as np
+
+            cls = type(np.dtype(code))
+        except (TypeError, ValueError, ImportError):
+            continue
+        if cls.__module__ == "numpy.dtypes":
+            names.append(f"numpy.dtypes.{cls.__name__}")
+    return names
 
 
 def pickle_break_finding(tp: TorchPickle, what: str) -> Finding | None:

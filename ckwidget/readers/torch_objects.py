@@ -116,6 +116,7 @@ class TorchPickleContext:
         self.problems: list[str] = []
         self.layouts: dict[str, int] = {}
         self.module_classes: dict[str, int] = {}
+        self.numpy_dtype_codes: set[str] = set()
         self.torchscript = False
 
     # -- persistent ids -------------------------------------------------------------------
@@ -224,6 +225,30 @@ class TorchPickleContext:
                               data.source)
         raise TypeError("not a tensor")
 
+    def numpy_dtype(self, code: Any, *rest: Any) -> Any:
+        """numpy.dtype('f8'): torch's weights-only loader also needs the dtype's class
+        (numpy.dtypes.Float64DType) allowlisted, so remember which codes appear."""
+        if type(code) is str and len(code) <= 8:
+            self.numpy_dtype_codes.add(code)
+        return Call(Global("numpy", "dtype"), (code, *rest))
+
+    def numpy_scalar(self, dtype: Any, data: Any = None) -> Any:
+        """A numpy scalar (a best score, a seed) as a plain number for the metadata."""
+        if not (isinstance(dtype, Call) and type(dtype.args) is tuple and dtype.args
+                and type(data) is bytes and len(data) <= 16):
+            raise TypeError("not a numpy scalar")
+        import re
+
+        code = dtype.args[0]
+        if type(code) is not str or not re.fullmatch(r"[<>|=]?[fiucb]\d{0,2}", code):
+            raise TypeError("not a plain numeric dtype")
+        import numpy as np
+
+        np_dtype = np.dtype(code)
+        if np_dtype.itemsize != len(data):
+            raise TypeError("size mismatch")
+        return np.frombuffer(data, dtype=np_dtype)[0].item()
+
     def _count(self, layout: str) -> None:
         self.layouts[layout] = self.layouts.get(layout, 0) + 1
 
@@ -263,6 +288,9 @@ class TorchPickleContext:
             "builtins.set": _set,
             "__builtin__.set": _set,
             "_codecs.encode": _encode,
+            "numpy.dtype": self.numpy_dtype,
+            "numpy.core.multiarray.scalar": self.numpy_scalar,
+            "numpy._core.multiarray.scalar": self.numpy_scalar,
         }
 
 
