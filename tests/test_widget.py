@@ -349,3 +349,27 @@ def test_group_keys_folds_layer_numbers() -> None:
     assert group_keys(["a.0.w", "a.1.w", "b", "0.x", "1.x", "a.2.b"]) == [
         ("a.*.w", 2), ("b", 1), ("*.x", 2), ("a.2.b", 1)
     ]
+
+
+@pytest.mark.slow
+def test_quickstart_notebook_runs_headless(tmp_path) -> None:
+    """The quickstart executes top to bottom in a real kernel (no browser needed)."""
+    import nbclient
+    import nbformat
+
+    root = Path(__file__).resolve().parents[1]
+    nb = nbformat.read(root / "notebooks" / "01_quickstart.ipynb", as_version=4)
+    assert all(not c.get("outputs") for c in nb.cells if c.cell_type == "code"), (
+        "the committed notebook must have its outputs stripped")
+    client = nbclient.NotebookClient(nb, timeout=180, kernel_name="python3",
+                                     resources={"metadata": {"path": str(tmp_path)}})
+    client.execute()
+    outputs = {i: c.outputs for i, c in enumerate(nb.cells) if c.cell_type == "code"}
+    widget_cell = next(i for i, c in enumerate(nb.cells) if "%ckdebug" in c.source
+                       and c.cell_type == "code")
+    mimes = [set(o.get("data", {})) for o in outputs[widget_cell]]
+    assert any("application/vnd.jupyter.widget-view+json" in m for m in mimes)
+    assert len(mimes) == 1  # shown once although the magic also returns the widget
+    text = "\n".join(o.get("text", "") for out in outputs.values() for o in out)
+    assert "would load" in text and "removeprefix" in text
+    assert (tmp_path / "ckpt.pth").exists()
