@@ -1,9 +1,10 @@
 """How diagnosis time grows with the number of keys (target: <= 1 s at 100k keys).
 
 For 1k, 10k and 100k keys: a meta-device model of that many tensors, and an in-memory
-checkpoint (TensorInfo values, no bytes) of the same layout in three situations: keys
-that match, keys behind a DataParallel "module." prefix, and a GPT-2 style checkpoint
-with renamed blocks and transposed 2-D weights. Prints seconds per case and the growth
+checkpoint (TensorInfo values, no bytes) of the same layout in four situations: keys
+that match, keys behind a DataParallel "module." prefix, a module renamed inside every
+block (mlp -> ffn), and a GPT-2 style checkpoint with renamed blocks and transposed 2-D
+weights. Prints seconds per case and the growth
 ratio against n log n. Run: python benchmarks/diagnose_scale.py
 """
 
@@ -51,11 +52,13 @@ def checkpoint(model: nn.Module, case: str) -> Checkpoint:
                 shape = shape[::-1]
         elif case == "prefix":
             key = "module." + key
+        elif case == "renamed":
+            key = key.replace(".mlp.", ".ffn.")
         tensors[key] = TensorInfo(shape, "float32", "cpu", 4 * math.prod(shape))
     return Checkpoint(None, "in-memory", tensors, [""], {"name": f"bench-{case}"})
 
 
-def run(sizes=(1_000, 10_000, 100_000), cases=("match", "prefix", "gpt2")) -> dict:
+def run(sizes=(1_000, 10_000, 100_000), cases=("match", "prefix", "renamed", "gpt2")) -> dict:
     results: dict[tuple[str, int], float] = {}
     for n in sizes:
         model = meta_model(n)

@@ -143,3 +143,32 @@ def test_table_order_and_columns():
                    "model_shape", "checkpoint_dtype", "model_dtype", "checkpoint_device",
                    "model_device", "module", "note"):
         assert column in table.columns
+
+
+def test_rename_pattern_falls_back_to_pairs_when_it_would_touch_other_keys():
+    class Stack(nn.Module):
+        def __init__(self, renamed: str) -> None:
+            super().__init__()
+            self.layers = nn.ModuleList()
+            for i in range(6):
+                block = nn.Module()
+                name = renamed if i < 4 else "ff"  # blocks 4 and 5 keep "ff" on both sides
+                block.add_module(name, nn.Linear(3, 3))
+                self.layers.append(block)
+
+    src = Stack("ff")
+    model = Stack("mlp")
+    report = ck.diagnose(src.state_dict(), model)
+    fix = report.plan.fixes[0]
+    assert isinstance(fix, RenameKeys) and not fix.patterns
+    assert dict(fix.mapping)["layers.0.ff.weight"] == "layers.0.mlp.weight"
+    assert "layers.4.ff.weight" not in dict(fix.mapping)
+    report.plan.apply(model)
+    assert torch.equal(model.layers[2].mlp.weight, src.layers[2].ff.weight)
+    assert torch.equal(model.layers[5].ff.weight, src.layers[5].ff.weight)
+    many = Stack("ff")
+    many.layers = many.layers[:4]
+    target = Stack("mlp")
+    target.layers = target.layers[:4]
+    fix = ck.diagnose(many.state_dict(), target).plan.fixes[0]
+    assert fix.patterns and not fix.mapping, "repeated layers become one pattern"

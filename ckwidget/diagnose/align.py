@@ -9,7 +9,7 @@ The result names key-mapping steps (``KeyStep``) that the plan turns into fixes.
 from __future__ import annotations
 
 import re
-from collections import Counter
+from collections import Counter, deque
 from dataclasses import dataclass, field
 
 from ..checkpoint import TensorInfo
@@ -80,6 +80,7 @@ class Alignment:
     model: ModelSide
     steps: list[KeyStep] = field(default_factory=list)
     step_keys: list[list[str]] = field(default_factory=list)   # ckpt keys each step renames
+    rename_pairs: list[tuple[str, str]] = field(default_factory=list)  # (old, new) modules/keys
     pairs: dict[str, str] = field(default_factory=dict)        # model key -> ckpt key
     status: dict[str, str] = field(default_factory=dict)       # model key -> row status
     notes: dict[str, str] = field(default_factory=dict)        # model key -> short note
@@ -144,7 +145,10 @@ def _propose(unmatched_c: list[str], unmatched_m: list[str]) -> list[KeyStep]:
     if best * 2 < min(len(sample_c), len(sample_m)):
         proposals += _propose_swaps(sample_c, sample_m, set_m)
     proposals.sort(key=lambda t: -t[0])
-    return [s for n, s in proposals if n > 0]
+    # A prefix worth scoring on every key explains a fair share of the sample; a
+    # handful of keys is a module rename, which the per-module pass finds.
+    floor = max(1, min(len(sample_c), len(sample_m)) // 50)
+    return [s for n, s in proposals if n >= floor]
 
 
 def _heads(keys: list[str], depth: int) -> Counter[str]:
@@ -255,10 +259,10 @@ def _find_renames(unmatched_c: list[str], c_infos: dict[str, TensorInfo],
     """(module pairs, key pairs): modules whose unmatched keys have the same leaves and
     shapes, paired in order; then leaves renamed inside one module (gamma -> weight)."""
     cmods, mmods = _by_module(unmatched_c), _by_module(unmatched_m)
-    sig_c: dict[tuple, list[str]] = {}
+    sig_c: dict[tuple, deque[str]] = {}
     for mod, keys in cmods.items():
         if mod:
-            sig_c.setdefault(_signature(keys, c_infos), []).append(mod)
+            sig_c.setdefault(_signature(keys, c_infos), deque()).append(mod)
     module_pairs: list[tuple[str, str]] = []
     used_c: set[str] = set()
     used_m: set[str] = set()
@@ -267,7 +271,7 @@ def _find_renames(unmatched_c: list[str], c_infos: dict[str, TensorInfo],
             continue
         queue = sig_c.get(_signature(keys, m_infos))
         if queue:
-            cmod = queue.pop(0)
+            cmod = queue.popleft()
             module_pairs.append((cmod, mod))
             used_c.add(cmod)
             used_m.add(mod)
@@ -292,8 +296,10 @@ def _find_renames(unmatched_c: list[str], c_infos: dict[str, TensorInfo],
 
 
 def _rename_step(module_pairs: list[tuple[str, str]], key_pairs: list[tuple[str, str]],
-                 c_by_module: dict[str, list[str]], names: list[str]) -> KeyStep:
-    """A RenameKeys step: patterns for repeated layers, exact pairs for the rest."""
+                 c_by_module: dict[str, list[str]], names: list[str]
+                 ) -> tuple[KeyStep, list[str]]:
+    """A RenameKeys step (patterns for repeated layers, exact pairs for the rest), and
+    the names after it; a pattern that would touch other keys falls back to pairs."""
     intended: dict[str, str] = {}
     for cmod, mmod in module_pairs:
         for k in c_by_module[cmod]:
@@ -322,11 +328,17 @@ def _rename_step(module_pairs: list[tuple[str, str]], key_pairs: list[tuple[str,
             exact.extend((k, intended[k]) for k in c_by_module[cmod])
     exact.extend(key_pairs)
     step = KeyStep("rename-keys", mapping=tuple(exact), patterns=tuple(patterns), origin="rename")
+    mapped = [intended.get(n, n) for n in names]
     if patterns:
+        # The patterns must leave every other key alone and rename a spread of the
+        # intended ones exactly (checking all of them would double the cost).
         fn = step.mapper()
-        if any(fn(n) != intended.get(n, n) for n in names):
+        compiled = [re.compile(rx) for rx, _ in patterns]
+        strays = any(rx.search(n) for n in names if n not in intended for rx in compiled)
+        wrong = any(fn(n) != intended[n] for n in _spread(list(intended)))
+        if strays or wrong:
             step = KeyStep("rename-keys", mapping=tuple(intended.items()), origin="rename")
-    return step
+    return step, mapped
 
 
 # -- shapes -----------------------------------------------------------------------------
@@ -375,12 +387,12 @@ def align(ckpt: dict[str, TensorInfo], model: ModelSide) -> Alignment:
         unmatched_m = [m for m in m_infos if m not in name_set
                        and not (m in model.tied and model.tied[m] in name_set)]
         if unmatched_c and unmatched_m:
-            cur_infos = {n: ckpt[o] for n, o in zip(names, originals)}
+            cur_infos = {n: ckpt[o] for n, o in zip(names, originals) if n not in m_infos}
             module_pairs, key_pairs = _find_renames(unmatched_c, cur_infos, unmatched_m, m_infos)
             if module_pairs or key_pairs:
-                step = _rename_step(module_pairs, key_pairs, _by_module(unmatched_c), names)
-                fn = step.mapper()
-                mapped = [fn(n) for n in names]
+                step, mapped = _rename_step(module_pairs, key_pairs, _by_module(unmatched_c),
+                                            names)
+                result.rename_pairs = module_pairs + key_pairs
                 result.step_keys.append([o for o, a, b in zip(originals, names, mapped) if a != b])
                 names = mapped
                 result.steps.append(step)

@@ -20,7 +20,7 @@ from ...fixes.kinds import (
 )
 from ..align import KeyStep
 from ..context import Context
-from ..keys import group_keys, leaf_of, module_of, summarise_keys
+from ..keys import group_keys, leaf_of, summarise_keys
 
 KNOWN_PREFIXES = {
     "module.": "saved from a DataParallel / DistributedDataParallel wrapper",
@@ -107,7 +107,7 @@ def _step_finding(ctx: Context, step: KeyStep) -> Finding:
                 f"Renamed module: the checkpoint's {old[:-1]!r} is the model's "
                 f"{new[:-1]!r} (same tensors, same shapes). Rename the keys.",
                 keys=keys, fixes=[fix], details={"renames": {old[:-1]: new[:-1]}})
-    lines = _rename_lines(ctx, keys)
+    lines = _rename_lines(ctx.alignment.rename_pairs)
     return Finding(
         "renamed", "error",
         "Renamed modules or tensors (same shapes, same order, different names): "
@@ -128,18 +128,8 @@ def _swap_parts(step: KeyStep) -> tuple[str | None, str | None]:
     return old, repl.replace("\\\\", "\\")
 
 
-def _rename_lines(ctx: Context, keys: list[str]) -> list[str]:
-    a = ctx.alignment
-    inverse = {ck: mk for mk, ck in a.renamed.items()}
-    pairs: dict[tuple[str, str], None] = {}
-    for ck in keys:
-        mk = inverse.get(ck)
-        if mk is None:
-            continue
-        if leaf_of(ck) == leaf_of(mk):
-            pairs[(module_of(ck), module_of(mk))] = None
-        else:
-            pairs[(ck, mk)] = None
+def _rename_lines(pairs: list[tuple[str, str]]) -> list[str]:
+    """"old -> new" lines, repeated layers grouped on both sides when they line up."""
     olds = group_keys([o for o, _ in pairs])
     news = group_keys([n for _, n in pairs])
     if len(olds) == len(news):
