@@ -42,7 +42,7 @@ CSS = """
 .ck-finding summary { cursor: pointer; color: var(--jp-ui-font-color2, #555);
   font-size: 12px; margin-top: 4px; }
 .ck-evidence { font-family: monospace; font-size: 12px; margin: 4px 0 0 16px; padding: 0; }
-.ck-evidence li { word-break: break-all; }
+.ck-evidence li { overflow-wrap: anywhere; }
 .ck-fixlist { margin: 4px 0 0 0; font-size: 12px; }
 .ck-fixlist .ck-inplan { color: #2e7d32; font-weight: 600; }
 .ck-table-grid { border-collapse: collapse; width: 100%; font-size: 12px; }
@@ -50,7 +50,10 @@ CSS = """
   padding: 3px 6px; position: sticky; top: 0; background: var(--jp-layout-color1, white); }
 .ck-table-grid td { border-bottom: 1px solid var(--jp-border-color2, #e5e5e5);
   padding: 2px 6px; vertical-align: top; }
-.ck-key { font-family: monospace; word-break: break-all; }
+.ck-root .widget-html-content { line-height: 1.45; }
+.ck-table-grid td.ck-key { font-family: var(--jp-code-font-family, monospace);
+  overflow-wrap: anywhere; min-width: 240px; }
+.ck-table-grid td.ck-sh { white-space: nowrap; }
 .ck-alias { color: var(--jp-ui-font-color2, #777); font-size: 11px; }
 .ck-count { color: #1565c0; font-weight: 600; font-family: sans-serif; }
 .ck-dtype { color: var(--jp-ui-font-color2, #777); font-size: 11px; }

@@ -246,8 +246,8 @@ def render_rows(rows: pd.DataFrame) -> str:
         parts.append(
             f'<tr><td class="ck-key">{esc(label)}{badge}{alias}</td>'
             f'<td><span class="ck-badge {cls}">{status}</span></td>'
-            f"<td>{_cell(r.ck_shape, r.ck_dtype)}</td>"
-            f"<td>{_cell(r.model_shape, r.model_dtype)}</td>"
+            f'<td class="ck-sh">{_cell(r.ck_shape, r.ck_dtype)}</td>'
+            f'<td class="ck-sh">{_cell(r.model_shape, r.model_dtype)}</td>'
             f'<td class="ck-note">{esc(note)}</td></tr>'
         )
     parts.append("</tbody></table>")
