@@ -21,7 +21,7 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from ckwidget.checkpoint import Checkpoint, TensorInfo
-from ckwidget.diagnose import diagnose
+from ckwidget.diagnosis import diagnose
 
 HIDDEN = 8
 

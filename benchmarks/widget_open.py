@@ -65,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
           f"({path.stat().st_size / 1e6:.1f} MB), {time.perf_counter() - t0:.1f} s")
 
     import ckwidget as ck
-    from ckwidget.diagnose import diagnose
+    from ckwidget.diagnosis import diagnose
     from ckwidget.ui.widget import CheckpointDebugger
 
     ck.debug  # noqa: B018 - import the UI outside the timing, like a warm kernel

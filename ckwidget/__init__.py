@@ -27,8 +27,8 @@ _LAZY = {
     "BudgetExceededError": ("ckwidget.errors", "BudgetExceededError"),
     "UnsafeCheckpointError": ("ckwidget.errors", "UnsafeCheckpointError"),
     "FixError": ("ckwidget.errors", "FixError"),
-    "diagnose": ("ckwidget.diagnose", "diagnose"),
-    "Report": ("ckwidget.diagnose.report", "Report"),
+    "diagnose": ("ckwidget.diagnosis", "diagnose"),
+    "Report": ("ckwidget.diagnosis.report", "Report"),
     "Plan": ("ckwidget.fixes", "Plan"),
     "fixes": ("ckwidget.fixes", None),
     "extract_weights": ("ckwidget.fixes.helpers", "extract_weights"),
@@ -60,8 +60,8 @@ __all__ = [
 if TYPE_CHECKING:  # pragma: no cover
     from . import fixes
     from .checkpoint import Checkpoint, Finding, TensorInfo
-    from .diagnose import diagnose
-    from .diagnose.report import Report
+    from .diagnosis import diagnose
+    from .diagnosis.report import Report
     from .errors import (
         BudgetExceededError,
         CheckpointError,

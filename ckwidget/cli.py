@@ -304,7 +304,7 @@ def _diagnose(args: argparse.Namespace) -> tuple[Any, Any, Any, bool] | int:
 
     factory, name = load_factory(args.model)
     model, stand_in = build_model(factory, name, meta=not args.no_meta)
-    from .diagnose import diagnose
+    from .diagnosis import diagnose
     from .readers import open_checkpoint
 
     try:

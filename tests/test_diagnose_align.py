@@ -7,9 +7,9 @@ from torch import nn
 
 import ckwidget as ck
 from ckwidget.checkpoint import Checkpoint, TensorInfo
-from ckwidget.diagnose.align import align
-from ckwidget.diagnose.keys import group_keys, summarise_keys
-from ckwidget.diagnose.model_side import describe_model
+from ckwidget.diagnosis.align import align
+from ckwidget.diagnosis.keys import group_keys, summarise_keys
+from ckwidget.diagnosis.model_side import describe_model
 from ckwidget.fixes import AddPrefix, RenameKeys, ResizeCopy
 
 

@@ -32,7 +32,7 @@ if TYPE_CHECKING:  # pragma: no cover
     import torch
     from torch import nn
 
-    from ..diagnose.report import Report
+    from ..diagnosis.report import Report
     from .apply import LoadResult
 
 _RANK = {DropKeys: 2, Transpose: 3, CastDtype: 4, ResizeCopy: 5}
@@ -255,7 +255,7 @@ class Plan:
 
     def preview(self, model: nn.Module) -> Report:
         """The diagnosis as it would read after this plan (nothing is loaded)."""
-        from ..diagnose import diagnose
+        from ..diagnosis import diagnose
 
         ckpt, _ = self.open()
         return diagnose(ckpt, model, plan=self)

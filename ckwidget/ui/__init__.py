@@ -22,7 +22,7 @@ def debug(
     ``static=True`` returns a plain HTML report instead (front ends without widgets).
     ``model_name`` is the variable name the generated code uses for the model.
     """
-    from ..diagnose import diagnose
+    from ..diagnosis import diagnose
 
     report = diagnose(path_or_ckpt, model, optimizer, sample_input, entry=entry,
                       map_location=map_location)

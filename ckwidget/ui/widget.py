@@ -1,6 +1,6 @@
 """The debugger widget: a view over a Report and a Plan, with no diagnosis of its own.
 
-Everything it shows comes from :func:`ckwidget.diagnose.diagnose`, the Report's table
+Everything it shows comes from :func:`ckwidget.diagnosis.diagnose`, the Report's table
 and findings, ``Plan.preview`` / ``apply`` / ``to_code`` / ``save`` and
 :mod:`ckwidget.stats`. Slow work (previews, statistics) runs on a background thread;
 any exception raised in a callback is shown in the widget's error area.
