@@ -531,9 +531,7 @@ EXHAUSTION = {
 }
 
 
-WIDE_TUPLE = [pytest.mark.slow, pytest.mark.xfail(strict=True, reason=(
-    "tree.flatten visits every member of a tuple of 3M empty tuples (~10 s; no tensor "
-    "can be below an empty container): reported to the lead"))]
+WIDE_TUPLE = [pytest.mark.slow]
 
 
 @pytest.mark.parametrize("container", ["plain", "zip"])
@@ -553,10 +551,9 @@ def test_machine_exhaustion(worker: Worker, tmp_path: Path, name: str, container
         assert result["findings"], result
 
 
-# Reproducers of bugs in tree.py (reported to the lead): each hangs past the time limit
-# and is killed after 6 s, so they run with the slow tests.
+# Shared-reference bombs that once made the tree walks hang (killed after 6 s); they run
+# with the slow tests.
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="tree.flatten walks every path of a shared DAG")
 def test_shared_reference_bomb_written_by_torch_save(worker: Worker, tmp_path: Path) -> None:
     path = tmp_path / "shared.pt"
     torch.save({"model": H.small_state(), "bomb": H.shared_bomb()}, path)
@@ -566,7 +563,6 @@ def test_shared_reference_bomb_written_by_torch_save(worker: Worker, tmp_path: P
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="tree.plain_facts walks 200**6 paths")
 def test_shared_reference_bomb_of_wide_lists(worker: Worker, tmp_path: Path) -> None:
     """Wide levels: a metadata summary that walks 200 items per level, 6 levels deep,
     would visit 200**6 nodes."""

@@ -322,9 +322,6 @@ def test_big_endian_archive(tmp_path: Path) -> None:
     })
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "torch_objects.StorageTensorSource.load swaps a complex value as one 8/16-byte unit; "
-    "torch swaps its real and imaginary parts separately (reported to the lead)"))
 def test_big_endian_complex_values(tmp_path: Path) -> None:
     check_big_endian(tmp_path, {"c64": torch.randn(3, dtype=torch.complex64),
                                 "c128": torch.randn(2, dtype=torch.complex128)})

@@ -47,8 +47,10 @@ def sniff_bytes(head: bytes, size: int, name: str = "") -> str:
         return "onnx"
     if name.endswith(".index") and head[:1] == b"\x00":
         return "tf-index"
-    if head[:1] in (b"(", b"}", b"]", b"c"):
-        return "pickle"  # protocol 0/1 pickles have no PROTO opcode
+    if head[:1] in (b"(", b"}", b"]", b"c") or (head[:1] in (b"L", b"I") and head[1:2].isdigit()):
+        # protocol 0/1 pickles have no PROTO opcode; legacy torch files at protocol 0/1
+        # start with the magic number as a LONG
+        return "pickle"
     return "unknown"
 
 

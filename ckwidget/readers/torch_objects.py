@@ -87,7 +87,9 @@ class StorageTensorSource:
             flat = torch.empty(0, dtype=torch_dtype)
         else:
             if not self.reader.little_endian and itemsize > 1:
-                swapped = np.frombuffer(raw, dtype=np.uint8).reshape(-1, itemsize)[:, ::-1]
+                # complex numbers swap their real and imaginary halves separately
+                unit = itemsize // 2 if self.dtype.startswith("complex") else itemsize
+                swapped = np.frombuffer(raw, dtype=np.uint8).reshape(-1, unit)[:, ::-1]
                 raw = np.ascontiguousarray(swapped).reshape(-1)
             flat = torch.frombuffer(raw, dtype=torch_dtype)
         return flat.as_strided(self.size, self.stride, self.offset)

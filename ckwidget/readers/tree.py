@@ -43,54 +43,104 @@ def join(prefix: str, key: Any) -> str:
 
 def flatten(root: Any, *, max_visits: int = 5_000_000, max_depth: int = 1_000) -> Flattened:
     """Walk ``root`` once; shared sub-containers are listed under every path that reaches
-    them (tied weights), within a visit budget so a shared-reference bomb stops early."""
+    them (tied weights), within a visit budget so a shared-reference bomb stops early.
+    Containers without tensors are skipped whole (their facts are read elsewhere)."""
     out = Flattened()
+    holds = _TensorIndex(max_visits)
     visits = 0
-    stack: list[tuple[str, Any, int]] = [("", root, 0)]
+    stack: list[tuple[str, Any, int]] = [("", root, 0)] if holds(root) else []
+    tensors = out.tensors
     while stack:
         path, node, depth = stack.pop()
-        visits += 1
-        if visits > max_visits:
-            raise BudgetExceededError(
-                f"The checkpoint's object tree has more than {max_visits:,} nodes "
-                "(a shared-reference bomb or an unusually large file); reading stopped."
-            )
+        if type(node) is TensorInfo:
+            tensors[path] = node
+            continue
         if depth > max_depth:
             raise BudgetExceededError(
                 f"The checkpoint nests containers more than {max_depth:,} levels deep; "
                 "reading stopped."
             )
-        if isinstance(node, TensorInfo):
-            out.tensors[path] = node
-            continue
         items = _children(node)
-        if items is None:
+        if not items:
             continue
         direct: dict[str, str] = {}
         children: list[tuple[str, Any, int]] = []
-        tensors = out.tensors
         dotted = path + "." if path else ""
         for key, value in items:
-            child = dotted + (key if type(key) is str else str(key))
             if type(value) is TensorInfo:
+                child = dotted + (key if type(key) is str else str(key))
                 # Leaves are recorded here rather than pushed: a 100,000-key state dict
                 # is one pass.
                 direct[child[len(dotted):]] = child
                 tensors[child] = value
-                visits += 1
-            else:
-                children.append((child, value, depth + 1))
-        if direct:
-            out.members[path] = direct
+            elif holds(value):
+                children.append((dotted + (key if type(key) is str else str(key)), value,
+                                 depth + 1))
+        visits += len(direct) + len(children) + 1
         if visits > max_visits:
             raise BudgetExceededError(
                 f"The checkpoint's object tree has more than {max_visits:,} nodes "
                 "(a shared-reference bomb or an unusually large file); reading stopped."
             )
+        if direct:
+            out.members[path] = direct
         stack.extend(reversed(children))
     # A walk in stack order visits keys in file order; tensors dict keeps that order.
     out.candidates = rank_candidates(out.members)
     return out
+
+
+_CONTAINERS = (dict, list, tuple)  # what the readers build; ABC checks are too slow here
+
+
+class _TensorIndex:
+    """Whether a container holds a tensor anywhere below it, worked out once per object,
+    so shared containers without tensors cost nothing however often they are reached."""
+
+    def __init__(self, max_visits: int) -> None:
+        self.known: dict[int, bool] = {}
+        self.keep: list[Any] = []  # keeps ids stable while the walk runs
+        self.budget = max_visits
+
+    def __call__(self, node: Any) -> bool:
+        if type(node) is TensorInfo:
+            return True
+        if not isinstance(node, _CONTAINERS) or not node:
+            return False
+        known = self.known.get(id(node))
+        if known is not None:
+            return known
+        known_map = self.known
+        order: list[Any] = []
+        pending = [node]
+        while pending:
+            current = pending.pop()
+            if id(current) in known_map:
+                continue
+            known_map[id(current)] = False  # provisional: cycles count as tensor-free
+            self.keep.append(current)
+            order.append(current)
+            values = current.values() if isinstance(current, dict) else current
+            self.budget -= len(values)
+            if self.budget < 0:
+                raise BudgetExceededError(
+                    "The checkpoint's object tree is too large to index (a shared-reference "
+                    "bomb or an unusually large file); reading stopped."
+                )
+            for value in values:
+                if value and isinstance(value, _CONTAINERS) and id(value) not in known_map:
+                    pending.append(value)
+        for current in reversed(order):
+            values = current.values() if isinstance(current, dict) else current
+            found = False
+            for v in values:
+                if type(v) is TensorInfo or (
+                    v and isinstance(v, _CONTAINERS) and known_map.get(id(v), False)
+                ):
+                    found = True
+                    break
+            known_map[id(current)] = found
+        return known_map[id(node)]
 
 
 def _children(node: Any) -> list[tuple[Any, Any]] | None:
@@ -127,9 +177,13 @@ def rank_candidates(members: Mapping[str, Mapping[str, str]]) -> list[str]:
     return [p for _, _, p in scored]
 
 
-def plain_facts(node: Any, *, max_items: int = 200, max_depth: int = 6) -> Any:
-    """A bounded, display-safe copy of non-tensor values for ``Checkpoint.metadata``."""
-    if max_depth <= 0:
+def plain_facts(node: Any, *, max_items: int = 200, max_depth: int = 6,
+                budget: list[int] | None = None) -> Any:
+    """A bounded, display-safe copy of non-tensor values for ``Checkpoint.metadata``;
+    at most ~20,000 values in all, however the file shares its containers."""
+    budget = [20_000] if budget is None else budget
+    budget[0] -= 1
+    if max_depth <= 0 or budget[0] < 0:
         return "..."
     if isinstance(node, TensorInfo):
         return f"<tensor {node.dtype}{list(node.shape)}>"
@@ -142,16 +196,20 @@ def plain_facts(node: Any, *, max_items: int = 200, max_depth: int = 6) -> Any:
     if isinstance(node, Mapping):
         result = {}
         for i, (k, v) in enumerate(node.items()):
-            if i >= max_items:
-                result["..."] = f"{len(node) - max_items} more"
+            if i >= max_items or budget[0] < 0:
+                result["..."] = f"{len(node) - i} more"
                 break
-            result[str(k)] = plain_facts(v, max_items=max_items, max_depth=max_depth - 1)
+            result[str(k)] = plain_facts(v, max_items=max_items, max_depth=max_depth - 1,
+                                         budget=budget)
         return result
     if isinstance(node, (list, tuple)):
-        values = [plain_facts(v, max_items=max_items, max_depth=max_depth - 1)
-                  for v in list(node)[:max_items]]
-        if len(node) > max_items:
-            values.append(f"... {len(node) - max_items} more")
+        values = []
+        for i, v in enumerate(node):
+            if i >= max_items or budget[0] < 0:
+                values.append(f"... {len(node) - i} more")
+                break
+            values.append(plain_facts(v, max_items=max_items, max_depth=max_depth - 1,
+                                      budget=budget))
         return values
     return str(node)[:2000]
 
@@ -159,20 +217,14 @@ def plain_facts(node: Any, *, max_items: int = 200, max_depth: int = 6) -> Any:
 def top_level_facts(root: Any) -> dict[str, Any]:
     """Non-tensor entries of a top-level dict (epoch, versions, hyper-parameters...)."""
     facts: dict[str, Any] = {}
+    budget = [20_000]
+    holds = _TensorIndex(5_000_000)
     if isinstance(root, Mapping):
-        for key, value in root.items():
-            if _holds_tensors(value):
+        for i, (key, value) in enumerate(root.items()):
+            if i >= 1000 or budget[0] < 0:
+                facts["..."] = f"{len(root) - i} more entries"
+                break
+            if holds(value):
                 continue
-            facts[str(key)] = plain_facts(value)
+            facts[str(key)] = plain_facts(value, budget=budget)
     return facts
-
-
-def _holds_tensors(node: Any, depth: int = 0) -> bool:
-    if isinstance(node, TensorInfo):
-        return True
-    if depth > 3:
-        return False
-    items = _children(node)
-    if not items:
-        return False
-    return any(_holds_tensors(v, depth + 1) for _, v in items[:50])
