@@ -83,6 +83,9 @@ def interpret(data: bytes, reader: StorageBytes | None, budgets: Budgets, *,
                 metadata[name] = str(facts[key])
         if isinstance(facts.get("hyper_parameters"), dict):
             metadata["hyper_parameters"] = facts["hyper_parameters"]
+    groups = optimizer_param_groups(root)
+    if groups:
+        metadata["optimizer_param_groups"] = groups
     if context.layouts:
         metadata["special_layouts"] = dict(context.layouts)
     devices: dict[str, int] = {}
@@ -90,6 +93,34 @@ def interpret(data: bytes, reader: StorageBytes | None, budgets: Budgets, *,
         devices[info.device] = devices.get(info.device, 0) + 1
     metadata["devices"] = devices
     return TorchPickle(result, context, flat, verdict, findings, metadata)
+
+
+def optimizer_param_groups(root: Any, max_depth: int = 4) -> dict[str, list[int]]:
+    """Sizes of each optimizer's param groups, by the dotted path of its state dict
+    ("optimizer", "optimizer_states.0"), so a training check can match them to a model."""
+    found: dict[str, list[int]] = {}
+    stack: list[tuple[str, Any, int]] = [("", root, 0)]
+    seen = 0
+    while stack and seen < 10_000:
+        path, node, depth = stack.pop()
+        seen += 1
+        if isinstance(node, dict):
+            groups = node.get("param_groups")
+            if isinstance(groups, list) and groups and all(isinstance(g, dict) for g in groups):
+                sizes = [len(g["params"]) if isinstance(g.get("params"), list) else 0
+                         for g in groups]
+                found[path] = sizes
+                continue
+            items = list(node.items())[:200]
+        elif isinstance(node, list):
+            items = list(enumerate(node))[:50]
+        else:
+            continue
+        if depth < max_depth:
+            for key, value in items:
+                if isinstance(value, (dict, list)):
+                    stack.append((f"{path}.{key}" if path else str(key), value, depth + 1))
+    return found
 
 
 def numpy_dtype_classes(codes: set[str]) -> list[str]:
