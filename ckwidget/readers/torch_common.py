@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 from dataclasses import dataclass, field
+from itertools import islice
 from typing import Any
 
 from ..checkpoint import Finding, TensorInfo
@@ -111,9 +112,9 @@ def optimizer_param_groups(root: Any, max_depth: int = 4) -> dict[str, list[int]
                          for g in groups]
                 found[path] = sizes
                 continue
-            items = list(node.items())[:200]
+            items = list(islice(node.items(), 200))
         elif isinstance(node, list):
-            items = list(enumerate(node))[:50]
+            items = list(islice(enumerate(node), 50))
         else:
             continue
         if depth < max_depth:
