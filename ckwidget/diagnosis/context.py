@@ -47,6 +47,14 @@ class Context:
     def file_findings(self, *kinds: str) -> list[Finding]:
         return [f for f in self.ckpt.findings if f.kind in kinds]
 
+    @property
+    def members(self) -> dict[str, str]:
+        """Entry-relative key -> full dotted key in the file (computed once)."""
+        cached = self.notes.get("members")
+        if cached is None:
+            cached = self.notes["members"] = self.ckpt.members(self.entry)
+        return cached
+
     def full_key(self, key: str) -> str:
         """The dotted path in the file of an entry-relative key."""
-        return self.ckpt.members(self.entry).get(key, key)
+        return self.members.get(key, key)

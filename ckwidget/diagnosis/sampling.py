@@ -1,11 +1,17 @@
 """Bounded reads of tensor values for checks that need numbers (non-finite counts).
 
-Reads never exceed ``budget`` bytes in total, whatever the file's size: each tensor
-contributes its head and tail (contiguous, so a memory-mapped file touches few pages).
+Why bounded: a checkpoint can hold 100,000 tensors or 100 GB; diagnosis must cost the
+same for both. So the check reads at most ``MAX_LARGEST`` of the largest tensors plus
+``MAX_SPREAD`` spread evenly over the rest, each through ``ckpt.read`` (which maps one
+tensor, never the whole file) and each as an evenly strided sample of at most its
+share of ``budget`` bytes (``ckwidget.stats.sample_tensor``). A deadline stops the
+reads early on a slow disk; ``Sample`` says what was examined.
 """
 
 from __future__ import annotations
 
+import heapq
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -13,6 +19,9 @@ from ..checkpoint import Checkpoint, TensorInfo
 
 FLOATS = {"float64", "float32", "float16", "bfloat16"}
 DEFAULT_BUDGET = 4 << 20  # bytes of values examined in total
+MAX_LARGEST = 192         # the largest tensors are always examined
+MAX_SPREAD = 192          # plus this many spread evenly over the others
+DEADLINE_S = 0.5          # stop reading after this long (a slow or network disk)
 
 
 @dataclass
@@ -23,43 +32,64 @@ class Sample:
     examined: int = 0          # elements examined
     total: int = 0             # elements in the tensors considered
     tensors: int = 0           # tensors examined
+    candidates: int = 0        # tensors that could have been examined
+    bytes_read: int = 0        # bytes of values examined (at most the budget)
     error: str | None = None   # why sampling stopped, in one sentence
 
 
+def choose(infos: Mapping[str, TensorInfo], keys: list[str],
+           largest: int = MAX_LARGEST, spread: int = MAX_SPREAD) -> list[str]:
+    """The largest ``largest`` keys, then ``spread`` more evenly spaced over the rest,
+    in the entry's order (O(n log largest))."""
+    if len(keys) <= largest + spread:
+        return list(keys)
+    top = set(heapq.nlargest(largest, range(len(keys)), key=lambda i: infos[keys[i]].nbytes))
+    rest = [i for i in range(len(keys)) if i not in top]
+    step = len(rest) / spread
+    picked = top | {rest[int(j * step)] for j in range(spread)}
+    return [keys[i] for i in sorted(picked)]
+
+
 def sample_values(ckpt: Checkpoint, entry: str, budget: int = DEFAULT_BUDGET,
-                  infos: Mapping[str, TensorInfo] | None = None) -> Sample:
-    import torch
+                  infos: Mapping[str, TensorInfo] | None = None,
+                  members: Mapping[str, str] | None = None) -> Sample:
+    """Non-finite counts over a bounded sample of the entry's floating tensors.
+
+    ``members`` maps entry keys to full keys (``ckpt.members(entry)``) when the caller
+    has it already.
+    """
+    import numpy as np
+
+    from ..stats import sample_tensor
 
     infos = ckpt.entry(entry) if infos is None else infos
     keys = [k for k, i in infos.items()
             if i.dtype in FLOATS and i.readable and i.layout == "strided" and i.numel]
-    out = Sample(total=sum(infos[k].numel for k in keys))
+    out = Sample(total=sum(infos[k].numel for k in keys), candidates=len(keys))
     if not keys:
         return out
-    per = max(1024, budget // len(keys))
-    spent = 0
-    chosen: list[str] = []
-    for k in keys:
-        cost = min(infos[k].nbytes, per)
-        if spent + cost > budget * 2:
+    chosen = choose(infos, keys)
+    members = ckpt.members(entry) if members is None else members
+    share = budget // len(chosen)
+    deadline = time.perf_counter() + DEADLINE_S
+    for k in chosen:
+        info = infos[k]
+        size = max(1, info.nbytes // max(1, info.numel))
+        cap = max(1, share // size)
+        try:
+            values = sample_tensor(ckpt.read(members.get(k, k)), cap)
+        except Exception as exc:  # a value check must never break diagnosis
+            out.error = f"values could not be read ({type(exc).__name__}: {str(exc)[:200]})"
             break
-        chosen.append(k)
-        spent += cost
-    try:
-        tensors = ckpt.state_dict(entry, map_location="cpu", keys=chosen)
-    except Exception as exc:  # a value check must never break diagnosis
-        out.error = f"values could not be read ({type(exc).__name__}: {str(exc)[:200]})"
-        return out
-    for k, t in tensors.items():
-        flat = t.detach().reshape(-1)
-        n = max(1, per // max(1, t.element_size()))
-        if flat.numel() > n:
-            flat = torch.cat([flat[: n // 2], flat[-(n - n // 2):]])
-        flat = flat.float()
-        nan = int(torch.isnan(flat).sum())
-        inf = int(torch.isinf(flat).sum())
-        out.examined += flat.numel()
+        nan = int(np.isnan(values).sum())
+        inf = int(np.isinf(values).sum())
+        out.examined += int(values.size)
+        out.bytes_read += int(values.size) * size
         out.tensors += 1
         if nan or inf:
             out.nonfinite[k] = (nan, inf)
+        if time.perf_counter() > deadline:
+            out.error = (f"stopped after {out.tensors} of {len(chosen)} sampled tensors "
+                         f"({DEADLINE_S} s)")
+            break
     return out

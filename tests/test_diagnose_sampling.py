@@ -1,0 +1,72 @@
+"""Non-finite checks read a bounded sample, whatever the number or size of tensors."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+import ckwidget as ck
+from ckwidget.checkpoint import Checkpoint, describe_tensor
+from ckwidget.diagnosis.sampling import DEFAULT_BUDGET, MAX_LARGEST, MAX_SPREAD, sample_values
+
+
+class Counting:
+    """A tensor source that counts its reads."""
+
+    reads = 0
+
+    def __init__(self, tensor: torch.Tensor) -> None:
+        self.tensor = tensor
+
+    def load(self) -> torch.Tensor:
+        Counting.reads += 1
+        return self.tensor
+
+
+def counted_checkpoint(sd: dict[str, torch.Tensor]) -> Checkpoint:
+    tensors = {}
+    for k, v in sd.items():
+        info = describe_tensor(v)
+        tensors[k] = type(info)(info.shape, info.dtype, info.device, info.nbytes,
+                                info.layout, Counting(v))
+    return Checkpoint(None, "in-memory", tensors, [""], {"name": "counted"})
+
+
+def test_many_tensors_read_a_bounded_sample():
+    sd = {f"layers.{i}.weight": torch.zeros(1000) for i in range(3000)}
+    big = torch.zeros(2_000_000)
+    big[900_000:1_000_000] = float("nan")  # the middle only: head and tail are clean
+    sd["big.weight"] = big
+    Counting.reads = 0
+    sample = sample_values(counted_checkpoint(sd), "")
+    assert Counting.reads <= MAX_LARGEST + MAX_SPREAD
+    assert sample.tensors == Counting.reads
+    assert sample.bytes_read <= DEFAULT_BUDGET
+    assert sample.examined < sample.total
+    assert "big.weight" in sample.nonfinite
+    nan, inf = sample.nonfinite["big.weight"]
+    assert nan > 0 and inf == 0
+
+
+def test_small_checkpoints_are_examined_whole():
+    sd = {f"l.{i}.weight": torch.randn(8, 8) for i in range(20)}
+    sd["l.3.weight"][0, :3] = float("nan")
+    sd["l.7.weight"][1, 1] = float("inf")
+    sample = sample_values(counted_checkpoint(sd), "")
+    assert sample.examined == sample.total == 20 * 64
+    assert sample.nonfinite == {"l.3.weight": (3, 0), "l.7.weight": (0, 1)}
+
+
+def test_diagnose_never_torch_loads_the_whole_file(tmp_path, monkeypatch):
+    model = nn.Sequential(*[nn.Linear(2, 2) for _ in range(600)])
+    sd = model.state_dict()
+    sd["5.weight"][0, 0] = float("nan")
+    path = tmp_path / "many.pt"
+    torch.save(sd, path)
+    calls = []
+    real = torch.load
+    monkeypatch.setattr(torch, "load", lambda *a, **k: calls.append(a) or real(*a, **k))
+    report = ck.diagnose(path, model)
+    assert calls == []
+    assert report.finding("nonfinite") is not None
+    assert "5.weight" in report.finding("nonfinite").keys
