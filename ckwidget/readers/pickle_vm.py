@@ -145,6 +145,7 @@ _OPNAMES = {
 
 _unpack_d = struct.Struct(">d").unpack_from
 _U32 = struct.Struct("<I")
+_REDUCER_ERRORS = (TypeError, ValueError, IndexError, KeyError, AttributeError)
 _CHUNK_SIZE = 4096
 _CHUNK = range(_CHUNK_SIZE)  # budgets are checked between chunks of opcodes
 
@@ -190,6 +191,7 @@ def run_pickle(
     set_items = state.set_items
     append_items = state.append_items
     get_global = state.get_global
+    calls = res.calls
     frombytes = int.from_bytes
     unpack_u32 = _U32.unpack_from
     pos = start
@@ -248,7 +250,17 @@ def run_pickle(
                     stack[-1] = (stack[-1],)
                 elif op == 0x52:  # REDUCE
                     args = stack.pop()
-                    stack[-1] = call(stack[-1], args, "reduce")
+                    func = stack[-1]
+                    if type(func) is Global and func.reducer is not None and (
+                        type(args) is tuple
+                    ):  # the torch rebuild calls: inlined, they are most of a checkpoint
+                        calls[func.full] = calls.get(func.full, 0) + 1
+                        try:
+                            stack[-1] = func.reducer(*args)
+                        except _REDUCER_ERRORS:
+                            stack[-1] = Call(func, args, "reduce")
+                    else:
+                        stack[-1] = call(func, args, "reduce")
                 elif op == 0x51:  # BINPERSID
                     stack[-1] = state.persistent(stack[-1])
                 elif op == 0x89:  # NEWFALSE
@@ -480,7 +492,7 @@ class _Machine:
             if func.reducer is not None and type(args) is tuple:
                 try:
                     return func.reducer(*args)
-                except (TypeError, ValueError, IndexError, KeyError, AttributeError):
+                except _REDUCER_ERRORS:
                     pass  # arguments of an unexpected shape: keep the record instead
         return Call(func, args, kind)
 

@@ -54,7 +54,7 @@ def interpret(data: bytes, reader: StorageBytes | None, budgets: Budgets, *,
             reducers=context.reducers(), builders={"*": context.build},
         )
     finally:
-        if was_enabled:
+        if was_enabled:  # open_checkpoint keeps it off for the whole read
             gc.enable()
     root = result.root
     findings: list[Finding] = []
