@@ -153,3 +153,14 @@ def test_unload_removes_the_magic(ip) -> None:
     assert "ckdebug" not in ip.magics_manager.magics["line"]
     ip.run_line_magic("load_ext", "ckwidget")
     assert "ckdebug" in ip.magics_manager.magics["line"]
+
+
+def test_static_flag_shows_the_html_report(ip, broken) -> None:
+    from ckwidget.ui.static import StaticReport
+
+    path, _ = broken
+    ip.user_ns["net"] = Net()
+    report = ip.run_line_magic("ckdebug", f'"{path}" net --static')
+    assert isinstance(report, StaticReport)
+    html = report._repr_mimebundle_()["text/html"]
+    assert "ck-headline" in html and "removeprefix" in html

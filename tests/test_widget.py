@@ -297,6 +297,59 @@ def test_static_report_and_repr_html(prefixed) -> None:
     assert "ck-snippet" in dbg._repr_html_()
 
 
+def test_mimebundle_has_widget_view_and_escaped_static_html(resized) -> None:
+    """Front ends without ipywidgets render the bundle's text/html; it must be readable
+    and every string from the file escaped."""
+    path, _ = resized
+    dbg = _open(path, TinyNet(classes=5))
+    bundle = dbg._repr_mimebundle_()
+    view = bundle["application/vnd.jupyter.widget-view+json"]
+    assert view["model_id"] == dbg.model_id
+    html = bundle["text/html"]
+    assert HOSTILE not in html and "&lt;img src=x onerror=alert(1)&gt;" in html
+    for part in ("ck-headline", "would load", "ck-finding", "<h4>Plan</h4>", "ck-snippet",
+                 "removeprefix", "<h4>Keys</h4>", "ck-table", "ck-static-note"):
+        assert part in html, part
+    assert "toggle them" not in html  # no widget controls to point at in a static view
+    assert bundle["text/plain"] == f"<CheckpointDebugger: {dbg.report.headline}>"
+
+
+def test_static_report_bundle_is_html_only(resized) -> None:
+    path, _ = resized
+    static = ck.debug(path, TinyNet(classes=5), static=True)
+    bundle = static._repr_mimebundle_()
+    assert set(bundle) == {"text/html", "text/plain"}
+    assert HOSTILE not in bundle["text/html"] and "ck-headline" in bundle["text/html"]
+    assert "ck-static-note" not in bundle["text/html"]  # asked for: no apology needed
+    assert "def " not in static.export() or "torch.load" in static.export()
+
+
+def test_colab_widget_support_is_turned_on_only_in_colab(prefixed, monkeypatch) -> None:
+    import sys
+    import types
+
+    from ckwidget.ui import enable_colab_widgets
+
+    path, _ = prefixed
+    assert not enable_colab_widgets()  # not in Colab: nothing happens
+    calls: list[str] = []
+    colab = types.ModuleType("google.colab")
+    output = types.ModuleType("google.colab.output")
+    output.enable_custom_widget_manager = lambda: calls.append("on")
+    colab.output = output
+    google = types.ModuleType("google")
+    google.colab = colab
+    monkeypatch.setitem(sys.modules, "google", google)
+    monkeypatch.setitem(sys.modules, "google.colab", colab)
+    monkeypatch.setitem(sys.modules, "google.colab.output", output)
+    assert enable_colab_widgets() and calls == ["on"]
+    _open(path, TinyNet())  # (anywidget, when installed, asks for the same)
+    n = len(calls)
+    assert n >= 2
+    ck.debug(path, TinyNet(), static=True)  # the static report needs no widgets
+    assert len(calls) == n
+
+
 def test_displayed_once_per_cell(prefixed, monkeypatch) -> None:
     path, _ = prefixed
     dbg = _open(path, TinyNet())

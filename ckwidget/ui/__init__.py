@@ -1,7 +1,26 @@
-"""The notebook view: ``debug`` builds the widget (or a static HTML report)."""
+"""The notebook view: ``debug`` builds the widget (or a static HTML report).
+
+How each front end is served (one object, one display bundle):
+
+- JupyterLab 4, Notebook 7, Voila: the live ipywidgets 8 widget (plotly charts through
+  anywidget). Each is driven in a real browser by the test suite
+  (tests/test_browser*.py).
+- VS Code (Jupyter extension): renders ipywidgets 8 and anywidget itself, so it gets the
+  same live widget.
+- Colab: renders ipywidgets 8 once third-party widgets are on; ``debug`` turns them on
+  (``google.colab.output.enable_custom_widget_manager()``) when it runs inside Colab.
+- Everything else (GitHub and nbviewer previews, a notebook reopened without its kernel,
+  front ends without widget support): the widget's display bundle also carries a static
+  ``text/html`` report (header, findings, plan, code, first page of keys; every string
+  from the file escaped), which such front ends render instead of the widget view. A
+  terminal gets a one-line ``text/plain``.
+- ``debug(..., static=True)`` / ``%ckdebug ... --static`` return that HTML report on
+  its own (a ``StaticReport``), for front ends where the widget view renders badly.
+"""
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 
@@ -32,7 +51,25 @@ def debug(
         return StaticReport(report, model_name)
     from .widget import CheckpointDebugger
 
+    enable_colab_widgets()
     return CheckpointDebugger(report, model, model_name=model_name, background=background)
 
 
-__all__ = ["debug"]
+def enable_colab_widgets() -> bool:
+    """Inside Colab, turn on third-party widget support (ipywidgets 8 needs it).
+
+    Returns True if it was turned on; elsewhere (or if Colab refuses) it does nothing,
+    and the static HTML in the display bundle is what the user sees.
+    """
+    if "google.colab" not in sys.modules:
+        return False
+    try:
+        from google.colab import output  # type: ignore[import-not-found]
+
+        output.enable_custom_widget_manager()
+    except Exception:  # an old or changed Colab: the HTML fallback still shows
+        return False
+    return True
+
+
+__all__ = ["debug", "enable_colab_widgets"]

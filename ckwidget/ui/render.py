@@ -51,12 +51,14 @@ def headline_html(report: Any) -> str:
     )
 
 
-def plan_hint(report: Any) -> str:
+def plan_hint(report: Any, interactive: bool = True) -> str:
     """The line under the headline before any toggle: what the suggested plan holds."""
     n = len(report.plan.fixes) if report.plan is not None else 0
     if n == 0:
         return "No fixes are needed." if report.loads_cleanly else "No fix is suggested."
     fixes = "1 fix" if n == 1 else f"{n} fixes"
+    if not interactive:
+        return f"Suggested plan: {fixes}, listed under Plan below with its code."
     return f"Suggested plan: {fixes}; toggle them in Fix &amp; export."
 
 

@@ -16,8 +16,12 @@ def static_html(
     model_name: str = "model",
     table: KeyTable | None = None,
     evidence: dict[int, str] | None = None,
+    note: str = "",
 ) -> str:
-    """Header, findings, the first page of the key table and the plan's code; escaped."""
+    """Header, findings, the first page of the key table and the plan's code; escaped.
+
+    ``note`` is trusted HTML shown above the report (ckwidget's own text, never a file's).
+    """
     plan = report.plan if plan is None else plan
     status = str(getattr(report, "status", "broken"))
     page = (table or KeyTable(report.table)).page(0)
@@ -31,9 +35,10 @@ def static_html(
                   else '<div class="ck-hint">No fixes needed.</div>')
     return (
         f'{style_tag()}<div class="ck-root ck-static">'
-        f'<div class="ck-header ck-status-{esc(status)}">{render.header_html(report)}'
+        + (f'<div class="ck-hint ck-static-note">{note}</div>' if note else "")
+        + f'<div class="ck-header ck-status-{esc(status)}">{render.header_html(report)}'
         f'<div class="ck-headline">{render.headline_html(report)}</div>'
-        f'<div class="ck-planline">{render.plan_hint(report)}</div></div>'
+        f'<div class="ck-planline">{render.plan_hint(report, interactive=False)}</div></div>'
         f"<h4>Diagnosis</h4>{render.findings_html(report.findings, fixes, evidence)}"
         f"<h4>Plan</h4>{plan_block}"
         f'<div class="ck-snippet">{code_html(code)}</div>'
@@ -57,10 +62,13 @@ class StaticReport:
     def _repr_html_(self) -> str:
         return self.to_html()
 
+    def _repr_mimebundle_(self, **kwargs: Any) -> dict[str, Any]:
+        return {"text/html": self.to_html(), "text/plain": repr(self)}
+
     def _ipython_display_(self) -> None:
         from .export import show_once
 
-        show_once(self, {"text/html": self.to_html(), "text/plain": repr(self)})
+        show_once(self, self._repr_mimebundle_())
 
     def export(self) -> str:
         from .export import to_next_cell

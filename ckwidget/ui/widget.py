@@ -464,16 +464,36 @@ class CheckpointDebugger(w.VBox):
         from .static import static_html
 
         return static_html(self.report, self.plan, self.model_name, self.key_table,
-                           self._evidence)
+                           self._evidence, note=STATIC_NOTE)
 
     def _repr_html_(self) -> str:
         return self.to_html()
 
+    def _repr_mimebundle_(self, **kwargs: Any) -> dict[str, Any]:
+        """The widget view plus a static ``text/html`` report and a one-line text.
+
+        Front ends with ipywidgets 8 render the view (it outranks text/html); the others
+        (GitHub, nbviewer, Colab without custom widgets, a saved notebook read without a
+        kernel) render the HTML; a terminal prints the text.
+        """
+        bundle = dict(super()._repr_mimebundle_(**kwargs) or {})
+        bundle["text/html"] = self.to_html()
+        bundle["text/plain"] = repr(self)
+        return bundle
+
     def _ipython_display_(self) -> None:
         """Show once per cell run: ``%ckdebug`` displays and also returns the widget."""
-        bundle = dict(self._repr_mimebundle_() or {})
-        bundle.setdefault("text/html", self.to_html())
-        show_once(self, bundle)
+        show_once(self, self._repr_mimebundle_())
+
+    def __repr__(self) -> str:
+        return f"<CheckpointDebugger: {self.report.headline}>"
+
+
+STATIC_NOTE = (
+    "Static view of the checkpoint debugger: this front end did not render the "
+    "interactive widget (it needs ipywidgets 8). <code>dbg.apply()</code>, "
+    "<code>dbg.export()</code> and <code>dbg.save(path)</code> do what its buttons do."
+)
 
 
 def _result_html(result: Any, model_name: str) -> str:
