@@ -12,7 +12,13 @@ import ipywidgets as w
 import numpy as np
 
 from .. import stats
-from .plots import FigureHolder, histogram_figure, layer_figure, nonfinite_figure
+from .plots import (
+    FigureHolder,
+    histogram_figure,
+    layer_figure,
+    nonfinite_figure,
+    nonfinite_note,
+)
 from .style import esc
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -113,7 +119,11 @@ class DistributionsPanel:
             self.progress.layout.display = "none"
             labels = {s.key: s.key for s in self.overview}
             self.layers.show(layer_figure(self.overview, self.model_overview, labels))
-            self.nonfinite.show(nonfinite_figure(self.overview))
+            note = nonfinite_note(self.overview)
+            if note is None:
+                self.nonfinite.show(nonfinite_figure(self.overview))
+            else:
+                self.nonfinite.note(note)
             self.status.value = (f"<span class='ck-hint'>Sampled {esc(label)} "
                                  f"(up to {OVERVIEW_SAMPLE:,} values each).</span>")
             if self.chooser.value:

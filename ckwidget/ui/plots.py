@@ -101,20 +101,31 @@ def layer_figure(
     return fig
 
 
+def nonfinite_note(stats: Sequence[TensorStats]) -> str | None:
+    """The line shown instead of a chart when no sampled value is NaN or Inf (an empty
+    chart would only show bare axes); None when there is something to plot."""
+    if any(s.nonfinite for s in stats):
+        return None
+    read = sum(1 for s in stats if not s.error)
+    failed = len(stats) - read
+    unread = f"; {failed:,} could not be read" if failed else ""
+    if not read:
+        return "No tensor values could be read" + (f" ({failed:,} tried)." if failed else ".")
+    return (f"No NaN or Inf in the sampled values of {read:,} "
+            f"tensor{'s' if read != 1 else ''}{unread}.")
+
+
 def nonfinite_figure(stats: Sequence[TensorStats], limit: int = 40) -> Any:
     """NaN and Inf counts (in the sampled values) of the tensors that have any."""
     go = _go()
     bad = sorted((s for s in stats if s.nonfinite), key=lambda s: -s.nonfinite)[:limit]
     fig = go.Figure()
-    if bad:
-        keys = [esc(s.key) for s in bad]
-        fig.add_trace(go.Bar(y=keys, x=[s.nan for s in bad], name="NaN", orientation="h",
-                             marker_color="#d62728"))
-        fig.add_trace(go.Bar(y=keys, x=[s.inf for s in bad], name="Inf", orientation="h",
-                             marker_color="#9467bd"))
-        title = f"NaN / Inf in sampled values: {len(bad)} tensor(s)"
-    else:
-        title = f"No NaN or Inf in the sampled values of {len(stats)} tensor(s)"
+    keys = [esc(s.key) for s in bad]
+    fig.add_trace(go.Bar(y=keys, x=[s.nan for s in bad], name="NaN", orientation="h",
+                         marker_color="#d62728"))
+    fig.add_trace(go.Bar(y=keys, x=[s.inf for s in bad], name="Inf", orientation="h",
+                         marker_color="#9467bd"))
+    title = f"NaN / Inf in sampled values: {len(bad)} tensor(s)"
     fig.update_layout(barmode="stack", title=dict(text=title, font=dict(size=13)),
                       height=max(160, 60 + 22 * len(bad)),
                       margin=dict(l=50, r=20, t=40, b=30), yaxis=dict(automargin=True))
@@ -156,6 +167,13 @@ class FigureHolder:
 
             display(fig)
         self.box.children = (out,)
+
+    def note(self, text: str) -> None:
+        """Show a line of text instead of a figure (``text`` is escaped here)."""
+        import ipywidgets as w
+
+        self._fw = None
+        self.box.children = (w.HTML(f'<div class="ck-hint ck-dist-note">{esc(text)}</div>'),)
 
     @property
     def figure(self) -> Any:

@@ -11,6 +11,11 @@ STATUS_COLOURS = {
     "unsafe": "#6a1b9a",
 }
 
+MONO = ('ui-monospace, SFMono-Regular, Menlo, Consolas, "DejaVu Sans Mono", '
+        '"Liberation Mono", monospace')
+
+# Fixed font stacks, not var(--jp-code-font-family): some front ends (Voila) define that
+# variable through another that is unset, which silently falls back to the text font.
 CSS = """
 .ck-root { font-family: var(--jp-ui-font-family, system-ui, sans-serif);
   color: var(--jp-ui-font-color1, #1f1f1f); max-width: 1100px; }
@@ -18,9 +23,18 @@ CSS = """
   background: var(--jp-layout-color2, #f5f5f5); border-radius: 4px; }
 .ck-root .ck-status-ok .ck-header, .ck-header.ck-status-ok { border-left-color: #2e7d32; }
 .ck-header.ck-status-fixable { border-left-color: #b26a00; }
-.ck-header.ck-status-broken { border-left-color: #c62828; }
-.ck-header.ck-status-unsafe { border-left-color: #6a1b9a; }
+.ck-header.ck-status-broken { border-left-color: #c62828;
+  background: rgba(198, 40, 40, 0.08); }
+.ck-header.ck-status-unsafe { border-left-color: #6a1b9a;
+  background: rgba(106, 27, 154, 0.10); }
+.ck-header.ck-status-unsafe .ck-headline { color: #6a1b9a; }
+.ck-header.ck-status-broken .ck-headline { color: #b71c1c; }
 .ck-file { font-weight: 600; font-size: 14px; word-break: break-all; }
+.ck-root .ck-headline, .ck-root .ck-planline, .ck-root .ck-message,
+.ck-root .ck-fixlist li, .ck-root .ck-result, .ck-root .ck-error,
+.ck-root .ck-hint { overflow-wrap: anywhere; }
+.ck-root .ck-finding, .ck-root .widget-html, .ck-root .widget-html-content {
+  min-width: 0; max-width: 100%; }
 .ck-meta { color: var(--jp-ui-font-color2, #555); font-size: 12px; }
 .ck-headline { font-size: 15px; font-weight: 600; margin-top: 4px; }
 .ck-planline { font-size: 13px; margin-top: 2px; }
@@ -34,14 +48,19 @@ CSS = """
 .ck-error:empty { display: none; }
 .ck-finding { border: 1px solid var(--jp-border-color2, #ddd); border-radius: 4px;
   padding: 6px 10px; margin: 6px 0; }
+.ck-finding:has(.ck-sev-error) { border-left: 4px solid #c62828; }
+.ck-finding:has(.ck-sev-warning) { border-left: 4px solid #b26a00; }
+.ck-finding-malicious, .ck-finding-unsafe-globals { border-left: 4px solid #6a1b9a !important;
+  background: rgba(106, 27, 154, 0.06); }
 .ck-finding .ck-sev { display: inline-block; min-width: 56px; font-weight: 700;
   font-size: 11px; text-transform: uppercase; }
 .ck-sev-error { color: #c62828; } .ck-sev-warning { color: #b26a00; }
 .ck-sev-info { color: #1565c0; }
-.ck-kind { color: var(--jp-ui-font-color2, #666); font-family: monospace; font-size: 12px; }
+.ck-kind { color: var(--jp-ui-font-color2, #666); font-family: """ + MONO + """;
+  font-size: 12px; }
 .ck-finding summary { cursor: pointer; color: var(--jp-ui-font-color2, #555);
   font-size: 12px; margin-top: 4px; }
-.ck-evidence { font-family: monospace; font-size: 12px; margin: 4px 0 0 16px; padding: 0; }
+.ck-evidence { font-family: """ + MONO + """; font-size: 12px; margin: 4px 0 0 16px; padding: 0; }
 .ck-evidence li { overflow-wrap: anywhere; }
 .ck-fixlist { margin: 4px 0 0 0; font-size: 12px; }
 .ck-fixlist .ck-inplan { color: #2e7d32; font-weight: 600; }
@@ -51,7 +70,7 @@ CSS = """
 .ck-table-grid td { border-bottom: 1px solid var(--jp-border-color2, #e5e5e5);
   padding: 2px 6px; vertical-align: top; }
 .ck-root .widget-html-content { line-height: 1.45; }
-.ck-table-grid td.ck-key { font-family: var(--jp-code-font-family, monospace);
+.ck-table-grid td.ck-key { font-family: """ + MONO + """;
   overflow-wrap: anywhere; min-width: 240px; }
 .ck-table-grid td.ck-sh { white-space: nowrap; }
 .ck-alias { color: var(--jp-ui-font-color2, #777); font-size: 11px; }
@@ -70,10 +89,12 @@ CSS = """
 .ck-st-renamed { background: #e0f7fa; color: #006064; }
 .ck-st-other { background: #eee; color: #333; }
 .ck-table { max-height: 520px; overflow: auto; }
-.ck-code { font-family: var(--jp-code-font-family, monospace); font-size: 12px;
+.ck-code { font-family: """ + MONO + """; font-size: 12px;
   background: var(--jp-layout-color2, #f6f8fa); border: 1px solid var(--jp-border-color2, #ddd);
   border-radius: 4px; padding: 8px 10px; white-space: pre; overflow-x: auto;
   user-select: text; margin: 4px 0; }
+.ck-root pre.ck-code { white-space: pre; word-break: normal; overflow-wrap: normal;
+  overflow-x: auto; }
 .ck-result { font-size: 13px; margin: 4px 0; }
 .ck-result-ok { color: #1b5e20; } .ck-result-bad { color: #b71c1c; }
 .ck-hint { color: var(--jp-ui-font-color2, #666); font-size: 12px; }
@@ -81,9 +102,12 @@ CSS = """
   min-height: var(--jp-widgets-inline-height, 28px); margin: 2px 0; }
 .ck-root .ck-fix label, .ck-root .ck-fix .widget-label-basic { height: auto !important;
   align-items: flex-start; line-height: 20px; padding: 4px 0; }
-.ck-root .ck-fix label span { white-space: normal !important; overflow: visible !important; }
+.ck-root .ck-fix label span { white-space: normal !important; overflow: visible !important;
+  text-overflow: clip !important; overflow-wrap: anywhere; }
 .ck-root .ck-fix input[type=checkbox] { margin-top: 4px; flex-shrink: 0; }
 .ck-static h4 { margin: 10px 0 4px 0; }
+.ck-static-note { margin-bottom: 4px; }
+.ck-dist-note { padding: 6px 0; font-size: 13px; }
 """
 
 
