@@ -105,7 +105,8 @@ CSS = """
 .ck-root .ck-fix label span { white-space: normal !important; overflow: visible !important;
   text-overflow: clip !important; overflow-wrap: anywhere; }
 .ck-root .ck-fix input[type=checkbox] { margin-top: 4px; flex-shrink: 0; }
-.ck-static h4 { margin: 10px 0 4px 0; }
+.ck-root.ck-static { font-size: 13px; line-height: 1.45; }
+.ck-static h4 { margin: 10px 0 4px 0; font-size: 14px; }
 .ck-static-note { margin-bottom: 4px; }
 .ck-dist-note { padding: 6px 0; font-size: 13px; }
 """
