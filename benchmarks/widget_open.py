@@ -66,6 +66,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import ckwidget as ck
     from ckwidget.diagnosis import diagnose
+    from ckwidget.readers import open_checkpoint
     from ckwidget.ui.widget import CheckpointDebugger
 
     ck.debug  # noqa: B018 - import the UI outside the timing, like a warm kernel
@@ -74,16 +75,17 @@ def main(argv: list[str] | None = None) -> int:
     best = None
     for i in range(args.repeat):
         t = time.perf_counter()
-        report = diagnose(path, model)
-        t_diag = time.perf_counter() - t
+        ckpt = open_checkpoint(path)
+        t_open = time.perf_counter() - t
+        report = diagnose(ckpt, model)
+        t_diag = time.perf_counter() - t - t_open
         dbg = CheckpointDebugger(report, model, model_name="model")
-        t_widget = time.perf_counter() - t - t_diag
-        bundle = dbg._repr_mimebundle_()  # what _ipython_display_ publishes
-        assert bundle and "application/vnd.jupyter.widget-view+json" in bundle
-        bundle["text/html"] = dbg.to_html()
+        t_widget = time.perf_counter() - t - t_open - t_diag
+        bundle = dbg._repr_mimebundle_()  # exactly what _ipython_display_ publishes
+        assert "application/vnd.jupyter.widget-view+json" in bundle and "text/html" in bundle
         total = time.perf_counter() - t
-        print(f"run {i + 1}: total {total:.2f} s (diagnose {t_diag:.2f} s, widget "
-              f"{t_widget:.2f} s, display {total - t_diag - t_widget:.3f} s); "
+        print(f"run {i + 1}: total {total:.2f} s (open {t_open:.2f} s, diagnose {t_diag:.2f} s, "
+              f"widget {t_widget:.2f} s, display {total - t_open - t_diag - t_widget:.3f} s); "
               f"{len(report.table):,} rows; {report.headline}")
         best = total if best is None else min(best, total)
     verdict = "OK" if best is not None and best <= TARGET_S else "OVER TARGET"
