@@ -13,7 +13,8 @@ from collections import Counter, deque
 from dataclasses import dataclass, field
 
 from ..checkpoint import TensorInfo
-from .keys import SLOT, leaf_of, module_of, template, template_only
+from ..fixes.kinds import renamer
+from .keys import INT, SLOT, leaf_of, module_of, template_only
 from .model_side import ModelSide
 
 MAX_PREFIX_DEPTH = 4
@@ -51,17 +52,7 @@ class KeyStep:
         if self.kind == "add-prefix":
             p = self.prefix
             return lambda k: p + k
-        exact = dict(self.mapping)
-        compiled = [(re.compile(a), b) for a, b in self.patterns]
-
-        def rename(k: str) -> str:
-            if k in exact:
-                return exact[k]
-            for rx, repl in compiled:
-                k = rx.sub(repl, k)
-            return k
-
-        return rename
+        return renamer(self.mapping, self.patterns)
 
     def describe(self) -> str:
         if self.kind == "strip-prefix":
@@ -93,6 +84,7 @@ class Alignment:
     mismatched: list[str] = field(default_factory=list)        # model keys
     dtype_differs: list[str] = field(default_factory=list)     # model keys
     tied_served: dict[str, str] = field(default_factory=dict)  # missing key -> loaded partner
+    collisions: bool = False  # two checkpoint keys land on one name
 
     @property
     def renamed(self) -> dict[str, str]:
@@ -205,10 +197,14 @@ def _guarded_add(step: KeyStep, names: list[str], model: dict[str, TensorInfo]) 
 
 def _prefix_rounds(
     names: list[str], model: dict[str, TensorInfo]
-) -> tuple[list[str], list[KeyStep], list[list[int]]]:
+) -> tuple[list[str], list[KeyStep], list[list[int]], set[str], list[str]]:
+    """(names after the prefix steps, the steps, indices each step renamed, and the
+    final names' set and unmatched checkpoint names, for the rename pass)."""
     steps: list[KeyStep] = []
     affected: list[list[int]] = []
     score = _count(names, model)
+    name_set: set[str] = set()
+    unmatched_c: list[str] = []
     for _ in range(MAX_ROUNDS):
         if score == len(model):
             break
@@ -238,27 +234,43 @@ def _prefix_rounds(
         affected.append([i for i, (a, b) in enumerate(zip(names, mapped)) if a != b])
         names = mapped
         steps.append(step)
-    return names, steps, affected
+        name_set = set()  # stale: recomputed below
+    if score == len(model):
+        return names, steps, affected, set(), []  # every model key is served
+    if not name_set:
+        name_set = set(names)
+        unmatched_c = [n for n in names if n not in model]
+    return names, steps, affected, name_set, unmatched_c
 
 
 # -- renames ----------------------------------------------------------------------------
 def _by_module(keys: list[str]) -> dict[str, list[str]]:
     out: dict[str, list[str]] = {}
+    get = out.get
     for k in keys:
-        out.setdefault(module_of(k), []).append(k)
+        mod = k.rpartition(".")[0]
+        group = get(mod)
+        if group is None:
+            out[mod] = [k]
+        else:
+            group.append(k)
     return out
 
 
 def _signature(keys: list[str], infos: dict[str, TensorInfo]) -> tuple:
-    return tuple(sorted((leaf_of(k), infos[k].shape) for k in keys))
+    if len(keys) == 1:
+        k = keys[0]
+        return ((k.rpartition(".")[2], infos[k].shape),)
+    return tuple(sorted([(k.rpartition(".")[2], infos[k].shape) for k in keys]))
 
 
-def _find_renames(unmatched_c: list[str], c_infos: dict[str, TensorInfo],
+def _find_renames(cmods: dict[str, list[str]], c_infos: dict[str, TensorInfo],
                   unmatched_m: list[str], m_infos: dict[str, TensorInfo]
                   ) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
     """(module pairs, key pairs): modules whose unmatched keys have the same leaves and
-    shapes, paired in order; then leaves renamed inside one module (gamma -> weight)."""
-    cmods, mmods = _by_module(unmatched_c), _by_module(unmatched_m)
+    shapes, paired in order; then leaves renamed inside one module (gamma -> weight).
+    ``cmods`` is the unmatched checkpoint keys by module."""
+    mmods = _by_module(unmatched_m)
     sig_c: dict[tuple, deque[str]] = {}
     for mod, keys in cmods.items():
         if mod:
@@ -307,12 +319,16 @@ def _rename_step(module_pairs: list[tuple[str, str]], key_pairs: list[tuple[str,
     for ck, mk in key_pairs:
         intended[ck] = mk
     groups: dict[tuple[str, str], list[tuple[str, str]]] = {}
-    for cmod, mmod in module_pairs:
-        (ct, ci), (mt, mi) = template(cmod), template(mmod)
-        if ci and ci == mi:
-            groups.setdefault((ct, mt), []).append((cmod, mmod))
+    ints, slots = INT.findall, INT.sub
+    for pair in module_pairs:
+        cmod, mmod = pair
+        ci = ints(cmod)
+        key = (slots(SLOT, cmod), slots(SLOT, mmod)) if ci and ci == ints(mmod) else pair
+        group = groups.get(key)
+        if group is None:
+            groups[key] = [pair]
         else:
-            groups.setdefault((cmod, mmod), []).append((cmod, mmod))
+            group.append(pair)
     patterns: list[tuple[str, str]] = []
     exact: list[tuple[str, str]] = []
     patterned: set[str] = set()
@@ -328,13 +344,18 @@ def _rename_step(module_pairs: list[tuple[str, str]], key_pairs: list[tuple[str,
             exact.extend((k, intended[k]) for k in c_by_module[cmod])
     exact.extend(key_pairs)
     step = KeyStep("rename-keys", mapping=tuple(exact), patterns=tuple(patterns), origin="rename")
-    mapped = [intended.get(n, n) for n in names]
+    get = intended.get
+    mapped = [get(n, n) for n in names]
     if patterns:
         # The patterns must leave every other key alone and rename a spread of the
         # intended ones exactly (checking all of them would double the cost).
         fn = step.mapper()
-        compiled = [re.compile(rx) for rx, _ in patterns]
-        strays = any(rx.search(n) for n in names if n not in intended for rx in compiled)
+        compiled = [re.compile(rx).search for rx, _ in patterns]
+        if len(compiled) == 1:
+            search = compiled[0]
+            strays = any(search(n) for n in names if n not in intended)
+        else:
+            strays = any(s(n) for n in names if n not in intended for s in compiled)
         wrong = any(fn(n) != intended[n] for n in _spread(list(intended)))
         if strays or wrong:
             step = KeyStep("rename-keys", mapping=tuple(intended.items()), origin="rename")
@@ -380,30 +401,41 @@ def align(ckpt: dict[str, TensorInfo], model: ModelSide) -> Alignment:
     originals = list(ckpt)
     names = originals
     if _count(names, m_infos) < len(m_infos):
-        names, result.steps, affected = _prefix_rounds(names, m_infos)
+        names, result.steps, affected, name_set, unmatched_c = _prefix_rounds(names, m_infos)
         result.step_keys = [[originals[i] for i in idx] for idx in affected]
-        name_set = set(names)
-        unmatched_c = [n for n in names if n not in m_infos]
+        tied = model.tied
         unmatched_m = [m for m in m_infos if m not in name_set
-                       and not (m in model.tied and model.tied[m] in name_set)]
+                       and not (tied and m in tied and tied[m] in name_set)] if unmatched_c else []
         if unmatched_c and unmatched_m:
-            cur_infos = {n: ckpt[o] for n, o in zip(names, originals) if n not in m_infos}
-            module_pairs, key_pairs = _find_renames(unmatched_c, cur_infos, unmatched_m, m_infos)
+            if names is originals:
+                cur_infos = {n: ckpt[n] for n in unmatched_c}
+            else:
+                cur_infos = {n: ckpt[o] for n, o in zip(names, originals) if n not in m_infos}
+            cmods = _by_module(unmatched_c)
+            module_pairs, key_pairs = _find_renames(cmods, cur_infos, unmatched_m, m_infos)
             if module_pairs or key_pairs:
-                step, mapped = _rename_step(module_pairs, key_pairs, _by_module(unmatched_c),
-                                            names)
+                step, mapped = _rename_step(module_pairs, key_pairs, cmods, names)
                 result.rename_pairs = module_pairs + key_pairs
                 result.step_keys.append([o for o, a, b in zip(originals, names, mapped) if a != b])
                 names = mapped
                 result.steps.append(step)
     # names[i] is where ckpt key originals[i] lands in the model's namespace.
-    landing: dict[str, str] = {}
-    for orig, name in zip(originals, names):
-        if name in m_infos and name not in landing:
-            landing[name] = orig
-        else:
-            result.unexpected.append(orig)
-            result.unexpected_mapped[orig] = name
+    landing: dict[str, str]
+    if len(set(names)) == len(names):  # no collisions: comprehensions are faster
+        landing = {n: o for n, o in zip(names, originals) if n in m_infos}
+        result.unexpected = [o for n, o in zip(names, originals) if n not in m_infos]
+        if result.unexpected:
+            result.unexpected_mapped = {o: n for n, o in zip(names, originals)
+                                        if n not in m_infos}
+    else:
+        result.collisions = True
+        landing = {}
+        for orig, name in zip(originals, names):
+            if name in m_infos and name not in landing:
+                landing[name] = orig
+            else:
+                result.unexpected.append(orig)
+                result.unexpected_mapped[orig] = name
     _classify(result, landing)
     return result
 
@@ -416,14 +448,13 @@ def _classify(result: Alignment, landing: dict[str, str]) -> None:
     tied_rev: dict[str, list[str]] = {}
     for k, v in tied.items():
         tied_rev.setdefault(v, []).append(k)
-    square: list[str] = []
-    flat2d: list[str] = []
     family: dict[str, list[int]] = {}
     status, notes, pairs = result.status, result.notes, result.pairs
     transposed, dtype_differs = result.transposed, result.dtype_differs
     shape_notes: dict[tuple, str] = {}
+    landing_get = landing.get
     for mk, minfo in m_infos.items():
-        ck = landing.get(mk)
+        ck = landing_get(mk)
         if ck is None:
             partners = [tied[mk]] if mk in tied else tied_rev.get(mk, [])
             served = next((p for p in partners if p in landing), None)
@@ -437,14 +468,10 @@ def _classify(result: Alignment, landing: dict[str, str]) -> None:
             continue
         pairs[mk] = ck
         cinfo = ckpt[ck]
-        cs, ms = cinfo.shape, minfo.shape
+        cs = cinfo.shape
+        ms = minfo.shape
         renamed = ck != mk
         if cs == ms:
-            if len(cs) == 2:
-                if cs[0] == cs[1] and cs[0] > 1:
-                    square.append(mk)
-                else:
-                    flat2d.append(mk)
             if cinfo.dtype != minfo.dtype:
                 dtype_differs.append(mk)
                 status[mk] = "renamed" if renamed else "dtype-differs"
@@ -472,13 +499,21 @@ def _classify(result: Alignment, landing: dict[str, str]) -> None:
             notes[mk] = (f"{REASON_NOTES[reason]}: {_fmt(cs)} in the file, "
                          f"{_fmt(ms)} in the model")
     # Square weights cannot show a transpose by shape: follow their family's majority.
-    if not (square and result.transposed):
-        square = []
-    else:
-        for mk in flat2d:
-            _vote(family, mk, 0)
-        for mk in result.transposed:
-            _vote(family, mk, 1)
+    square: list[str] = []
+    if result.transposed:
+        flat2d: list[str] = []
+        for mk, ck in pairs.items():
+            cs = ckpt[ck].shape
+            if len(cs) == 2 and status[mk] != "transposed" and cs == m_infos[mk].shape:
+                if cs[0] == cs[1] and cs[0] > 1:
+                    square.append(mk)
+                else:
+                    flat2d.append(mk)
+        if square:  # only they need the families' votes
+            for mk in flat2d:
+                _vote(family, mk, 0)
+            for mk in result.transposed:
+                _vote(family, mk, 1)
     for mk in square:
         if _family_transposed(family, mk):
             result.transposed.append(mk)

@@ -192,6 +192,21 @@ def _received(received: Mapping[str, TensorInfo], side: ModelSide) -> int:
     return n
 
 
+def _simulate(ctx: Context, plan: Any) -> dict[str, TensorInfo]:
+    """What the model receives after the plan. When the plan's key-mapping fixes are
+    exactly the alignment's steps, the alignment already knows where every key lands."""
+    from .checks.architecture import step_fix
+
+    a = ctx.alignment
+    if plan.extracts or (plan.entry or "") != ctx.entry:
+        return plan.simulate(ctx.ckpt, ctx.model.infos)
+    if not a.collisions and [f for f in plan if f.maps_keys] == [step_fix(s) for s in a.steps]:
+        ckpt = a.ckpt
+        landed = {mk: ckpt[ck] for mk, ck in a.pairs.items()}
+        return plan.simulate(ctx.ckpt, ctx.model.infos, landed, keys_mapped=True)
+    return plan.simulate(ctx.ckpt, ctx.model.infos, ctx.entry_infos)
+
+
 def _summarise(ctx: Context, findings: list[Finding], plan: Any, model: Any) -> Report:
     side, a, ckpt = ctx.model, ctx.alignment, ctx.ckpt
     total = len(side.infos)
@@ -207,7 +222,7 @@ def _summarise(ctx: Context, findings: list[Finding], plan: Any, model: Any) -> 
                     if (c := top.get(k)) is not None and c.shape == info.shape)
     unrepairable = blockers & UNREPAIRABLE
     try:
-        after = 0 if unrepairable else _received(plan.simulate(ckpt, side.infos), side)
+        after = 0 if unrepairable else _received(_simulate(ctx, plan), side)
     except CheckpointError:
         after = len(a.loadable) + len(a.transposed)
     clean = (not blockers and ctx.entry == "" and not a.missing and not a.unexpected

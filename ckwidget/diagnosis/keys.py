@@ -13,15 +13,14 @@ SLOT = "\x00"  # stands for an integer component inside a template
 
 def module_of(key: str) -> str:
     """"h.0.attn.weight" -> "h.0.attn"; a top-level key belongs to the root module ""."""
-    cut = key.rfind(".")
-    return key[:cut] if cut >= 0 else ""
+    return key.rpartition(".")[0]
 
 
 def leaf_of(key: str) -> str:
-    return key[key.rfind(".") + 1:]
+    return key.rpartition(".")[2]
 
 
-_INT = re.compile(r"(?<![^.])[0-9]+(?![^.])")
+INT = re.compile(r"(?<![^.])[0-9]+(?![^.])")  # a whole integer component
 _INT_SPLIT = re.compile(r"(?<![^.])([0-9]+)(?![^.])")
 
 
@@ -34,7 +33,7 @@ def template(key: str) -> tuple[str, tuple[int, ...]]:
 
 
 def template_only(key: str) -> str:
-    return _INT.sub(SLOT, key)
+    return INT.sub(SLOT, key)
 
 
 def fill(tmpl: str, values: Sequence[str]) -> str:

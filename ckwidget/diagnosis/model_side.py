@@ -41,9 +41,16 @@ class ModelSide:
         return self._param_names
 
 
-def _walk(model: Any) -> tuple[list[tuple[str, Any]], dict[str, Any]]:
-    """named_modules(remove_duplicate=False) in the same pre-order, and the state-dict
-    entries (parameters, persistent buffers) that walk yields, in one pass."""
+def _walk(model: Any) -> tuple[list[tuple[str, Any]], dict[str, Any], bool]:
+    """named_modules(remove_duplicate=False) in the same pre-order, the state-dict
+    entries (parameters, persistent buffers) that walk yields, and whether any module
+    customises its saving (then only ``model.state_dict()`` names keys right), in one
+    pass."""
+    import torch.nn as nn
+
+    base = nn.Module._save_to_state_dict
+    types: set[type] = set()
+    custom = False
     modules: list[tuple[str, Any]] = []
     tensors: dict[str, Any] = {}
     stack: list[tuple[str, Any]] = [("", model)]
@@ -51,6 +58,12 @@ def _walk(model: Any) -> tuple[list[tuple[str, Any]], dict[str, Any]]:
     while stack:
         name, mod = pop()
         modules.append((name, mod))
+        cls = type(mod)
+        if cls not in types:
+            types.add(cls)
+            custom = custom or cls._save_to_state_dict is not base
+        if mod._state_dict_hooks or mod._state_dict_pre_hooks:
+            custom = True
         pre = name + "." if name else ""
         for k, v in mod._parameters.items():
             if v is not None:
@@ -63,19 +76,7 @@ def _walk(model: Any) -> tuple[list[tuple[str, Any]], dict[str, Any]]:
         children = mod._modules
         if children:
             push([(pre + k, c) for k, c in reversed(children.items()) if c is not None])
-    return modules, tensors
-
-
-def _custom_saving(modules: list[tuple[str, Any]]) -> bool:
-    import torch.nn as nn
-
-    base = nn.Module._save_to_state_dict
-    for _, mod in modules:
-        if type(mod)._save_to_state_dict is not base:
-            return True
-        if mod._state_dict_hooks or mod._state_dict_pre_hooks:
-            return True
-    return False
+    return modules, tensors, custom
 
 
 def describe_model(model: Any) -> ModelSide:
@@ -85,8 +86,8 @@ def describe_model(model: Any) -> ModelSide:
 
     modules: list[tuple[str, Any]] = []
     if isinstance(model, nn.Module):
-        modules, tensors = _walk(model)
-        if _custom_saving(modules):
+        modules, tensors, custom = _walk(model)
+        if custom:
             tensors = model.state_dict(keep_vars=True)
     elif isinstance(model, Mapping):
         tensors = {k: v for k, v in model.items() if isinstance(v, torch.Tensor)}

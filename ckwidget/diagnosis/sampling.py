@@ -64,7 +64,7 @@ def sample_values(ckpt: Checkpoint, entry: str, budget: int = DEFAULT_BUDGET,
 
     infos = ckpt.entry(entry) if infos is None else infos
     keys = [k for k, i in infos.items()
-            if i.dtype in FLOATS and i.readable and i.layout == "strided" and i.numel]
+            if i.source is not None and i.dtype in FLOATS and i.layout == "strided" and i.nbytes]
     out = Sample(total=sum(infos[k].numel for k in keys), candidates=len(keys))
     if not keys:
         return out

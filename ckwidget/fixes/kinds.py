@@ -17,6 +17,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
+from functools import cached_property
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from ..checkpoint import DTYPE_SIZES, TensorInfo
@@ -70,9 +71,17 @@ class _MappedSource:
         return self.fn(self.inner.load())
 
 
-def _mapped(info: TensorInfo, fn: Callable[[Any], Any], **changes: Any) -> TensorInfo:
+def _mapped(info: TensorInfo, fn: Callable[[Any], Any], shape: tuple[int, ...] | None = None,
+            dtype: str | None = None, nbytes: int | None = None) -> TensorInfo:
+    """``info`` with a new shape/dtype/size, its bytes read through ``fn``.
+
+    Built directly (``dataclasses.replace`` costs several times more, and previews run
+    this for every key of 100,000-key checkpoints).
+    """
     source = _MappedSource(info.source, fn) if info.source is not None else None
-    return replace(info, source=source, **changes)
+    return TensorInfo(info.shape if shape is None else shape,
+                      info.dtype if dtype is None else dtype, info.device,
+                      info.nbytes if nbytes is None else nbytes, info.layout, source)
 
 
 @dataclass(frozen=True)
@@ -218,6 +227,92 @@ def _collisions(keys: list[str], fn: Callable[[str], str]) -> list[str]:
     return clashes
 
 
+_META = set(".^$*+?{}[]()|\\")
+
+
+def _literal_head(pattern: str) -> str | None:
+    """The literal text every match of a ``^``-anchored pattern starts with, or None
+    when the pattern may match elsewhere than at the start (no anchor, alternation,
+    inline flags such as MULTILINE)."""
+    if not pattern.startswith("^") or "|" in pattern or "(?" in pattern.replace(
+            "(?:", "").replace("(?=", "").replace("(?!", "").replace("(?P<", ""):
+        return None
+    head: list[str] = []
+    i = 1
+    while i < len(pattern):
+        ch = pattern[i]
+        if ch == "\\" and i + 1 < len(pattern) and not pattern[i + 1].isalnum():
+            ch, step = pattern[i + 1], 2
+        elif ch in _META:
+            break
+        else:
+            step = 1
+        if pattern[i + step:i + step + 1] in ("*", "?", "{"):
+            break  # the character is optional or repeated
+        head.append(ch)
+        i += step
+    return "".join(head)
+
+
+# ^ then literal characters and (\d+) groups, ending with an escaped dot: such a pattern
+# matches whole leading components and reads no character past its match.
+_SEGMENTS = re.compile(r"\^(?:\\[^A-Za-z0-9]|[A-Za-z0-9_\-]|\(\\d\+\))*\\\.")
+
+
+def renamer(
+    mapping: tuple[tuple[str, str], ...], patterns: tuple[tuple[str, str], ...]
+) -> Callable[[str], str]:
+    r"""``k -> new key``: exact pairs first, then each (regex, replacement) as ``re.sub``.
+
+    Same result as ``re.sub`` on every key, faster on 100,000 keys: a ``^``-anchored
+    pattern without alternation matches at most once, at the start, so keys without its
+    literal head are skipped; a literal prefix is swapped by slicing; a pattern of whole
+    leading components (``^h\.(\d+)\.``) is applied once per module, the leaf appended.
+    """
+    exact = dict(mapping)
+    steps = [_pattern_step(p, r) for p, r in patterns]
+    if not steps:
+        return lambda k: exact.get(k, k)
+    if len(steps) == 1 and not exact:
+        return steps[0]
+
+    def rename(k: str) -> str:
+        new = exact.get(k)
+        if new is not None:
+            return new
+        for one in steps:
+            k = one(k)
+        return k
+
+    return rename
+
+
+def _pattern_step(pattern: str, replacement: str) -> Callable[[str], str]:
+    rx = re.compile(pattern)
+    head = _literal_head(pattern)
+    if head is None:
+        return lambda k: rx.sub(replacement, k)
+    if pattern == "^" + re.escape(head) and "\\" not in replacement:
+        n = len(head)
+        return lambda k: replacement + k[n:] if k.startswith(head) else k
+    if not _SEGMENTS.fullmatch(pattern):
+        return lambda k: rx.sub(replacement, k) if k.startswith(head) else k
+    cache: dict[str, str] = {}
+
+    def per_module(k: str) -> str:
+        if not k.startswith(head):
+            return k
+        mod, dot, leaf = k.rpartition(".")
+        if not dot:
+            return k  # no dot: a pattern ending with one cannot match
+        new = cache.get(mod)
+        if new is None:
+            new = cache[mod] = rx.sub(replacement, mod + ".")
+        return new + leaf
+
+    return per_module
+
+
 @dataclass(frozen=True)
 class StripPrefix(Fix):
     """Remove a prefix such as "module." (DataParallel) from every key that has it."""
@@ -332,26 +427,17 @@ class RenameKeys(Fix):
         lines.append(f"{ctx.sd} = {{renames.get(k, k): v for k, v in {ctx.sd}.items()}}")
         return lines
 
-    def key(self, k: str) -> str:
-        exact = dict(self.mapping)
-        if k in exact:
-            return exact[k]
-        for pattern, replacement in self.patterns:
-            k = re.sub(pattern, replacement, k)
-        return k
+    def __getstate__(self) -> dict[str, Any]:
+        # the cached renaming function is rebuilt on demand, never pickled
+        return {k: v for k, v in self.__dict__.items() if k != "key"}
+
+    @cached_property
+    def key(self) -> Callable[[str], str]:
+        """The renaming function (built once: exact dict plus compiled patterns)."""
+        return renamer(self.mapping, self.patterns)
 
     def transform(self, entries: dict[str, V], model: Mapping[str, TensorInfo]) -> dict[str, V]:
-        exact = dict(self.mapping)
-        compiled = [(re.compile(p), r) for p, r in self.patterns]
-
-        def fn(k: str) -> str:
-            if k in exact:
-                return exact[k]
-            for pattern, replacement in compiled:
-                k = pattern.sub(replacement, k)
-            return k
-
-        return _remap(entries, fn)
+        return _remap(entries, self.key)
 
     def problems(self, entries: Mapping[str, Any], model: Mapping[str, TensorInfo]) -> list[str]:
         out = []
@@ -395,17 +481,23 @@ class Transpose(Fix):
         ]
 
     def transform(self, entries: dict[str, V], model: Mapping[str, TensorInfo]) -> dict[str, V]:
-        out = dict(entries)
+        out: dict[str, Any] = dict(entries)
+        info_type = TensorInfo
         for k in self.keys:
-            if k not in out:
+            v = out.get(k)
+            if v is None:
                 raise FixError(f"Cannot transpose {k!r}: the checkpoint has no such key.")
-            v: Any = out[k]
-            if len(v.shape) != 2:
+            shape = v.shape
+            if len(shape) != 2:
                 raise FixError(
-                    f"Cannot transpose {k!r}: it has {len(v.shape)} dimensions, not 2."
+                    f"Cannot transpose {k!r}: it has {len(shape)} dimensions, not 2."
                 )
-            if _is_info(v):
-                out[k] = _mapped(v, _transpose, shape=tuple(reversed(v.shape)))  # type: ignore[assignment]
+            if type(v) is info_type:  # a preview: metadata only, built directly
+                src = v.source
+                out[k] = info_type((shape[1], shape[0]), v.dtype, v.device, v.nbytes, v.layout,
+                                   None if src is None else _MappedSource(src, _transpose))
+            elif _is_info(v):
+                out[k] = _mapped(v, _transpose, shape=(shape[1], shape[0]))
             else:
                 out[k] = _transpose(v)
         return out

@@ -209,10 +209,25 @@ class Plan:
 
     # -- preview --------------------------------------------------------------------
     def simulate(
-        self, ckpt: Checkpoint, model_infos: Mapping[str, TensorInfo]
+        self,
+        ckpt: Checkpoint,
+        model_infos: Mapping[str, TensorInfo],
+        entries: Mapping[str, TensorInfo] | None = None,
+        *,
+        keys_mapped: bool = False,
     ) -> dict[str, TensorInfo]:
-        """What the model would receive, as metadata only (no tensor bytes are read)."""
-        return self._run(self._entries_infos(ckpt), model_infos)
+        """What the model would receive, as metadata only (no tensor bytes are read).
+
+        ``entries``: the selected container's infos when the caller has them already;
+        with ``keys_mapped`` they are keyed as the plan's key-mapping fixes would key
+        them (diagnosis passes its alignment, which built those fixes), so only the
+        per-key fixes run: renaming 100,000 keys a second time is skipped.
+        """
+        start = self._entries_infos(ckpt) if entries is None else dict(entries)
+        for fix in self.fixes:
+            if not fix.load_time and not (keys_mapped and fix.maps_keys):
+                start = fix.transform(start, model_infos)
+        return start
 
     def validate(
         self,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from operator import attrgetter
+
 from ...checkpoint import Finding
 from ...fixes.kinds import MapLocation
 from ..context import Context
@@ -25,10 +27,13 @@ def available(device: str) -> bool:
 
 def check(ctx: Context) -> list[Finding]:
     out: list[Finding] = []
-    by_device: dict[str, list[str]] = {}
-    for key, info in ctx.ckpt.tensors.items():
-        by_device.setdefault(info.device, []).append(key)
-    lacking = sorted(d for d in by_device if not available(d))
+    tensors = ctx.ckpt.tensors
+    devices = set(map(attrgetter("device"), tensors.values()))
+    lacking = sorted(d for d in devices if not available(d))
+    by_device: dict[str, list[str]] = {d: [] for d in devices}
+    if lacking:
+        for key, info in tensors.items():
+            by_device[info.device].append(key)
     model_devices = sorted(d for d in ctx.model.devices if d != "meta")
     target = model_devices[0] if len(model_devices) == 1 else "cpu"
     if lacking:

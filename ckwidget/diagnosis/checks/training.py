@@ -99,7 +99,7 @@ def _training_entries(ctx: Context, root: str) -> list[str]:
         if TRAINING_ENTRIES.match(str(key)):
             shown = f"{key}={value}" if isinstance(value, (int, float)) else str(key)
             names[shown] = None
-    for head in dict.fromkeys(key.partition(".")[0] for key in ctx.ckpt.tensors):
+    for head in dict.fromkeys([key.partition(".")[0] for key in ctx.ckpt.tensors]):
         if TRAINING_ENTRIES.match(head) and head not in names:
             names[head] = None
     if root and root.split(".", 1)[0] not in names:
