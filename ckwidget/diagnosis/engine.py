@@ -76,7 +76,8 @@ def _diagnose(path_or_ckpt: Any, model: Any, optimizer: Any, sample_input: Any,
     if entry_infos or not ctx.blockers:
         findings += architecture.check(ctx)
     findings += training.check(ctx)
-    fixes = choose_fixes(findings)
+    # A file that names code to run gets no plan: nothing should read it.
+    fixes = [] if "malicious" in ctx.blockers else choose_fixes(findings)
     ctx.notes["plan_fixes"] = fixes
     findings += preprocessing.check(ctx)
     from ..fixes import Plan
@@ -211,7 +212,8 @@ def _summarise(ctx: Context, findings: list[Finding], plan: Any, model: Any) -> 
     side, a, ckpt = ctx.model, ctx.alignment, ctx.ckpt
     total = len(side.infos)
     blockers = set(ctx.blockers)
-    if blockers or side.is_meta:
+    reader = ctx.notes.get("needs_reader") or ""  # torch.load cannot read the file
+    if blockers or side.is_meta or reader:
         as_is = 0  # torch.load fails, or load_state_dict copies into nothing
     elif ctx.entry == "":
         counts = Counter(a.status.values())
@@ -230,7 +232,7 @@ def _summarise(ctx: Context, findings: list[Finding], plan: Any, model: Any) -> 
     errors = [f for f in findings if f.severity == "error"]
     if any(f.kind == "malicious" for f in findings):
         status = "unsafe"
-    elif clean and not errors:
+    elif clean and not errors and not reader:
         status = "ok"
     elif unrepairable or (total and after == 0) or any(
             f.kind in ("nonfinite",) or (f.kind == "shape-mismatch" and not f.fixes)
@@ -238,7 +240,17 @@ def _summarise(ctx: Context, findings: list[Finding], plan: Any, model: Any) -> 
         status = "broken"
     else:
         status = "fixable"
-    headline = _headline(total, as_is, after, len(plan), clean, status, findings)
+    headline = _headline(total, as_is, after, len(plan), clean and not reader, status,
+                         findings)
+    if reader and status != "unsafe":
+        if clean:
+            headline = (f"The state dict fits the model (all {total} tensors), but "
+                        f"torch.load(weights_only=True) cannot read the file: {reader}. The "
+                        "suggested plan reads it with ckwidget's reader; or save it again "
+                        "with torch.save to load it with plain torch.")
+        else:
+            headline += (" torch.load(weights_only=True) cannot read the file; the plan "
+                         "reads it with ckwidget's reader.")
     if side.is_meta and status != "unsafe":
         if not len(plan) and not unrepairable:
             headline = (f"0 of {total} model tensors would load as is (the model is on the "
@@ -277,17 +289,21 @@ def _after_plan(ckpt: Checkpoint, plan: Any, side: ModelSide,
     covered: set[str] = set()
     allowed = set(getattr(plan, "allowed_globals", ()) or ())
     findings = []
+    extracts = bool(getattr(plan, "extracts", False))
     for f in ckpt.findings:
-        if f.kind == "unsafe-globals" and set(f.details.get("globals", ())) <= allowed:
+        if f.kind == "unsafe-globals" and (extracts or set(f.details.get("globals", ()))
+                                           <= allowed):
             covered.add(f.kind)
             continue
-        if f.kind == "missing-class" and getattr(plan, "extracts", False):
+        if f.kind == "missing-class" and extracts:
             continue
         findings.append(f)
     location = map_location
     if location is None and any(f.kind == "map-location" for f in plan):
         location = plan.map_location
     meta = {k: v for k, v in ckpt.metadata.items()}
+    if extracts:
+        meta["read_by_ckwidget"] = True  # torch.load's limits no longer apply
     out = Checkpoint(ckpt.path, ckpt.format, dict(received), [""], meta, findings,
                      size=ckpt.size)
     return out, location

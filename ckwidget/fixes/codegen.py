@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 from ..checkpoint import Checkpoint
 from ..errors import CheckpointError
 from .apply import meta_model
-from .kinds import CodeContext, RenameKeys, entry_expr
+from .kinds import CodeContext, ExtractWeights, RenameKeys, entry_expr
 
 if TYPE_CHECKING:  # pragma: no cover
     from torch import nn
@@ -90,9 +90,12 @@ def generate(
     entry = plan.entry or ""
 
     if plan.extracts:
-        imports.append("import ckwidget  # reads the pickled model's weights without its class")
+        imports.append("import ckwidget  # plain torch cannot read this file without running it")
         args = f"PATH, map_location={location!r}" + (f", entry={entry!r}" if entry else "")
-        read.append("# The file is a whole pickled model: take its weights, never unpickle it.")
+        why = next((f.why for f in plan.fixes if isinstance(f, ExtractWeights) and f.why), "")
+        read.append("# torch.load(weights_only=True) cannot read this file"
+                    + (f" ({_one_line(why)})" if why else "")
+                    + "; ckwidget's reader takes the tensors and runs nothing from it.")
         read.append(f"sd = ckwidget.extract_weights({args})")
     elif fmt == "safetensors" and not (where is not None and Path(where).is_dir()):
         imports.append("from safetensors.torch import load_file")
@@ -175,3 +178,8 @@ def generate(
         out += ["", *body]
     out += ["", *load]
     return "\n".join(out) + "\n"
+
+
+def _one_line(text: str) -> str:
+    """Text safe inside a ``#`` comment: one line, printable."""
+    return " ".join("".join(ch if ch.isprintable() else " " for ch in text).split())[:200]

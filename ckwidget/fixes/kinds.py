@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
@@ -194,15 +194,26 @@ def import_line(dotted: str) -> str:
 
 @dataclass(frozen=True)
 class ExtractWeights(Fix):
-    """Take the tensors out of a whole pickled nn.Module, without unpickling it."""
+    """Read the tensors with ckwidget's safe reader where torch.load(weights_only=True)
+    cannot: a whole pickled nn.Module (its class would have to run), pickle protocol 4+
+    files, classes that are not importable.
 
+    This is the one fix whose snippet needs ckwidget installed: it calls the public
+    helper ``ckwidget.extract_weights(PATH, entry=...)``, since plain torch cannot read
+    these files without unpickling (and so running) what they name. ``why`` says why
+    torch cannot (shown in ``describe``).
+    """
+
+    why: str = field(default="", compare=False)
     kind: ClassVar[str] = "extract-weights"
     load_time: ClassVar[bool] = True
 
     def describe(self) -> str:
+        why = f" ({self.why})" if self.why else ""
         return (
-            "Take the weights out of the pickled model object (read safely, without "
-            "importing its class) as a state dict."
+            "Read the tensors with ckwidget's safe reader, which imports and runs nothing "
+            f"from the file, because torch.load(weights_only=True) cannot{why}; the "
+            "code for this step needs ckwidget."
         )
 
     def code(self, ctx: CodeContext = CodeContext()) -> list[str]:

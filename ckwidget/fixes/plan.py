@@ -38,9 +38,9 @@ if TYPE_CHECKING:  # pragma: no cover
 _RANK = {DropKeys: 2, Transpose: 3, CastDtype: 4, ResizeCopy: 5}
 
 
-def _rank(fix: Fix) -> int:
+def _rank(fix: Fix) -> float:
     if fix.load_time:
-        return 0
+        return 0 if isinstance(fix, SelectEntry) else 0.5  # which container, then how
     if fix.maps_keys:
         return 1
     return _RANK.get(type(fix), 6)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from ...checkpoint import Finding
 from ...fixes.kinds import AllowGlobals, ExtractWeights
-from ..context import Context
+from ..context import UNREPAIRABLE, Context
 
 VERSION_KEYS = ("torch_version", "pytorch-lightning_version", "lightning_version",
                 "transformers_version", "timm_version", "deepspeed_version")
@@ -18,6 +18,35 @@ def installed_torch() -> tuple[str, tuple[int, int]]:
     return text, (parts[0], parts[1] if len(parts) > 1 else 0)
 
 
+TORCH_FORMATS = ("torch-zip", "torch-legacy")
+
+
+def needs_reader(ctx: Context) -> str:
+    """Why torch.load(weights_only=True) cannot read the file and no allowlist can fix
+    that (so the plan reads it with ckwidget's reader), or "" when it can."""
+    meta = ctx.ckpt.metadata
+    if ctx.ckpt.format not in TORCH_FORMATS or meta.get("read_by_ckwidget"):
+        return ""
+    if ctx.file_findings("malicious", *UNREPAIRABLE):
+        return ""
+    protocol = meta.get("pickle_protocol")
+    if isinstance(protocol, int) and protocol >= 4:
+        return (f"it uses pickle protocol {protocol}, which torch's weights-only "
+                "unpickler cannot read ('Unsupported operand 149')")
+    modules = [str(m) for m in meta.get("module_classes") or ()]
+    if meta.get("whole_module") or modules:
+        what = "the whole model object" if meta.get("whole_module") else "a model object"
+        named = f" ({', '.join(modules[:3])})" if modules else ""
+        return (f"it holds {what}{named}, not a state dict: unpickling it needs the "
+                "class and runs its code")
+    if ctx.file_findings("missing-class"):
+        return "it needs classes that are not importable here"
+    if meta.get("torch_weights_only_accepts") is False and not ctx.file_findings(
+            "unsafe-globals"):
+        return "torch's weights-only loader refuses it"
+    return ""
+
+
 def check(ctx: Context) -> list[Finding]:
     out: list[Finding] = []
     ver, major_minor = installed_torch()
@@ -26,6 +55,9 @@ def check(ctx: Context) -> list[Finding]:
     for f in malicious:
         ctx.blockers.append(f.kind)
         out.append(f)
+    reader = needs_reader(ctx)
+    ctx.notes["needs_reader"] = reader
+    extract = [ExtractWeights(reader)] if reader else []
     for f in ctx.file_findings("unsafe-globals"):
         names = tuple(str(n) for n in f.details.get("globals", ()))
         consequence = (
@@ -34,8 +66,12 @@ def check(ctx: Context) -> list[Finding]:
             if weights_only_default else
             f" torch {ver} still unpickles everything by default; pass weights_only=True "
             "and allowlist these names instead of trusting the whole file.")
-        fixes = []
-        if not malicious and names:
+        fixes: list = []
+        if reader:
+            consequence += (f" Allowlisting would not help: {reader}. The plan reads the "
+                            "tensors with ckwidget's safe reader instead.")
+            fixes = list(extract)
+        elif not malicious and names:
             try:
                 fixes = [AllowGlobals(names)]
             except Exception:  # a name torch could never allowlist
@@ -44,17 +80,32 @@ def check(ctx: Context) -> list[Finding]:
         out.append(_extend(f, consequence, fixes))
     for f in ctx.file_findings("missing-class"):
         ctx.blockers.append(f.kind)
-        fixes = [] if malicious else [ExtractWeights()]
+        fixes = [] if malicious else list(extract or [ExtractWeights()])
         out.append(_extend(
             f, " Define or import the class before loading, or extract the weights as a "
             "state dict (the plan does this).", fixes))
     recorded = {k: ctx.ckpt.metadata[k] for k in VERSION_KEYS
                 if isinstance(ctx.ckpt.metadata.get(k), (str, int, float))}
     saved = "".join(f", {k.replace('_version', '')} {v}" for k, v in recorded.items())
+    covered = bool(ctx.file_findings("unsafe-globals", "missing-class"))
     for f in ctx.file_findings("version"):
         text = f" Installed here: torch {ver}{saved}." if not saved else (
-            f" The file records {saved[2:]}; installed here: torch {ver}.")
-        out.append(_extend(f, text, []))
+            f" The file records {saved[2:]}; installed here: torch {ver}."
+        )
+        if reader and not covered:
+            text += (f" torch.load(weights_only=True) cannot read this file: {reader}. The "
+                     "plan reads the tensors with ckwidget's safe reader "
+                     "(ckwidget.extract_weights); or save the file again with the default "
+                     "protocol to load it with plain torch.")
+            out.append(_extend(f, text, extract, severity="warning"))
+        else:
+            out.append(_extend(f, text, []))
+    if reader and not covered and not ctx.file_findings("version"):
+        out.append(Finding(
+            "version", "warning",
+            f"torch.load(weights_only=True) cannot read this file: {reader}. The plan reads "
+            "the tensors with ckwidget's safe reader (ckwidget.extract_weights).",
+            fixes=list(extract), details={"needs_reader": reader}))
     if recorded and not ctx.file_findings("version"):
         facts = ", ".join(f"{k} {v}" for k, v in recorded.items())
         out.append(Finding(
@@ -64,7 +115,7 @@ def check(ctx: Context) -> list[Finding]:
     return out
 
 
-def _extend(f: Finding, text: str, fixes: list) -> Finding:
+def _extend(f: Finding, text: str, fixes: list, severity: str | None = None) -> Finding:
     message = f.message if text.strip() in f.message else f.message + text
-    return Finding(f.kind, f.severity, message, list(f.keys), list(f.fixes) + fixes,
-                   dict(f.details))
+    return Finding(f.kind, severity or f.severity, message, list(f.keys),  # type: ignore[arg-type]
+                   list(f.fixes) + fixes, dict(f.details))
