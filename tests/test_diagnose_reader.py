@@ -109,3 +109,27 @@ def test_extract_weights_snippet_comment_is_one_line():
     code = plan.to_code()
     assert "\nprint('x')" not in code
     compile(textwrap.dedent(code), "snippet", "exec")
+
+
+def test_numpy_values_allowlist_snippet_runs_without_ckwidget(tmp_path):
+    import numpy as np
+
+    src = nn.Linear(2, 2)
+    path = tmp_path / "np.pt"
+    torch.save({"model": src.state_dict(), "best": np.float64(0.9), "arr": np.zeros(3),
+                "step": np.int64(3), "flag": np.bool_(True)}, path)
+    report = ck.diagnose(path, nn.Linear(2, 2))
+    allow = [f for f in report.plan.fixes if isinstance(f, AllowGlobals)]
+    assert allow and any("DType" in n for n in allow[0].names)
+    assert not report.plan.extracts
+    target = expect(src, path)
+    prog = "\n".join([
+        "import torch", "from torch import nn", "model = nn.Linear(2, 2)",
+        report.plan.to_code(),
+        f"want = torch.load({str(target)!r}, weights_only=True)",
+        "assert all(torch.equal(want[k], v) for k, v in model.state_dict().items())",
+    ])
+    out = subprocess.run([sys.executable, "-I", "-c", prog], capture_output=True, text=True,
+                         timeout=120)  # -I: ckwidget is not importable there
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "loaded 2 tensors" in out.stdout
