@@ -172,3 +172,40 @@ def test_rename_pattern_falls_back_to_pairs_when_it_would_touch_other_keys():
     target.layers = target.layers[:4]
     fix = ck.diagnose(many.state_dict(), target).plan.fixes[0]
     assert fix.patterns and not fix.mapping, "repeated layers become one pattern"
+
+
+class SquareMix(nn.Module):
+    """A square embedding next to Conv1D-style blocks whose square projection is a Linear."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.wpe = nn.Embedding(16, 16)
+        self.blocks = nn.ModuleList()
+        for _ in range(2):
+            block = nn.Module()
+            block.c_fc = nn.Linear(16, 48)
+            block.c_proj = nn.Linear(16, 16)  # square: only its family can tell
+            self.blocks.append(block)
+        self.norm = nn.LayerNorm(16)
+
+
+def test_square_weights_follow_their_own_family_never_embeddings():
+    src = SquareMix()
+    stored = {k: (v.t().contiguous() if k.startswith("blocks.") and v.dim() == 2 else v)
+              for k, v in src.state_dict().items()}
+    report = ck.diagnose(stored, SquareMix())
+    finding = report.finding("transposed")
+    expected = [f"blocks.{i}.{m}.weight" for i in range(2) for m in ("c_fc", "c_proj")]
+    assert sorted(finding.keys) == sorted(expected)
+    assert "wpe.weight" not in finding.keys
+    assert sorted(finding.details["square"]) == ["blocks.0.c_proj.weight",
+                                                  "blocks.1.c_proj.weight"]
+    model = SquareMix()
+    report.plan.apply(model)
+    for k, v in src.state_dict().items():
+        assert torch.equal(model.state_dict()[k], v), k
+    # The same by names only (a state dict stands in for the model: no module types).
+    side = describe_model(dict(SquareMix().state_dict()))
+    a = align({k: info(*v.shape) for k, v in stored.items()}, side)
+    assert "wpe.weight" not in a.transposed
+    assert set(a.transposed) == {f"blocks.{i}.c_fc.weight" for i in range(2)}

@@ -2,7 +2,8 @@
 
 Everything here is linear or n log n in the number of keys: prefixes come from vote
 counts over each key's leading components, renames from grouping unmatched keys per
-module under a shape signature, square transposes from their family's majority.
+module under a shape signature, square transposes from their own family (naming
+pattern, then module type).
 The result names key-mapping steps (``KeyStep``) that the plan turns into fixes.
 """
 
@@ -448,7 +449,6 @@ def _classify(result: Alignment, landing: dict[str, str]) -> None:
     tied_rev: dict[str, list[str]] = {}
     for k, v in tied.items():
         tied_rev.setdefault(v, []).append(k)
-    family: dict[str, list[int]] = {}
     status, notes, pairs = result.status, result.notes, result.pairs
     transposed, dtype_differs = result.transposed, result.dtype_differs
     shape_notes: dict[tuple, str] = {}
@@ -498,7 +498,7 @@ def _classify(result: Alignment, landing: dict[str, str]) -> None:
             status[mk] = "shape-mismatch"
             notes[mk] = (f"{REASON_NOTES[reason]}: {_fmt(cs)} in the file, "
                          f"{_fmt(ms)} in the model")
-    # Square weights cannot show a transpose by shape: follow their family's majority.
+    # Square weights cannot show a transpose by shape: follow their own family.
     square: list[str] = []
     if result.transposed:
         flat2d: list[str] = []
@@ -510,16 +510,12 @@ def _classify(result: Alignment, landing: dict[str, str]) -> None:
                 else:
                     flat2d.append(mk)
         if square:  # only they need the families' votes
-            for mk in flat2d:
-                _vote(family, mk, 0)
-            for mk in result.transposed:
-                _vote(family, mk, 1)
+            square = _square_transposed(model, flat2d, result.transposed, square)
     for mk in square:
-        if _family_transposed(family, mk):
-            result.transposed.append(mk)
-            result.square_transposed.append(mk)
-            result.status[mk] = "transposed"
-            result.notes[mk] = _join("square; transposed like its siblings", result.notes.get(mk))
+        result.transposed.append(mk)
+        result.square_transposed.append(mk)
+        result.status[mk] = "transposed"
+        result.notes[mk] = _join("square; transposed like its siblings", result.notes.get(mk))
     if result.square_transposed:
         order = {k: i for i, k in enumerate(m_infos)}
         result.transposed.sort(key=order.__getitem__)
@@ -544,30 +540,42 @@ REASON_NOTES = {
 }
 
 
-def _ancestors(key: str) -> list[str]:
-    """Integer-free module paths above key, deepest first, ending with the root ""."""
-    anc = template_only(key)
+NEVER_TRANSPOSED = ("Embedding", "Norm")  # module types never stored transposed
+NEVER_HINTS = ("embed", "wte", "wpe", "norm", "ln_", "layernorm")  # the same, by name
+
+
+def _square_transposed(model: ModelSide, flat2d: list[str], transposed: list[str],
+                       square: list[str]) -> list[str]:
+    """The square weights stored transposed: those whose own family is, by majority.
+
+    A weight's family is first its naming pattern (``h.{i}.attn.c_proj.weight``), then
+    the type of the module that owns it and the leaf name (every ``nn.Linear`` weight).
+    Embeddings and norms are never transposed: a square ``nn.Embedding(32, 32)`` next to
+    transposed Conv1D-style weights keeps its layout.
+    """
+    owners = {name: type(mod) for name, mod in model.modules} if model.modules else {}
+    by_name: dict[str, list[int]] = {}
+    by_type: dict[tuple[type, str], list[int]] = {}
+    for vote, keys in ((0, flat2d), (1, transposed)):
+        for k in keys:
+            by_name.setdefault(template_only(k), [0, 0])[vote] += 1
+            owner = owners.get(module_of(k))
+            if owner is not None:
+                by_type.setdefault((owner, leaf_of(k)), [0, 0])[vote] += 1
     out = []
-    cut = anc.rfind(".")
-    while cut >= 0:
-        anc = anc[:cut]
-        out.append(anc)
-        cut = anc.rfind(".")
-    out.append("")
+    for k in square:
+        owner = owners.get(module_of(k))
+        if owner is not None:
+            if any(word in owner.__name__ for word in NEVER_TRANSPOSED):
+                continue
+        elif any(hint in k.lower() for hint in NEVER_HINTS):
+            continue
+        votes = by_name.get(template_only(k))
+        if not votes and owner is not None:
+            votes = by_type.get((owner, leaf_of(k)))
+        if votes and votes[1] > votes[0]:
+            out.append(k)
     return out
-
-
-def _vote(family: dict[str, list[int]], key: str, transposed: int) -> None:
-    for anc in _ancestors(key):
-        family.setdefault(anc, [0, 0])[transposed] += 1
-
-
-def _family_transposed(family: dict[str, list[int]], key: str) -> bool:
-    for anc in _ancestors(key):
-        counts = family.get(anc)
-        if counts and (counts[0] or counts[1]):
-            return counts[1] > counts[0]
-    return False
 
 
 def _fmt(shape: tuple[int, ...]) -> str:
