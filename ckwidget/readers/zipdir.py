@@ -26,16 +26,25 @@ _CENTRAL_FMT = struct.Struct("<4s6H3L5H2L")  # 46 bytes
 _LOCAL_FMT = struct.Struct("<4s5H3L2H")  # 30 bytes
 
 
-@dataclass
 class ZipEntry:
-    name: str
-    method: int
-    flags: int
-    crc: int
-    compressed_size: int
-    size: int
-    header_offset: int
-    data_offset: int | None = None  # filled from the local header when needed
+    """One record of the directory (a plain slotted class: archives hold 100,000 of them)."""
+
+    __slots__ = ("compressed_size", "crc", "data_offset", "flags", "header_offset", "method",
+                 "name", "size")
+
+    def __init__(self, name: str, method: int, flags: int, crc: int, compressed_size: int,
+                 size: int, header_offset: int, data_offset: int | None = None) -> None:
+        self.name = name
+        self.method = method
+        self.flags = flags
+        self.crc = crc
+        self.compressed_size = compressed_size
+        self.size = size
+        self.header_offset = header_offset
+        self.data_offset = data_offset  # filled from the local header when needed
+
+    def __repr__(self) -> str:
+        return f"<ZipEntry {self.name!r} {self.size} bytes at {self.header_offset}>"
 
 
 @dataclass
@@ -82,21 +91,25 @@ def read_directory(path: Path, budgets: Budgets) -> ZipDirectory:
         fh.seek(cd_offset)
         central = fh.read(cd_size)
     entries: list[ZipEntry] = []
+    append = entries.append
+    unpack = _CENTRAL_FMT.unpack_from
     pos = 0
+    end = len(central)
     problems: list[str] = []
-    while pos + 46 <= len(central) and len(entries) < count:
+    while pos + 46 <= end and len(entries) < count:
         (sig, _, _, flags, method, _, _, crc, csize, usize, name_len, extra_len,
-         comment_len, _, _, _, offset) = _CENTRAL_FMT.unpack_from(central, pos)
+         comment_len, _, _, _, offset) = unpack(central, pos)
         if sig != _CENTRAL:
             problems.append(f"central directory record {len(entries)} has a bad signature")
             break
         name_start = pos + 46
-        name = central[name_start:name_start + name_len].decode("utf-8", "replace")
-        extra = central[name_start + name_len:name_start + name_len + extra_len]
-        if 0xFFFFFFFF in (csize, usize, offset):
+        name_end = name_start + name_len
+        name = central[name_start:name_end].decode("utf-8", "replace")
+        if csize == 0xFFFFFFFF or usize == 0xFFFFFFFF or offset == 0xFFFFFFFF:
+            extra = central[name_end:name_end + extra_len]
             usize, csize, offset = _zip64_extra(extra, usize, csize, offset)
-        entries.append(ZipEntry(name, method, flags, crc, csize, usize, offset))
-        pos = name_start + name_len + extra_len + comment_len
+        append(ZipEntry(name, method, flags, crc, csize, usize, offset))
+        pos = name_end + extra_len + comment_len
     if len(entries) < count:
         problems.append(
             f"the directory promises {count:,} records but holds {len(entries):,}"
