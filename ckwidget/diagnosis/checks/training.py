@@ -47,21 +47,23 @@ def saved_state(ckpt_tensors: Mapping[str, TensorInfo]) -> tuple[str, dict[int, 
 
 
 def saved_groups(metadata: Mapping[str, Any], root: str) -> list[int] | None:
-    """Sizes of the saved param groups, when the reader kept ``param_groups``."""
-    node: Any = metadata
-    for part in root.split("."):
-        if isinstance(node, Mapping):
-            node = node.get(part)
-        elif isinstance(node, list) and part.isdigit() and int(part) < len(node):
-            node = node[int(part)]
-        else:
-            return None
-    groups = node.get("param_groups") if isinstance(node, Mapping) else None
-    if groups is None:
-        groups = metadata.get(f"{root}.param_groups")
+    """Sizes of the saved param groups: from the reader's ``optimizer_param_groups``
+    ({container path: [group sizes]}), else from a ``param_groups`` kept in the facts."""
     recorded = metadata.get("optimizer_param_groups")
-    if groups is None and isinstance(recorded, Mapping):
-        groups = recorded.get(root)
+    if isinstance(recorded, Mapping) and isinstance(recorded.get(root), list):
+        groups: Any = recorded[root]
+    else:
+        groups = metadata.get(f"{root}.param_groups")
+        if groups is None:
+            node: Any = metadata
+            for part in root.split("."):
+                if isinstance(node, Mapping):
+                    node = node.get(part)
+                elif isinstance(node, list) and part.isdigit() and int(part) < len(node):
+                    node = node[int(part)]
+                else:
+                    return None
+            groups = node.get("param_groups") if isinstance(node, Mapping) else None
     if not isinstance(groups, list):
         return None
     if all(isinstance(g, int) for g in groups):

@@ -1,0 +1,45 @@
+"""The optimizer check reads the saved param groups wherever the optimizer state sits."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+import ckwidget as ck
+
+
+def lightning_file(tmp_path, net: nn.Module, opt: torch.optim.Optimizer):
+    net(torch.randn(1, 2)).sum().backward()
+    opt.step()
+    path = tmp_path / "pl.ckpt"
+    torch.save({"state_dict": net.state_dict(), "optimizer_states": [opt.state_dict()],
+                "epoch": 2, "pytorch-lightning_version": "2.4.0"}, path)
+    return path
+
+
+def test_lightning_optimizer_groups_are_found(tmp_path):
+    net = nn.Linear(2, 2)
+    path = lightning_file(tmp_path, net, torch.optim.Adam(net.parameters()))
+    fresh = nn.Linear(2, 2)
+    report = ck.diagnose(path, fresh, optimizer=torch.optim.Adam(fresh.parameters()))
+    finding = report.finding("optimizer")
+    assert finding.severity == "info" and "groups [2]" in finding.message
+    assert "?" not in finding.message
+
+
+def test_lightning_optimizer_with_other_groups_is_refused(tmp_path):
+    net = nn.Linear(2, 2)
+    path = lightning_file(tmp_path, net, torch.optim.Adam(net.parameters()))
+    fresh = nn.Linear(2, 2)
+    split = torch.optim.Adam([{"params": [fresh.weight]}, {"params": [fresh.bias]}])
+    report = ck.diagnose(path, fresh, optimizer=split)
+    finding = report.finding("optimizer")
+    assert finding.severity == "error"
+    assert "[2]" in finding.message and "[1, 1]" in finding.message
+    saved = torch.load(path, weights_only=True)["optimizer_states"][0]
+    try:  # the finding's claim, checked against torch itself
+        split.load_state_dict(saved)
+    except ValueError:
+        pass
+    else:
+        raise AssertionError("torch accepted the groups the finding says it refuses")
