@@ -92,7 +92,7 @@ def both_paths(ckpt: ck.Checkpoint, reference: dict[str, torch.Tensor],
 
         monkeypatch.setattr(torch_zip, "load_from_sources", refuse)
     # every tensor of the file in one call, whatever container it sits in
-    via_loader = ckpt._load(keys, "cpu")
+    via_loader = ckpt.load(keys, "cpu")
     monkeypatch.undo()
     for key, ref in reference.items():
         assert_bit_identical(own[key], ref, key)
@@ -437,7 +437,7 @@ def test_legacy_stacked_pickles(tmp_path: Path, protocol: int) -> None:
     assert ckpt.metadata["legacy_protocol_version"] == 1001
     assert_same_metadata(ckpt, ref)
     own = load_from_sources(ckpt.tensors, list(ref), "cpu")
-    via_ckpt = ckpt._load(list(ref), "cpu")
+    via_ckpt = ckpt.load(list(ref), "cpu")
     for key, t in ref.items():
         assert_bit_identical(own[key], t, key)
         assert_bit_identical(via_ckpt[key], t, key)
