@@ -146,3 +146,23 @@ def test_preview_reports_the_state_after_the_plan(tmp_path):
     plan = F.Plan([F.StripPrefix("module.")], tmp_path / "dp.pt")
     assert plan.preview(Net()).loads_cleanly
     assert not F.Plan([], tmp_path / "dp.pt").preview(Net()).loads_cleanly
+
+
+def test_cast_applies_to_resized_tensors_too(tmp_path):
+    net = nn.Linear(4, 10)
+    src = tmp_path / "h.pt"
+    torch.save(net.state_dict(), src)
+    plan = F.Plan([F.CastDtype("bfloat16"), F.ResizeCopy(("weight", "bias"))], source=src)
+    assert [f.kind for f in plan] == ["resize-copy", "cast-dtype"]
+    target = nn.Linear(4, 5)
+    out = torch.load(plan.save(tmp_path / "h2.pt", format="torch", model=target),
+                     weights_only=True)
+    assert {k: v.dtype for k, v in out.items()} == {"weight": torch.bfloat16,
+                                                    "bias": torch.bfloat16}
+    assert torch.equal(out["weight"], net.weight.detach()[:5].to(torch.bfloat16))
+    ns = {"model": nn.Linear(4, 5)}
+    exec(plan.to_code(), ns)  # the snippet resizes, then casts, like save()
+    assert all(v.dtype == torch.bfloat16 for v in ns["sd"].values())
+    assert all(v.dtype == "bfloat16" for v in plan.simulate(
+        Checkpoint.from_state_dict(net.state_dict()), {
+            k: describe_tensor(v) for k, v in target.state_dict().items()}).values())

@@ -1,7 +1,7 @@
 """A Plan: an ordered list of fixes for one checkpoint, with preview, apply, code and save.
 
 Fixes are kept in a canonical order whatever order they were given in: load-time fixes,
-then key-mapping fixes, then per-key fixes (drop, transpose, cast, resize), so the keys
+then key-mapping fixes, then per-key fixes (drop, transpose, resize, cast), so the keys
 per-key fixes name are always the model's. ``validate`` lists, in sentences, why a
 plan would fail for a checkpoint and model; ``apply`` raises :class:`FixError` with the
 same sentences before touching the model.
@@ -35,7 +35,9 @@ if TYPE_CHECKING:  # pragma: no cover
     from ..diagnosis.report import Report
     from .apply import LoadResult
 
-_RANK = {DropKeys: 2, Transpose: 3, CastDtype: 4, ResizeCopy: 5}
+# A cast comes last so that it applies to every value, resized ones included (a resize
+# builds the model's tensor, in the model's dtype, around the overlapping slice).
+_RANK = {DropKeys: 2, Transpose: 3, ResizeCopy: 4, CastDtype: 5}
 
 
 def _rank(fix: Fix) -> float:
