@@ -225,3 +225,27 @@ def test_journal_path_from_a_memory_mapped_file(tmp_path):
     assert not result.missing
     assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(),
                                                  src.state_dict().values()))
+
+
+def test_apply_on_a_broken_file_names_the_cause(tmp_path):
+    import ckwidget as ck
+
+    lfs = tmp_path / "lfs.pt"
+    lfs.write_text("version https://git-lfs.github.com/spec/v1\noid sha256:" + "0" * 64
+                   + "\nsize 9\n")
+    full = tmp_path / "w.pt"
+    torch.save(nn.Linear(64, 64).state_dict(), full)
+    data = full.read_bytes()
+    cut = tmp_path / "cut.pt"
+    cut.write_bytes(data[: len(data) // 2])
+    for path, words in ((lfs, "Git LFS pointer"), (cut, "download the file again")):
+        model = nn.Linear(64, 64)
+        before = {k: v.clone() for k, v in model.state_dict().items()}
+        for plan in (ck.diagnose(path, nn.Linear(64, 64)).plan,
+                     ck.Plan([ck.fixes.StripPrefix("module.")], source=path)):
+            with pytest.raises(FixError) as err:
+                plan.apply(model)
+            message = str(err.value)
+            assert words in message, message
+            assert "drop-keys" not in message and "no tensors" not in message, message
+        assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())

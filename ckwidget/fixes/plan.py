@@ -244,6 +244,9 @@ class Plan:
         """
         if ckpt is None:
             ckpt, _ = self.open()
+        broken = file_problems(ckpt)
+        if broken:
+            return broken  # the cause, not its symptoms (no tensors, missing keys)
         infos = _as_infos(model)
         problems: list[str] = []
         try:
@@ -329,6 +332,21 @@ class Plan:
         from .save import save_plan
 
         return save_plan(self, path, format=format, model=model)
+
+
+# File findings no fix repairs: the bytes are not weights any plan could load.
+UNLOADABLE = ("malicious", "lfs-pointer", "html-page", "not-a-checkpoint", "truncated",
+              "corrupt", "foreign-format")
+
+
+def file_problems(ckpt: Checkpoint) -> list[str]:
+    """The file's own errors that stop any plan, each in the finding's own words."""
+    out = []
+    for f in ckpt.findings:
+        if f.severity == "error" and f.kind in UNLOADABLE and not f.details.get("crc"):
+            text = f.message.rstrip()
+            out.append(f"{f.kind}: {text}" if text.endswith(".") else f"{f.kind}: {text}.")
+    return out
 
 
 def _as_infos(model: Any) -> dict[str, TensorInfo]:
