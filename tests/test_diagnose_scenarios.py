@@ -449,3 +449,22 @@ def test_ema_copy_is_offered_not_chosen(tmp_path):
     model = Net()
     chosen.plan.apply(model)
     same(model, ema.state_dict())
+
+
+def test_changed_head_offers_resize_copy_as_a_toggle(tmp_path):
+    from ckwidget.fixes import ResizeCopy
+
+    src = Net(classes=10)
+    path = save(src.state_dict(), tmp_path)
+    report = ck.diagnose(path, Net(classes=4))
+    finding = report.finding("shape-mismatch")
+    resize = ResizeCopy(("fc.weight", "fc.bias"))
+    assert resize in finding.fixes and DropKeys(("fc.weight", "fc.bias"),
+                                                "output head changed") in finding.fixes
+    assert resize not in report.plan.fixes, "the alternative is offered, not planned"
+    chosen = report.plan.with_fixes([resize])  # what the widget's toggle does
+    assert not chosen.validate(model=Net(classes=4))
+    model = Net(classes=4)
+    chosen.apply(model)
+    assert torch.equal(model.fc.weight, src.fc.weight[:4])
+    assert torch.equal(model.fc.bias, src.fc.bias[:4])

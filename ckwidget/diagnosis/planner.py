@@ -1,6 +1,7 @@
 """Choose the plan: one fix per kind, merged from the findings, in the order they apply.
 
-Each finding proposes the fixes that repair it (alternatives sit in its details). The
+Each finding proposes the fixes that repair it; those also named in its
+``details["alternatives"]`` are offered (as the widget's toggles) but not planned. The
 plan merges per-key fixes of one kind into a single fix, so it holds the fewest fixes
 that load the most model tensors; partial loading (drop-keys) appears only where no
 other fix serves a key.
@@ -22,7 +23,11 @@ def choose_fixes(findings: Iterable[Finding]) -> list[Fix]:
     resize: dict[str, None] = {}
     casts: dict[str, dict[str, None]] = {}
     for finding in findings:
+        # a finding's alternatives are offered (the widget's toggles), not planned
+        alternatives = finding.details.get("alternatives") or ()
         for fix in finding.fixes:
+            if fix in alternatives:
+                continue
             if isinstance(fix, DropKeys):
                 drop_keys.update(dict.fromkeys(fix.keys))
                 if fix.reason:

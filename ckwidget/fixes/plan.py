@@ -60,7 +60,23 @@ def _ordered(fixes: Iterable[Fix]) -> list[Fix]:
                 f"A plan can hold only one {kind.kind} fix; it has {len(found)}: "
                 + "; ".join(f.describe() for f in found)
             )
-    return sorted(unique, key=_rank)
+    return sorted(_resize_over_drop(unique), key=_rank)
+
+
+def _resize_over_drop(fixes: list[Fix]) -> list[Fix]:
+    """A key both resized and dropped is resized: adding resize-copy for a changed head
+    (the alternative a finding offers) overrides the drop-keys that skipped it."""
+    resized = {k for f in fixes if isinstance(f, ResizeCopy) for k in f.keys}
+    if not resized:
+        return fixes
+    out: list[Fix] = []
+    for fix in fixes:
+        if isinstance(fix, DropKeys) and resized & set(fix.keys):
+            fix = DropKeys(tuple(k for k in fix.keys if k not in resized), fix.reason)
+            if fix in out:
+                continue
+        out.append(fix)
+    return out
 
 
 class Plan:

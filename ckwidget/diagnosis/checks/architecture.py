@@ -188,7 +188,8 @@ def _mismatched(ctx: Context) -> list[Finding]:
                 "different number of classes. The plan skips the head, which keeps its "
                 "initial values for you to train; copying the overlapping rows is the "
                 "alternative.",
-                keys=keys, fixes=[DropKeys(tuple(keys), "output head changed")],
+                keys=keys, fixes=[DropKeys(tuple(keys), "output head changed"),
+                                  ResizeCopy(tuple(keys))],
                 details={"reason": reason, "alternatives": [ResizeCopy(tuple(keys))]}))
         elif reason == "vocab":
             rows = [(a.ckpt[a.pairs[k]].shape[0], ctx.model.infos[k].shape[0]) for k in keys]
@@ -198,7 +199,7 @@ def _mismatched(ctx: Context) -> list[Finding]:
                 "shape-mismatch", "warning",
                 f"The vocabulary was {how} ({detail}). The plan copies the shared rows; "
                 "new rows keep the model's initial values.",
-                keys=keys, fixes=[ResizeCopy(tuple(keys))],
+                keys=keys, fixes=[ResizeCopy(tuple(keys)), DropKeys(tuple(keys), "resized")],
                 details={"reason": reason, "alternatives": [DropKeys(tuple(keys), "resized")]}))
         else:
             what = ("The kernel size differs" if reason == "kernel"
