@@ -209,3 +209,25 @@ def test_square_weights_follow_their_own_family_never_embeddings():
     a = align({k: info(*v.shape) for k, v in stored.items()}, side)
     assert "wpe.weight" not in a.transposed
     assert set(a.transposed) == {f"blocks.{i}.c_fc.weight" for i in range(2)}
+
+
+def test_stray_key_with_another_shape_is_not_a_rename():
+    class M(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc = nn.Linear(4, 4)
+            self.extra = nn.Linear(2, 5)
+
+    sd = {k: v for k, v in M().state_dict().items() if not k.startswith("extra.")}
+    sd["aux.weight"] = torch.ones(3, 3, 3)
+    report = ck.diagnose(sd, M())
+    assert report.finding("shape-mismatch") is None and report.finding("renamed") is None
+    assert report.finding("unexpected-keys").keys == ["aux.weight"]
+    assert report.finding("missing-keys").keys == ["extra.weight", "extra.bias"]
+    assert not any(isinstance(f, RenameKeys) for f in report.plan.fixes)
+    # A real prefix still wins when one layer under it changed shape (a new head).
+    wrapped = {"module." + k: v for k, v in M().state_dict().items()}
+    wrapped["module.extra.weight"] = torch.ones(7, 2)
+    report = ck.diagnose(wrapped, M())
+    assert report.finding("prefix") is not None
+    assert report.alignment.status["extra.weight"] == "shape-mismatch"

@@ -196,11 +196,27 @@ def _guarded_add(step: KeyStep, names: list[str], model: dict[str, TensorInfo]) 
                                              _escape_repl(step.prefix)),))
 
 
+def _fits(shape: tuple[int, ...], want: tuple[int, ...]) -> bool:
+    return shape == want or (len(shape) == 2 and shape == want[::-1])
+
+
+def _shapes_agree(names: list[str], mapped: list[str], shapes: list[tuple[int, ...]],
+                  model: dict[str, TensorInfo]) -> bool:
+    """Whether the keys a step newly lands on model names mostly have the model's shapes
+    (checked on a spread of at most SAMPLE): a different name with a different shape
+    is a stray key, not a renamed one (``aux.weight`` is not the model's ``extra.weight``)."""
+    landed = [i for i, (a, b) in enumerate(zip(names, mapped)) if a != b and b in model]
+    sample = _spread(landed)
+    fit = sum(1 for i in sample if _fits(shapes[i], model[mapped[i]].shape))
+    return fit > 0 and fit * 2 >= len(sample)
+
+
 def _prefix_rounds(
-    names: list[str], model: dict[str, TensorInfo]
+    names: list[str], model: dict[str, TensorInfo], shapes: list[tuple[int, ...]]
 ) -> tuple[list[str], list[KeyStep], list[list[int]], set[str], list[str]]:
     """(names after the prefix steps, the steps, indices each step renamed, and the
-    final names' set and unmatched checkpoint names, for the rename pass)."""
+    final names' set and unmatched checkpoint names, for the rename pass).
+    ``shapes[i]`` is the shape of the checkpoint tensor named ``names[i]``."""
     steps: list[KeyStep] = []
     affected: list[list[int]] = []
     score = _count(names, model)
@@ -214,9 +230,9 @@ def _prefix_rounds(
         unmatched_m = [m for m in model if m not in name_set]
         if not unmatched_c or not unmatched_m:
             break
-        best: tuple[int, KeyStep, list[str]] | None = None
+        scored: list[tuple[int, int, KeyStep, list[str]]] = []
         for step in _propose(unmatched_c, unmatched_m)[:4]:
-            if best is not None and best[0] == len(model):
+            if scored and scored[0][0] == len(model):
                 break
             variants = [step]
             if step.kind == "add-prefix":
@@ -227,11 +243,13 @@ def _prefix_rounds(
                 fn = variant.mapper()
                 mapped = [fn(n) for n in names]
                 s = _count(mapped, model)
-                if s > score and (best is None or s > best[0]):
-                    best = (s, variant, mapped)
+                if s > score:
+                    scored.append((s, -len(scored), variant, mapped))
+                    scored.sort(key=lambda t: (-t[0], -t[1]))
+        best = next((c for c in scored if _shapes_agree(names, c[3], shapes, model)), None)
         if best is None:
             break
-        score, step, mapped = best
+        score, _, step, mapped = best
         affected.append([i for i, (a, b) in enumerate(zip(names, mapped)) if a != b])
         names = mapped
         steps.append(step)
@@ -402,7 +420,9 @@ def align(ckpt: dict[str, TensorInfo], model: ModelSide) -> Alignment:
     originals = list(ckpt)
     names = originals
     if _count(names, m_infos) < len(m_infos):
-        names, result.steps, affected, name_set, unmatched_c = _prefix_rounds(names, m_infos)
+        shapes = [info.shape for info in ckpt.values()]
+        names, result.steps, affected, name_set, unmatched_c = _prefix_rounds(names, m_infos,
+                                                                              shapes)
         result.step_keys = [[originals[i] for i in idx] for idx in affected]
         tied = model.tied
         unmatched_m = [m for m in m_infos if m not in name_set
