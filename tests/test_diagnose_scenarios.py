@@ -468,3 +468,19 @@ def test_changed_head_offers_resize_copy_as_a_toggle(tmp_path):
     chosen.apply(model)
     assert torch.equal(model.fc.weight, src.fc.weight[:4])
     assert torch.equal(model.fc.bias, src.fc.bias[:4])
+
+
+def test_nested_finding_lists_the_files_own_entries(tmp_path):
+    net = Net()
+    opt = torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.9)
+    path = save({"model": net.state_dict(), "ema": Net().state_dict(), "epoch": 7,
+                 "optimizer": opt.state_dict()}, tmp_path)
+    message = ck.diagnose(path, Net()).finding("nested").message
+    assert "other entries: " in message
+    listed = message.split("other entries: ", 1)[1].split(")", 1)[0].split(", ")
+    assert set(listed) == {"epoch", "ema", "optimizer"}, listed
+    bare = save({"model": net.state_dict(), "ema": Net().state_dict()}, tmp_path, "bare.pt")
+    message = ck.diagnose(bare, Net()).finding("nested").message
+    assert "(other entries: ema)" in message
+    for reader_key in ("archive", "records", "byteorder", "pickle", "globals", "devices"):
+        assert reader_key not in message

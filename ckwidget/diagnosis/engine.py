@@ -158,18 +158,24 @@ def choose_entry(ckpt: Checkpoint, side: ModelSide, entry: str | None) -> tuple[
     if best == "":
         return "", ""
     meta = ckpt.metadata
-    facts_of = meta.get("facts") if isinstance(meta.get("facts"), dict) else meta
+    # The file's own top-level entries: its non-tensor facts and its other containers
+    # (never the reader's metadata such as the archive's records).
+    facts_of = meta.get("facts") if isinstance(meta.get("facts"), dict) else {}
+    head = best.split(".", 1)[0]
     others = [c for c in candidates if c != best]
+    for top in dict.fromkeys([k.partition(".")[0] for k in ckpt.tensors]):
+        if top != head and top not in others and top not in facts_of:
+            others.append(top)
     averaged = [c for c in others if any(t in c.lower() for t in ("ema", "swa", "average"))]
     lightning = next((meta[k] for k in LIGHTNING_KEYS if k in meta), None)
-    facts = [k for k in facts_of if k not in ("name", "open_seconds")][:6]
+    items = [str(k) for k in facts_of][:6] + others[:3]
     if lightning is not None:
         reason = (f"this is a PyTorch Lightning checkpoint (Lightning {lightning}); the weights "
-                  f"are under {best!r}, next to training state ({', '.join(facts)}).")
+                  f"are under {best!r}"
+                  + (f", next to training state ({', '.join(items)})" if items else "") + ".")
     else:
         reason = (f"the file is a dict whose {best!r} entry holds the model's weights"
-                  + (f" (other entries: {', '.join(facts + others[:3])})" if facts or others
-                     else "") + ".")
+                  + (f" (other entries: {', '.join(items)})" if items else "") + ".")
     if averaged:
         reason += (f" An averaged copy is also stored under {averaged[0]!r}; pass "
                    f"entry={averaged[0]!r} to use it instead.")
