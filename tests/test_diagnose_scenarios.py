@@ -484,3 +484,21 @@ def test_nested_finding_lists_the_files_own_entries(tmp_path):
     assert "(other entries: ema)" in message
     for reader_key in ("archive", "records", "byteorder", "pickle", "globals", "devices"):
         assert reader_key not in message
+
+
+def test_meta_model_as_a_shape_template(tmp_path):
+    src = Net()
+    path = save(src.state_dict(), tmp_path)
+    with torch.device("meta"):
+        template = Net()
+    default = ck.diagnose(path, template)
+    assert default.finding("meta-model") is not None and not default.loads_cleanly
+    report = ck.diagnose(path, template, assume_materialized=True)
+    assert report.finding("meta-model") is None
+    assert report.loads_cleanly and report.status == "ok"
+    assert report.headline.startswith("All ") and not len(report.plan)
+    with torch.device("meta"):
+        other = Net(classes=4)
+    changed = ck.diagnose(path, other, assume_materialized=True)
+    assert changed.finding("shape-mismatch") is not None
+    assert changed.finding("meta-model") is None and "meta" not in changed.headline

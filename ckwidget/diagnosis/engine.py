@@ -31,11 +31,14 @@ def diagnose(
     entry: str | None = None,
     map_location: Any = None,
     plan: Any = None,
+    assume_materialized: bool = False,
 ) -> Report:
     """Why ``path_or_ckpt`` does or does not load into ``model``, and the plan that fixes it.
 
     ``plan`` (used by ``Plan.preview``) diagnoses the checkpoint as it would be after
-    that plan's fixes.
+    that plan's fixes. ``assume_materialized=True`` treats a model built on the meta
+    device as a shape template for a real one: no meta-model finding, and counts as if
+    its tensors had memory (the CLI builds models that way to compare shapes cheaply).
     """
     started = time.perf_counter()
     # Diagnosis allocates many small objects next to a large model: the cyclic
@@ -44,7 +47,7 @@ def diagnose(
     gc.disable()
     try:
         report = _diagnose(path_or_ckpt, model, optimizer, sample_input, entry,
-                           map_location, plan)
+                           map_location, plan, assume_materialized)
     finally:
         if paused:
             gc.enable()
@@ -53,9 +56,12 @@ def diagnose(
 
 
 def _diagnose(path_or_ckpt: Any, model: Any, optimizer: Any, sample_input: Any,
-              entry: str | None, map_location: Any, plan: Any) -> Report:
+              entry: str | None, map_location: Any, plan: Any,
+              assume_materialized: bool = False) -> Report:
     ckpt = as_checkpoint(path_or_ckpt)
     side = describe_model(model)
+    if assume_materialized:
+        side.devices.discard("meta")  # a shape template: judge it as the real model
     if plan is not None and len(plan):
         ckpt, map_location = _after_plan(ckpt, plan, side, map_location)
         entry = ""
