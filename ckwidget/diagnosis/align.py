@@ -277,9 +277,15 @@ def _by_module(keys: list[str]) -> dict[str, list[str]]:
 
 
 def _signature(keys: list[str], infos: dict[str, TensorInfo]) -> tuple:
+    """The sorted (leaf, shape) pairs of one module's keys (one or two keys: no sort)."""
     if len(keys) == 1:
         k = keys[0]
         return ((k.rpartition(".")[2], infos[k].shape),)
+    if len(keys) == 2:
+        a, b = keys
+        x = (a.rpartition(".")[2], infos[a].shape)
+        y = (b.rpartition(".")[2], infos[b].shape)
+        return (x, y) if x <= y else (y, x)
     return tuple(sorted([(k.rpartition(".")[2], infos[k].shape) for k in keys]))
 
 
