@@ -169,13 +169,27 @@ def _read_legacy(path: Path, size: int, window: bytes, pos: int,
     for f in (view_problems_finding(tp), special_layout_finding(tp)):
         if f:
             findings.append(f)
+    protocol = tp.result.protocol
+    accepts = (tp.result.complete and tp.torch_accepts_globals and 2 <= protocol < 4
+               and not {"FRAME", "STACK_GLOBAL", "MEMOIZE"} & tp.result.opcodes
+               and not any(f.severity == "error" for f in findings))
+    metadata["torch_weights_only_accepts"] = accepts
+    if accepts:
+        verdict = "torch.load still reads it with weights_only=True"
+    elif protocol >= 4:
+        verdict = (f"torch.load(weights_only=True) cannot read its pickle protocol {protocol} "
+                   "('Unsupported operand')")
+    elif protocol < 2:
+        verdict = ("torch.load(weights_only=True) refuses its pickle protocol (0 or 1, "
+                   "from before protocol 2); only weights_only=False, which runs code, reads it")
+    else:
+        verdict = "torch.load(weights_only=True) refuses it"
     findings.append(Finding(
         "version", "warning",
         "This is torch's legacy serialization (before torch 1.6, or "
-        "_use_new_zipfile_serialization=False): torch.load still reads it with "
-        "weights_only=True but cannot memory-map it (mmap=True fails). Save it again with "
-        "torch.save to get the zip format.",
-        details={"pickle_protocol": tp.result.protocol},
+        f"_use_new_zipfile_serialization=False): {verdict}, and it cannot be memory-mapped "
+        "(mmap=True fails). Save it again with torch.save to get the zip format.",
+        details={"pickle_protocol": protocol, "torch_weights_only_accepts": accepts},
     ))
     return Checkpoint(path, "torch-legacy", tensors, tp.flat.candidates, metadata, findings,
                       size=size, members=tp.flat.members)
