@@ -96,14 +96,22 @@ class PickleError(Exception):
 
 
 _MARK = object()
-_ATOMS = (str, int, float, bool, bytes, type(None), Global, Call)
+# Keys hashed as they are. Not ints beyond 2**60 or floats: their hashes are not
+# randomised, so a file could hold thousands of keys with one hash and make every insert
+# compare against all the others (a hash flood).
+_HASHABLE = (str, bool, bytes, type(None), Global, Call)
+_INT_LIMIT = 1 << 60
+
+
+def _plain_key(key: Any) -> bool:
+    kt = type(key)
+    return kt in _HASHABLE or (kt is int and -_INT_LIMIT < key < _INT_LIMIT)
 
 
 def _safe_key(key: Any) -> Any:
-    kt = type(key)
-    if kt in (str, int) or key is None or kt in _ATOMS:
+    if _plain_key(key):
         return key
-    if kt is tuple and len(key) <= 16 and all(type(k) in _ATOMS for k in key):
+    if type(key) is tuple and len(key) <= 16 and all(_plain_key(k) for k in key):
         return key
     return OpaqueKey(key)
 
@@ -424,7 +432,10 @@ def run_pickle(
         res.error = f"memo entry {exc} was never stored (byte {pos})"
         res.error_position = pos
     except (UnicodeDecodeError, ValueError, OverflowError, struct.error) as exc:
-        res.error = f"a value cannot be decoded ({type(exc).__name__}) (byte {pos})"
+        if isinstance(exc, struct.error) and pos + 8 >= n:
+            res.error = f"the pickle ends before its STOP opcode (byte {n})"
+        else:
+            res.error = f"a value cannot be decoded ({type(exc).__name__}) (byte {pos})"
         res.error_position = pos
     except RecursionError:
         res.error = f"values nest too deeply (byte {pos})"
