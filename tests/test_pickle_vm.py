@@ -74,3 +74,10 @@ def test_budgets_stop_runaway_streams_with_a_sentence() -> None:
     many = b"\x80\x02" + b")" * 300_000 + b"."
     result = run_pickle(many, Budgets(max_ops=100_000))
     assert result.budget_exceeded and "opcodes" in result.error
+
+
+def test_text_memo_indexes_are_bounded_like_binary_ones() -> None:
+    m = 2**61 - 1
+    flood = b"".join(b"N" + f"p{m * i}\n".encode() + b"0" for i in range(1, 50))
+    result = run_pickle(b"(" + flood + b"l.")
+    assert not result.complete and "bad index" in result.error

@@ -656,10 +656,10 @@ def _rare_op(op, data, pos, n, stack, memo, call, get_global,
             raise PickleError("PUT on an empty stack", pos)
         if len(memo) >= max_memo:
             raise BudgetExceededError(f"The pickle stores more than {max_memo:,} memo entries.")
-        try:
-            memo[int(text)] = stack[-1]
-        except ValueError:
-            raise PickleError("PUT with a bad index", pos) from None
+        index = int(text) if len(text) <= 12 and text.isdigit() else -1
+        if not 0 <= index < 1 << 32:  # as LONG_BINPUT; huge indexes could flood the memo
+            raise PickleError("PUT with a bad index", pos)
+        memo[index] = stack[-1]
         return pos
     if op == 0x8F:  # EMPTY_SET
         stack.append(PickledSet([], False))
