@@ -127,6 +127,8 @@ class PickleResult:
     end: int = 0  # offset just after STOP (or where reading stopped)
     protocol: int = 0
     ops: int = 0
+    # opcodes beyond the common core (protocol 4+ framing, text forms, sets...): the
+    # frequent ones are not tracked, to keep the loop fast
     opcodes: set[str] = field(default_factory=set)
     globals: dict[str, int] = field(default_factory=dict)  # "module.name" -> count
     calls: dict[str, int] = field(default_factory=dict)  # "module.name" -> REDUCE/NEWOBJ count
@@ -329,6 +331,7 @@ def run_pickle(
                     raw, pos = _line(data, pos, n)
                     stack.append(get_global(module, raw.decode("utf-8", "replace"), pos))
                 elif op == 0x94:  # MEMOIZE
+                    state.seen.add(op)
                     if len(memo) >= max_memo:
                         raise BudgetExceededError(
                             f"The pickle stores more than {max_memo:,} memo entries."

@@ -69,9 +69,10 @@ def interpret(data: bytes, reader: StorageBytes | None, budgets: Budgets, *,
     findings.extend(globals_findings(verdict, result.calls))
     metadata: dict[str, Any] = {
         "pickle_protocol": result.protocol,
-        "pickle_opcodes": sorted(result.opcodes),
         "globals": sorted(result.globals),
     }
+    if result.opcodes:
+        metadata["pickle_features"] = sorted(result.opcodes)
     if context.module_classes:
         metadata["module_classes"] = sorted(context.module_classes)
     if isinstance(root, ModuleDict):
