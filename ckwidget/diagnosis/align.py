@@ -12,6 +12,8 @@ from __future__ import annotations
 import re
 from collections import Counter, deque
 from dataclasses import dataclass, field
+from itertools import compress
+from operator import ne
 
 from ..checkpoint import TensorInfo
 from ..fixes.kinds import renamer
@@ -54,6 +56,20 @@ class KeyStep:
             p = self.prefix
             return lambda k: p + k
         return renamer(self.mapping, self.patterns)
+
+    def map_all(self, names: list[str]) -> list[str]:
+        """``[self.mapper()(n) for n in names]``, without a call per name for prefixes."""
+        if self.swap is not None:
+            old, new = self.swap
+            n = len(old)
+            return [new + k[n:] if k.startswith(old) else k for k in names]
+        if self.kind == "strip-prefix":
+            p, n = self.prefix, len(self.prefix)
+            return [k[n:] if k.startswith(p) else k for k in names]
+        if self.kind == "add-prefix":
+            p = self.prefix
+            return [p + k for k in names]
+        return list(map(self.mapper(), names))
 
     def describe(self) -> str:
         if self.kind == "strip-prefix":
@@ -200,12 +216,18 @@ def _fits(shape: tuple[int, ...], want: tuple[int, ...]) -> bool:
     return shape == want or (len(shape) == 2 and shape == want[::-1])
 
 
-def _shapes_agree(names: list[str], mapped: list[str], shapes: list[tuple[int, ...]],
+def _changed(names: list[str], mapped: list[str]) -> list[int]:
+    """Indices where a step changed the name (in C: no Python loop per key)."""
+    return list(compress(range(len(names)), map(ne, names, mapped)))
+
+
+def _shapes_agree(changed: list[int], mapped: list[str], shapes: list[tuple[int, ...]],
                   model: dict[str, TensorInfo]) -> bool:
     """Whether the keys a step newly lands on model names mostly have the model's shapes
     (checked on a spread of at most SAMPLE): a different name with a different shape
-    is a stray key, not a renamed one (``aux.weight`` is not the model's ``extra.weight``)."""
-    landed = [i for i, (a, b) in enumerate(zip(names, mapped)) if a != b and b in model]
+    is a stray key, not a renamed one (``aux.weight`` is not the model's ``extra.weight``).
+    ``changed`` holds the indices the step renamed."""
+    landed = [i for i in changed if mapped[i] in model]
     sample = _spread(landed)
     fit = sum(1 for i in sample if _fits(shapes[i], model[mapped[i]].shape))
     return fit > 0 and fit * 2 >= len(sample)
@@ -240,17 +262,21 @@ def _prefix_rounds(
                 if guarded is not None:
                     variants.append(guarded)
             for variant in variants:
-                fn = variant.mapper()
-                mapped = [fn(n) for n in names]
+                mapped = variant.map_all(names)
                 s = _count(mapped, model)
                 if s > score:
                     scored.append((s, -len(scored), variant, mapped))
                     scored.sort(key=lambda t: (-t[0], -t[1]))
-        best = next((c for c in scored if _shapes_agree(names, c[3], shapes, model)), None)
-        if best is None:
+        best = changed = None
+        for cand in scored:
+            changed = _changed(names, cand[3])
+            if _shapes_agree(changed, cand[3], shapes, model):
+                best = cand
+                break
+        if best is None or changed is None:
             break
         score, _, step, mapped = best
-        affected.append([i for i, (a, b) in enumerate(zip(names, mapped)) if a != b])
+        affected.append(changed)
         names = mapped
         steps.append(step)
         name_set = set()  # stale: recomputed below
@@ -443,12 +469,13 @@ def align(ckpt: dict[str, TensorInfo], model: ModelSide) -> Alignment:
             if module_pairs or key_pairs:
                 step, mapped = _rename_step(module_pairs, key_pairs, cmods, names)
                 result.rename_pairs = module_pairs + key_pairs
-                result.step_keys.append([o for o, a, b in zip(originals, names, mapped) if a != b])
+                result.step_keys.append([originals[i] for i in _changed(names, mapped)])
                 names = mapped
                 result.steps.append(step)
     # names[i] is where ckpt key originals[i] lands in the model's namespace.
     landing: dict[str, str]
-    if len(set(names)) == len(names):  # no collisions: comprehensions are faster
+    # no collisions (a dict's own keys are distinct): comprehensions are faster
+    if names is originals or len(set(names)) == len(names):
         landing = {n: o for n, o in zip(names, originals) if n in m_infos}
         result.unexpected = [o for n, o in zip(names, originals) if n not in m_infos]
         if result.unexpected:

@@ -66,7 +66,7 @@ def _diagnose(path_or_ckpt: Any, model: Any, optimizer: Any, sample_input: Any,
         ckpt, map_location = _after_plan(ckpt, plan, side, map_location)
         entry = ""
     chosen, reason = choose_entry(ckpt, side, entry)
-    entry_infos = ckpt.entry(chosen) if (chosen in ckpt.candidates or ckpt.members(chosen)) else {}
+    entry_infos = _entry_infos(ckpt, chosen)
     alignment = align(entry_infos, side)
     ctx = Context(ckpt, chosen, reason, side, alignment, optimizer, sample_input, map_location)
     findings: list[Finding] = []
@@ -90,6 +90,14 @@ def _diagnose(path_or_ckpt: Any, model: Any, optimizer: Any, sample_input: Any,
 
     suggested = Plan(fixes, source=ckpt)
     return _summarise(ctx, sort_findings(findings), suggested, model)
+
+
+def _entry_infos(ckpt: Checkpoint, chosen: str) -> dict[str, TensorInfo]:
+    """``ckpt.entry(chosen)``, or {} for a container that holds no tensors. The top
+    level of a flat file is its tensors as they are: one copy, not two key-by-key passes."""
+    if chosen == "" and "" in ckpt.candidates and "" not in getattr(ckpt, "_members", {"": 0}):
+        return dict(ckpt.tensors)
+    return ckpt.entry(chosen) if (chosen in ckpt.candidates or ckpt.members(chosen)) else {}
 
 
 def as_checkpoint(source: Any) -> Checkpoint:

@@ -21,15 +21,20 @@ def leaf_of(key: str) -> str:
 
 
 INT = re.compile(r"(?<![^.])[0-9]+(?![^.])")  # a whole integer component
-_INT_SPLIT = re.compile(r"(?<![^.])([0-9]+)(?![^.])")
 
 
 def template(key: str) -> tuple[str, tuple[int, ...]]:
     """Replace integer components by a slot: ("h.\\x00.attn.weight", (3,))."""
-    pieces = _INT_SPLIT.split(key)
-    if len(pieces) == 1:
+    # str methods, not a regex: this runs once per key when findings group keys.
+    parts = key.split(".")
+    ints = []
+    for i, p in enumerate(parts):
+        if p.isdigit() and p.isascii():
+            ints.append(int(p))
+            parts[i] = SLOT
+    if not ints:
         return key, ()
-    return SLOT.join(pieces[::2]), tuple(map(int, pieces[1::2]))
+    return ".".join(parts), tuple(ints)
 
 
 def template_only(key: str) -> str:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import heapq
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from ..checkpoint import Checkpoint, TensorInfo
@@ -52,11 +52,12 @@ def choose(infos: Mapping[str, TensorInfo], keys: list[str],
 
 def sample_values(ckpt: Checkpoint, entry: str, budget: int = DEFAULT_BUDGET,
                   infos: Mapping[str, TensorInfo] | None = None,
-                  members: Mapping[str, str] | None = None) -> Sample:
+                  members: Mapping[str, str] | Callable[[], Mapping[str, str]] | None = None
+                  ) -> Sample:
     """Non-finite counts over a bounded sample of the entry's floating tensors.
 
     ``members`` maps entry keys to full keys (``ckpt.members(entry)``) when the caller
-    has it already.
+    has it already, or is a function giving it (called only if a tensor is read).
     """
     import numpy as np
 
@@ -69,6 +70,8 @@ def sample_values(ckpt: Checkpoint, entry: str, budget: int = DEFAULT_BUDGET,
     if not keys:
         return out
     chosen = choose(infos, keys)
+    if callable(members):
+        members = members()
     members = ckpt.members(entry) if members is None else members
     share = budget // len(chosen)
     deadline = time.perf_counter() + DEADLINE_S

@@ -494,6 +494,7 @@ class Transpose(Fix):
     def transform(self, entries: dict[str, V], model: Mapping[str, TensorInfo]) -> dict[str, V]:
         out: dict[str, Any] = dict(entries)
         info_type = TensorInfo
+        made: dict[tuple[Any, ...], TensorInfo] = {}
         for k in self.keys:
             v = out.get(k)
             if v is None:
@@ -505,8 +506,15 @@ class Transpose(Fix):
                 )
             if type(v) is info_type:  # a preview: metadata only, built directly
                 src = v.source
-                out[k] = info_type((shape[1], shape[0]), v.dtype, v.device, v.nbytes, v.layout,
-                                   None if src is None else _MappedSource(src, _transpose))
+                if src is None:  # frozen and sourceless: one per distinct layout, shared
+                    ck = (shape, v.dtype, v.device, v.nbytes, v.layout)
+                    info = made.get(ck)
+                    if info is None:
+                        info = made[ck] = info_type((shape[1], shape[0]), *ck[1:])
+                    out[k] = info
+                else:
+                    out[k] = info_type((shape[1], shape[0]), v.dtype, v.device, v.nbytes,
+                                       v.layout, _MappedSource(src, _transpose))
             elif _is_info(v):
                 out[k] = _mapped(v, _transpose, shape=(shape[1], shape[0]))
             else:

@@ -18,7 +18,7 @@ def check(ctx: Context) -> list[Finding]:
         out.append(f)
     if not ctx.entry_infos:
         return out
-    sample = sample_values(ctx.ckpt, ctx.entry, infos=ctx.entry_infos, members=ctx.members)
+    sample = sample_values(ctx.ckpt, ctx.entry, infos=ctx.entry_infos, members=lambda: ctx.members)
     ctx.notes["sample"] = sample
     if sample.nonfinite:
         keys = list(sample.nonfinite)
