@@ -17,7 +17,7 @@ from operator import ne
 
 from ..checkpoint import TensorInfo
 from ..fixes.kinds import renamer
-from .keys import INT, SLOT, leaf_of, module_of, template_only
+from .keys import SLOT, leaf_of, module_of, template_only, template_text
 from .model_side import ModelSide
 
 MAX_PREFIX_DEPTH = 4
@@ -370,11 +370,14 @@ def _rename_step(module_pairs: list[tuple[str, str]], key_pairs: list[tuple[str,
     for ck, mk in key_pairs:
         intended[ck] = mk
     groups: dict[tuple[str, str], list[tuple[str, str]]] = {}
-    ints, slots = INT.findall, INT.sub
     for pair in module_pairs:
         cmod, mmod = pair
-        ci = ints(cmod)
-        key = (slots(SLOT, cmod), slots(SLOT, mmod)) if ci and ci == ints(mmod) else pair
+        ct, ci = template_text(cmod)
+        if ci:
+            mt, mi = template_text(mmod)
+            key = (ct, mt) if ci == mi else pair
+        else:
+            key = pair
         group = groups.get(key)
         if group is None:
             groups[key] = [pair]
@@ -504,7 +507,8 @@ def _classify(result: Alignment, landing: dict[str, str]) -> None:
         tied_rev.setdefault(v, []).append(k)
     status, notes, pairs = result.status, result.notes, result.pairs
     transposed, dtype_differs = result.transposed, result.dtype_differs
-    shape_notes: dict[tuple, str] = {}
+    shape_notes: dict[tuple, str] = {}  # stored shape -> note (the model's is its reverse)
+    same_2d: list[str] = []  # served 2-D keys of the model's shape: square-transpose votes
     landing_get = landing.get
     for mk, minfo in m_infos.items():
         ck = landing_get(mk)
@@ -525,6 +529,8 @@ def _classify(result: Alignment, landing: dict[str, str]) -> None:
         ms = minfo.shape
         renamed = ck != mk
         if cs == ms:
+            if len(cs) == 2:
+                same_2d.append(mk)
             if cinfo.dtype != minfo.dtype:
                 dtype_differs.append(mk)
                 status[mk] = "renamed" if renamed else "dtype-differs"
@@ -537,9 +543,9 @@ def _classify(result: Alignment, landing: dict[str, str]) -> None:
         elif len(cs) == 2 and cs == ms[::-1]:
             transposed.append(mk)
             status[mk] = "transposed"
-            note = shape_notes.get((cs, ms))
+            note = shape_notes.get(cs)
             if note is None:
-                note = shape_notes[(cs, ms)] = f"stored as {_fmt(cs)}, model expects {_fmt(ms)}"
+                note = shape_notes[cs] = f"stored as {_fmt(cs)}, model expects {_fmt(ms)}"
             notes[mk] = f"from {ck}; {note}" if renamed else note
         else:
             if heads is None:
@@ -555,13 +561,12 @@ def _classify(result: Alignment, landing: dict[str, str]) -> None:
     square: list[str] = []
     if result.transposed:
         flat2d: list[str] = []
-        for mk, ck in pairs.items():
-            cs = ckpt[ck].shape
-            if len(cs) == 2 and status[mk] != "transposed" and cs == m_infos[mk].shape:
-                if cs[0] == cs[1] and cs[0] > 1:
-                    square.append(mk)
-                else:
-                    flat2d.append(mk)
+        for mk in same_2d:
+            cs = m_infos[mk].shape
+            if cs[0] == cs[1] and cs[0] > 1:
+                square.append(mk)
+            else:
+                flat2d.append(mk)
         if square:  # only they need the families' votes
             square = _square_transposed(model, flat2d, result.transposed, square)
     for mk in square:

@@ -37,6 +37,19 @@ def template(key: str) -> tuple[str, tuple[int, ...]]:
     return ".".join(parts), tuple(ints)
 
 
+def template_text(key: str) -> tuple[str, tuple[str, ...]]:
+    """Like ``template`` with the integers kept as written: ("h.\x00.mlp", ("03",))."""
+    parts = key.split(".")
+    ints = []
+    for i, p in enumerate(parts):
+        if p.isdigit() and p.isascii():
+            ints.append(p)
+            parts[i] = SLOT
+    if not ints:
+        return key, ()
+    return ".".join(parts), tuple(ints)
+
+
 def template_only(key: str) -> str:
     return INT.sub(SLOT, key)
 
