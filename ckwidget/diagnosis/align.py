@@ -194,10 +194,11 @@ def _escape_repl(text: str) -> str:
     return text.replace("\\", "\\\\")
 
 
-def _count(names: list[str], model: dict[str, TensorInfo]) -> int:
+def _count_set(names: list[str], model: dict[str, TensorInfo]) -> tuple[int, set[str]]:
+    """The model keys ``names`` serve, and the set of names (reused, not rebuilt)."""
     unique = set(names)
     # two checkpoint keys landing on one name is a collision, not a gain
-    return len(unique & model.keys()) - (len(names) - len(unique))
+    return len(unique & model.keys()) - (len(names) - len(unique)), unique
 
 
 def _guarded_add(step: KeyStep, names: list[str], model: dict[str, TensorInfo]) -> KeyStep | None:
@@ -234,25 +235,25 @@ def _shapes_agree(changed: list[int], mapped: list[str], shapes: list[tuple[int,
 
 
 def _prefix_rounds(
-    names: list[str], model: dict[str, TensorInfo], shapes: list[tuple[int, ...]]
+    names: list[str], model: dict[str, TensorInfo], shapes: list[tuple[int, ...]],
+    counted: tuple[int, set[str]] | None = None,
 ) -> tuple[list[str], list[KeyStep], list[list[int]], set[str], list[str]]:
     """(names after the prefix steps, the steps, indices each step renamed, and the
     final names' set and unmatched checkpoint names, for the rename pass).
-    ``shapes[i]`` is the shape of the checkpoint tensor named ``names[i]``."""
+    ``shapes[i]`` is the shape of the checkpoint tensor named ``names[i]``;
+    ``counted`` is ``_count_set(names, model)`` when the caller has it."""
     steps: list[KeyStep] = []
     affected: list[list[int]] = []
-    score = _count(names, model)
-    name_set: set[str] = set()
+    score, name_set = _count_set(names, model) if counted is None else counted
     unmatched_c: list[str] = []
     for _ in range(MAX_ROUNDS):
         if score == len(model):
             break
-        name_set = set(names)
         unmatched_c = [n for n in names if n not in model]
         unmatched_m = [m for m in model if m not in name_set]
         if not unmatched_c or not unmatched_m:
             break
-        scored: list[tuple[int, int, KeyStep, list[str]]] = []
+        scored: list[tuple[int, int, KeyStep, list[str], set[str]]] = []
         for step in _propose(unmatched_c, unmatched_m)[:4]:
             if scored and scored[0][0] == len(model):
                 break
@@ -263,9 +264,9 @@ def _prefix_rounds(
                     variants.append(guarded)
             for variant in variants:
                 mapped = variant.map_all(names)
-                s = _count(mapped, model)
+                s, mapped_set = _count_set(mapped, model)
                 if s > score:
-                    scored.append((s, -len(scored), variant, mapped))
+                    scored.append((s, -len(scored), variant, mapped, mapped_set))
                     scored.sort(key=lambda t: (-t[0], -t[1]))
         best = changed = None
         for cand in scored:
@@ -275,15 +276,14 @@ def _prefix_rounds(
                 break
         if best is None or changed is None:
             break
-        score, _, step, mapped = best
+        score, _, step, mapped, name_set = best
         affected.append(changed)
         names = mapped
         steps.append(step)
-        name_set = set()  # stale: recomputed below
+        unmatched_c = []  # stale: recomputed below
     if score == len(model):
         return names, steps, affected, set(), []  # every model key is served
-    if not name_set:
-        name_set = set(names)
+    if steps and not unmatched_c:
         unmatched_c = [n for n in names if n not in model]
     return names, steps, affected, name_set, unmatched_c
 
@@ -454,10 +454,11 @@ def align(ckpt: dict[str, TensorInfo], model: ModelSide) -> Alignment:
     result = Alignment(ckpt, model)
     originals = list(ckpt)
     names = originals
-    if _count(names, m_infos) < len(m_infos):
+    counted = _count_set(names, m_infos)
+    if counted[0] < len(m_infos):
         shapes = [info.shape for info in ckpt.values()]
-        names, result.steps, affected, name_set, unmatched_c = _prefix_rounds(names, m_infos,
-                                                                              shapes)
+        names, result.steps, affected, name_set, unmatched_c = _prefix_rounds(
+            names, m_infos, shapes, counted)
         result.step_keys = [[originals[i] for i in idx] for idx in affected]
         tied = model.tied
         unmatched_m = [m for m in m_infos if m not in name_set

@@ -98,10 +98,12 @@ def describe_model(model: Any) -> ModelSide:
         )
     cache: dict[tuple[Any, Any, Any], TensorInfo] = {}
     infos: dict[str, TensorInfo] = {}
+    other_devices: set[str] = set()  # of tensors that are neither strided nor meta
     strided = torch.strided
+    get = cache.get
     for name, t in tensors.items():
         ck = (t.dtype, t.device, t.shape)
-        info = cache.get(ck)
+        info = get(ck)
         if info is None:
             if t.layout is strided and not t.is_quantized:
                 layout = "meta" if t.is_meta else "strided"
@@ -110,15 +112,16 @@ def describe_model(model: Any) -> ModelSide:
                 cache[ck] = info
             else:
                 info = describe_tensor(t)
+                if info.layout not in ("strided", "meta"):
+                    other_devices.add(info.device)
         infos[name] = info
     tied: dict[str, str] = {}
-    if len({id(t) for t in tensors.values()}) != len(tensors):
+    if len(set(map(id, tensors.values()))) != len(tensors):
         first_owner: dict[int, str] = {}
         for name, t in tensors.items():
             owner = first_owner.setdefault(id(t), name)
             if owner != name:
                 tied[name] = owner
     side = ModelSide(infos, tied=tied, module=model if modules else None, modules=modules)
-    side.devices = {info.device for info in cache.values()} | {
-        i.device for i in infos.values() if i.layout not in ("strided", "meta")}
+    side.devices = {info.device for info in cache.values()} | other_devices
     return side
