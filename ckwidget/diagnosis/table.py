@@ -17,29 +17,37 @@ def table_columns(a: Alignment) -> dict[str, list[Any]]:
     infos = a.model.infos
     model_keys = list(infos)
     minfos = list(infos.values())
-    ck_keys = [a.pairs.get(k) for k in model_keys]
-    cinfos = [None if c is None else a.ckpt[c] for c in ck_keys]
+    ck_keys = list(map(a.pairs.get, model_keys))
+    ckpt = a.ckpt
+    if len(a.pairs) == len(model_keys):  # every model key is served (the common case)
+        cinfos = list(map(ckpt.__getitem__, ck_keys))
+        c_shapes = [c.shape for c in cinfos]
+        c_dtypes = [c.dtype for c in cinfos]
+        c_devices = [c.device for c in cinfos]
+    else:
+        cinfos = [None if c is None else ckpt[c] for c in ck_keys]
+        c_shapes = [None if c is None else c.shape for c in cinfos]
+        c_dtypes = [None if c is None else c.dtype for c in cinfos]
+        c_devices = [None if c is None else c.device for c in cinfos]
     unexpected = a.unexpected
-    uinfos = [a.ckpt[k] for k in unexpected]
+    uinfos = [ckpt[k] for k in unexpected]
     nu = len(unexpected)
     none = [None] * nu
+    status_get, notes_get = a.status.get, a.notes.get
     return {
         "key": model_keys + unexpected,
-        "status": [a.status.get(k, "missing") for k in model_keys] + ["unexpected"] * nu,
+        "status": [status_get(k, "missing") for k in model_keys] + ["unexpected"] * nu,
         "checkpoint_key": ck_keys + unexpected,
         "model_key": model_keys + none,
-        "checkpoint_shape": [None if c is None else c.shape for c in cinfos]
-        + [i.shape for i in uinfos],
+        "checkpoint_shape": c_shapes + [i.shape for i in uinfos],
         "model_shape": [i.shape for i in minfos] + none,
-        "checkpoint_dtype": [None if c is None else c.dtype for c in cinfos]
-        + [i.dtype for i in uinfos],
+        "checkpoint_dtype": c_dtypes + [i.dtype for i in uinfos],
         "model_dtype": [i.dtype for i in minfos] + none,
-        "checkpoint_device": [None if c is None else c.device for c in cinfos]
-        + [i.device for i in uinfos],
+        "checkpoint_device": c_devices + [i.device for i in uinfos],
         "model_device": [i.device for i in minfos] + none,
         "module": [k.rpartition(".")[0] for k in model_keys]
         + [module_of(a.unexpected_mapped.get(k, k)) for k in unexpected],
-        "note": [a.notes.get(k) or (f"from {c}" if c is not None and c != k else "")
+        "note": [notes_get(k) or (f"from {c}" if c is not None and c != k else "")
                  for k, c in zip(model_keys, ck_keys)]
         + [_unexpected_note(k, a.unexpected_mapped.get(k, k)) for k in unexpected],
     }
