@@ -222,7 +222,7 @@ def _changed(names: list[str], mapped: list[str]) -> list[int]:
     return list(compress(range(len(names)), map(ne, names, mapped)))
 
 
-def _shapes_agree(changed: list[int], mapped: list[str], shapes: list[tuple[int, ...]],
+def _shapes_agree(changed: list[int], mapped: list[str], infos: list[TensorInfo],
                   model: dict[str, TensorInfo]) -> bool:
     """Whether the keys a step newly lands on model names mostly have the model's shapes
     (checked on a spread of at most SAMPLE): a different name with a different shape
@@ -230,17 +230,17 @@ def _shapes_agree(changed: list[int], mapped: list[str], shapes: list[tuple[int,
     ``changed`` holds the indices the step renamed."""
     landed = [i for i in changed if mapped[i] in model]
     sample = _spread(landed)
-    fit = sum(1 for i in sample if _fits(shapes[i], model[mapped[i]].shape))
+    fit = sum(1 for i in sample if _fits(infos[i].shape, model[mapped[i]].shape))
     return fit > 0 and fit * 2 >= len(sample)
 
 
 def _prefix_rounds(
-    names: list[str], model: dict[str, TensorInfo], shapes: list[tuple[int, ...]],
+    names: list[str], model: dict[str, TensorInfo], infos: list[TensorInfo],
     counted: tuple[int, set[str]] | None = None,
 ) -> tuple[list[str], list[KeyStep], list[list[int]], set[str], list[str]]:
     """(names after the prefix steps, the steps, indices each step renamed, and the
     final names' set and unmatched checkpoint names, for the rename pass).
-    ``shapes[i]`` is the shape of the checkpoint tensor named ``names[i]``;
+    ``infos[i]`` describes the checkpoint tensor named ``names[i]``;
     ``counted`` is ``_count_set(names, model)`` when the caller has it."""
     steps: list[KeyStep] = []
     affected: list[list[int]] = []
@@ -271,7 +271,7 @@ def _prefix_rounds(
         best = changed = None
         for cand in scored:
             changed = _changed(names, cand[3])
-            if _shapes_agree(changed, cand[3], shapes, model):
+            if _shapes_agree(changed, cand[3], infos, model):
                 best = cand
                 break
         if best is None or changed is None:
@@ -456,16 +456,17 @@ def align(ckpt: dict[str, TensorInfo], model: ModelSide) -> Alignment:
     names = originals
     counted = _count_set(names, m_infos)
     if counted[0] < len(m_infos):
-        shapes = [info.shape for info in ckpt.values()]
+        infos = list(ckpt.values())  # shapes are read only for a sample
         names, result.steps, affected, name_set, unmatched_c = _prefix_rounds(
-            names, m_infos, shapes, counted)
+            names, m_infos, infos, counted)
         result.step_keys = [[originals[i] for i in idx] for idx in affected]
         tied = model.tied
         unmatched_m = [m for m in m_infos if m not in name_set
                        and not (tied and m in tied and tied[m] in name_set)] if unmatched_c else []
         if unmatched_c and unmatched_m:
-            if names is originals:
-                cur_infos = {n: ckpt[n] for n in unmatched_c}
+            cur_infos: dict[str, TensorInfo]
+            if names is originals:  # unrenamed: the entry itself answers for its keys
+                cur_infos = ckpt
             else:
                 cur_infos = {n: ckpt[o] for n, o in zip(names, originals) if n not in m_infos}
             cmods = _by_module(unmatched_c)
