@@ -613,7 +613,7 @@ def _square_transposed(model: ModelSide, flat2d: list[str], transposed: list[str
     Embeddings and norms are never transposed: a square ``nn.Embedding(32, 32)`` next to
     transposed Conv1D-style weights keeps its layout.
     """
-    owners = {name: type(mod) for name, mod in model.modules} if model.modules else {}
+    owners = dict(zip(model.module_names, map(type, model.module_objects)))
     by_name: dict[str, list[int]] = {}
     by_type: dict[tuple[type, str], list[int]] = {}
     for vote, keys in ((0, flat2d), (1, transposed)):

@@ -23,8 +23,16 @@ class ModelSide:
     tied: dict[str, str] = field(default_factory=dict)  # name -> first name of same tensor
     devices: set[str] = field(default_factory=set)
     module: Any = None
-    modules: list[tuple[str, Any]] = field(default_factory=list, repr=False)
+    # named_modules(remove_duplicate=False) as two lists: 100,000 (name, module) tuples
+    # kept alive would make the garbage collector's next pass scan them all.
+    module_names: list[str] = field(default_factory=list, repr=False)
+    module_objects: list[Any] = field(default_factory=list, repr=False)
     _param_names: dict[int, str] | None = field(default=None, repr=False)
+
+    @property
+    def modules(self) -> list[tuple[str, Any]]:
+        """(name, module) pairs in ``named_modules`` order (built on each call)."""
+        return list(zip(self.module_names, self.module_objects))
 
     @property
     def is_meta(self) -> bool:
@@ -41,7 +49,7 @@ class ModelSide:
         return self._param_names
 
 
-def _walk(model: Any) -> tuple[list[tuple[str, Any]], dict[str, Any], bool]:
+def _walk(model: Any) -> tuple[list[str], list[Any], dict[str, Any], bool]:
     """named_modules(remove_duplicate=False) in the same pre-order, the state-dict
     entries (parameters, persistent buffers) that walk yields, and whether any module
     customises its saving (then only ``model.state_dict()`` names keys right), in one
@@ -51,13 +59,15 @@ def _walk(model: Any) -> tuple[list[tuple[str, Any]], dict[str, Any], bool]:
     base = nn.Module._save_to_state_dict
     types: set[type] = set()
     custom = False
-    modules: list[tuple[str, Any]] = []
+    names: list[str] = []
+    modules: list[Any] = []
     tensors: dict[str, Any] = {}
     stack: list[tuple[str, Any]] = [("", model)]
-    pop, push = stack.pop, stack.extend
+    pop, push, add_name, add_module = stack.pop, stack.extend, names.append, modules.append
     while stack:
         name, mod = pop()
-        modules.append((name, mod))
+        add_name(name)
+        add_module(mod)
         cls = type(mod)
         if cls not in types:
             types.add(cls)
@@ -76,7 +86,7 @@ def _walk(model: Any) -> tuple[list[tuple[str, Any]], dict[str, Any], bool]:
         children = mod._modules
         if children:
             push([(pre + k, c) for k, c in reversed(children.items()) if c is not None])
-    return modules, tensors, custom
+    return names, modules, tensors, custom
 
 
 def describe_model(model: Any) -> ModelSide:
@@ -84,9 +94,10 @@ def describe_model(model: Any) -> ModelSide:
     import torch
     import torch.nn as nn
 
-    modules: list[tuple[str, Any]] = []
+    names: list[str] = []
+    modules: list[Any] = []
     if isinstance(model, nn.Module):
-        modules, tensors, custom = _walk(model)
+        names, modules, tensors, custom = _walk(model)
         if custom:
             tensors = model.state_dict(keep_vars=True)
     elif isinstance(model, Mapping):
@@ -122,6 +133,7 @@ def describe_model(model: Any) -> ModelSide:
             owner = first_owner.setdefault(id(t), name)
             if owner != name:
                 tied[name] = owner
-    side = ModelSide(infos, tied=tied, module=model if modules else None, modules=modules)
+    side = ModelSide(infos, tied=tied, module=model if modules else None,
+                     module_names=names, module_objects=modules)
     side.devices = {info.device for info in cache.values()} | other_devices
     return side

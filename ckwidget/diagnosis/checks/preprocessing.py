@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import copy
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from ...checkpoint import Finding, describe_tensor
@@ -53,7 +53,7 @@ def recorded_facts(meta: Mapping[str, Any], limit: int = 40) -> dict[str, Any]:
 def check(ctx: Context) -> list[Finding]:
     out: list[Finding] = []
     facts = recorded_facts(ctx.facts)
-    norm_layers = _norm_layers(ctx.model.modules)
+    norm_layers = _norm_layers(zip(ctx.model.module_names, ctx.model.module_objects))
     if facts:
         shown = "; ".join(f"{k} = {_short(v)}" for k, v in list(facts.items())[:12])
         out.append(Finding(
@@ -78,7 +78,7 @@ def _short(value: Any) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
-def _norm_layers(modules: list[tuple[str, Any]]) -> list[str]:
+def _norm_layers(modules: Iterable[tuple[str, Any]]) -> list[str]:
     from torch.nn.modules.batchnorm import _BatchNorm
 
     return [n for n, m in modules if isinstance(m, _BatchNorm) and m.track_running_stats]
