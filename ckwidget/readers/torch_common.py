@@ -37,6 +37,13 @@ class TorchPickle:
     metadata: dict[str, Any] = field(default_factory=dict)
 
     @property
+    def torch_reads_protocol(self) -> bool:
+        """torch's weights-only unpickler knows no protocol-4 opcodes ('Unsupported
+        operand 149')."""
+        res = self.result
+        return res.protocol < 4 and not {"FRAME", "STACK_GLOBAL", "MEMOIZE"} & res.opcodes
+
+    @property
     def torch_accepts_globals(self) -> bool:
         v = self.verdict
         return not (v.unsafe or v.missing or v.malicious)

@@ -14,6 +14,7 @@ from .budgets import Budgets
 from .pickle_vm import run_pickle
 from .sniff import LEGACY_MAGIC
 from .torch_common import (
+    TorchPickle,
     interpret,
     pickle_break_finding,
     special_layout_finding,
@@ -78,15 +79,23 @@ def _grow(path: Path, size: int, window: bytes, budgets: Budgets) -> bytes | Non
         return fh.read(min(size, len(window) * 4, budgets.max_pickle_bytes))
 
 
-def _read_plain_pickle(path: Path, size: int, window: bytes, budgets: Budgets) -> Checkpoint:
+def _interpret_growing(path: Path, size: int, window: bytes, budgets: Budgets,
+                       reader: OffsetStorageBytes | None, *, legacy: bool = False,
+                       start: int = 0) -> tuple[TorchPickle, bytes]:
+    """Interpret the pickle at ``start``, reading more of the file while it runs past the
+    window (within the budget); returns the result and the window it was read from."""
     while True:
-        tp = interpret(window, None, budgets)
+        tp = interpret(window, reader, budgets, legacy=legacy, start=start)
         if tp.result.complete:
-            break
+            return tp, window
         bigger = _grow(path, size, window, budgets)
         if bigger is None:
-            break
+            return tp, window
         window = bigger
+
+
+def _read_plain_pickle(path: Path, size: int, window: bytes, budgets: Budgets) -> Checkpoint:
+    tp, window = _interpret_growing(path, size, window, budgets, None)
     findings = list(tp.findings)
     broken = pickle_break_finding(tp, f"The pickle in {path.name}")
     if broken:
@@ -131,14 +140,8 @@ def _read_legacy(path: Path, size: int, window: bytes, pos: int,
         ))
     main_start = sys_info.end if sys_info.complete else len(window)
     reader = OffsetStorageBytes(path, {}, little)  # offsets are known after the pickle
-    while True:
-        tp = interpret(window, reader, budgets, legacy=True, start=main_start)
-        if tp.result.complete:
-            break
-        bigger = _grow(path, size, window, budgets)
-        if bigger is None:
-            break
-        window = bigger
+    tp, window = _interpret_growing(path, size, window, budgets, reader, legacy=True,
+                                    start=main_start)
     findings.extend(tp.findings)
     metadata.update(tp.metadata)
     broken = pickle_break_finding(tp, "The legacy pickle")
@@ -170,8 +173,8 @@ def _read_legacy(path: Path, size: int, window: bytes, pos: int,
         if f:
             findings.append(f)
     protocol = tp.result.protocol
-    accepts = (tp.result.complete and tp.torch_accepts_globals and 2 <= protocol < 4
-               and not {"FRAME", "STACK_GLOBAL", "MEMOIZE"} & tp.result.opcodes
+    accepts = (tp.result.complete and tp.torch_accepts_globals and protocol >= 2
+               and tp.torch_reads_protocol
                and not any(f.severity == "error" for f in findings))
     metadata["torch_weights_only_accepts"] = accepts
     if accepts:

@@ -401,7 +401,7 @@ def _torch_accepts(tp: TorchPickle, findings: list[Finding], version: int | None
         return False
     if not tp.torch_accepts_globals:
         return False
-    if tp.result.protocol >= 4 or {"FRAME", "STACK_GLOBAL", "MEMOIZE"} & tp.result.opcodes:
+    if not tp.torch_reads_protocol:
         return False
     if version is not None and not 1 <= version <= MAX_ARCHIVE_VERSION:
         return False
