@@ -28,19 +28,20 @@ class ModuleDict(dict):
 
 
 class StorageRef:
-    """One storage record: its key in the archive, element dtype, device tag, size."""
+    """One storage record: its key in the archive, element dtype, device tag, size.
 
-    __slots__ = ("dtype", "key", "location", "numel")
+    ``itemsize`` and ``nbytes`` are worked out once here: every tensor on the storage
+    reads them."""
+
+    __slots__ = ("dtype", "itemsize", "key", "location", "nbytes", "numel")
 
     def __init__(self, key: str, dtype: str, location: str, numel: int) -> None:
         self.key = key
         self.dtype = dtype
         self.location = location
         self.numel = numel
-
-    @property
-    def nbytes(self) -> int:
-        return self.numel * DTYPE_SIZES.get(self.dtype, 1)
+        self.itemsize = DTYPE_SIZES.get(dtype, 1)
+        self.nbytes = numel * self.itemsize
 
     def __repr__(self) -> str:
         return f"<storage {self.key} {self.dtype}[{self.numel}] on {self.location}>"
@@ -95,6 +96,43 @@ class StorageTensorSource:
         return flat.as_strided(self.size, self.stride, self.offset)
 
 
+def _info_by_dict(shape: tuple[int, ...], dtype: str, device: str, nbytes: int,
+                  source: Any) -> TensorInfo:
+    info = _new(TensorInfo)
+    d = info.__dict__
+    d["shape"] = shape
+    d["dtype"] = dtype
+    d["device"] = device
+    d["nbytes"] = nbytes
+    d["layout"] = "strided"
+    d["source"] = source
+    return info
+
+
+def _info_by_init(shape: tuple[int, ...], dtype: str, device: str, nbytes: int,
+                  source: Any) -> TensorInfo:
+    return TensorInfo(shape, dtype, device, nbytes, "strided", source)
+
+
+def _pick_info_maker() -> Callable[..., TensorInfo]:
+    """TensorInfo is a frozen dataclass, whose __init__ sets each field through
+    object.__setattr__ (a microsecond per tensor). Filling the instance dict directly
+    gives the same object for a third of the cost; used only when a probe shows it does
+    (same fields, no __post_init__, no slots), else the constructor."""
+    probe = (2, 3), "float32", "cpu", 24, None
+    try:
+        made, want = _info_by_dict(*probe), _info_by_init(*probe)
+        same = (vars(made) == vars(want) and list(vars(made)) == list(vars(want))
+                and made == want and not hasattr(TensorInfo, "__post_init__"))
+    except (AttributeError, TypeError):
+        same = False
+    return _info_by_dict if same else _info_by_init
+
+
+_new = object.__new__
+new_tensor_info = _pick_info_maker()
+
+
 def _ints(value: Any) -> tuple[int, ...]:
     if type(value) is not tuple or not all(type(v) is int for v in value):
         raise TypeError("expected a tuple of ints")
@@ -120,6 +158,7 @@ class TorchPickleContext:
         self.module_classes: dict[str, int] = {}
         self.numpy_dtype_codes: set[str] = set()
         self.torchscript = False
+        self._dtypes: dict[Global, str] = {}  # Globals hash by identity: no flood
 
     # -- persistent ids -------------------------------------------------------------------
     def persistent_load(self, pid: Any) -> Any:
@@ -129,57 +168,68 @@ class TorchPickleContext:
         if type(numel) is not int or numel < 0 or type(key) is not str:
             self.problems.append(f"a storage reference is malformed: {pid!r}"[:200])
             return Call(None, pid, "pid")
-        dtype = "uint8"
-        if isinstance(storage_type, Global):
-            dtype = STORAGE_DTYPES.get(storage_type.name) or _dtype_of(storage_type) or "uint8"
-        location = str(location) if isinstance(location, str) else "cpu"
         ref = self.storages.get(key)
         if ref is None:
-            ref = StorageRef(key, dtype, location, numel)
+            if type(location) is not str:
+                location = str(location) if isinstance(location, str) else "cpu"
+            ref = StorageRef(key, self._storage_dtype(storage_type), location, numel)
             self.storages[key] = ref
         if self.legacy and len(pid) >= 6 and pid[5] is not None:
             self.problems.append(f"storage {key} is a view of another storage (legacy format)")
         return ref
 
+    def _storage_dtype(self, storage_type: Any) -> str:
+        """The element dtype a storage class names (FloatStorage, or torch.float32 in the
+        untyped form), worked out once per class."""
+        if type(storage_type) is not Global:
+            return "uint8"
+        dtype = self._dtypes.get(storage_type)
+        if dtype is None:
+            dtype = STORAGE_DTYPES.get(storage_type.name) or _dtype_of(storage_type) or "uint8"
+            self._dtypes[storage_type] = dtype
+        return dtype
+
     # -- tensors --------------------------------------------------------------------------
-    def tensor(self, storage: Any, offset: Any, size: Any, stride: Any,
+    def tensor(self, storage: Any, offset: Any, size: Any, stride: Any, *_rest: Any,
                dtype: str | None = None) -> Any:
+        """A strided tensor on a storage (``_rebuild_tensor_v2``'s arguments; ``dtype``
+        when the call names one). Raises TypeError for arguments of another shape, so the
+        machine keeps the call as a record."""
         if type(size) is not tuple:
             size = tuple(size) if type(size) is list else _ints(size)
         if type(stride) is not tuple:
             stride = tuple(stride) if type(stride) is list else _ints(stride)
         if type(storage) is not StorageRef or type(offset) is not int:
             raise TypeError("not a storage")
-        dtype = dtype or storage.dtype
-        itemsize = DTYPE_SIZES.get(dtype, 1)
+        if dtype:
+            itemsize = DTYPE_SIZES.get(dtype, 1)
+            storage_elems = storage.nbytes // itemsize
+        else:
+            dtype = storage.dtype
+            itemsize = storage.itemsize
+            storage_elems = storage.numel
         numel = 1
         extent = offset + 1
-        valid = offset >= 0 and len(size) == len(stride)
         for s, st in zip(size, stride):
             if type(s) is not int or type(st) is not int or s < 0 or st < 0:
                 raise TypeError("sizes and strides are non-negative ints")
             numel *= s
             extent += (s - 1) * st
         source: StorageTensorSource | None = None
-        if not valid:
+        if offset < 0 or len(size) != len(stride):
             self.problems.append(f"a tensor on storage {storage.key} has an invalid view")
-        else:
-            storage_elems = storage.nbytes // itemsize if itemsize else 0
-            if numel and extent > storage_elems:
-                self.problems.append(
-                    f"a tensor reads past the end of storage {storage.key} "
-                    f"({extent} > {storage_elems} elements)"
-                )
-            elif self.reader is not None and dtype in DTYPE_SIZES:
-                source = StorageTensorSource(self.reader, storage, offset, size, stride, dtype)
-        return TensorInfo(size, dtype, storage.location, numel * itemsize, "strided", source)
-
-    def rebuild_v2(self, storage, offset, size, stride, *_rest):
-        return self.tensor(storage, offset, size, stride)
+        elif numel and extent > storage_elems:
+            self.problems.append(
+                f"a tensor reads past the end of storage {storage.key} "
+                f"({extent} > {storage_elems} elements)"
+            )
+        elif self.reader is not None and dtype in DTYPE_SIZES:
+            source = StorageTensorSource(self.reader, storage, offset, size, stride, dtype)
+        return new_tensor_info(size, dtype, storage.location, numel * itemsize, source)
 
     def rebuild_v3(self, storage, offset, size, stride, _rg, _hooks, dtype, *_rest):
         name = dtype.name if isinstance(dtype, Global) else None
-        return self.tensor(storage, offset, size, stride, name)
+        return self.tensor(storage, offset, size, stride, dtype=name)
 
     def rebuild_qtensor(self, storage, offset, size, stride, *_rest):
         info = self.tensor(storage, offset, size, stride)
@@ -269,8 +319,8 @@ class TorchPickleContext:
 
     def reducers(self) -> dict[str, Callable[..., Any]]:
         return {
-            "torch._utils._rebuild_tensor_v2": self.rebuild_v2,
-            "torch._utils._rebuild_tensor": self.rebuild_v2,
+            "torch._utils._rebuild_tensor_v2": self.tensor,
+            "torch._utils._rebuild_tensor": self.tensor,
             "torch._utils._rebuild_tensor_v3": self.rebuild_v3,
             "torch._utils._rebuild_parameter": _first,
             "torch._utils._rebuild_parameter_with_state": _first,

@@ -1,0 +1,617 @@
+"""The pickle machine's tensor-record fast path against its own opcode loop.
+
+``run_pickle`` runs each tensor record torch.save writes as one step (a layout pattern and
+one struct read) instead of ~30 opcodes. These tests run every file of a broad corpus of
+real torch.save output, hostile pickles and damaged streams both ways (fast path on, and
+off) and compare everything the machine produced, field by field: the object tree with its
+sharing (memo entries reached twice are the same object both ways), every memo entry the
+stream stored, tensors with their sources, storages, problems, call and global counts,
+errors and their positions.
+"""
+
+from __future__ import annotations
+
+import collections
+import io
+import pickle
+import pickletools
+import random
+import zipfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from _hostile_files import (
+    billion_laughs,
+    deep_lists,
+    deep_marks,
+    hash_bomb,
+    payloads,
+    small_state,
+)
+from torch import nn
+
+from ckwidget.checkpoint import TensorInfo
+from ckwidget.readers import open_checkpoint, pickle_vm
+from ckwidget.readers.budgets import DEFAULT_BUDGETS, Budgets
+from ckwidget.readers.pickle_vm import (
+    Call,
+    Global,
+    OpaqueKey,
+    PickledSet,
+    PickleResult,
+    run_pickle,
+)
+from ckwidget.readers.torch_common import interpret
+from ckwidget.readers.torch_objects import (
+    StorageBytes,
+    StorageRef,
+    StorageTensorSource,
+    TorchPickleContext,
+)
+
+pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
+
+READER = StorageBytes()  # sources are compared by their fields; no bytes are read
+
+
+# ----------------------------------------------------------------------------- describe
+
+
+def describe(root: Any) -> Any:
+    """A plain, comparable picture of what the machine built: every container, call and
+    tensor with its fields, and sharing made explicit (an object reached a second time
+    reads ('seen', n), n its first-visit number), so two trees compare equal only when
+    they hold the same values with the same identities."""
+    seen: dict[int, int] = {}
+    keep: list[Any] = []
+
+    def walk(obj: Any) -> Any:
+        kind = type(obj)
+        if obj is None or kind in (bool, int, float, str, bytes, complex):
+            return (kind.__name__, obj)
+        if kind is tuple and not obj:
+            return ("tuple", [])
+        if id(obj) in seen:
+            return ("seen", seen[id(obj)])
+        seen[id(obj)] = len(seen)
+        keep.append(obj)
+        if kind is Global:
+            return ("global", obj.full, obj.reducer is not None)
+        if kind in (tuple, list, bytearray):
+            return (kind.__name__, [walk(v) for v in obj])
+        if isinstance(obj, dict):
+            return (kind.__name__, [(walk(k), walk(v)) for k, v in obj.items()])
+        if kind is Call:
+            return ("call", walk(obj.func), walk(obj.args), obj.kind, walk(obj.state),
+                    walk(obj.items), walk(obj.list_items))
+        if kind is PickledSet:
+            return ("set", obj.frozen, walk(obj.items))
+        if kind is OpaqueKey:
+            return ("opaque", walk(obj.value))
+        if kind is TensorInfo:
+            return ("tensor", walk(obj.shape), obj.dtype, obj.device, obj.nbytes, obj.layout,
+                    walk(obj.source))
+        if kind is StorageTensorSource:
+            return ("source", type(obj.reader).__name__, obj.offset,
+                    walk(obj.size), walk(obj.stride), obj.dtype,
+                    walk(obj.storage))
+        if kind is StorageRef:
+            return ("storage", obj.key, obj.dtype, obj.location, obj.numel, obj.nbytes,
+                    obj.itemsize)
+        return ("other", kind.__name__, repr(obj))
+
+    return walk(root)
+
+
+def result_facts(res: PickleResult) -> dict[str, Any]:
+    """Everything a PickleResult says except the opcode count, which the fast path keeps
+    as an upper bound (see test_opcode_counts_stay_an_upper_bound)."""
+    return {
+        "root": describe(res.root), "complete": res.complete, "error": res.error,
+        "error_position": res.error_position, "end": res.end, "protocol": res.protocol,
+        "opcodes": sorted(res.opcodes), "globals": list(res.globals.items()),
+        "calls": list(res.calls.items()), "budget_exceeded": res.budget_exceeded,
+    }
+
+
+def context_facts(ctx: TorchPickleContext) -> dict[str, Any]:
+    return {
+        "storages": describe(ctx.storages), "problems": list(ctx.problems),
+        "layouts": dict(ctx.layouts), "module_classes": dict(ctx.module_classes),
+        "numpy": sorted(ctx.numpy_dtype_codes), "torchscript": ctx.torchscript,
+    }
+
+
+def run_both(data: bytes, *, budgets: Budgets = DEFAULT_BUDGETS, torch_meaning: bool = True,
+             **kw: Any) -> tuple[dict[str, Any], dict[str, Any], int]:
+    """Run ``data`` with the fast path off, then on; the facts of each, and how many
+    records the fast path ran."""
+    facts = []
+    for fast in (False, True):
+        kwargs = dict(kw)
+        ctx = None
+        if torch_meaning:
+            ctx = TorchPickleContext(READER)
+            kwargs.setdefault("persistent_load", ctx.persistent_load)
+            kwargs.setdefault("reducers", ctx.reducers())
+            kwargs.setdefault("builders", {"*": ctx.build})
+        res = run_pickle(data, budgets, fast=fast, **kwargs)
+        got = result_facts(res)
+        if ctx is not None:
+            got["context"] = context_facts(ctx)
+        got["records"] = res.records
+        facts.append(got)
+    slow, fast_ = facts
+    assert slow.pop("records") == 0
+    return slow, fast_, fast_.pop("records")
+
+
+def assert_same(data: bytes, **kw: Any) -> int:
+    """Both ways give the same facts; returns how many records the fast path ran."""
+    slow, fast, extra = run_both(data, **kw)
+    for key in slow:
+        assert fast[key] == slow[key], key
+    return extra
+
+
+# ----------------------------------------------------------------------------- corpus
+
+
+def _views() -> dict[str, Any]:
+    base = torch.arange(120, dtype=torch.float32)
+    grid = base.view(10, 12)
+    return {
+        "base": base, "slice": base[10:20], "strided": base[::3], "grid": grid,
+        "transposed": grid.t(), "column": grid[:, 5], "corner": grid[2:5, 3:9],
+        "expanded": torch.zeros(3).expand(4, 3), "empty": torch.zeros(0, 5),
+        "narrow": base.narrow(0, 100, 20),
+    }
+
+
+def _dtypes() -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(1)
+    out = {}
+    for dtype in (torch.float32, torch.float64, torch.float16, torch.bfloat16,
+                  torch.complex64, torch.complex128, torch.int8, torch.uint8, torch.int16,
+                  torch.int32, torch.int64, torch.bool):
+        t = torch.randn(3, 4, generator=g) * 10
+        name = str(dtype).removeprefix("torch.")
+        out[name] = t > 0 if dtype is torch.bool else t.to(dtype)
+        out[f"{name}.row"] = out[name][1]  # a view: its record runs the fast path
+        out[f"{name}.own"] = out[name][2].clone()
+    return out
+
+
+def _shapes() -> dict[str, torch.Tensor]:
+    return {
+        "scalar": torch.tensor(3.5), "int_scalar": torch.tensor(7), "one": torch.ones(1),
+        "four_d": torch.zeros(2, 3, 4, 5), "five_d": torch.zeros(2, 1, 3, 1, 2),
+        "eight_d": torch.zeros(1, 2, 1, 2, 1, 2, 1, 2), "big": torch.zeros(70_000),
+        "wide": torch.zeros(3, 300), "tall": torch.zeros(70_000, 1)[::7],
+        "long_dim": torch.zeros(2, 66_000)[:, 1:],
+    }
+
+
+class _Net(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3)
+        self.bn = nn.BatchNorm2d(4)
+        self.fc = nn.Linear(4, 2)
+        self.register_buffer("mask", torch.ones(2, dtype=torch.bool))
+
+
+def _training() -> dict[str, Any]:
+    torch.manual_seed(0)
+    net = _Net()
+    opt = torch.optim.Adam(net.parameters(), lr=1e-3)
+    out = net.fc(net.bn(net.conv(torch.randn(2, 3, 5, 5))).mean((2, 3)))
+    out.sum().backward()
+    opt.step()
+    return {"model": net.state_dict(), "optimizer": opt.state_dict(), "epoch": 3,
+            "params": {"w": nn.Parameter(torch.randn(2, 2))},
+            "frozen": nn.Parameter(torch.randn(2), requires_grad=False),
+            "tied": [net.fc.weight, net.fc.weight], "meta": {"lr": 0.1, "tags": ("a", "b")}}
+
+
+def _many(n: int) -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(n)
+    out = {}
+    for i in range(n):
+        kind = i % 5
+        if kind == 0:
+            out[f"module.layers.{i}.weight"] = torch.randn(2, 2, generator=g)
+        elif kind == 1:
+            out[f"module.layers.{i}.bias"] = torch.randn(3, generator=g)
+        elif kind == 2:
+            out[f"m.{i}.scale"] = torch.tensor(float(i))
+        elif kind == 3:
+            out[f"m.{i}.conv"] = torch.zeros(1, 1, 1, 2)
+        elif i % 10_000 == 4:
+            out[f"m.{i}.big"] = torch.zeros(66_000)  # BININT numel, BININT2 offsets below
+        else:
+            out[f"m.{i}.idx"] = torch.zeros(300, dtype=torch.int64)[i % 300:]
+    return out
+
+
+def _save(obj: Any, **kw: Any) -> bytes:
+    buf = io.BytesIO()
+    torch.save(obj, buf, **kw)
+    return buf.getvalue()
+
+
+def _pickle_of(archive: bytes) -> bytes:
+    with zipfile.ZipFile(io.BytesIO(archive)) as z:
+        name = next(n for n in z.namelist() if n.endswith("/data.pkl"))
+        return z.read(name)
+
+
+CORPUS: dict[str, Callable[[], Any]] = {
+    "dtypes": _dtypes,
+    "views": _views,
+    "shapes": _shapes,
+    "training": _training,
+    "module": lambda: _Net(),
+    "state_dict": lambda: _Net().state_dict(),
+    "shared": lambda: {"a": (t := torch.arange(6.0)), "b": t, "c": t.view(2, 3), "d": t[1:]},
+    "grad": lambda: {"p": nn.Parameter(torch.ones(3)), "g": torch.ones(2, requires_grad=True)},
+    "many_300": lambda: _many(300),
+    "many_70000": lambda: _many(70_000),
+}
+
+
+@pytest.fixture(scope="module")
+def corpus() -> dict[str, bytes]:
+    """data.pkl of each corpus object, saved at the default protocol and at 3, 4 and 5."""
+    out = {}
+    for name, make in CORPUS.items():
+        torch.manual_seed(0)
+        obj = make()
+        out[name] = _pickle_of(_save(obj))
+        if name != "many_70000":
+            for protocol in (3, 4, 5):
+                out[f"{name}-p{protocol}"] = _pickle_of(_save(obj, pickle_protocol=protocol))
+    return out
+
+
+def _memo_probe(data: bytes) -> bytes:
+    """``data`` with its STOP replaced by code that returns (root, [every memo entry the
+    stream stored]): comparing it shows the memo is the same, entry by entry."""
+    indexes: list[int] = []
+    memoized = 0
+    proto = 2
+    for op, arg, _pos in pickletools.genops(data):
+        if op.name == "PROTO":
+            proto = arg
+        if op.name in ("PUT", "BINPUT", "LONG_BINPUT"):
+            indexes.append(arg)
+        elif op.name == "MEMOIZE":
+            indexes.append(memoized)
+        if op.name in ("PUT", "BINPUT", "LONG_BINPUT", "MEMOIZE"):
+            memoized += 1
+    assert data.endswith(b".")
+    body = b"".join(b"j" + i.to_bytes(4, "little") for i in sorted(set(indexes)))
+    head = data[:-1]
+    if proto >= 4:  # a FRAME's length no longer holds once the end changes: drop framing
+        head = _unframe(head)
+    return head + b"](" + body + b"e\x86."
+
+
+def _unframe(data: bytes) -> bytes:
+    out = bytearray()
+    last = 0
+    for op, _arg, pos in pickletools.genops(data + b"."):
+        if op.name == "FRAME":
+            out += data[last:pos]
+            last = pos + 9
+    out += data[last:]
+    return bytes(out)
+
+
+# ----------------------------------------------------------------------------- tests
+
+
+def test_the_fast_path_is_on_by_default_and_runs_records(corpus: dict[str, bytes]) -> None:
+    assert pickle_vm.FAST_RECORDS
+    # every record but the first of each storage class (which names its classes inline)
+    assert assert_same(corpus["many_300"]) == 298
+
+
+@pytest.mark.parametrize("name", [*CORPUS, *(f"{n}-p{p}" for n in CORPUS if n != "many_70000"
+                                              for p in (3, 4, 5))])
+def test_real_files_give_the_same_everything(corpus: dict[str, bytes], name: str) -> None:
+    data = corpus[name]
+    extra = assert_same(data)
+    if not name.endswith(("-p4", "-p5")) and name not in ("module",):
+        assert extra > 0, "the fast path never ran"
+    # every memo entry, and the plain machine (no reducers: Call records) too
+    probe = _memo_probe(data)
+    assert_same(probe)
+    assert_same(probe, torch_meaning=False)
+
+
+def test_long_memo_indexes_and_four_byte_ints_are_covered(corpus: dict[str, bytes]) -> None:
+    data = corpus["many_70000"]
+    ops = {op.name for op, _a, _p in pickletools.genops(data)}
+    assert {"LONG_BINPUT", "BINPUT", "BININT", "BININT2", "BININT1", "BINGET"} <= ops
+    shapes = corpus["shapes"]
+    assert b"J" in shapes and "LONG_BINGET" in {
+        op.name for op, _a, _p in pickletools.genops(_memo_probe(shapes))}
+
+
+def test_long_binget_of_the_rebuild_function_starts_a_record() -> None:
+    """A file whose rebuild function sits at memo index 300 reads it with LONG_BINGET."""
+    filler = {f"k{i}": f"v{i}" for i in range(200)}
+    data = _pickle_of(_save({"filler": filler, "w": torch.ones(2, 2), "b": torch.ones(3)}))
+    assert b"j" in data
+    assert assert_same(data) > 0
+    assert_same(_memo_probe(data))
+
+
+def test_open_checkpoint_is_the_same_both_ways(tmp_path: Path,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    files = []
+    for i, (name, make) in enumerate(CORPUS.items()):
+        if name == "many_70000":
+            continue
+        torch.manual_seed(0)
+        obj = make()
+        path = tmp_path / f"{i}-{name}.pt"
+        torch.save(obj, path)
+        legacy = tmp_path / f"{i}-{name}-legacy.pt"
+        torch.save(obj, legacy, _use_new_zipfile_serialization=False)
+        files += [path, legacy]
+    for path in files:
+        pictures = []
+        for fast in (False, True):
+            monkeypatch.setattr(pickle_vm, "FAST_RECORDS", fast)
+            ckpt = open_checkpoint(path)
+            metadata = {k: v for k, v in ckpt.metadata.items() if k != "open_seconds"}
+            tensors = {k: (v.shape, v.dtype, v.device, v.nbytes, v.layout,
+                           describe(v.source)[1:] if isinstance(v.source, StorageTensorSource)
+                           else type(v.source).__name__) for k, v in ckpt.tensors.items()}
+            findings = [(f.kind, f.severity, f.message, f.keys) for f in ckpt.findings]
+            pictures.append((ckpt.format, tensors, ckpt.candidates, metadata, findings))
+        assert pictures[0] == pictures[1], path.name
+
+
+def test_interpret_flattens_the_same(corpus: dict[str, bytes],
+                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("training", "many_300", "views", "module"):
+        got = []
+        for fast in (False, True):
+            monkeypatch.setattr(pickle_vm, "FAST_RECORDS", fast)
+            tp = interpret(corpus[name], READER, DEFAULT_BUDGETS)
+            got.append((describe(tp.flat.tensors), tp.flat.members, tp.flat.candidates,
+                        tp.metadata, [(f.kind, f.message) for f in tp.findings]))
+        assert got[0] == got[1], name
+
+
+def test_hostile_pickles_give_the_same_everything(tmp_path: Path) -> None:
+    records = _pickle_of(_save(small_state()))
+    for payload in payloads(tmp_path):
+        assert_same(payload.data)
+        assert_same(payload.data, torch_meaning=False)
+        if payload.body is not None and payload.data[:1] == b"\x80" and payload.data[1] <= 3:
+            # the payload ahead of real tensor records, as an attacker would ship it
+            mixed = records[:2] + payload.body + b"0" + records[2:]
+            assert_same(mixed)
+    for data in (deep_marks(20_000), deep_lists(300), billion_laughs(), hash_bomb()):
+        assert_same(data)
+
+
+def test_memo_traps_inside_records_go_through_the_opcodes() -> None:
+    """Records whose BINGETs read entries the record itself stores, or entries never
+    stored, or that overwrite entries other records read: the same either way."""
+    data = _pickle_of(_save({"a": torch.ones(2), "b": torch.zeros(3), "c": torch.ones(1)}))
+    assert data[:2] == b"\x80\x02"
+    variants = []
+    # location read from the index the storage key has just been stored at
+    variants.append(data.replace(b"h\x06K\x03tq\x10", b"h\x0fK\x03tq\x10"))
+    # OrderedDict read from the storage-id tuple's index
+    variants.append(data.replace(b"\x89h\n)Rq\x13", b"\x89h\x10)Rq\x13"))
+    # an entry never stored
+    variants.append(data.replace(b"((h\x03h\x04X\x01\x00\x00\x001",
+                                 b"((h\x03h\x7fX\x01\x00\x00\x001"))
+    # a record that overwrites the 'storage' string's entry, read by the next record
+    variants.append(data.replace(b"X\x01\x00\x00\x001q\x0f", b"X\x01\x00\x00\x001q\x03"))
+    # two PUTs of one record to the same index
+    variants.append(data.replace(b"tq\x10Q", b"tq\x0fQ"))
+    # the storage key stored over the location's entry, which the record then reads
+    variants.append(data.replace(b"X\x01\x00\x00\x001q\x0fh\x06", b"X\x01\x00\x00\x001q\x06h\x06"))
+    # the storage-id tuple, then the size, stored over the OrderedDict's entry
+    variants.append(data.replace(b"tq\x10Q", b"tq\nQ"))
+    variants.append(data.replace(b"K\x03\x85q\x11", b"K\x03\x85q\n"))
+    # the storage key shared through the memo (BINGET), as for views
+    variants.append(data.replace(b"X\x01\x00\x00\x001q\x0f", b"h\x05"))
+    changed = [v for v in variants if v != data]
+    assert len(changed) == len(variants), "a trap did not apply; the corpus bytes moved"
+    for v in changed:
+        assert_same(v)
+        assert_same(_memo_probe(v) if _parses(v) else v)
+
+
+def _parses(data: bytes) -> bool:
+    try:
+        list(pickletools.genops(data))
+    except Exception:
+        return False
+    return data.endswith(b".")
+
+
+class Boom(RuntimeError):
+    pass
+
+
+@pytest.mark.parametrize("error", [ValueError, KeyError, Boom, RecursionError])
+@pytest.mark.parametrize("hook", ["persistent", "ordered_dict", "rebuild"])
+def test_a_failing_hook_leaves_the_same_state(hook: str, error: type[Exception]) -> None:
+    """A hook that raises inside a record: the machine reports the same error at the same
+    byte with the same partial tree as the opcodes would (or lets the same exception
+    out)."""
+    data = _pickle_of(_save({f"t{i}": torch.ones(i + 1) for i in range(6)}))
+    for fail_at in (1, 3, 6):
+        outcomes = []
+        for fast in (False, True):
+            ctx = TorchPickleContext(READER)
+            reducers = ctx.reducers()
+
+            def failing(real: Callable[..., Any], fail_at: int = fail_at) -> Callable[..., Any]:
+                count = [0]
+
+                def hook(*args: Any) -> Any:
+                    count[0] += 1
+                    if count[0] == fail_at:
+                        raise error("hook failed")
+                    return real(*args)
+                return hook
+
+            persistent = ctx.persistent_load
+            if hook == "persistent":
+                persistent = failing(persistent)
+            elif hook == "ordered_dict":
+                reducers["collections.OrderedDict"] = failing(reducers["collections.OrderedDict"])
+            else:
+                name = "torch._utils._rebuild_tensor_v2"
+                reducers[name] = failing(reducers[name])
+            try:
+                res = run_pickle(data, fast=fast, persistent_load=persistent,
+                                 reducers=reducers, builders={"*": ctx.build})
+                outcomes.append(("result", result_facts(res), context_facts(ctx)))
+            except Exception as exc:
+                outcomes.append(("raised", type(exc), str(exc), context_facts(ctx)))
+        assert outcomes[0] == outcomes[1], (hook, error, fail_at)
+
+
+@pytest.mark.parametrize("extra_marks", range(0, 5))
+def test_mark_depth_budget_at_the_edge(extra_marks: int) -> None:
+    data = _pickle_of(_save({"a": torch.ones(2), "b": torch.ones(2, 2), "c": torch.ones(3)}))
+    depth = 50
+    wrapped = data[:2] + b"(" * depth + data[2:]
+    assert_same(wrapped, budgets=Budgets(max_mark_depth=depth + extra_marks))
+
+
+@pytest.mark.parametrize("budgets", [Budgets(max_string=3), Budgets(max_string=8),
+                                     Budgets(max_ops=5_000), Budgets(max_memo=50),
+                                     Budgets(max_pickle_bytes=4_000)])
+def test_other_budgets(corpus: dict[str, bytes], budgets: Budgets) -> None:
+    slow, fast, _ = run_both(corpus["many_300"], budgets=budgets)
+    if budgets.max_ops < DEFAULT_BUDGETS.max_ops or budgets.max_memo < DEFAULT_BUDGETS.max_memo:
+        # checked between chunks of opcodes: both stop, though not at the same record
+        assert slow["budget_exceeded"] and fast["budget_exceeded"]
+        assert slow["error"] == fast["error"]
+    else:
+        assert slow == fast
+
+
+def test_opcode_counts_stay_an_upper_bound(corpus: dict[str, bytes]) -> None:
+    for name in ("many_300", "shapes", "training", "views"):
+        data = corpus[name]
+        actual = sum(1 for _ in pickletools.genops(data))
+        fast = run_pickle(data, fast=True)
+        assert fast.complete
+        assert actual <= fast.ops <= actual + 2 * 4096 + 64
+
+
+def test_every_truncation_point(corpus: dict[str, bytes]) -> None:
+    data = _pickle_of(_save(_fuzz_state()))
+    for cut in range(len(data) + 1):
+        assert_same(data[:cut])
+    assert_same(data[:-1], torch_meaning=False)
+
+
+def _fuzz_state() -> dict[str, Any]:
+    g = torch.Generator().manual_seed(5)
+    base = torch.randn(10, generator=g)
+    return {"w": torch.randn(3, 2, generator=g), "b": torch.randn(3, generator=g),
+            "s": torch.tensor(2), "v": base[2:7], "v2": base[::2], "h": base.half(),
+            "p": nn.Parameter(torch.randn(2)), "n": torch.zeros(2, 1, 2, 1, 2)}
+
+
+def test_random_byte_flips(corpus: dict[str, bytes]) -> None:
+    data = _pickle_of(_save(_fuzz_state()))
+    rng = random.Random(20240611)
+    interesting = b"hjqrKMJXtQR()\x85\x86\x87\x88\x89"
+    for i in range(4000):
+        damaged = bytearray(data)
+        for _ in range(1 + i % 3):
+            at = rng.randrange(len(damaged))
+            if i % 2:
+                damaged[at] = rng.randrange(256)
+            else:  # another opcode of the record's alphabet, or an off-by-one index
+                damaged[at] = rng.choice([*interesting, (damaged[at] + 1) % 256])
+        assert_same(bytes(damaged))
+
+
+def test_flips_keep_the_machine_plain(corpus: dict[str, bytes]) -> None:
+    """The machine without torch's meanings (as scanners run it) agrees too."""
+    data = _pickle_of(_save(_fuzz_state()))
+    rng = random.Random(7)
+    for _ in range(1000):
+        damaged = bytearray(data)
+        damaged[rng.randrange(len(damaged))] = rng.randrange(256)
+        assert_same(bytes(damaged), torch_meaning=False)
+
+
+def test_records_built_by_hand() -> None:
+    """Forms torch.save does not write but the record pattern accepts: MARK...TUPLE
+    sizes, BININT2/BININT values, a negative BININT offset, NEWTRUE, no PUTs at all, and a
+    rebuild function that is not a Global."""
+    head = b"\x80\x02ctorch._utils\n_rebuild_tensor_v2\nq\x00X\x07\x00\x00\x00storageq\x01" \
+           b"ctorch\nFloatStorage\nq\x02X\x03\x00\x00\x00cpuq\x03" \
+           b"ccollections\nOrderedDict\nq\x040"
+
+    def record(key: bytes, numel: bytes, offset: bytes, size: bytes, stride: bytes,
+               rg: bytes = b"\x89", puts: bool = True) -> bytes:
+        def put(i: int) -> bytes:
+            return b"r" + i.to_bytes(4, "little") if puts else b""
+        return (b"h\x00((h\x01h\x02X" + len(key).to_bytes(4, "little") + key + put(100)
+                + b"h\x03" + numel + b"t" + put(101) + b"Q" + offset + size + put(102)
+                + stride + put(103) + rg + b"h\x04)R" + put(104) + b"t" + put(105) + b"R"
+                + put(106))
+
+    records = [
+        record(b"0", b"K\x06", b"K\x00", b"K\x02K\x03\x86", b"K\x03K\x01\x86"),
+        record(b"1", b"M\x00\x01", b"M\x01\x00", b"(K\x02K\x02K\x02K\x02t",
+               b"(K\x08K\x04K\x02K\x01t"),
+        record(b"2", b"J\x00\x00\x01\x00", b"J\xff\xff\xff\xff", b"K\x02\x85", b"K\x01\x85"),
+        record(b"3", b"K\x01", b"K\x00", b")", b")", rg=b"\x88"),
+        record(b"4", b"K\x04", b"K\x00", b"K\x04\x85", b"K\x01\x85", puts=False),
+        record(b"5", b"K\x04", b"K\x00", b"(t", b"(t"),
+        record(b"6", b"K\x04", b"K\x02", b"K\x02\x85", b"K\x01\x85"),  # past the end
+        record(b"123456789", b"K\x04", b"K\x00", b"K\x04\x85", b"K\x01\x85"),
+        record(b"1234567890", b"K\x04", b"K\x00", b"K\x04\x85", b"K\x01\x85"),
+        record("é".encode(), b"K\x04", b"K\x00", b"K\x04\x85", b"K\x01\x85"),
+    ]
+    data = head + b"(" + b"".join(records) + b"l."
+    extra = assert_same(data)
+    assert extra > 0
+    assert_same(_memo_probe(data))
+    # the rebuild function stored as something else at the same index
+    assert_same(head.replace(b"q\x00X", b"0N\x85q\x00X", 1) + b"(" + records[0] + b"l.")
+    # without reducers (plain machine), and with no persistent_load
+    assert_same(data, torch_meaning=False)
+
+
+def test_the_fast_path_never_sees_a_module_it_would_import() -> None:
+    """Nothing is imported: a record naming a module that does not exist reads the same."""
+    data = _pickle_of(_save({"w": torch.ones(2), "b": torch.ones(2)})).replace(
+        b"ctorch\nFloatStorage\n", b"cnot_a_module\nFloatStorage\n")
+    slow, fast, extra = run_both(data)
+    assert slow == fast and extra > 0
+    assert "not_a_module.FloatStorage" in dict(fast["globals"])
+
+
+def test_equal_counts_of_calls_and_globals(corpus: dict[str, bytes]) -> None:
+    slow, fast, _ = run_both(corpus["many_70000"])
+    assert collections.Counter(dict(fast["calls"])) == collections.Counter(dict(slow["calls"]))
+    assert dict(fast["calls"])["torch._utils._rebuild_tensor_v2"] == 70_000
+
+
+def test_pickle_module_dumps_are_untouched() -> None:
+    for protocol in range(6):
+        value = {"a": [1, 2, (3, 4)], "b": {"c": "d"}, "e": 2**70}
+        assert_same(pickle.dumps(value, protocol=protocol), torch_meaning=False)
