@@ -64,3 +64,46 @@ def test_preview_diagnoses_the_plan_result(tmp_path):
     report = ck.diagnose(path, nn.Linear(2, 2))
     after = ck.diagnose(path, nn.Linear(2, 2), plan=report.plan)
     assert after.loads_cleanly and not after.plan
+
+
+class _Tied(nn.Module):
+    """Embedding tied to the output head, Conv1D-style projections, a norm."""
+
+    def __init__(self, vocab: int = 10, width: int = 4, heads_out: int = 10) -> None:
+        super().__init__()
+        self.wte = nn.Embedding(vocab, width)
+        self.blocks = nn.ModuleList(nn.Linear(width, 2 * width) for _ in range(3))
+        self.norm = nn.LayerNorm(width)
+        self.head = nn.Linear(width, heads_out, bias=False)
+        self.head.weight = self.wte.weight
+
+
+def _after_plan_situations():
+    torch.manual_seed(0)
+    model = _Tied()
+    sd = model.state_dict()
+    yield "prefix", {f"module.{k}": v for k, v in sd.items()}, model
+    yield "transposed", {k: (v.t().contiguous() if k.startswith("blocks") and v.dim() == 2
+                             else v) for k, v in sd.items()}, model
+    yield "renamed+bf16", {k.replace("blocks.", "layers.").replace("norm.", "ln."):
+                           v.to(torch.bfloat16) for k, v in sd.items()}, model
+    resized = {k: v for k, v in sd.items() if k != "head.weight"}
+    resized["wte.weight"] = torch.zeros(12, 4)
+    yield "resized-vocab", resized, model
+    missing = {k: v for k, v in sd.items() if not k.startswith("norm")}
+    missing["extra.weight"] = torch.ones(3)
+    yield "missing+unexpected", {f"model.{k}": v for k, v in missing.items()}, model
+
+
+def test_after_plan_count_matches_a_full_simulation():
+    """The count diagnosis takes from the alignment equals simulating the whole plan
+    key by key and counting what lands with the model's shapes."""
+    from ckwidget.diagnosis.engine import _received
+    from ckwidget.diagnosis.model_side import describe_model
+
+    for name, sd, model in _after_plan_situations():
+        report = ck.diagnose(sd, model)
+        side = describe_model(model)
+        full = _received(report.plan.simulate(report.checkpoint, side.infos), side)
+        assert report.loadable_after_plan == full, name
+        assert len(report.plan), name

@@ -450,3 +450,16 @@ def test_quickstart_notebook_runs_headless(tmp_path) -> None:
     text = "\n".join(o.get("text", "") for out in outputs.values() for o in out)
     assert "would load" in text and "removeprefix" in text
     assert (tmp_path / "ckpt.pth").exists()
+
+
+def test_key_patterns_fold_numbers_the_same_for_any_key():
+    """Patterns are computed over all keys at once; keys with odd characters (newlines,
+    non-ASCII digits, empty parts) give what a per-key substitution gives."""
+    from ckwidget.ui.table import _NUM_PART, patterns
+
+    keys = ["layers.3.w", "0.weight", "a.12b.3", "x", "", "h.1.2.q", "a..1", "1", "a.1.",
+            "\u0663.x", "blocks.10.attn.c_attn.weight"]
+    one_by_one = [_NUM_PART.sub(".*", "." + k)[1:] if k else k for k in keys]
+    assert patterns(pd.Series(keys)).tolist() == one_by_one
+    with_newline = [*keys, "a.1\nb.2"]
+    assert patterns(pd.Series(with_newline)).tolist() == [*one_by_one, "a.1\nb.*"]

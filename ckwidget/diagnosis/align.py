@@ -12,12 +12,12 @@ from __future__ import annotations
 import re
 from collections import Counter, deque
 from dataclasses import dataclass, field
-from itertools import compress
-from operator import ne
+from itertools import compress, filterfalse, repeat
+from operator import attrgetter, is_, ne, not_
 
 from ..checkpoint import TensorInfo
 from ..fixes.kinds import renamer
-from .keys import SLOT, leaf_of, module_of, template_only, template_text
+from .keys import SLOT, leaf_of, module_of, template_only, templates_text
 from .model_side import ModelSide
 
 MAX_PREFIX_DEPTH = 4
@@ -213,6 +213,10 @@ def _guarded_add(step: KeyStep, names: list[str], model: dict[str, TensorInfo]) 
                                              _escape_repl(step.prefix)),))
 
 
+_SHAPE = attrgetter("shape")
+_DTYPE = attrgetter("dtype")
+
+
 def _fits(shape: tuple[int, ...], want: tuple[int, ...]) -> bool:
     return shape == want or (len(shape) == 2 and shape == want[::-1])
 
@@ -249,8 +253,8 @@ def _prefix_rounds(
     for _ in range(MAX_ROUNDS):
         if score == len(model):
             break
-        unmatched_c = [n for n in names if n not in model]
-        unmatched_m = [m for m in model if m not in name_set]
+        unmatched_c = list(filterfalse(model.__contains__, names))
+        unmatched_m = list(filterfalse(name_set.__contains__, model))
         if not unmatched_c or not unmatched_m:
             break
         scored: list[tuple[int, int, KeyStep, list[str], set[str]]] = []
@@ -284,7 +288,7 @@ def _prefix_rounds(
     if score == len(model):
         return names, steps, affected, set(), []  # every model key is served
     if steps and not unmatched_c:
-        unmatched_c = [n for n in names if n not in model]
+        unmatched_c = list(filterfalse(model.__contains__, names))
     return names, steps, affected, name_set, unmatched_c
 
 
@@ -322,19 +326,23 @@ def _find_renames(cmods: dict[str, list[str]], c_infos: dict[str, TensorInfo],
     shapes, paired in order; then leaves renamed inside one module (gamma -> weight).
     ``cmods`` is the unmatched checkpoint keys by module."""
     mmods = _by_module(unmatched_m)
+    families = _pair_families(cmods, c_infos, mmods, m_infos)  # model module -> ckpt's
+    used_c: set[str] = set(families.values())
     sig_c: dict[tuple, deque[str]] = {}
     for mod, keys in cmods.items():
-        if mod:
+        if mod and mod not in used_c:
             sig_c.setdefault(_signature(keys, c_infos), deque()).append(mod)
     module_pairs: list[tuple[str, str]] = []
-    used_c: set[str] = set()
     used_m: set[str] = set()
     for mod, keys in mmods.items():
         if not mod:
             continue
-        queue = sig_c.get(_signature(keys, m_infos))
-        if queue:
-            cmod = queue.popleft()
+        cmod = families.get(mod)
+        if cmod is None and sig_c:
+            queue = sig_c.get(_signature(keys, m_infos))
+            if queue:
+                cmod = queue.popleft()
+        if cmod is not None:
             module_pairs.append((cmod, mod))
             used_c.add(cmod)
             used_m.add(mod)
@@ -358,6 +366,61 @@ def _find_renames(cmods: dict[str, list[str]], c_infos: dict[str, TensorInfo],
     return module_pairs, key_pairs
 
 
+FAMILY = 3  # repeated modules that make a family (blocks.{0..2}.mlp)
+
+
+def _pair_families(cmods: dict[str, list[str]], c_infos: dict[str, TensorInfo],
+                   mmods: dict[str, list[str]], m_infos: dict[str, TensorInfo]
+                   ) -> dict[str, str]:
+    """Whole families of repeated modules renamed alike (``blocks.{i}.mlp`` ->
+    ``blocks.{i}.ffn``), paired by their numbers: model module -> checkpoint module.
+    A family pairs only if every member has the same leaves and shapes; what does not
+    pair here is left to the per-module signatures."""
+    c_groups = _families([m for m in cmods if m])
+    m_groups = _families([m for m in mmods if m])
+    out: dict[str, str] = {}
+    taken: set[str] = set()
+    for m_ints, m_names in m_groups.values():
+        for c_tmpl, (c_ints, c_names) in c_groups.items():
+            if c_tmpl not in taken and c_ints == m_ints and _same_members(
+                    c_names, m_names, cmods, mmods, c_infos, m_infos):
+                out.update(zip(m_names, c_names))
+                taken.add(c_tmpl)
+                break
+    return out
+
+
+def _families(modules: list[str]) -> dict[str, tuple[list[tuple[str, ...]], list[str]]]:
+    """template -> (the numbers of each member, the members), for repeated modules."""
+    groups: dict[str, tuple[list[tuple[str, ...]], list[str]]] = {}
+    tmpls, ints = templates_text(modules)
+    for tmpl, nums, mod in zip(tmpls, ints, modules):
+        if nums:
+            group = groups.get(tmpl)
+            if group is None:
+                groups[tmpl] = ([nums], [mod])
+            else:
+                group[0].append(nums)
+                group[1].append(mod)
+    return {t: g for t, g in groups.items() if len(g[1]) >= FAMILY}
+
+
+def _same_members(c_names: list[str], m_names: list[str], cmods: dict[str, list[str]],
+                  mmods: dict[str, list[str]], c_infos: dict[str, TensorInfo],
+                  m_infos: dict[str, TensorInfo]) -> bool:
+    """Each checkpoint module holds the same leaves, with the same shapes, as its partner."""
+    for cn, mn in zip(c_names, m_names):
+        ckeys, mkeys = cmods[cn], mmods[mn]
+        if len(ckeys) != len(mkeys):
+            return False
+        cut = len(cn)
+        for k in ckeys:
+            target = mn + k[cut:]
+            if target not in mkeys or c_infos[k].shape != m_infos[target].shape:
+                return False
+    return True
+
+
 def _rename_step(module_pairs: list[tuple[str, str]], key_pairs: list[tuple[str, str]],
                  c_by_module: dict[str, list[str]], names: list[str]
                  ) -> tuple[KeyStep, list[str]]:
@@ -370,14 +433,10 @@ def _rename_step(module_pairs: list[tuple[str, str]], key_pairs: list[tuple[str,
     for ck, mk in key_pairs:
         intended[ck] = mk
     groups: dict[tuple[str, str], list[tuple[str, str]]] = {}
-    for pair in module_pairs:
-        cmod, mmod = pair
-        ct, ci = template_text(cmod)
-        if ci:
-            mt, mi = template_text(mmod)
-            key = (ct, mt) if ci == mi else pair
-        else:
-            key = pair
+    c_tmpls, c_ints = templates_text([c for c, _ in module_pairs])
+    m_tmpls, m_ints = templates_text([m for _, m in module_pairs])
+    for pair, ct, ci, mt, mi in zip(module_pairs, c_tmpls, c_ints, m_tmpls, m_ints):
+        key = (ct, mt) if ci and ci == mi else pair
         group = groups.get(key)
         if group is None:
             groups[key] = [pair]
@@ -398,28 +457,36 @@ def _rename_step(module_pairs: list[tuple[str, str]], key_pairs: list[tuple[str,
             exact.extend((k, intended[k]) for k in c_by_module[cmod])
     exact.extend(key_pairs)
     step = KeyStep("rename-keys", mapping=tuple(exact), patterns=tuple(patterns), origin="rename")
-    get = intended.get
-    mapped = [get(n, n) for n in names]
+    mapped = list(map(intended.get, names, names))
     if patterns:
         # The patterns must leave every other key alone and rename a spread of the
         # intended ones exactly (checking all of them would double the cost).
         fn = step.mapper()
-        compiled = [re.compile(rx).search for rx, _ in patterns]
-        if len(compiled) == 1:
-            search = compiled[0]
-            strays = any(search(n) for n in names if n not in intended)
-        else:
-            strays = any(s(n) for n in names if n not in intended for s in compiled)
+        strays = _any_match([rx for rx, _ in patterns],
+                            list(filterfalse(intended.__contains__, names)))
         wrong = any(fn(n) != intended[n] for n in _spread(list(intended)))
         if strays or wrong:
             step = KeyStep("rename-keys", mapping=tuple(intended.items()), origin="rename")
     return step, mapped
 
 
+def _any_match(patterns: list[str], keys: list[str]) -> bool:
+    """Whether any of the ``^``-anchored ``patterns`` matches any key: one multiline
+    search over the joined keys, not a search per key."""
+    text = "\n".join(keys)
+    if text.count("\n") != max(0, len(keys) - 1):  # a key holds a newline itself
+        return any(re.search(rx, k) for k in keys for rx in patterns)
+    return any(re.search(rx, text, re.MULTILINE) for rx in patterns)
+
+
 # -- shapes -----------------------------------------------------------------------------
-def _head_modules(model: dict[str, TensorInfo]) -> set[str]:
-    """Modules that look like the output head: named like one, or the last with a weight."""
-    heads = {m for m in map(module_of, model) if leaf_of(m).lower() in HEAD_NAMES}
+def _head_modules(side: ModelSide) -> set[str]:
+    """Modules that look like the output head: named like one, or the last with a weight.
+    Module names come from the model's module list when there is one (each module
+    once), else from the keys."""
+    model = side.infos
+    names = side.module_names or dict.fromkeys(k.rpartition(".")[0] for k in model)
+    heads = {m for m in names if m.rpartition(".")[2].lower() in HEAD_NAMES}
     for key in reversed(model):
         if leaf_of(key) == "weight" and len(model[key].shape) >= 2:
             heads.add(module_of(key))
@@ -461,8 +528,9 @@ def align(ckpt: dict[str, TensorInfo], model: ModelSide) -> Alignment:
             names, m_infos, infos, counted)
         result.step_keys = [[originals[i] for i in idx] for idx in affected]
         tied = model.tied
-        unmatched_m = [m for m in m_infos if m not in name_set
-                       and not (tied and m in tied and tied[m] in name_set)] if unmatched_c else []
+        unmatched_m = list(filterfalse(name_set.__contains__, m_infos)) if unmatched_c else []
+        if tied:  # a tied key whose partner is served is not waiting for a rename
+            unmatched_m = [m for m in unmatched_m if not (m in tied and tied[m] in name_set)]
         if unmatched_c and unmatched_m:
             cur_infos: dict[str, TensorInfo]
             if names is originals:  # unrenamed: the entry itself answers for its keys
@@ -474,18 +542,21 @@ def align(ckpt: dict[str, TensorInfo], model: ModelSide) -> Alignment:
             if module_pairs or key_pairs:
                 step, mapped = _rename_step(module_pairs, key_pairs, cmods, names)
                 result.rename_pairs = module_pairs + key_pairs
-                result.step_keys.append([originals[i] for i in _changed(names, mapped)])
+                result.step_keys.append(list(compress(originals, map(ne, names, mapped))))
                 names = mapped
                 result.steps.append(step)
     # names[i] is where ckpt key originals[i] lands in the model's namespace.
     landing: dict[str, str]
     # no collisions (a dict's own keys are distinct): comprehensions are faster
     if names is originals or len(set(names)) == len(names):
-        landing = {n: o for n, o in zip(names, originals) if n in m_infos}
-        result.unexpected = [o for n, o in zip(names, originals) if n not in m_infos]
-        if result.unexpected:
-            result.unexpected_mapped = {o: n for n, o in zip(names, originals)
-                                        if n not in m_infos}
+        known = list(map(m_infos.__contains__, names))
+        if all(known):
+            landing = dict(zip(names, originals))
+        else:
+            landing = dict(compress(zip(names, originals), known))
+            lost = list(map(not_, known))
+            result.unexpected = list(compress(originals, lost))
+            result.unexpected_mapped = dict(zip(result.unexpected, compress(names, lost)))
     else:
         result.collisions = True
         landing = {}
@@ -500,21 +571,23 @@ def align(ckpt: dict[str, TensorInfo], model: ModelSide) -> Alignment:
 
 
 def _classify(result: Alignment, landing: dict[str, str]) -> None:
+    """Status, note and reason of every model key. The common rows (same shape, same
+    dtype) are found with C-level passes over columns; only the others take the
+    per-key path."""
     ckpt, model = result.ckpt, result.model
     m_infos = model.infos
-    heads: set[str] | None = None  # computed on the first shape mismatch
     tied = model.tied
     tied_rev: dict[str, list[str]] = {}
     for k, v in tied.items():
         tied_rev.setdefault(v, []).append(k)
+    # notes say what is wrong; the table adds "from <checkpoint key>" to renamed rows
     status, notes, pairs = result.status, result.notes, result.pairs
-    transposed, dtype_differs = result.transposed, result.dtype_differs
-    shape_notes: dict[tuple, str] = {}  # stored shape -> note (the model's is its reverse)
-    same_2d: list[str] = []  # served 2-D keys of the model's shape: square-transpose votes
-    landing_get = landing.get
-    for mk, minfo in m_infos.items():
-        ck = landing_get(mk)
-        if ck is None:
+    mkeys = list(m_infos)
+    cks = list(map(landing.get, mkeys))
+    status.update(dict.fromkeys(mkeys, "match"))
+    if None in cks:
+        for i in compress(range(len(mkeys)), map(is_, cks, repeat(None))):
+            mk = mkeys[i]
             partners = [tied[mk]] if mk in tied else tied_rev.get(mk, [])
             served = next((p for p in partners if p in landing), None)
             result.missing.append(mk)
@@ -524,41 +597,61 @@ def _classify(result: Alignment, landing: dict[str, str]) -> None:
                 notes[mk] = f"tied to {served}: receives its value"
             else:
                 notes[mk] = "not in the checkpoint: keeps its initial value"
+        served_idx = [i for i, c in enumerate(cks) if c is not None]
+        s_mkeys = [mkeys[i] for i in served_idx]
+        s_cks = [cks[i] for i in served_idx]
+        minfos = list(map(m_infos.__getitem__, s_mkeys))
+    else:
+        s_mkeys, s_cks = mkeys, cks
+        minfos = list(m_infos.values())
+    pairs.update(zip(s_mkeys, s_cks))
+    cinfos = list(map(ckpt.__getitem__, s_cks))
+    cshapes = list(map(_SHAPE, cinfos))
+    mshapes = list(map(_SHAPE, minfos))
+    differ_idx = list(compress(range(len(s_mkeys)), map(ne, cshapes, mshapes)))
+    differ = set(differ_idx)
+    # renamed keys (the table notes "from <checkpoint key>"); keys whose shapes differ
+    # get their own status below
+    status.update(zip(compress(s_mkeys, map(ne, s_cks, s_mkeys)), repeat("renamed")))
+    for i in compress(range(len(s_mkeys)), map(ne, map(_DTYPE, cinfos), map(_DTYPE, minfos))):
+        if i in differ:
             continue
-        pairs[mk] = ck
-        cinfo = ckpt[ck]
-        cs = cinfo.shape
-        ms = minfo.shape
-        renamed = ck != mk
-        if cs == ms:
-            if len(cs) == 2:
-                same_2d.append(mk)
-            if cinfo.dtype != minfo.dtype:
-                dtype_differs.append(mk)
-                status[mk] = "renamed" if renamed else "dtype-differs"
-                note = f"stored as {cinfo.dtype}, model uses {minfo.dtype}"
-                notes[mk] = f"from {ck}; {note}" if renamed else note
-            elif renamed:
-                status[mk] = "renamed"  # the table notes "from <checkpoint key>"
-            else:
-                status[mk] = "match"
-        elif len(cs) == 2 and cs == ms[::-1]:
-            transposed.append(mk)
-            status[mk] = "transposed"
-            note = shape_notes.get(cs)
-            if note is None:
-                note = shape_notes[cs] = f"stored as {_fmt(cs)}, model expects {_fmt(ms)}"
-            notes[mk] = f"from {ck}; {note}" if renamed else note
-        else:
-            if heads is None:
-                heads = _head_modules(m_infos)
-            reason = mismatch_reason(mk, cs, ms, heads,
-                                     tied_vocab=mk in tied or mk in tied_rev)
-            result.mismatched.append(mk)
-            result.reasons[mk] = reason
-            status[mk] = "shape-mismatch"
-            notes[mk] = (f"{REASON_NOTES[reason]}: {_fmt(cs)} in the file, "
-                         f"{_fmt(ms)} in the model")
+        mk = s_mkeys[i]
+        result.dtype_differs.append(mk)
+        status[mk] = "renamed" if s_cks[i] != mk else "dtype-differs"
+        notes[mk] = f"stored as {cinfos[i].dtype}, model uses {minfos[i].dtype}"
+    heads: set[str] | None = None  # computed on the first shape mismatch
+    # (stored shape, model shape) -> the note of a transpose, or "" when it is not one:
+    # repeated layers share their shapes, so each pair is judged once
+    verdicts: dict[tuple, str] = {}
+    t_keys: list[str] = []
+    t_notes: list[str] = []
+    for i in differ_idx:
+        cs, ms = cshapes[i], mshapes[i]
+        note = verdicts.get((cs, ms))
+        if note is None:
+            note = verdicts[(cs, ms)] = (
+                f"stored as {_fmt(cs)}, model expects {_fmt(ms)}"
+                if len(cs) == 2 and cs == ms[::-1] else "")
+        mk = s_mkeys[i]
+        if note:
+            t_keys.append(mk)
+            t_notes.append(note)
+            continue
+        if heads is None:
+            heads = _head_modules(model)
+        reason = mismatch_reason(mk, cs, ms, heads, tied_vocab=mk in tied or mk in tied_rev)
+        result.mismatched.append(mk)
+        result.reasons[mk] = reason
+        status[mk] = "shape-mismatch"
+        notes[mk] = f"{REASON_NOTES[reason]}: {_fmt(cs)} in the file, {_fmt(ms)} in the model"
+    transposed = result.transposed
+    transposed.extend(t_keys)
+    status.update(zip(t_keys, repeat("transposed")))
+    notes.update(zip(t_keys, t_notes))
+    # served 2-D keys of the model's shape: the votes for square transposes
+    same_2d = ([s_mkeys[i] for i, shape in enumerate(mshapes)
+                if len(shape) == 2 and i not in differ] if transposed else [])
     # Square weights cannot show a transpose by shape: follow their own family.
     square: list[str] = []
     if result.transposed:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gc
 import os
 import time
 from collections import Counter
@@ -11,13 +10,13 @@ from typing import Any
 
 from ..checkpoint import Checkpoint, Finding, TensorInfo, describe_tensor, sort_findings
 from ..errors import CheckpointError
+from ..gcpause import gc_paused
 from .align import _leading, _spread, align
 from .checks import architecture, corruption, format, hardware, preprocessing, training, version
 from .context import UNREPAIRABLE, Context
 from .model_side import ModelSide, describe_model
 from .planner import choose_fixes
 from .report import Report
-from .table import table_columns
 
 LIGHTNING_KEYS = ("lightning_version", "pytorch-lightning_version")
 
@@ -41,16 +40,9 @@ def diagnose(
     its tensors had memory (the CLI builds models that way to compare shapes cheaply).
     """
     started = time.perf_counter()
-    # Diagnosis allocates many small objects next to a large model: the cyclic
-    # collector would rescan the model again and again for nothing.
-    paused = gc.isenabled()
-    gc.disable()
-    try:
+    with gc_paused():
         report = _diagnose(path_or_ckpt, model, optimizer, sample_input, entry,
                            map_location, plan, assume_materialized)
-    finally:
-        if paused:
-            gc.enable()
     report.seconds = round(time.perf_counter() - started, 4)
     return report
 
@@ -228,6 +220,63 @@ def _simulate(ctx: Context, plan: Any) -> dict[str, TensorInfo]:
     return plan.simulate(ctx.ckpt, ctx.model.infos, ctx.entry_infos)
 
 
+def _count_after(ctx: Context, plan: Any) -> int:
+    """Model tensors that receive a value of their shape after ``plan``.
+
+    When the plan's key mapping is the alignment's own and its other fixes name their
+    keys, only those keys are simulated: every other key keeps the shape the alignment
+    already compared (a cast changes dtypes, never shapes)."""
+    from ..fixes.kinds import CastDtype, DropKeys, ResizeCopy, Transpose
+    from .checks.architecture import step_fix
+
+    a, side = ctx.alignment, ctx.model
+    per_key = [f for f in plan if not f.load_time and not f.maps_keys]
+    if (plan.extracts or (plan.entry or "") != ctx.entry or a.collisions
+            or [f for f in plan if f.maps_keys] != [step_fix(s) for s in a.steps]
+            or not all(isinstance(f, (CastDtype, DropKeys, ResizeCopy, Transpose))
+                       for f in per_key)):
+        return _received(_simulate(ctx, plan), side)
+    ckpt, pairs, status, infos = a.ckpt, a.pairs, a.status, side.infos
+    reshaping = [f for f in per_key if not isinstance(f, CastDtype)]
+    touches = Counter(k for f in reshaping for k in f.keys)
+    # A transpose of a key the alignment found transposed, and that no other fix
+    # touches, gives it the model's shape: no need to simulate it.
+    quick: set[str] = set()
+    for fix in reshaping:
+        if isinstance(fix, Transpose):
+            if any(k not in pairs for k in fix.keys):
+                return _received(_simulate(ctx, plan), side)  # it raises: say why there
+            quick.update(k for k in fix.keys if touches[k] == 1 and status[k] == "transposed")
+    subset = {k: ckpt[pairs[k]] for k in touches if k in pairs and k not in quick}
+    for fix in reshaping:
+        if isinstance(fix, Transpose):
+            fix = Transpose(tuple(k for k in fix.keys if k not in quick))
+        subset = fix.transform(subset, infos)
+    fits = ("match", "dtype-differs", "renamed")
+    n = (len(a.loadable) + len(quick)
+         - sum(1 for k in touches if k in pairs and status[k] in fits)
+         + sum(1 for k, v in subset.items() if k in infos and v.shape == infos[k].shape))
+    if not side.tied:
+        return n
+
+    def shape_of(key: str) -> tuple[int, ...] | None:
+        if key in quick:
+            return infos[key].shape
+        if key in subset:
+            return subset[key].shape
+        if key in pairs and key not in touches:
+            return ckpt[pairs[key]].shape
+        return None
+
+    for key, owner in side.tied.items():
+        # one of the pair receives nothing: it shares its partner's value
+        first, second = (key, owner) if shape_of(key) is None else (owner, key)
+        got = shape_of(second)
+        if shape_of(first) is None and got is not None and got == infos[first].shape:
+            n += 1
+    return n
+
+
 def _summarise(ctx: Context, findings: list[Finding], plan: Any, model: Any) -> Report:
     side, a, ckpt = ctx.model, ctx.alignment, ctx.ckpt
     total = len(side.infos)
@@ -244,7 +293,7 @@ def _summarise(ctx: Context, findings: list[Finding], plan: Any, model: Any) -> 
                     if (c := top.get(k)) is not None and c.shape == info.shape)
     unrepairable = blockers & UNREPAIRABLE
     try:
-        after = 0 if unrepairable else _received(_simulate(ctx, plan), side)
+        after = 0 if unrepairable else _count_after(ctx, plan)
     except CheckpointError:
         after = len(a.loadable) + len(a.transposed)
     clean = (not blockers and ctx.entry == "" and not a.missing and not a.unexpected
@@ -280,7 +329,7 @@ def _summarise(ctx: Context, findings: list[Finding], plan: Any, model: Any) -> 
                          "(report.plan.apply does).")
     name = type(model).__name__ if not isinstance(model, Mapping) else "state dict"
     return Report(ckpt, ctx.entry, findings, plan, total, as_is, after, clean, status, headline,
-                  model_name=name, alignment=a, _columns=table_columns(a))
+                  model_name=name, alignment=a)
 
 
 def _headline(total: int, as_is: int, after: int, n_fixes: int, clean: bool, status: str,

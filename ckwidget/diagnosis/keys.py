@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Sequence
+from itertools import islice, repeat
 
 SLOT = "\x00"  # stands for an integer component inside a template
 
@@ -25,29 +26,55 @@ INT = re.compile(r"(?<![^.])[0-9]+(?![^.])")  # a whole integer component
 
 def template(key: str) -> tuple[str, tuple[int, ...]]:
     """Replace integer components by a slot: ("h.\\x00.attn.weight", (3,))."""
-    # str methods, not a regex: this runs once per key when findings group keys.
-    parts = key.split(".")
-    ints = []
-    for i, p in enumerate(parts):
-        if p.isdigit() and p.isascii():
-            ints.append(int(p))
-            parts[i] = SLOT
-    if not ints:
-        return key, ()
-    return ".".join(parts), tuple(ints)
+    tmpl, ints = template_text(key)
+    return tmpl, tuple(map(int, ints))
 
 
 def template_text(key: str) -> tuple[str, tuple[str, ...]]:
     """Like ``template`` with the integers kept as written: ("h.\x00.mlp", ("03",))."""
-    parts = key.split(".")
-    ints = []
-    for i, p in enumerate(parts):
-        if p.isdigit() and p.isascii():
-            ints.append(p)
-            parts[i] = SLOT
-    if not ints:
-        return key, ()
-    return ".".join(parts), tuple(ints)
+    tmpls, ints = _templates_one_by_one([key])
+    return tmpls[0], ints[0]
+
+
+# A whole integer component of one of several keys joined by newlines.
+_INT_LINES = re.compile(r"(?<![^.\n])[0-9]+(?![^.\n])")
+
+
+def templates_text(keys: list[str]) -> tuple[list[str], list[tuple[str, ...]]]:
+    """``template_text`` of many keys: one regex pass over the joined keys, so 100,000
+    keys cost milliseconds rather than a Python loop over their components."""
+    text = "\n".join(keys)
+    if SLOT in text or text.count("\n") != len(keys) - 1:
+        return _templates_one_by_one(keys)
+    tmpls = _INT_LINES.sub(SLOT, text).split("\n") if keys else []
+    flat = _INT_LINES.findall(text)
+    if len(flat) == len(keys) and all(map(str.__contains__, tmpls, repeat(SLOT))):
+        return tmpls, list(zip(flat))  # one integer per key: the common case
+    values = iter(flat)
+    ints = [tuple(islice(values, n)) if n else () for n in map(str.count, tmpls, repeat(SLOT))]
+    return tmpls, ints
+
+
+def _templates_one_by_one(keys: list[str]) -> tuple[list[str], list[tuple[str, ...]]]:
+    """Keys holding a newline or the slot character itself: split them one at a time."""
+    tmpls: list[str] = []
+    ints: list[tuple[str, ...]] = []
+    for key in keys:
+        parts = key.split(".")
+        found = []
+        for i, p in enumerate(parts):
+            if p.isdigit() and p.isascii():
+                found.append(p)
+                parts[i] = SLOT
+        tmpls.append(".".join(parts) if found else key)
+        ints.append(tuple(found))
+    return tmpls, ints
+
+
+def templates(keys: list[str]) -> tuple[list[str], list[tuple[int, ...]]]:
+    """``template`` of many keys at once."""
+    tmpls, texts = templates_text(keys)
+    return tmpls, [tuple(map(int, t)) if t else () for t in texts]
 
 
 def template_only(key: str) -> str:
@@ -105,13 +132,22 @@ def _render(tmpl: str, rows: list[tuple[int, ...]]) -> list[str]:
 def group_keys(keys: Iterable[str]) -> list[str]:
     """Display lines for ``keys``, repeated layers folded into ``{a..b}`` ranges,
     in order of first appearance."""
-    groups: dict[str, list[tuple[int, ...]]] = {}
-    for key in keys:
-        tmpl, ints = template(key)
-        groups.setdefault(tmpl, []).append(ints)
+    tmpls, texts = templates_text(list(keys))
+    groups: dict[str, list[tuple[str, ...]]] = {}
+    if tmpls and tmpls.count(tmpls[0]) == len(tmpls):
+        groups[tmpls[0]] = texts  # one pattern (a finding about one kind of layer)
+    else:
+        for tmpl, row in zip(tmpls, texts):
+            group = groups.get(tmpl)
+            if group is None:
+                groups[tmpl] = [row]
+            else:
+                group.append(row)
     out: list[str] = []
     for tmpl, rows in groups.items():
-        out.extend(_render(tmpl, rows))
+        # rows of one template have the same number of slots: convert column by column
+        ints = list(zip(*(map(int, col) for col in zip(*rows)))) if rows[0] else rows
+        out.extend(_render(tmpl, ints))
     return out
 
 

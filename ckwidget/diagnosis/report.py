@@ -42,10 +42,26 @@ class Report:
     def table(self):
         """pandas DataFrame, one row per key of either side (built on first use)."""
         if self._table is None:
+            from ..gcpause import gc_paused
             from .table import build_table
 
-            self._table = build_table(self._columns or {})
+            with gc_paused():
+                self._table = build_table(self.columns)
         return self._table
+
+    @property
+    def columns(self) -> dict[str, list[Any]]:
+        """The table as plain column lists, built from the alignment on first use (the
+        summary, the plan and the findings do not need them)."""
+        if self._columns is None:
+            if self.alignment is None:
+                return {}
+            from ..gcpause import gc_paused
+            from .table import table_columns
+
+            with gc_paused():
+                self._columns = table_columns(self.alignment)
+        return self._columns
 
     def by_kind(self, kind: str) -> list[Finding]:
         return [f for f in self.findings if f.kind == kind]
@@ -107,7 +123,7 @@ class Report:
         return "\n".join(parts)
 
     def _html_table(self, e) -> str:
-        cols = self._columns or {}
+        cols = self.columns
         keys = cols.get("key", [])
         if not keys:
             return ""

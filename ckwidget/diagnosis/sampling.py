@@ -14,10 +14,11 @@ import heapq
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from itertools import filterfalse
 
 from ..checkpoint import Checkpoint, TensorInfo
 
-FLOATS = {"float64", "float32", "float16", "bfloat16"}
+FLOATS = {"float64": 8, "float32": 4, "float16": 2, "bfloat16": 2}  # name -> item size
 DEFAULT_BUDGET = 4 << 20  # bytes of values examined in total
 MAX_LARGEST = 192         # the largest tensors are always examined
 MAX_SPREAD = 192          # plus this many spread evenly over the others
@@ -37,17 +38,16 @@ class Sample:
     error: str | None = None   # why sampling stopped, in one sentence
 
 
-def choose(infos: Mapping[str, TensorInfo], keys: list[str],
-           largest: int = MAX_LARGEST, spread: int = MAX_SPREAD) -> list[str]:
-    """The largest ``largest`` keys, then ``spread`` more evenly spaced over the rest,
-    in the entry's order (O(n log largest))."""
-    if len(keys) <= largest + spread:
-        return list(keys)
-    top = set(heapq.nlargest(largest, range(len(keys)), key=lambda i: infos[keys[i]].nbytes))
-    rest = [i for i in range(len(keys)) if i not in top]
+def choose(sizes: list[int], largest: int = MAX_LARGEST, spread: int = MAX_SPREAD) -> list[int]:
+    """Indexes of the ``largest`` biggest of ``sizes``, then ``spread`` more evenly spaced
+    over the rest, in order (O(n log largest), no Python call per tensor)."""
+    n = len(sizes)
+    if n <= largest + spread:
+        return list(range(n))
+    top = {i for _, i in heapq.nlargest(largest, zip(sizes, range(n)))}
+    rest = list(filterfalse(top.__contains__, range(n)))
     step = len(rest) / spread
-    picked = top | {rest[int(j * step)] for j in range(spread)}
-    return [keys[i] for i in sorted(picked)]
+    return sorted(top | {rest[int(j * step)] for j in range(spread)})
 
 
 def sample_values(ckpt: Checkpoint, entry: str, budget: int = DEFAULT_BUDGET,
@@ -66,11 +66,16 @@ def sample_values(ckpt: Checkpoint, entry: str, budget: int = DEFAULT_BUDGET,
     infos = ckpt.entry(entry) if infos is None else infos
     keys = [k for k, i in infos.items()
             if i.source is not None and i.dtype in FLOATS and i.layout == "strided" and i.nbytes]
-    out = Sample(total=sum(infos[k].numel for k in keys), candidates=len(keys))
+    sizes = [infos[k].nbytes for k in keys]
+    # dense floating tensors: elements are bytes over the item size
+    out = Sample(total=sum(b // FLOATS[infos[k].dtype] for k, b in zip(keys, sizes)),
+                 candidates=len(keys))
     if not keys:
         return out
-    chosen = choose(infos, keys)
-    if callable(members):
+    chosen = [keys[i] for i in choose(sizes)]
+    if entry == "" and "" not in getattr(ckpt, "_members", {"": None}):
+        members = {}  # the top level of a plain state dict: entry keys are full keys
+    elif callable(members):
         members = members()
     members = ckpt.members(entry) if members is None else members
     share = budget // len(chosen)

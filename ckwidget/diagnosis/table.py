@@ -47,8 +47,9 @@ def table_columns(a: Alignment) -> dict[str, list[Any]]:
         "model_device": [i.device for i in minfos] + none,
         "module": [k.rpartition(".")[0] for k in model_keys]
         + [module_of(a.unexpected_mapped.get(k, k)) for k in unexpected],
-        "note": [notes_get(k) or (f"from {c}" if c is not None and c != k else "")
-                 for k, c in zip(model_keys, ck_keys)]
+        "note": [((f"from {c}; {n}" if n else f"from {c}") if c is not None and c != k
+                  else n or "")
+                 for k, c, n in zip(model_keys, ck_keys, map(notes_get, model_keys))]
         + [_unexpected_note(k, a.unexpected_mapped.get(k, k)) for k in unexpected],
     }
 

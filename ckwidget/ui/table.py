@@ -22,6 +22,8 @@ STATUSES = (
     "renamed",
 )
 _NUM_PART = re.compile(r"\.\d+(?=\.|$)")  # a numeric path component, after its dot
+# the same, for whole-number components of keys joined by newlines
+_NUM_LINES = re.compile(r"(?:^|(?<=\.))\d+(?=\.|$)", re.MULTILINE)
 
 
 @dataclass(frozen=True)
@@ -145,28 +147,24 @@ class KeyTable:
 
 def patterns(keys: pd.Series) -> pd.Series:
     """Keys with numeric path components replaced by "*" ("layers.3.w" -> "layers.*.w")."""
-    sub = _NUM_PART.sub
-    out = [sub(".*", "." + k)[1:] if k else k for k in keys.tolist()]
+    values = keys.tolist()
+    text = "\n".join(values)
+    if text.count("\n") == max(0, len(values) - 1):
+        # one substitution over all keys at once (C speed), split back per key
+        out = _NUM_LINES.sub("*", text).split("\n") if values else []
+    else:  # a key holds a newline: one at a time
+        sub = _NUM_PART.sub
+        out = [sub(".*", "." + k)[1:] if k else k for k in values]
     return pd.Series(out, index=keys.index, dtype=object)
 
 
 def _shape_texts(series: pd.Series) -> pd.Series:
     values = series.tolist()
-    cache: dict[object, str] = {}
-    out = []
-    for v in values:
-        try:
-            text = cache.get(v)
-        except TypeError:  # unhashable (a list): no caching
-            text = None
-        if text is None:
-            text = shape_text(v)
-            try:
-                cache[v] = text
-            except TypeError:
-                pass
-        out.append(text)
-    return pd.Series(out, index=series.index, dtype=object)
+    try:
+        texts = {v: shape_text(v) for v in dict.fromkeys(values)}  # each shape once
+    except TypeError:  # unhashable (a list): one at a time
+        return pd.Series([shape_text(v) for v in values], index=series.index, dtype=object)
+    return pd.Series(list(map(texts.__getitem__, values)), index=series.index, dtype=object)
 
 
 _GROUP_COLS = ["pattern", "status", "ck_shape", "model_shape", "ck_dtype", "model_dtype"]

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import copy
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 from ...checkpoint import Finding, describe_tensor
@@ -53,7 +53,7 @@ def recorded_facts(meta: Mapping[str, Any], limit: int = 40) -> dict[str, Any]:
 def check(ctx: Context) -> list[Finding]:
     out: list[Finding] = []
     facts = recorded_facts(ctx.facts)
-    norm_layers = _norm_layers(zip(ctx.model.module_names, ctx.model.module_objects))
+    norm_layers = _norm_layers(ctx.model.module_names, ctx.model.module_objects)
     if facts:
         shown = "; ".join(f"{k} = {_short(v)}" for k, v in list(facts.items())[:12])
         out.append(Finding(
@@ -78,10 +78,15 @@ def _short(value: Any) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
-def _norm_layers(modules: Iterable[tuple[str, Any]]) -> list[str]:
+def _norm_layers(names: list[str], modules: list[Any]) -> list[str]:
+    """Batch-norm layers that keep running statistics. Types are tested once each, not
+    once per module: a model may have 100,000 modules and a handful of types."""
     from torch.nn.modules.batchnorm import _BatchNorm
 
-    return [n for n, m in modules if isinstance(m, _BatchNorm) and m.track_running_stats]
+    norms = {t for t in set(map(type, modules)) if issubclass(t, _BatchNorm)}
+    if not norms:
+        return []
+    return [n for n, m in zip(names, modules) if type(m) in norms and m.track_running_stats]
 
 
 def _forward_check(ctx: Context) -> list[Finding]:
