@@ -425,6 +425,15 @@ def test_memo_traps_inside_records_go_through_the_opcodes() -> None:
     # the storage-id tuple, then the size, stored over the OrderedDict's entry
     variants.append(data.replace(b"tq\x10Q", b"tq\nQ"))
     variants.append(data.replace(b"K\x03\x85q\x11", b"K\x03\x85q\n"))
+    # the next dict key (after a record the fast path ran) stored over the rebuild
+    # function's entry, then read as it
+    key_c = b"X\x01\x00\x00\x00cq\x16"
+    variants.append(data.replace(key_c + b"h\x02", key_c[:-1] + b"\x02h\x02"))
+    # the next dict key not UTF-8, cut short, stored with LONG_BINPUT, or not stored
+    variants.append(data.replace(key_c, b"X\x01\x00\x00\x00\xffq\x16"))
+    variants.append(data.replace(key_c, b"X\x09\x00\x00\x00cq\x16"))
+    variants.append(data.replace(key_c, key_c[:-2] + b"r\x16\x00\x00\x00"))
+    variants.append(data.replace(key_c, key_c[:-2]))
     # the storage key shared through the memo (BINGET), as for views
     variants.append(data.replace(b"X\x01\x00\x00\x001q\x0f", b"h\x05"))
     changed = [v for v in variants if v != data]

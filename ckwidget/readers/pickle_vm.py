@@ -215,7 +215,7 @@ def run_pickle(
     records: _TensorRecords | None = None
     if (FAST_RECORDS if fast is None else fast) and max_string >= _MAX_KEY_DIGITS:
         fast_func = state.preload_global("torch._utils", "_rebuild_tensor_v2")
-        records = _TensorRecords(data, memo, metastack, state, max_marks)
+        records = _TensorRecords(data, memo, metastack, state, max_marks, max_string)
     run_record = records.run if records is not None else None
     try:
         try:
@@ -662,33 +662,133 @@ class _Unwind(Exception):
 
 
 class _TensorRecords:
-    """One tensor record as a single step: where the loop reads BINGET of
+    """Tensor records as single steps: where the loop reads BINGET of
     ``_rebuild_tensor_v2``, a record whose bytes have a layout seen before is matched by
     that layout's pattern and read by one struct call; then exactly the effects its
     opcodes have, in their order: the same values, memo entries at the same indexes, the
     same hook and reducer calls with the same arguments, the same call counts. A record no
     layout fits is checked by the general pattern, which teaches a new layout. Records
     the patterns do not match, or whose memo reads they cannot vouch for (an entry
-    missing, or stored by the record itself), run through the opcode loop instead."""
+    missing, or stored by the record itself), run through the opcode loop instead.
+
+    A record followed by the next dict key (BINUNICODE, PUT) and BINGET of the rebuild
+    function runs that key and the next record too, up to a chunk of opcodes, so the loop
+    checks its budgets as often as it would have."""
 
     __slots__ = ("count", "ops", "run")
 
     def __init__(self, data: bytes, memo: dict[int, Any], metastack: list[list[Any]],
-                 state: _Machine, max_marks: int) -> None:
+                 state: _Machine, max_marks: int, max_string: int) -> None:
         self.ops = 0  # opcodes run here beyond the loop's one step per record
-        self.count = 0  # records run
+        self.count = 0  # records run (each calls the rebuild function once)
         general = _RECORD.match
         calls = state.res.calls
         call = state.call
         persistent = state.persistent_load or state.persistent
         func = state.preload_global("torch._utils", "_rebuild_tensor_v2")
+        func_full = func.full
+        func_reducer = func.reducer
         errors = _REDUCER_ERRORS
-        layouts: dict[bytes, tuple[Any, ...]] = {}  # by pattern; bytes hash randomly
-        recent: list[tuple[Any, ...]] = []
+        layouts: dict[bytes, Callable[[int, list[Any]], int]] = {}  # bytes hash randomly
+        recent: list[Callable[[int, list[Any]], int]] = []
         absent = (-1,)  # what a missing PUT's position (-1) reads
+        mark_room = max_marks - 2  # the loop raises at a MARK beyond the budget
+        n = len(data)
+        unpack_u32 = _U32.unpack_from
+        chunk = _CHUNK_SIZE
         me = self
 
-        def learn(at: int) -> tuple[Any, ...] | None:
+        def runner(lay: tuple[Any, ...]) -> Callable[[int, list[Any]], int]:
+            """The step for one layout: -1 when its pattern does not match, 0 when the
+            opcode loop must run the record, else the position after it."""
+            (match, unpack, length, nops, key_literal, p_key, p_key_put, p_loc, p_numel,
+             p_pid_put, p_offset, size0, size1, p_size_put, stride0, stride1, p_stride_put,
+             p_rg, p_od, p_od_put, p_args_put, p_put, after_pid, after_od, after_all,
+             _) = lay
+
+            def step(at: int, stack: list[Any]) -> int:
+                if match(data, at) is None:
+                    return -1
+                if len(metastack) >= mark_room:
+                    return 0
+                v = unpack(data, at) + absent
+                key_put = v[p_key_put]
+                pid_put = v[p_pid_put]
+                size_put = v[p_size_put]
+                stride_put = v[p_stride_put]
+                i_loc = v[p_loc]
+                i_od = v[p_od]
+                if i_loc == key_put or i_od in (key_put, pid_put, size_put, stride_put):
+                    return 0  # reads what the record itself stores: the opcodes know
+                try:
+                    storage = memo[v[0]]
+                    kind = memo[v[1]]
+                    key = v[p_key].decode("ascii") if key_literal else memo[v[p_key]]
+                    location = memo[i_loc]
+                    od = memo[i_od]
+                except KeyError:
+                    return 0  # the loop reports the missing entry where it is read
+                if key_put >= 0:
+                    memo[key_put] = key
+                pid = (storage, kind, key, location, v[p_numel])
+                if pid_put >= 0:
+                    memo[pid_put] = pid
+                try:
+                    ref = persistent(pid)
+                except BaseException as exc:
+                    stack.append(func)
+                    metastack.append(stack)
+                    raise _Unwind([pid], at + after_pid, exc) from None
+                size = v[size0:size1]
+                stride = v[stride0:stride1]
+                if size_put >= 0:
+                    memo[size_put] = size
+                if stride_put >= 0:
+                    memo[stride_put] = stride
+                rg = v[p_rg] == 0x88
+                try:
+                    if type(od) is Global and od.reducer is not None:
+                        calls[od.full] = calls.get(od.full, 0) + 1
+                        try:
+                            empty = od.reducer()
+                        except errors:
+                            empty = Call(od, (), "reduce")
+                    else:
+                        empty = call(od, (), "reduce")
+                except BaseException as exc:
+                    stack.append(func)
+                    metastack.append(stack)
+                    raise _Unwind([ref, v[p_offset], size, stride, rg, od], at + after_od,
+                                  exc) from None
+                put = v[p_od_put]
+                if put >= 0:
+                    memo[put] = empty
+                args = (ref, v[p_offset], size, stride, rg, empty)
+                put = v[p_args_put]
+                if put >= 0:
+                    memo[put] = args
+                calls[func_full] = calls.get(func_full, 0) + 1  # a Global's REDUCE counts
+                if func_reducer is None:
+                    value = Call(func, args, "reduce")
+                else:
+                    try:
+                        value = func_reducer(*args)
+                    except errors:
+                        value = Call(func, args, "reduce")
+                    except BaseException as exc:
+                        stack.append(func)
+                        raise _Unwind(stack, at + after_all, exc) from None
+                stack.append(value)
+                put = v[p_put]
+                if put >= 0:
+                    memo[put] = value
+                me.ops += nops
+                me.count += 1
+                return at + length
+
+            return step
+
+        def learn(at: int) -> Callable[[int, list[Any]], int] | None:
             m = general(data, at)
             if m is None:
                 return None
@@ -697,104 +797,68 @@ class _TensorRecords:
             if known is None:
                 if len(layouts) >= _MAX_LAYOUTS:
                     return None
-                layouts[lay[-1]] = known = lay
+                layouts[lay[-1]] = known = runner(lay)
             recent.insert(0, known)
             del recent[_RECENT_LAYOUTS:]
             return known
 
+        def one(at: int, stack: list[Any]) -> int:
+            for step in recent:
+                end = step(at, stack)
+                if end >= 0:
+                    return end
+            step = learn(at)
+            return 0 if step is None else max(step(at, stack), 0)
+
         def run(at: int, stack: list[Any]) -> int:
-            """Run the record after the BINGET that ends at ``at``; the position after it,
-            or 0 when the opcode loop must run it."""
-            for lay in recent:
-                if lay[0](data, at) is not None:
+            """Run the record after the BINGET that ends at ``at``, and the keys and
+            records that follow it; the position after them, or 0 when the opcode loop
+            must run the record."""
+            end = one(at, stack)
+            if not end:
+                return 0
+            while me.ops <= chunk and end + 5 <= n and data[end] == 0x58:  # BINUNICODE
+                size = unpack_u32(data, end + 1)[0]
+                at = end + 5 + size
+                if size > max_string or at + 2 > n:
                     break
-            else:
-                lay = learn(at)
-                if lay is None:
-                    return 0
-            if len(metastack) + 2 >= max_marks:
-                return 0  # the loop raises at the MARK that crosses the budget
-            (_, unpack, length, nops, key_literal, p_key, p_key_put, p_loc, p_numel,
-             p_pid_put, p_offset, size0, size1, p_size_put, stride0, stride1, p_stride_put,
-             p_rg, p_od, p_od_put, p_args_put, p_put) = lay[:22]
-            v = unpack(data, at) + absent
-            key_put = v[p_key_put]
-            pid_put = v[p_pid_put]
-            size_put = v[p_size_put]
-            stride_put = v[p_stride_put]
-            i_loc = v[p_loc]
-            i_od = v[p_od]
-            if i_loc == key_put or i_od in (key_put, pid_put, size_put, stride_put):
-                return 0  # reads what the record itself stores: the opcodes know the order
-            try:
-                storage = memo[v[0]]
-                kind = memo[v[1]]
-                key = v[p_key].decode("ascii") if key_literal else memo[v[p_key]]
-                location = memo[i_loc]
-                od = memo[i_od]
-            except KeyError:
-                return 0  # the loop reports the missing entry where it is read
-            if key_put >= 0:
+                op = data[at]
+                if op == 0x71:  # BINPUT
+                    key_put = data[at + 1]
+                    at += 2
+                elif op == 0x72 and at + 5 <= n:  # LONG_BINPUT
+                    key_put = unpack_u32(data, at + 1)[0]
+                    at += 5
+                else:
+                    break
+                if at + 2 > n:
+                    break
+                op = data[at]
+                if op == 0x68:  # BINGET
+                    i_func = data[at + 1]
+                    at += 2
+                elif op == 0x6A and at + 5 <= n:  # LONG_BINGET
+                    i_func = unpack_u32(data, at + 1)[0]
+                    at += 5
+                else:
+                    break
+                if i_func == key_put or memo.get(i_func, _NOTHING) is not func:
+                    break
+                try:
+                    key = data[end + 5:end + 5 + size].decode("utf-8", "surrogatepass")
+                except UnicodeDecodeError:
+                    break  # the loop reports it
+                stack.append(key)
                 memo[key_put] = key
-            pid = (storage, kind, key, location, v[p_numel])
-            if pid_put >= 0:
-                memo[pid_put] = pid
-            try:
-                ref = persistent(pid)
-            except BaseException as exc:
-                stack.append(func)
-                metastack.append(stack)
-                raise _Unwind([pid], at + lay[22], exc) from None
-            size = v[size0:size1]
-            stride = v[stride0:stride1]
-            if size_put >= 0:
-                memo[size_put] = size
-            if stride_put >= 0:
-                memo[stride_put] = stride
-            try:
-                if type(od) is Global and od.reducer is not None:
-                    calls[od.full] = calls.get(od.full, 0) + 1
-                    try:
-                        empty = od.reducer()
-                    except errors:
-                        empty = Call(od, (), "reduce")
-                else:
-                    empty = call(od, (), "reduce")
-            except BaseException as exc:
-                stack.append(func)
-                metastack.append(stack)
-                raise _Unwind([ref, v[p_offset], size, stride, v[p_rg] == 0x88, od],
-                              at + lay[23], exc) from None
-            od_put = v[p_od_put]
-            if od_put >= 0:
-                memo[od_put] = empty
-            args = (ref, v[p_offset], size, stride, v[p_rg] == 0x88, empty)
-            args_put = v[p_args_put]
-            if args_put >= 0:
-                memo[args_put] = args
-            try:
-                reducer = func.reducer
-                if reducer is not None:
-                    calls[func.full] = calls.get(func.full, 0) + 1
-                    try:
-                        value = reducer(*args)
-                    except errors:
-                        value = Call(func, args, "reduce")
-                else:
-                    value = call(func, args, "reduce")
-            except BaseException as exc:
-                stack.append(func)
-                raise _Unwind(stack, at + lay[24], exc) from None
-            stack.append(value)
-            put = v[p_put]
-            if put >= 0:
-                memo[put] = value
-            me.ops += nops
-            me.count += 1
-            return at + length
+                me.ops += 3
+                nxt = one(at, stack)
+                if not nxt:  # as the loop left it after the BINGET
+                    stack.append(func)
+                    return at
+                end = nxt
+            return end
 
         self.run = run
-
 
 def _check_length(size: int, pos: int, n: int, max_string: int) -> None:
     if size > max_string:
@@ -877,8 +941,9 @@ class _Machine:
         if len(pairs) % 2:
             raise PickleError("SETITEMS has an odd number of values", pos)
         if type(target) is dict:
-            for i in range(0, len(pairs), 2):
-                target[_safe_key(pairs[i])] = pairs[i + 1]
+            it = iter(pairs)
+            for key, value in zip(it, it):
+                target[key if type(key) is str else _safe_key(key)] = value
         elif type(target) is Call:
             if target.items is None:
                 target.items = []

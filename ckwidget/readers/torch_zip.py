@@ -355,8 +355,10 @@ def _check_storages(tp: TorchPickle, reader: ZipStorageBytes, directory: ZipDire
     missing: set[str] = set()
     short: list[str] = []
     compressed: list[str] = []
+    find = directory.by_name.get
+    record = f"{reader.prefix}/data/"  # as ZipStorageBytes.entry names them
     for key, ref in tp.context.storages.items():
-        entry = reader.entry(key)
+        entry = find(record + key)
         if entry is None:
             missing.add(key)
             continue

@@ -68,10 +68,11 @@ def flatten(root: Any, *, max_visits: int = 5_000_000, max_depth: int = 1_000) -
         dotted = path + "." if path else ""
         for key, value in items:
             if type(value) is TensorInfo:
-                child = dotted + (key if type(key) is str else str(key))
                 # Leaves are recorded here rather than pushed: a 100,000-key state dict
                 # is one pass.
-                direct[child[len(dotted):]] = child
+                name = key if type(key) is str else str(key)
+                child = dotted + name
+                direct[name] = child
                 tensors[child] = value
             elif holds(value):
                 children.append((dotted + (key if type(key) is str else str(key)), value,
@@ -143,9 +144,10 @@ class _TensorIndex:
         return known_map[id(node)]
 
 
-def _children(node: Any) -> list[tuple[Any, Any]] | None:
+def _children(node: Any) -> Any:
+    """A container's (key, value) pairs (a dict's own items view: no copy), or None."""
     if isinstance(node, Mapping):
-        return list(node.items())
+        return node.items()
     if isinstance(node, (list, tuple)):
         return list(enumerate(node))
     return None

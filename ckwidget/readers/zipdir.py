@@ -23,6 +23,9 @@ _EOCD64 = b"PK\x06\x06"
 _CENTRAL = b"PK\x01\x02"
 _LOCAL = b"PK\x03\x04"
 _CENTRAL_FMT = struct.Struct("<4s6H3L5H2L")  # 46 bytes
+# the fields read of it: signature, flags, method, crc, sizes, name/extra/comment lengths,
+# local header offset
+_CENTRAL_FIELDS = struct.Struct("<4s4xHH4xLLLHHH8xL")
 _LOCAL_FMT = struct.Struct("<4s5H3L2H")  # 30 bytes
 
 
@@ -92,19 +95,20 @@ def read_directory(path: Path, budgets: Budgets) -> ZipDirectory:
         central = fh.read(cd_size)
     entries: list[ZipEntry] = []
     append = entries.append
-    unpack = _CENTRAL_FMT.unpack_from
+    unpack = _CENTRAL_FIELDS.unpack_from
     pos = 0
-    end = len(central)
+    last = len(central) - 46  # the last offset a whole fixed part fits at
     problems: list[str] = []
-    while pos + 46 <= end and len(entries) < count:
-        (sig, _, _, flags, method, _, _, crc, csize, usize, name_len, extra_len,
-         comment_len, _, _, _, offset) = unpack(central, pos)
-        if sig != _CENTRAL:
-            problems.append(f"central directory record {len(entries)} has a bad signature")
+    for index in range(count):
+        if pos > last:
             break
-        name_start = pos + 46
-        name_end = name_start + name_len
-        name = central[name_start:name_end].decode("utf-8", "replace")
+        (sig, flags, method, crc, csize, usize, name_len, extra_len, comment_len,
+         offset) = unpack(central, pos)
+        if sig != _CENTRAL:
+            problems.append(f"central directory record {index} has a bad signature")
+            break
+        name_end = pos + 46 + name_len
+        name = central[pos + 46:name_end].decode("utf-8", "replace")
         if csize == 0xFFFFFFFF or usize == 0xFFFFFFFF or offset == 0xFFFFFFFF:
             extra = central[name_end:name_end + extra_len]
             usize, csize, offset = _zip64_extra(extra, usize, csize, offset)
@@ -220,14 +224,16 @@ def _finish(path: Path, size: int, entries: list[ZipEntry], problems: list[str],
     by_name: dict[str, ZipEntry] = {}
     duplicates: list[str] = []
     for e in entries:
-        if e.name in by_name:
-            duplicates.append(e.name)
+        name = e.name
+        if name in by_name:
+            duplicates.append(name)
             continue
-        by_name[e.name] = e
-        if e.name.startswith(("/", "\\")) or ".." in e.name.replace("\\", "/").split("/"):
-            problems.append(f"record name {e.name!r} points outside the archive")
-        if e.flags & 0x01:
-            problems.append(f"record {e.name!r} is encrypted")
+        by_name[name] = e
+        if e.flags & 0x01 or ".." in name or name.startswith(("/", "\\")):
+            if name.startswith(("/", "\\")) or ".." in name.replace("\\", "/").split("/"):
+                problems.append(f"record name {name!r} points outside the archive")
+            if e.flags & 0x01:
+                problems.append(f"record {name!r} is encrypted")
     return ZipDirectory(path, size, entries, by_name, duplicates, problems, recovered)
 
 
