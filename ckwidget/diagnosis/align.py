@@ -17,7 +17,8 @@ from operator import attrgetter, is_, ne, not_
 
 from ..checkpoint import TensorInfo
 from ..fixes.kinds import renamer
-from .keys import SLOT, leaf_of, module_of, template_only, templates_text
+from .families import FAMILY, Family, find_families, rename_pattern
+from .keys import SLOT, group_keys, leaf_of, module_of, template_only, templates_text
 from .model_side import ModelSide
 
 MAX_PREFIX_DEPTH = 4
@@ -89,6 +90,7 @@ class Alignment:
     steps: list[KeyStep] = field(default_factory=list)
     step_keys: list[list[str]] = field(default_factory=list)   # ckpt keys each step renames
     rename_pairs: list[tuple[str, str]] = field(default_factory=list)  # (old, new) modules/keys
+    rename_lines: list[str] = field(default_factory=list)  # the pairs, repeated layers grouped
     pairs: dict[str, str] = field(default_factory=dict)        # model key -> ckpt key
     status: dict[str, str] = field(default_factory=dict)       # model key -> row status
     notes: dict[str, str] = field(default_factory=dict)        # model key -> short note
@@ -326,23 +328,19 @@ def _find_renames(cmods: dict[str, list[str]], c_infos: dict[str, TensorInfo],
     shapes, paired in order; then leaves renamed inside one module (gamma -> weight).
     ``cmods`` is the unmatched checkpoint keys by module."""
     mmods = _by_module(unmatched_m)
-    families = _pair_families(cmods, c_infos, mmods, m_infos)  # model module -> ckpt's
-    used_c: set[str] = set(families.values())
     sig_c: dict[tuple, deque[str]] = {}
     for mod, keys in cmods.items():
-        if mod and mod not in used_c:
+        if mod:
             sig_c.setdefault(_signature(keys, c_infos), deque()).append(mod)
     module_pairs: list[tuple[str, str]] = []
+    used_c: set[str] = set()
     used_m: set[str] = set()
     for mod, keys in mmods.items():
         if not mod:
             continue
-        cmod = families.get(mod)
-        if cmod is None and sig_c:
-            queue = sig_c.get(_signature(keys, m_infos))
-            if queue:
-                cmod = queue.popleft()
-        if cmod is not None:
+        queue = sig_c.get(_signature(keys, m_infos))
+        if queue:
+            cmod = queue.popleft()
             module_pairs.append((cmod, mod))
             used_c.add(cmod)
             used_m.add(mod)
@@ -366,67 +364,14 @@ def _find_renames(cmods: dict[str, list[str]], c_infos: dict[str, TensorInfo],
     return module_pairs, key_pairs
 
 
-FAMILY = 3  # repeated modules that make a family (blocks.{0..2}.mlp)
-
-
-def _pair_families(cmods: dict[str, list[str]], c_infos: dict[str, TensorInfo],
-                   mmods: dict[str, list[str]], m_infos: dict[str, TensorInfo]
-                   ) -> dict[str, str]:
-    """Whole families of repeated modules renamed alike (``blocks.{i}.mlp`` ->
-    ``blocks.{i}.ffn``), paired by their numbers: model module -> checkpoint module.
-    A family pairs only if every member has the same leaves and shapes; what does not
-    pair here is left to the per-module signatures."""
-    c_groups = _families([m for m in cmods if m])
-    m_groups = _families([m for m in mmods if m])
-    out: dict[str, str] = {}
-    taken: set[str] = set()
-    for m_ints, m_names in m_groups.values():
-        for c_tmpl, (c_ints, c_names) in c_groups.items():
-            if c_tmpl not in taken and c_ints == m_ints and _same_members(
-                    c_names, m_names, cmods, mmods, c_infos, m_infos):
-                out.update(zip(m_names, c_names))
-                taken.add(c_tmpl)
-                break
-    return out
-
-
-def _families(modules: list[str]) -> dict[str, tuple[list[tuple[str, ...]], list[str]]]:
-    """template -> (the numbers of each member, the members), for repeated modules."""
-    groups: dict[str, tuple[list[tuple[str, ...]], list[str]]] = {}
-    tmpls, ints = templates_text(modules)
-    for tmpl, nums, mod in zip(tmpls, ints, modules):
-        if nums:
-            group = groups.get(tmpl)
-            if group is None:
-                groups[tmpl] = ([nums], [mod])
-            else:
-                group[0].append(nums)
-                group[1].append(mod)
-    return {t: g for t, g in groups.items() if len(g[1]) >= FAMILY}
-
-
-def _same_members(c_names: list[str], m_names: list[str], cmods: dict[str, list[str]],
-                  mmods: dict[str, list[str]], c_infos: dict[str, TensorInfo],
-                  m_infos: dict[str, TensorInfo]) -> bool:
-    """Each checkpoint module holds the same leaves, with the same shapes, as its partner."""
-    for cn, mn in zip(c_names, m_names):
-        ckeys, mkeys = cmods[cn], mmods[mn]
-        if len(ckeys) != len(mkeys):
-            return False
-        cut = len(cn)
-        for k in ckeys:
-            target = mn + k[cut:]
-            if target not in mkeys or c_infos[k].shape != m_infos[target].shape:
-                return False
-    return True
-
-
-def _rename_step(module_pairs: list[tuple[str, str]], key_pairs: list[tuple[str, str]],
-                 c_by_module: dict[str, list[str]], names: list[str]
-                 ) -> tuple[KeyStep, list[str]]:
+def _rename_step(families: list[Family], module_pairs: list[tuple[str, str]],
+                 key_pairs: list[tuple[str, str]], c_by_module: dict[str, list[str]],
+                 names: list[str]) -> tuple[KeyStep, list[str]]:
     """A RenameKeys step (patterns for repeated layers, exact pairs for the rest), and
     the names after it; a pattern that would touch other keys falls back to pairs."""
     intended: dict[str, str] = {}
+    for family in families:
+        intended.update(zip(family.c_keys, family.m_keys))
     for cmod, mmod in module_pairs:
         for k in c_by_module[cmod]:
             intended[k] = mmod + k[len(cmod):]
@@ -442,15 +387,12 @@ def _rename_step(module_pairs: list[tuple[str, str]], key_pairs: list[tuple[str,
             groups[key] = [pair]
         else:
             group.append(pair)
-    patterns: list[tuple[str, str]] = []
+    patterns: list[tuple[str, str]] = [family.pattern() for family in families]
     exact: list[tuple[str, str]] = []
     patterned: set[str] = set()
     for (ct, mt), members in groups.items():
-        if len(members) >= 3 and SLOT in ct:
-            rx = "^" + r"(\d+)".join(re.escape(p) for p in ct.split(SLOT)) + r"\."
-            pieces = [_escape_repl(p) for p in mt.split(SLOT)]
-            repl = pieces[0] + "".join(f"\\g<{i + 1}>" + p for i, p in enumerate(pieces[1:]))
-            patterns.append((rx, repl + "."))
+        if len(members) >= FAMILY and SLOT in ct:
+            patterns.append(rename_pattern(ct, mt))
             patterned.update(cm for cm, _ in members)
     for cmod, _ in module_pairs:
         if cmod not in patterned:
@@ -468,6 +410,17 @@ def _rename_step(module_pairs: list[tuple[str, str]], key_pairs: list[tuple[str,
         if strays or wrong:
             step = KeyStep("rename-keys", mapping=tuple(intended.items()), origin="rename")
     return step, mapped
+
+
+def rename_lines(pairs: list[tuple[str, str]]) -> list[str]:
+    """"old -> new" lines, repeated layers grouped on both sides when they line up."""
+    if not pairs:
+        return []
+    olds = group_keys([o for o, _ in pairs])
+    news = group_keys([n for _, n in pairs])
+    if len(olds) == len(news):
+        return [f"{o} -> {n}" for o, n in zip(olds, news)]
+    return [f"{o} -> {n}" for o, n in pairs]
 
 
 def _any_match(patterns: list[str], keys: list[str]) -> bool:
@@ -537,11 +490,21 @@ def align(ckpt: dict[str, TensorInfo], model: ModelSide) -> Alignment:
                 cur_infos = ckpt
             else:
                 cur_infos = {n: ckpt[o] for n, o in zip(names, originals) if n not in m_infos}
+            families = find_families(unmatched_c, cur_infos, unmatched_m, m_infos)
+            if families:  # the rest are paired module by module
+                in_c = {k for f in families for k in f.c_keys}
+                in_m = {k for f in families for k in f.m_keys}
+                unmatched_c = list(filterfalse(in_c.__contains__, unmatched_c))
+                unmatched_m = list(filterfalse(in_m.__contains__, unmatched_m))
             cmods = _by_module(unmatched_c)
-            module_pairs, key_pairs = _find_renames(cmods, cur_infos, unmatched_m, m_infos)
-            if module_pairs or key_pairs:
-                step, mapped = _rename_step(module_pairs, key_pairs, cmods, names)
-                result.rename_pairs = module_pairs + key_pairs
+            module_pairs, key_pairs = (_find_renames(cmods, cur_infos, unmatched_m, m_infos)
+                                       if unmatched_c and unmatched_m else ([], []))
+            if families or module_pairs or key_pairs:
+                step, mapped = _rename_step(families, module_pairs, key_pairs, cmods, names)
+                others = module_pairs + key_pairs
+                result.rename_pairs = [p for f in families for p in f.module_pairs()] + others
+                result.rename_lines = [line for f in families for line in f.lines()]
+                result.rename_lines += rename_lines(others)
                 result.step_keys.append(list(compress(originals, map(ne, names, mapped))))
                 names = mapped
                 result.steps.append(step)

@@ -145,10 +145,16 @@ def group_keys(keys: Iterable[str]) -> list[str]:
                 group.append(row)
     out: list[str] = []
     for tmpl, rows in groups.items():
-        # rows of one template have the same number of slots: convert column by column
-        ints = list(zip(*(map(int, col) for col in zip(*rows)))) if rows[0] else rows
-        out.extend(_render(tmpl, ints))
+        out.extend(render_rows(tmpl, rows))
     return out
+
+
+def render_rows(tmpl: str, rows: list[tuple[str, ...]]) -> list[str]:
+    """Display lines for one template filled with ``rows`` of numbers (as written)."""
+    if not rows or not rows[0]:
+        return [tmpl]
+    # rows of one template have the same number of slots: convert column by column
+    return _render(tmpl, list(zip(*(map(int, col) for col in zip(*rows)))))
 
 
 def summarise_keys(keys: Iterable[str], limit: int = 6) -> str:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import threading
 import traceback
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -114,7 +115,7 @@ class CheckpointDebugger(w.VBox):
         self._evidence: dict[int, str] = {}
         self._build_fix_choices()
         self.plan = report.plan
-        self.key_table = KeyTable(report.table)
+        self._key_table: KeyTable | None = None  # built when the Keys tab is first shown
         self._preview_table: KeyTable | None = None
         self._dist: Any = None
         _classes(self, "ck-root")
@@ -181,8 +182,25 @@ class CheckpointDebugger(w.VBox):
     def _findings(self) -> str:
         return render.findings_html(self.report.findings, self.selected, self._evidence)
 
+    @property
+    def key_table(self) -> KeyTable:
+        """The Keys tab's table model (built on first use: 100,000 rows take a while)."""
+        if self._key_table is None:
+            self._key_table = KeyTable(self.report.table)
+        return self._key_table
+
+    def _status_counts(self) -> dict[str, int]:
+        """Keys per status, from the report's status column (no table needed)."""
+        columns = getattr(self.report, "columns", None)
+        if isinstance(columns, dict) and "status" in columns:
+            counts = Counter(columns["status"])
+            ordered = {s: counts[s] for s in STATUSES if s in counts}
+            ordered.update({s: n for s, n in counts.items() if s not in ordered})
+            return ordered
+        return self.key_table.status_counts()
+
     def _build_keys(self) -> w.VBox:
-        counts = self.key_table.status_counts()
+        counts = self._status_counts()
         self.filter_text = _classes(
             w.Text(placeholder="filter keys…", continuous_update=True,
                    layout=w.Layout(width="260px")),
@@ -218,7 +236,9 @@ class CheckpointDebugger(w.VBox):
             widget.observe(self._guard(self._on_table_change), names="value")
         self.prev_button.on_click(self._guard(lambda _b: self._turn(-1)))
         self.next_button.on_click(self._guard(lambda _b: self._turn(+1)))
-        self._render_table()
+        # the first page is drawn when the tab is first shown (see _on_tab)
+        self._table_drawn = False
+        self.table_html.value = '<div class="ck-hint">Loading keys…</div>'
         controls = w.HBox([self.filter_text, self.group_box, self.table_view],
                           layout=w.Layout(flex_flow="row wrap", align_items="center"))
         filters = w.HBox(list(self.status_buttons.values()),
@@ -336,6 +356,7 @@ class CheckpointDebugger(w.VBox):
             self.page_index, self.filter_text.value, statuses, self.group_box.value
         )
         self.page_index = page.page
+        self._table_drawn = True
         self.table_html.value = page.html
         self.page_label.value = f"<span class='ck-hint'>{esc(page.summary)}</span>"
         self.prev_button.disabled = page.page == 0
@@ -444,7 +465,9 @@ class CheckpointDebugger(w.VBox):
 
     # -- distributions (built on first visit) -------------------------------------------
     def _on_tab(self, change: Any) -> None:
-        if change["new"] == 2:
+        if change["new"] == 1 and not self._table_drawn:
+            self._render_table()
+        elif change["new"] == 2:
             self.open_distributions()
         elif change["new"] == 3 and not self.last_code:
             self._refresh_snippet()  # written on first visit, not at open

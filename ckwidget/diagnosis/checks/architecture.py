@@ -107,7 +107,7 @@ def _step_finding(ctx: Context, step: KeyStep) -> Finding:
                 f"Renamed module: the checkpoint's {old[:-1]!r} is the model's "
                 f"{new[:-1]!r} (same tensors, same shapes). Rename the keys.",
                 keys=keys, fixes=[fix], details={"renames": {old[:-1]: new[:-1]}})
-    lines = _rename_lines(ctx.alignment.rename_pairs)
+    lines = ctx.alignment.rename_lines
     return Finding(
         "renamed", "error",
         "Renamed modules or tensors (same shapes, same order, different names): "
@@ -126,15 +126,6 @@ def _swap_parts(step: KeyStep) -> tuple[str | None, str | None]:
 
     old = re.sub(r"\\(.)", r"\1", rx[1:])
     return old, repl.replace("\\\\", "\\")
-
-
-def _rename_lines(pairs: list[tuple[str, str]]) -> list[str]:
-    """"old -> new" lines, repeated layers grouped on both sides when they line up."""
-    olds = group_keys([o for o, _ in pairs])
-    news = group_keys([n for _, n in pairs])
-    if len(olds) == len(news):
-        return [f"{o} -> {n}" for o, n in zip(olds, news)]
-    return [f"{o} -> {n}" for o, n in pairs]
 
 
 def _count(n: int, total: int) -> str:

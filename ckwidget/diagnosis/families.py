@@ -1,0 +1,124 @@
+"""Renamed families of repeated modules (``blocks.{i}.mlp`` saved as ``blocks.{i}.ffn``).
+
+Why a pass of its own: a model of 100,000 tensors is mostly repeated layers, and a
+rename inside a layer renames every copy. Comparing key templates (numbers replaced by
+a slot) pairs a whole family at once, with C-level list comparisons of numbers and
+shapes, instead of one signature per module. What does not pair as a family is left to
+the per-module pass in ``align``.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from operator import attrgetter
+
+from ..checkpoint import TensorInfo
+from .keys import SLOT, render_rows, templates_text
+
+FAMILY = 3  # repeated modules that make a family (blocks.{0..2}.mlp)
+_SHAPE = attrgetter("shape")
+
+# module template -> leaf -> (the numbers of each key, the keys)
+Groups = dict[str, dict[str, tuple[list[tuple[str, ...]], list[str]]]]
+
+
+@dataclass
+class Family:
+    """One family renamed alike: checkpoint keys ``c_keys[i]`` are model keys ``m_keys[i]``."""
+
+    c_module: str  # module template in the checkpoint, "blocks.\x00.ffn"
+    m_module: str  # module template in the model, "blocks.\x00.mlp"
+    leaves: list[str]
+    rows: list[tuple[str, ...]]  # the members' numbers as written, in order
+    c_keys: list[str]
+    m_keys: list[str]
+
+    def module_pairs(self) -> list[tuple[str, str]]:
+        """(checkpoint module, model module) for each member, from the first leaf's keys."""
+        cut = len(self.leaves[0]) + 1
+        first = len(self.rows)
+        return [(c[:-cut], m[:-cut]) for c, m in zip(self.c_keys[:first], self.m_keys[:first])]
+
+    def pattern(self) -> tuple[str, str]:
+        return rename_pattern(self.c_module, self.m_module)
+
+    def lines(self) -> list[str]:
+        """"blocks.{0..23}.ffn -> blocks.{0..23}.mlp" (more lines if the numbers are not
+        a full grid)."""
+        olds = render_rows(self.c_module, self.rows)
+        news = render_rows(self.m_module, self.rows)
+        return [f"{o} -> {n}" for o, n in zip(olds, news)]
+
+
+def rename_pattern(c_module: str, m_module: str) -> tuple[str, str]:
+    """A ``re.sub`` pattern and replacement that rename the keys of every module of one
+    template to the other (every ``blocks.{i}.ffn.*`` to ``blocks.{i}.mlp.*``)."""
+    rx = "^" + r"(\d+)".join(re.escape(p) for p in c_module.split(SLOT)) + r"\."
+    pieces = [p.replace("\\", "\\\\") for p in m_module.split(SLOT)]
+    repl = pieces[0] + "".join(f"\\g<{i + 1}>" + p for i, p in enumerate(pieces[1:]))
+    return rx, repl + "."
+
+
+def find_families(c_keys: list[str], c_infos: dict[str, TensorInfo],
+                  m_keys: list[str], m_infos: dict[str, TensorInfo]) -> list[Family]:
+    """Families of unmatched checkpoint keys that are families of unmatched model keys
+    under another module name: same leaves, same numbers in the same order, same shapes."""
+    c_groups = _groups(c_keys)
+    if not c_groups:
+        return []
+    m_groups = _groups(m_keys)
+    found: list[Family] = []
+    taken: set[str] = set()
+    for m_module, m_leaves in m_groups.items():
+        for c_module, c_leaves in c_groups.items():
+            if c_module in taken or c_leaves.keys() != m_leaves.keys():
+                continue
+            family = _pair(c_module, c_leaves, m_module, m_leaves, c_infos, m_infos)
+            if family is not None:
+                found.append(family)
+                taken.add(c_module)
+                break
+    return found
+
+
+def _groups(keys: list[str]) -> Groups:
+    """Keys of repeated modules by module template and leaf (numbers in the leaf itself,
+    as in a ParameterList, do not make a module family)."""
+    by_template: dict[str, tuple[list[tuple[str, ...]], list[str]]] = {}
+    tmpls, ints = templates_text(keys)
+    for tmpl, nums, key in zip(tmpls, ints, keys):
+        group = by_template.get(tmpl)
+        if group is None:
+            by_template[tmpl] = ([nums], [key])
+        else:
+            group[0].append(nums)
+            group[1].append(key)
+    groups: Groups = {}
+    for tmpl, group in by_template.items():  # a few templates: split each once
+        module, dot, leaf = tmpl.rpartition(".")
+        if dot and SLOT in module and SLOT not in leaf:
+            groups.setdefault(module, {})[leaf] = group
+    return groups
+
+
+def _pair(c_module: str, c_leaves: dict[str, tuple[list[tuple[str, ...]], list[str]]],
+          m_module: str, m_leaves: dict[str, tuple[list[tuple[str, ...]], list[str]]],
+          c_infos: dict[str, TensorInfo], m_infos: dict[str, TensorInfo]) -> Family | None:
+    leaves = list(m_leaves)
+    rows = m_leaves[leaves[0]][0]
+    if len(set(rows)) < FAMILY or len(set(rows)) != len(rows):
+        return None
+    c_all: list[str] = []
+    m_all: list[str] = []
+    for leaf in leaves:
+        c_rows, c_keys = c_leaves[leaf]
+        m_rows, m_keys = m_leaves[leaf]
+        if c_rows != m_rows or c_rows != rows:
+            return None  # every member must hold every leaf, numbered alike
+        if list(map(_SHAPE, map(c_infos.__getitem__, c_keys))) != list(
+                map(_SHAPE, map(m_infos.__getitem__, m_keys))):
+            return None
+        c_all += c_keys
+        m_all += m_keys
+    return Family(c_module, m_module, leaves, rows, c_all, m_all)
