@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from operator import eq
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
@@ -140,7 +141,12 @@ class Checkpoint:
 
     def entry(self, candidate: str | None = None) -> dict[str, TensorInfo]:
         """The tensors of one container, keyed as a state dict would key them."""
-        return {k: self.tensors[full] for k, full in self.members(candidate).items()}
+        members = self.members(candidate)
+        tensors = self.tensors
+        if (len(members) == len(tensors) and all(map(eq, members, tensors))
+                and all(map(eq, members, members.values()))):
+            return dict(tensors)  # the whole file, keyed as it is (a plain state dict)
+        return {k: tensors[full] for k, full in members.items()}
 
     def default_candidate(self) -> str:
         return self.candidates[0] if self.candidates else ""

@@ -31,6 +31,10 @@ LEAF_ALIASES = {"gamma": "weight", "beta": "bias", "kernel": "weight", "w": "wei
 HEAD_NAMES = {"fc", "head", "heads", "classifier", "cls", "logits", "out", "output",
               "fc_out", "last_linear", "final", "score", "pred", "predictions", "linear_head",
               "classification_head", "cls_head"}
+# a module name (one per line) whose last component is a head's name, any case
+_HEAD_NAME = re.compile(
+    r"^(?:[^\n]*\.)?(?:" + "|".join(sorted(HEAD_NAMES, key=len, reverse=True)) + r")$",
+    re.MULTILINE | re.IGNORECASE | re.ASCII)
 VOCAB_HINTS = ("embed", "wte", "word", "tok", "lm_head", "vocab", "shared", "decoder")
 
 
@@ -109,6 +113,12 @@ class Alignment:
     def renamed(self) -> dict[str, str]:
         """Model key -> checkpoint key, where the names differ (prefix or rename)."""
         return {mk: ck for mk, ck in self.pairs.items() if mk != ck}
+
+    @property
+    def loadable_count(self) -> int:
+        """``len(self.loadable)`` without building the list."""
+        counts = Counter(self.status.values())
+        return counts["match"] + counts["dtype-differs"] + counts["renamed"]
 
     @property
     def loadable(self) -> list[str]:
@@ -438,8 +448,12 @@ def _head_modules(side: ModelSide) -> set[str]:
     Module names come from the model's module list when there is one (each module
     once), else from the keys."""
     model = side.infos
-    names = side.module_names or dict.fromkeys(k.rpartition(".")[0] for k in model)
-    heads = {m for m in names if m.rpartition(".")[2].lower() in HEAD_NAMES}
+    names = side.module_names or list(dict.fromkeys(k.rpartition(".")[0] for k in model))
+    text = "\n".join(names)
+    if text.count("\n") == max(0, len(names) - 1):  # one search over all names
+        heads = set(_HEAD_NAME.findall(text))
+    else:
+        heads = {m for m in names if m.rpartition(".")[2].lower() in HEAD_NAMES}
     for key in reversed(model):
         if leaf_of(key) == "weight" and len(model[key].shape) >= 2:
             heads.add(module_of(key))

@@ -253,7 +253,7 @@ def _count_after(ctx: Context, plan: Any) -> int:
             fix = Transpose(tuple(k for k in fix.keys if k not in quick))
         subset = fix.transform(subset, infos)
     fits = ("match", "dtype-differs", "renamed")
-    n = (len(a.loadable) + len(quick)
+    n = (a.loadable_count + len(quick)
          - sum(1 for k in touches if k in pairs and status[k] in fits)
          + sum(1 for k, v in subset.items() if k in infos and v.shape == infos[k].shape))
     if not side.tied:

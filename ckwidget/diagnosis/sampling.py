@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from itertools import filterfalse
+from operator import floordiv
 
 from ..checkpoint import Checkpoint, TensorInfo
 
@@ -44,7 +45,7 @@ def choose(sizes: list[int], largest: int = MAX_LARGEST, spread: int = MAX_SPREA
     n = len(sizes)
     if n <= largest + spread:
         return list(range(n))
-    top = {i for _, i in heapq.nlargest(largest, zip(sizes, range(n)))}
+    top = set(heapq.nlargest(largest, range(n), key=sizes.__getitem__))
     rest = list(filterfalse(top.__contains__, range(n)))
     step = len(rest) / spread
     return sorted(top | {rest[int(j * step)] for j in range(spread)})
@@ -64,12 +65,13 @@ def sample_values(ckpt: Checkpoint, entry: str, budget: int = DEFAULT_BUDGET,
     from ..stats import sample_tensor
 
     infos = ckpt.entry(entry) if infos is None else infos
-    keys = [k for k, i in infos.items()
-            if i.source is not None and i.dtype in FLOATS and i.layout == "strided" and i.nbytes]
-    sizes = [infos[k].nbytes for k in keys]
+    picked = [(k, i) for k, i in infos.items()
+              if i.source is not None and i.dtype in FLOATS and i.layout == "strided" and i.nbytes]
+    keys = [k for k, _ in picked]
+    sizes = [i.nbytes for _, i in picked]
     # dense floating tensors: elements are bytes over the item size
-    out = Sample(total=sum(b // FLOATS[infos[k].dtype] for k, b in zip(keys, sizes)),
-                 candidates=len(keys))
+    itemsizes = map(FLOATS.__getitem__, [i.dtype for _, i in picked])
+    out = Sample(total=sum(map(floordiv, sizes, itemsizes)), candidates=len(keys))
     if not keys:
         return out
     chosen = [keys[i] for i in choose(sizes)]
