@@ -457,11 +457,14 @@ class Boom(RuntimeError):
 
 @pytest.mark.parametrize("error", [ValueError, KeyError, Boom, RecursionError])
 @pytest.mark.parametrize("hook", ["persistent", "ordered_dict", "rebuild"])
-def test_a_failing_hook_leaves_the_same_state(hook: str, error: type[Exception]) -> None:
+@pytest.mark.parametrize("scalars", [False, True])
+def test_a_failing_hook_leaves_the_same_state(hook: str, error: type[Exception],
+                                              scalars: bool) -> None:
     """A hook that raises inside a record: the machine reports the same error at the same
     byte with the same partial tree as the opcodes would (or lets the same exception
-    out)."""
-    data = _pickle_of(_save({f"t{i}": torch.ones(i + 1) for i in range(6)}))
+    out). Scalars (0-d tensors: no PUT for their empty size) take the general step."""
+    make = (lambda i: torch.tensor(float(i))) if scalars else (lambda i: torch.ones(i + 1))
+    data = _pickle_of(_save({f"t{i}": make(i) for i in range(6)}))
     for fail_at in (1, 3, 6):
         outcomes = []
         for fast in (False, True):

@@ -17,6 +17,7 @@ import struct
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from operator import itemgetter
 from typing import Any
 
 from ..errors import BudgetExceededError
@@ -700,11 +701,20 @@ class _TensorRecords:
 
         def runner(lay: tuple[Any, ...]) -> Callable[[int, list[Any]], int]:
             """The step for one layout: -1 when its pattern does not match, 0 when the
-            opcode loop must run the record, else the position after it."""
+            opcode loop must run the record, else the position after it. Two forms: one
+            for the layout torch.save writes for a tensor with dimensions and a storage
+            of its own (a literal key, every PUT present), one for any other layout."""
             (match, unpack, length, nops, key_literal, p_key, p_key_put, p_loc, p_numel,
              p_pid_put, p_offset, size0, size1, p_size_put, stride0, stride1, p_stride_put,
              p_rg, p_od, p_od_put, p_args_put, p_put, after_pid, after_od, after_all,
              _) = lay
+            # the record's values in one C call: memo reads and writes (-1: absent), key,
+            # numel, offset, requires_grad's opcode
+            pick = itemgetter(0, 1, p_key, p_key_put, p_loc, p_numel, p_pid_put, p_offset,
+                              p_size_put, p_stride_put, p_rg, p_od, p_od_put, p_args_put,
+                              p_put)
+            positions = (p_key_put, p_pid_put, p_size_put, p_stride_put, p_od_put,
+                         p_args_put, p_put)
 
             def step(at: int, stack: list[Any]) -> int:
                 if match(data, at) is None:
@@ -712,25 +722,21 @@ class _TensorRecords:
                 if len(metastack) >= mark_room:
                     return 0
                 v = unpack(data, at) + absent
-                key_put = v[p_key_put]
-                pid_put = v[p_pid_put]
-                size_put = v[p_size_put]
-                stride_put = v[p_stride_put]
-                i_loc = v[p_loc]
-                i_od = v[p_od]
+                (i_storage, i_kind, key, key_put, i_loc, numel, pid_put, offset, size_put,
+                 stride_put, rg, i_od, od_put, args_put, put) = pick(v)
                 if i_loc == key_put or i_od in (key_put, pid_put, size_put, stride_put):
                     return 0  # reads what the record itself stores: the opcodes know
                 try:
-                    storage = memo[v[0]]
-                    kind = memo[v[1]]
-                    key = v[p_key].decode("ascii") if key_literal else memo[v[p_key]]
+                    storage = memo[i_storage]
+                    kind = memo[i_kind]
+                    key = key.decode("ascii") if key_literal else memo[key]
                     location = memo[i_loc]
                     od = memo[i_od]
                 except KeyError:
                     return 0  # the loop reports the missing entry where it is read
                 if key_put >= 0:
                     memo[key_put] = key
-                pid = (storage, kind, key, location, v[p_numel])
+                pid = (storage, kind, key, location, numel)
                 if pid_put >= 0:
                     memo[pid_put] = pid
                 try:
@@ -745,7 +751,7 @@ class _TensorRecords:
                     memo[size_put] = size
                 if stride_put >= 0:
                     memo[stride_put] = stride
-                rg = v[p_rg] == 0x88
+                rg = rg == 0x88
                 try:
                     if type(od) is Global and od.reducer is not None:
                         calls[od.full] = calls.get(od.full, 0) + 1
@@ -758,15 +764,13 @@ class _TensorRecords:
                 except BaseException as exc:
                     stack.append(func)
                     metastack.append(stack)
-                    raise _Unwind([ref, v[p_offset], size, stride, rg, od], at + after_od,
+                    raise _Unwind([ref, offset, size, stride, rg, od], at + after_od,
                                   exc) from None
-                put = v[p_od_put]
-                if put >= 0:
-                    memo[put] = empty
-                args = (ref, v[p_offset], size, stride, rg, empty)
-                put = v[p_args_put]
-                if put >= 0:
-                    memo[put] = args
+                if od_put >= 0:
+                    memo[od_put] = empty
+                args = (ref, offset, size, stride, rg, empty)
+                if args_put >= 0:
+                    memo[args_put] = args
                 calls[func_full] = calls.get(func_full, 0) + 1  # a Global's REDUCE counts
                 if func_reducer is None:
                     value = Call(func, args, "reduce")
@@ -779,14 +783,76 @@ class _TensorRecords:
                         stack.append(func)
                         raise _Unwind(stack, at + after_all, exc) from None
                 stack.append(value)
-                put = v[p_put]
                 if put >= 0:
                     memo[put] = value
                 me.ops += nops
                 me.count += 1
                 return at + length
 
-            return step
+            if not key_literal or -1 in positions or func_reducer is None:
+                return step
+
+            def step_full(at: int, stack: list[Any]) -> int:
+                """``step`` where every PUT is present, the key is a literal and the
+                rebuild function has a reducer: the same effects, fewer tests."""
+                if match(data, at) is None:
+                    return -1
+                if len(metastack) >= mark_room:
+                    return 0
+                v = unpack(data, at)
+                (i_storage, i_kind, key, key_put, i_loc, numel, pid_put, offset, size_put,
+                 stride_put, rg, i_od, od_put, args_put, put) = pick(v)
+                if i_loc == key_put or i_od in (key_put, pid_put, size_put, stride_put):
+                    return 0
+                try:
+                    storage = memo[i_storage]
+                    kind = memo[i_kind]
+                    location = memo[i_loc]
+                    od = memo[i_od]
+                except KeyError:
+                    return 0
+                memo[key_put] = key = key.decode("ascii")
+                memo[pid_put] = pid = (storage, kind, key, location, numel)
+                try:
+                    ref = persistent(pid)
+                except BaseException as exc:
+                    stack.append(func)
+                    metastack.append(stack)
+                    raise _Unwind([pid], at + after_pid, exc) from None
+                memo[size_put] = size = v[size0:size1]
+                memo[stride_put] = stride = v[stride0:stride1]
+                rg = rg == 0x88
+                try:
+                    if type(od) is Global and od.reducer is not None:
+                        calls[od.full] = calls.get(od.full, 0) + 1
+                        try:
+                            empty = od.reducer()
+                        except errors:
+                            empty = Call(od, (), "reduce")
+                    else:
+                        empty = call(od, (), "reduce")
+                except BaseException as exc:
+                    stack.append(func)
+                    metastack.append(stack)
+                    raise _Unwind([ref, offset, size, stride, rg, od], at + after_od,
+                                  exc) from None
+                memo[od_put] = empty
+                memo[args_put] = args = (ref, offset, size, stride, rg, empty)
+                calls[func_full] = calls.get(func_full, 0) + 1
+                try:
+                    value = func_reducer(*args)  # type: ignore[misc]
+                except errors:
+                    value = Call(func, args, "reduce")
+                except BaseException as exc:
+                    stack.append(func)
+                    raise _Unwind(stack, at + after_all, exc) from None
+                stack.append(value)
+                memo[put] = value
+                me.ops += nops
+                me.count += 1
+                return at + length
+
+            return step_full
 
         def learn(at: int) -> Callable[[int, list[Any]], int] | None:
             m = general(data, at)
@@ -802,26 +868,31 @@ class _TensorRecords:
             del recent[_RECENT_LAYOUTS:]
             return known
 
-        def one(at: int, stack: list[Any]) -> int:
-            for step in recent:
-                end = step(at, stack)
-                if end >= 0:
-                    return end
-            step = learn(at)
-            return 0 if step is None else max(step(at, stack), 0)
-
         def run(at: int, stack: list[Any]) -> int:
             """Run the record after the BINGET that ends at ``at``, and the keys and
             records that follow it; the position after them, or 0 when the opcode loop
             must run the record."""
-            end = one(at, stack)
-            if not end:
-                return 0
-            while me.ops <= chunk and end + 5 <= n and data[end] == 0x58:  # BINUNICODE
+            chained = False
+            while True:
+                for step in recent:
+                    end = step(at, stack)
+                    if end >= 0:
+                        break
+                else:
+                    step = learn(at)
+                    end = -1 if step is None else step(at, stack)
+                if end <= 0:
+                    if not chained:
+                        return 0
+                    stack.append(func)  # as the loop leaves it after the BINGET
+                    return at
+                # the next dict key, its PUT, and BINGET of the rebuild function?
+                if me.ops > chunk or end + 5 > n or data[end] != 0x58:  # BINUNICODE
+                    return end
                 size = unpack_u32(data, end + 1)[0]
                 at = end + 5 + size
                 if size > max_string or at + 2 > n:
-                    break
+                    return end
                 op = data[at]
                 if op == 0x71:  # BINPUT
                     key_put = data[at + 1]
@@ -830,9 +901,9 @@ class _TensorRecords:
                     key_put = unpack_u32(data, at + 1)[0]
                     at += 5
                 else:
-                    break
+                    return end
                 if at + 2 > n:
-                    break
+                    return end
                 op = data[at]
                 if op == 0x68:  # BINGET
                     i_func = data[at + 1]
@@ -841,22 +912,17 @@ class _TensorRecords:
                     i_func = unpack_u32(data, at + 1)[0]
                     at += 5
                 else:
-                    break
+                    return end
                 if i_func == key_put or memo.get(i_func, _NOTHING) is not func:
-                    break
+                    return end
                 try:
                     key = data[end + 5:end + 5 + size].decode("utf-8", "surrogatepass")
                 except UnicodeDecodeError:
-                    break  # the loop reports it
+                    return end  # the loop reports it
                 stack.append(key)
                 memo[key_put] = key
                 me.ops += 3
-                nxt = one(at, stack)
-                if not nxt:  # as the loop left it after the BINGET
-                    stack.append(func)
-                    return at
-                end = nxt
-            return end
+                chained = True
 
         self.run = run
 

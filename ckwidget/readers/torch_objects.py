@@ -131,6 +131,7 @@ def _pick_info_maker() -> Callable[..., TensorInfo]:
 
 _new = object.__new__
 new_tensor_info = _pick_info_maker()
+_INFO_BY_DICT = new_tensor_info is _info_by_dict
 
 
 def _ints(value: Any) -> tuple[int, ...]:
@@ -158,11 +159,12 @@ class TorchPickleContext:
         self.module_classes: dict[str, int] = {}
         self.numpy_dtype_codes: set[str] = set()
         self.torchscript = False
-        self._dtypes: dict[Global, str] = {}  # Globals hash by identity: no flood
+        # storage class -> (dtype, itemsize); Globals hash by identity: no flood
+        self._dtypes: dict[Global, tuple[str, int]] = {}
 
     # -- persistent ids -------------------------------------------------------------------
     def persistent_load(self, pid: Any) -> Any:
-        if type(pid) is not tuple or not pid or pid[0] != "storage" or len(pid) < 5:
+        if type(pid) is not tuple or len(pid) < 5 or pid[0] != "storage":
             return Call(None, pid, "pid")
         storage_type, key, location, numel = pid[1], pid[2], pid[3], pid[4]
         if type(numel) is not int or numel < 0 or type(key) is not str:
@@ -172,22 +174,29 @@ class TorchPickleContext:
         if ref is None:
             if type(location) is not str:
                 location = str(location) if isinstance(location, str) else "cpu"
-            ref = StorageRef(key, self._storage_dtype(storage_type), location, numel)
+            kind = self._dtypes.get(storage_type) if type(storage_type) is Global else None
+            if kind is None:
+                kind = self._storage_dtype(storage_type)
+            # StorageRef.__init__'s work, without a call: one of these per tensor
+            ref = _new(StorageRef)
+            ref.key = key
+            ref.dtype, ref.itemsize = kind
+            ref.location = location
+            ref.numel = numel
+            ref.nbytes = numel * kind[1]
             self.storages[key] = ref
         if self.legacy and len(pid) >= 6 and pid[5] is not None:
             self.problems.append(f"storage {key} is a view of another storage (legacy format)")
         return ref
 
-    def _storage_dtype(self, storage_type: Any) -> str:
+    def _storage_dtype(self, storage_type: Any) -> tuple[str, int]:
         """The element dtype a storage class names (FloatStorage, or torch.float32 in the
-        untyped form), worked out once per class."""
+        untyped form) and its size, worked out once per class."""
         if type(storage_type) is not Global:
-            return "uint8"
-        dtype = self._dtypes.get(storage_type)
-        if dtype is None:
-            dtype = STORAGE_DTYPES.get(storage_type.name) or _dtype_of(storage_type) or "uint8"
-            self._dtypes[storage_type] = dtype
-        return dtype
+            return "uint8", 1
+        dtype = STORAGE_DTYPES.get(storage_type.name) or _dtype_of(storage_type) or "uint8"
+        kind = self._dtypes[storage_type] = (dtype, DTYPE_SIZES.get(dtype, 1))
+        return kind
 
     # -- tensors --------------------------------------------------------------------------
     def tensor(self, storage: Any, offset: Any, size: Any, stride: Any, *_rest: Any,
@@ -224,8 +233,25 @@ class TorchPickleContext:
                 f"({extent} > {storage_elems} elements)"
             )
         elif self.reader is not None and dtype in DTYPE_SIZES:
-            source = StorageTensorSource(self.reader, storage, offset, size, stride, dtype)
-        return new_tensor_info(size, dtype, storage.location, numel * itemsize, source)
+            # StorageTensorSource.__init__'s work, without a call: one per tensor
+            source = _new(StorageTensorSource)
+            source.reader = self.reader
+            source.storage = storage
+            source.offset = offset
+            source.size = size
+            source.stride = stride
+            source.dtype = dtype
+        if _INFO_BY_DICT:  # see _pick_info_maker
+            info = _new(TensorInfo)
+            d = info.__dict__
+            d["shape"] = size
+            d["dtype"] = dtype
+            d["device"] = storage.location
+            d["nbytes"] = numel * itemsize
+            d["layout"] = "strided"
+            d["source"] = source
+            return info
+        return TensorInfo(size, dtype, storage.location, numel * itemsize, "strided", source)
 
     def rebuild_v3(self, storage, offset, size, stride, _rg, _hooks, dtype, *_rest):
         name = dtype.name if isinstance(dtype, Global) else None
