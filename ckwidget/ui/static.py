@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+from collections import Counter
+from itertools import compress, islice, repeat
+from operator import ne
 from typing import Any
 
+import pandas as pd
+
+from ..diagnosis.table import COLUMNS
 from . import render
 from .export import code_html
 from .style import esc, style_tag
-from .table import KeyTable
+from .table import PAGE_SIZE, KeyTable
 
 
 def static_html(
@@ -24,7 +30,7 @@ def static_html(
     """
     plan = report.plan if plan is None else plan
     status = str(getattr(report, "status", "broken"))
-    page = (table or KeyTable(report.table)).page(0)
+    summary, rows = _keys_section(report, table)
     try:
         code = plan.to_code(model_name=model_name)
     except Exception as exc:  # the report must still render
@@ -42,9 +48,34 @@ def static_html(
         f"<h4>Diagnosis</h4>{render.findings_html(report.findings, fixes, evidence)}"
         f"<h4>Plan</h4>{plan_block}"
         f'<div class="ck-snippet">{code_html(code)}</div>'
-        f"<h4>Keys</h4><div class=\"ck-hint\">{esc(page.summary)}</div>"
-        f'<div class="ck-table">{page.html}</div></div>'
+        f"<h4>Keys</h4><div class=\"ck-hint\">{esc(summary)}</div>"
+        f'<div class="ck-table">{rows}</div></div>'
     )
+
+
+def _keys_section(report: Any, table: KeyTable | None) -> tuple[str, str]:
+    """(summary, rows HTML) for the Keys section.
+
+    With a key table: its first page, repeated layers grouped. Without one (the
+    widget's fallback HTML, written at every display before its Keys tab was ever
+    opened), the keys that need attention, listed from the report's columns: folding
+    100,000 rows into groups costs more than the rest of the display.
+    """
+    columns = getattr(report, "columns", None)
+    if table is not None or not isinstance(columns, dict) or "status" not in columns:
+        page = (table or KeyTable(report.table)).page(0)
+        return page.summary, page.html
+    statuses = columns["status"]
+    counts = Counter(statuses)
+    shown = list(islice(compress(range(len(statuses)), map(ne, statuses, repeat("match"))),
+                        PAGE_SIZE))
+    listing = ", ".join(f"{n:,} {s}" for s, n in counts.most_common())
+    if not shown:
+        return f"{len(statuses):,} keys: {listing}.", ""
+    small = pd.DataFrame({c: [columns[c][i] for i in shown] for c in COLUMNS if c in columns})
+    summary = (f"{len(statuses):,} keys: {listing}. The first {len(shown):,} that need "
+               "attention are listed; report.table holds every key.")
+    return summary, KeyTable(small).page(0, group=False).html
 
 
 class StaticReport:
@@ -57,7 +88,7 @@ class StaticReport:
         self._shown_at: int | None = None
 
     def to_html(self) -> str:
-        return static_html(self.report, self.plan, self.model_name)
+        return static_html(self.report, self.plan, self.model_name, KeyTable(self.report.table))
 
     def _repr_html_(self) -> str:
         return self.to_html()

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import html
 import re
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from itertools import islice
 
 import numpy as np
 import pandas as pd
@@ -146,7 +148,11 @@ class KeyTable:
 
 def patterns(keys: pd.Series) -> pd.Series:
     """Keys with numeric path components replaced by "*" ("layers.3.w" -> "layers.*.w")."""
-    values = keys.tolist()
+    return pd.Series(pattern_list(keys.tolist()), index=keys.index, dtype=object)
+
+
+def pattern_list(values: list[str]) -> list[str]:
+    """``patterns`` on a plain list."""
     # every key behind a dot, joined: one substitution over all keys at once (C speed)
     text = "." + "\n.".join(values)
     if text.count("\n") == max(0, len(values) - 1):
@@ -154,7 +160,7 @@ def patterns(keys: pd.Series) -> pd.Series:
     else:  # a key holds a newline: one at a time
         sub = _NUM_PART.sub
         out = [sub(".*", "." + k)[1:] if k else k for k in values]
-    return pd.Series(out, index=keys.index, dtype=object)
+    return out
 
 
 def _shape_texts(series: pd.Series) -> pd.Series:
@@ -192,16 +198,19 @@ def group_keys(keys: Sequence[str], limit: int = 50) -> list[tuple[str, int]]:
     """Keys folded by layer number for evidence lists: [(label, count)], first ``limit``."""
     if not keys:
         return []
-    s = pd.Series([str(k) for k in keys], dtype=object)
-    pattern = patterns(s)
-    counts = pattern.value_counts(sort=False)
-    first = pattern.drop_duplicates()
+    values = [str(k) for k in keys]
+    pats = pattern_list(values)
+    counts = Counter(pats)
+    first: dict[str, int] | None = None  # pattern -> index of its first key
     out: list[tuple[str, int]] = []
-    for idx, pat in first.items():
-        n = int(counts[pat])
-        out.append((pat if n > 1 else s[idx], n))
-        if len(out) >= limit:
-            break
+    for pat in islice(dict.fromkeys(pats), limit):  # in order of first appearance
+        n = counts[pat]
+        if n > 1:
+            out.append((pat, n))
+            continue
+        if first is None:  # the last write of a reversed pass is the first key
+            first = dict(zip(reversed(pats), range(len(pats) - 1, -1, -1)))
+        out.append((values[first[pat]], n))
     return out
 
 

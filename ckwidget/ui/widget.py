@@ -486,7 +486,7 @@ class CheckpointDebugger(w.VBox):
         """A static report (front ends without widget support, saved notebooks)."""
         from .static import static_html
 
-        return static_html(self.report, self.plan, self.model_name, self.key_table,
+        return static_html(self.report, self.plan, self.model_name, self._key_table,
                            self._evidence, note=STATIC_NOTE)
 
     def _repr_html_(self) -> str:
