@@ -231,3 +231,19 @@ def test_stray_key_with_another_shape_is_not_a_rename():
     report = ck.diagnose(wrapped, M())
     assert report.finding("prefix") is not None
     assert report.alignment.status["extra.weight"] == "shape-mismatch"
+
+
+def test_prefix_steps_rename_all_keys_as_one_key_at_a_time_would():
+    """Prefix steps map 100,000 keys with joined-string operations; any mix of keys
+    (with and without the prefix, with newlines, empty rests) maps as per key."""
+    import random
+
+    from ckwidget.diagnosis.align import KeyStep
+
+    rng = random.Random(0)
+    for _ in range(3000):
+        old = rng.choice(["m.", "mm.", "a.b.", "x"])
+        names = [rng.choice([old, "", "q."]) + "".join(rng.choice("m.ab\nx") for _ in range(
+            rng.randint(0, 6))) for _ in range(rng.randint(1, 6))]
+        for step in (KeyStep("strip-prefix", old), KeyStep("rename-keys", swap=(old, "n."))):
+            assert step.map_all(names) == [step.mapper()(k) for k in names], (step, names)

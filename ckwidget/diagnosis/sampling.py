@@ -14,8 +14,8 @@ import heapq
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from itertools import filterfalse
-from operator import floordiv
+from itertools import compress, filterfalse, repeat
+from operator import attrgetter, eq, floordiv, is_not
 
 from ..checkpoint import Checkpoint, TensorInfo
 
@@ -23,6 +23,8 @@ FLOATS = {"float64": 8, "float32": 4, "float16": 2, "bfloat16": 2}  # name -> it
 DEFAULT_BUDGET = 4 << 20  # bytes of values examined in total
 MAX_LARGEST = 192         # the largest tensors are always examined
 MAX_SPREAD = 192          # plus this many spread evenly over the others
+_DTYPE, _NBYTES = attrgetter("dtype"), attrgetter("nbytes")
+_SOURCE, _LAYOUT = attrgetter("source"), attrgetter("layout")
 DEADLINE_S = 0.5          # stop reading after this long (a slow or network disk)
 
 
@@ -65,12 +67,18 @@ def sample_values(ckpt: Checkpoint, entry: str, budget: int = DEFAULT_BUDGET,
     from ..stats import sample_tensor
 
     infos = ckpt.entry(entry) if infos is None else infos
-    picked = [(k, i) for k, i in infos.items()
-              if i.source is not None and i.dtype in FLOATS and i.layout == "strided" and i.nbytes]
-    keys = [k for k, _ in picked]
-    sizes = [i.nbytes for _, i in picked]
+    # readable, dense, non-empty floating tensors, chosen column by column (C-level
+    # passes: 100,000 tensors take milliseconds)
+    values = list(infos.values())
+    dtypes = list(map(_DTYPE, values))
+    all_sizes = list(map(_NBYTES, values))
+    usable = list(map(all, zip(map(FLOATS.__contains__, dtypes), all_sizes,
+                               map(is_not, map(_SOURCE, values), repeat(None)),
+                               map(eq, map(_LAYOUT, values), repeat("strided")))))
+    keys = list(compress(infos, usable))
+    sizes = list(compress(all_sizes, usable))
     # dense floating tensors: elements are bytes over the item size
-    itemsizes = map(FLOATS.__getitem__, [i.dtype for _, i in picked])
+    itemsizes = map(FLOATS.__getitem__, compress(dtypes, usable))
     out = Sample(total=sum(map(floordiv, sizes, itemsizes)), candidates=len(keys))
     if not keys:
         return out
