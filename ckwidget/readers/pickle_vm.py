@@ -158,6 +158,7 @@ _OPNAMES = {
 
 _unpack_d = struct.Struct(">d").unpack_from
 _U32 = struct.Struct("<I")
+_PUT_GET = struct.Struct("<IxB")  # LONG_BINPUT's and the next BINGET's indexes
 _REDUCER_ERRORS = (TypeError, ValueError, IndexError, KeyError, AttributeError)
 _CHUNK_SIZE = 4096
 _CHUNK = range(_CHUNK_SIZE)  # budgets are checked between chunks of opcodes
@@ -696,6 +697,7 @@ class _TensorRecords:
         mark_room = max_marks - 2  # the loop raises at a MARK beyond the budget
         n = len(data)
         unpack_u32 = _U32.unpack_from
+        put_get = _PUT_GET.unpack_from
         chunk = _CHUNK_SIZE
         me = self
 
@@ -894,6 +896,21 @@ class _TensorRecords:
                 if size > max_string or at + 2 > n:
                     return end
                 op = data[at]
+                if op == 0x72 and at + 7 <= n and data[at + 5] == 0x68:
+                    # LONG_BINPUT then BINGET, as torch.save writes past 256 memo entries
+                    key_put, i_func = put_get(data, at + 1)
+                    at += 7
+                    if i_func == key_put or memo.get(i_func, _NOTHING) is not func:
+                        return end
+                    try:
+                        key = data[end + 5:end + 5 + size].decode("utf-8", "surrogatepass")
+                    except UnicodeDecodeError:
+                        return end  # the loop reports it
+                    stack.append(key)
+                    memo[key_put] = key
+                    me.ops += 3
+                    chained = True
+                    continue
                 if op == 0x71:  # BINPUT
                     key_put = data[at + 1]
                     at += 2

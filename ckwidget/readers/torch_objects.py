@@ -166,7 +166,7 @@ class TorchPickleContext:
     def persistent_load(self, pid: Any) -> Any:
         if type(pid) is not tuple or len(pid) < 5 or pid[0] != "storage":
             return Call(None, pid, "pid")
-        storage_type, key, location, numel = pid[1], pid[2], pid[3], pid[4]
+        _, storage_type, key, location, numel = pid if len(pid) == 5 else pid[:5]
         if type(numel) is not int or numel < 0 or type(key) is not str:
             self.problems.append(f"a storage reference is malformed: {pid!r}"[:200])
             return Call(None, pid, "pid")
@@ -224,7 +224,7 @@ class TorchPickleContext:
                 raise TypeError("sizes and strides are non-negative ints")
             numel *= s
             extent += (s - 1) * st
-        source: StorageTensorSource | None = None
+        source = None
         if offset < 0 or len(size) != len(stride):
             self.problems.append(f"a tensor on storage {storage.key} has an invalid view")
         elif numel and extent > storage_elems:
