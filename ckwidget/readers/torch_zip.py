@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import threading
+from itertools import compress, filterfalse
+from operator import methodcaller
 from pathlib import Path
 from typing import Any
 
@@ -150,7 +152,7 @@ def _read_torch_archive(path: Path, directory: ZipDirectory, prefix: str, pkl_na
     metadata: dict[str, Any] = {"archive_prefix": prefix, "records": len(directory.entries)}
     by_name = directory.by_name
     torchscript = f"{prefix}/constants.pkl" in by_name or any(
-        n.startswith(f"{prefix}/code/") for n in by_name
+        map(methodcaller("startswith", f"{prefix}/code/"), by_name)  # in C: 100,000 names
     )
     _archive_oddities(directory, prefix, findings)
 
@@ -254,7 +256,7 @@ def _archive_oddities(directory: ZipDirectory, prefix: str, findings: list[Findi
             "scanners. Treat the file as hostile.",
             details={"duplicates": sorted(set(directory.duplicates))[:100]},
         ))
-    strays = [e.name for e in directory.entries if not e.name.startswith(prefix + "/")]
+    strays = list(filterfalse(methodcaller("startswith", prefix + "/"), directory.names))
     problems = list(directory.problems)
     if strays:
         problems.append(f"{len(strays)} records sit outside the '{prefix}/' folder "
@@ -272,6 +274,9 @@ def _duplicate_pickles(directory: ZipDirectory, pkl_name: str, budgets: Budgets)
     from .pickle_vm import run_pickle
     from .safety import classify_globals, globals_findings
 
+    names = directory.names
+    if names.count(pkl_name) < 2:  # the usual case, counted in C
+        return
     seen_first = False
     for entry in directory.entries:
         if entry.name != pkl_name:
@@ -303,8 +308,10 @@ def _other_pickles(directory: ZipDirectory, pkl_name: str, budgets: Budgets) -> 
     findings: list[Finding] = []
     scanned = 0
     total = 0
-    for entry in directory.entries:
-        if entry.name == pkl_name or not entry.name.endswith(".pkl"):
+    pickles = compress(directory.entries, map(methodcaller("endswith", ".pkl"),
+                                              directory.names))  # filtered in C
+    for entry in pickles:
+        if entry.name == pkl_name:
             continue
         if scanned >= _MAX_OTHER_PICKLES or total + entry.size > budgets.max_pickle_bytes:
             break

@@ -12,6 +12,7 @@ import mmap
 import struct
 import zlib
 from dataclasses import dataclass, field
+from operator import attrgetter
 from pathlib import Path
 
 from ..errors import BudgetExceededError, CorruptCheckpointError
@@ -62,10 +63,7 @@ class ZipDirectory:
     duplicates: list[str] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
     recovered: bool = False  # built by scanning local headers: the directory was missing
-
-    @property
-    def names(self) -> list[str]:
-        return [e.name for e in self.entries]
+    names: list[str] = field(default_factory=list)  # of every entry, in order (read often)
 
 
 def read_directory(path: Path, budgets: Budgets) -> ZipDirectory:
@@ -245,7 +243,8 @@ def _finish(path: Path, size: int, entries: list[ZipEntry], problems: list[str],
                 problems.append(f"record name {name!r} points outside the archive")
             if e.flags & 0x01:
                 problems.append(f"record {name!r} is encrypted")
-    return ZipDirectory(path, size, entries, by_name, duplicates, problems, recovered)
+    return ZipDirectory(path, size, entries, by_name, duplicates, problems, recovered,
+                        list(map(attrgetter("name"), entries)))
 
 
 def data_offset(directory: ZipDirectory, entry: ZipEntry, fh=None) -> int:
