@@ -433,6 +433,7 @@ def test_memo_traps_inside_records_go_through_the_opcodes() -> None:
     variants.append(data.replace(key_c, b"X\x01\x00\x00\x00\xffq\x16"))
     variants.append(data.replace(key_c, b"X\x09\x00\x00\x00cq\x16"))
     variants.append(data.replace(key_c, key_c[:-2] + b"r\x16\x00\x00\x00"))
+    variants.append(data.replace(key_c + b"h\x02", key_c[:-2] + b"r\x02\x00\x00\x00h\x02"))
     variants.append(data.replace(key_c, key_c[:-2]))
     # the storage key shared through the memo (BINGET), as for views
     variants.append(data.replace(b"X\x01\x00\x00\x001q\x0f", b"h\x05"))

@@ -103,6 +103,7 @@ _MARK = object()
 # compare against all the others (a hash flood).
 _HASHABLE = (str, bool, bytes, type(None), Global, Call)
 _INT_LIMIT = 1 << 60
+_STR_ONLY = frozenset({str})
 
 
 def _plain_key(key: Any) -> bool:
@@ -1025,8 +1026,11 @@ class _Machine:
             raise PickleError("SETITEMS has an odd number of values", pos)
         if type(target) is dict:
             it = iter(pairs)
-            for key, value in zip(it, it):
-                target[key if type(key) is str else _safe_key(key)] = value
+            if set(map(type, pairs[::2])) <= _STR_ONLY:  # a state dict's keys: all in C
+                target.update(zip(it, it))
+            else:
+                for key, value in zip(it, it):
+                    target[key if type(key) is str else _safe_key(key)] = value
         elif type(target) is Call:
             if target.items is None:
                 target.items = []
