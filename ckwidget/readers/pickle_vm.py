@@ -546,11 +546,6 @@ _MAX_LAYOUTS = 1024  # layouts learned per stream (each costs a regex compile)
 _RECENT_LAYOUTS = 6  # layouts tried before the general pattern
 
 
-def _int_arg(raw: bytes) -> int:
-    """The value of a BININT1/BININT2/BININT opcode with its argument."""
-    return int.from_bytes(raw[1:], "little", signed=raw[0] == 0x4A)
-
-
 def _layout(m: re.Match[bytes]) -> tuple[Any, ...]:
     """The fixed byte layout of the record ``m`` matched: a pattern that matches exactly
     the records with the same opcodes (only arguments differ), a struct that reads every

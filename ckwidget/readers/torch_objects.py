@@ -109,29 +109,23 @@ def _info_by_dict(shape: tuple[int, ...], dtype: str, device: str, nbytes: int,
     return info
 
 
-def _info_by_init(shape: tuple[int, ...], dtype: str, device: str, nbytes: int,
-                  source: Any) -> TensorInfo:
-    return TensorInfo(shape, dtype, device, nbytes, "strided", source)
-
-
-def _pick_info_maker() -> Callable[..., TensorInfo]:
+def _dict_fill_works() -> bool:
     """TensorInfo is a frozen dataclass, whose __init__ sets each field through
     object.__setattr__ (a microsecond per tensor). Filling the instance dict directly
-    gives the same object for a third of the cost; used only when a probe shows it does
-    (same fields, no __post_init__, no slots), else the constructor."""
+    (as ``tensor`` does) gives the same object for a third of the cost; used only when a
+    probe shows it does (same fields in the same order, no __post_init__, no slots)."""
     probe = (2, 3), "float32", "cpu", 24, None
     try:
-        made, want = _info_by_dict(*probe), _info_by_init(*probe)
-        same = (vars(made) == vars(want) and list(vars(made)) == list(vars(want))
+        made = _info_by_dict(*probe)
+        want = TensorInfo(*probe[:4], "strided", probe[4])
+        return (vars(made) == vars(want) and list(vars(made)) == list(vars(want))
                 and made == want and not hasattr(TensorInfo, "__post_init__"))
     except (AttributeError, TypeError):
-        same = False
-    return _info_by_dict if same else _info_by_init
+        return False
 
 
 _new = object.__new__
-new_tensor_info = _pick_info_maker()
-_INFO_BY_DICT = new_tensor_info is _info_by_dict
+_INFO_BY_DICT = _dict_fill_works()
 
 
 def _ints(value: Any) -> tuple[int, ...]:
@@ -241,7 +235,7 @@ class TorchPickleContext:
             source.size = size
             source.stride = stride
             source.dtype = dtype
-        if _INFO_BY_DICT:  # see _pick_info_maker
+        if _INFO_BY_DICT:  # see _dict_fill_works
             info = _new(TensorInfo)
             d = info.__dict__
             d["shape"] = size
