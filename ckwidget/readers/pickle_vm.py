@@ -691,7 +691,6 @@ class _TensorRecords:
         recent: list[Callable[[int, list[Any]], int]] = []
         absent = (-1,)  # what a missing PUT's position (-1) reads
         mark_room = max_marks - 2  # the loop raises at a MARK beyond the budget
-        n = len(data)
         unpack_u32 = _U32.unpack_from
         put_get = _PUT_GET.unpack_from
         chunk = _CHUNK_SIZE
@@ -885,59 +884,50 @@ class _TensorRecords:
                     stack.append(func)  # as the loop leaves it after the BINGET
                     return at
                 # the next dict key, its PUT, and BINGET of the rebuild function?
-                if me.ops > chunk or end + 5 > n or data[end] != 0x58:  # BINUNICODE
+                if me.ops > chunk:
                     return end
-                size = unpack_u32(data, end + 1)[0]
-                at = end + 5 + size
-                if size > max_string or at + 2 > n:
-                    return end
-                op = data[at]
-                if op == 0x72 and at + 7 <= n and data[at + 5] == 0x68:
-                    # LONG_BINPUT then BINGET, as torch.save writes past 256 memo entries
-                    key_put, i_func = put_get(data, at + 1)
-                    at += 7
-                    if i_func == key_put or memo.get(i_func, _NOTHING) is not func:
+                try:  # a read past the end raises: the loop reports it where it is
+                    if data[end] != 0x58:  # BINUNICODE
                         return end
-                    try:
-                        key = data[end + 5:end + 5 + size].decode("utf-8", "surrogatepass")
-                    except UnicodeDecodeError:
-                        return end  # the loop reports it
-                    stack.append(key)
-                    memo[key_put] = key
-                    me.ops += 3
-                    chained = True
-                    continue
-                if op == 0x71:  # BINPUT
-                    key_put = data[at + 1]
-                    at += 2
-                elif op == 0x72 and at + 5 <= n:  # LONG_BINPUT
-                    key_put = unpack_u32(data, at + 1)[0]
-                    at += 5
-                else:
-                    return end
-                if at + 2 > n:
-                    return end
-                op = data[at]
-                if op == 0x68:  # BINGET
-                    i_func = data[at + 1]
-                    at += 2
-                elif op == 0x6A and at + 5 <= n:  # LONG_BINGET
-                    i_func = unpack_u32(data, at + 1)[0]
-                    at += 5
-                else:
+                    size = unpack_u32(data, end + 1)[0]
+                    if size > max_string:
+                        return end
+                    at = end + 5 + size
+                    op = data[at]
+                    if op == 0x72 and data[at + 5] == 0x68:
+                        # LONG_BINPUT, BINGET: as torch.save writes past 256 memo entries
+                        key_put, i_func = put_get(data, at + 1)
+                        at += 7
+                    else:
+                        if op == 0x71:  # BINPUT
+                            key_put = data[at + 1]
+                            at += 2
+                        elif op == 0x72:  # LONG_BINPUT
+                            key_put = unpack_u32(data, at + 1)[0]
+                            at += 5
+                        else:
+                            return end
+                        op = data[at]
+                        if op == 0x68:  # BINGET
+                            i_func = data[at + 1]
+                            at += 2
+                        elif op == 0x6A:  # LONG_BINGET
+                            i_func = unpack_u32(data, at + 1)[0]
+                            at += 5
+                        else:
+                            return end
+                    key = data[end + 5:end + 5 + size].decode("utf-8", "surrogatepass")
+                except (IndexError, struct.error, UnicodeDecodeError):
                     return end
                 if i_func == key_put or memo.get(i_func, _NOTHING) is not func:
                     return end
-                try:
-                    key = data[end + 5:end + 5 + size].decode("utf-8", "surrogatepass")
-                except UnicodeDecodeError:
-                    return end  # the loop reports it
                 stack.append(key)
                 memo[key_put] = key
                 me.ops += 3
                 chained = True
 
         self.run = run
+
 
 def _check_length(size: int, pos: int, n: int, max_string: int) -> None:
     if size > max_string:
