@@ -73,8 +73,10 @@ def main(argv: list[str] | None = None) -> int:
     ck.debug  # noqa: B018 - import the UI outside the timing, like a warm kernel
     import ipywidgets  # noqa: F401
 
-    best = None
+    best = best_cpu = None
     for i in range(args.repeat):
+        gc.collect()  # each run starts from the same heap, not the last run's garbage
+        cpu = time.process_time()
         t = time.perf_counter()
         ckpt = open_checkpoint(path)
         t_open = time.perf_counter() - t
@@ -85,7 +87,10 @@ def main(argv: list[str] | None = None) -> int:
         bundle = dbg._repr_mimebundle_()  # exactly what _ipython_display_ publishes
         assert "application/vnd.jupyter.widget-view+json" in bundle and "text/html" in bundle
         total = time.perf_counter() - t
-        print(f"run {i + 1}: total {total:.2f} s (open {t_open:.2f} s, diagnose {t_diag:.2f} s, "
+        cpu = time.process_time() - cpu
+        best_cpu = cpu if best_cpu is None else min(best_cpu, cpu)
+        print(f"run {i + 1}: total {total:.2f} s wall, {cpu:.2f} s cpu "
+              f"(open {t_open:.2f} s, diagnose {t_diag:.2f} s, "
               f"widget {t_widget:.2f} s, display {total - t_open - t_diag - t_widget:.3f} s); "
               f"{len(report.table):,} rows; {report.headline}")
         best = total if best is None else min(best, total)
@@ -93,7 +98,8 @@ def main(argv: list[str] | None = None) -> int:
         del dbg, report, ckpt, bundle
         gc.collect()
     verdict = "OK" if best is not None and best <= TARGET_S else "OVER TARGET"
-    print(f"widget open, best of {args.repeat}: {best:.2f} s (target {TARGET_S} s): {verdict}")
+    print(f"widget open, best of {args.repeat}: {best:.2f} s wall, {best_cpu:.2f} s cpu "
+          f"(target {TARGET_S} s): {verdict}")
     return 0
 
 
