@@ -247,3 +247,17 @@ def test_prefix_steps_rename_all_keys_as_one_key_at_a_time_would():
             rng.randint(0, 6))) for _ in range(rng.randint(1, 6))]
         for step in (KeyStep("strip-prefix", old), KeyStep("rename-keys", swap=(old, "n."))):
             assert step.map_all(names) == [step.mapper()(k) for k in names], (step, names)
+
+
+def test_key_templates_of_many_keys_match_one_key_at_a_time():
+    """Templates of many keys come from one regex pass over the joined keys; odd keys
+    (empty parts, non-ASCII digits, newlines, leading zeros) give the per-key result."""
+    import random
+
+    from ckwidget.diagnosis.keys import _templates_one_by_one, templates_text
+
+    rng = random.Random(1)
+    for _ in range(3000):
+        keys = ["".join(rng.choice("ab.01\u0663\n") for _ in range(rng.randint(0, 8)))
+                for _ in range(rng.randint(0, 5))]
+        assert templates_text(keys) == _templates_one_by_one(keys), keys

@@ -37,7 +37,7 @@ def template_text(key: str) -> tuple[str, tuple[str, ...]]:
 
 
 # A whole integer component of one of several keys joined by newlines.
-_INT_LINES = re.compile(r"(?<![^.\n])[0-9]+(?![^.\n])")
+_INT_SPLIT = re.compile(r"(?<![^.\n])([0-9]+)(?![^.\n])")
 
 
 def templates_text(keys: list[str]) -> tuple[list[str], list[tuple[str, ...]]]:
@@ -46,8 +46,10 @@ def templates_text(keys: list[str]) -> tuple[list[str], list[tuple[str, ...]]]:
     text = "\n".join(keys)
     if SLOT in text or text.count("\n") != len(keys) - 1:
         return _templates_one_by_one(keys)
-    tmpls = _INT_LINES.sub(SLOT, text).split("\n") if keys else []
-    flat = _INT_LINES.findall(text)
+    # one pass: literal pieces and the integers between them, alternating
+    parts = _INT_SPLIT.split(text) if keys else [""]
+    tmpls = SLOT.join(parts[0::2]).split("\n") if keys else []
+    flat = parts[1::2]
     if len(flat) == len(keys) and all(map(str.__contains__, tmpls, repeat(SLOT))):
         return tmpls, list(zip(flat))  # one integer per key: the common case
     values = iter(flat)
