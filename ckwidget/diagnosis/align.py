@@ -258,7 +258,7 @@ def _shapes_agree(changed: list[int], mapped: list[str], infos: list[TensorInfo]
     (checked on a spread of at most SAMPLE): a different name with a different shape
     is a stray key, not a renamed one (``aux.weight`` is not the model's ``extra.weight``).
     ``changed`` holds the indices the step renamed."""
-    landed = [i for i in changed if mapped[i] in model]
+    landed = list(compress(changed, map(model.__contains__, map(mapped.__getitem__, changed))))
     sample = _spread(landed)
     fit = sum(1 for i in sample if _fits(infos[i].shape, model[mapped[i]].shape))
     return fit > 0 and fit * 2 >= len(sample)
@@ -572,10 +572,17 @@ def _classify(result: Alignment, landing: dict[str, str]) -> None:
     for k, v in tied.items():
         tied_rev.setdefault(v, []).append(k)
     # notes say what is wrong; the table adds "from <checkpoint key>" to renamed rows
-    status, notes, pairs = result.status, result.notes, result.pairs
+    notes = result.notes
     mkeys = list(m_infos)
     cks = list(map(landing.get, mkeys))
-    status.update(dict.fromkeys(mkeys, "match"))
+    renamed_mask = list(map(ne, cks, mkeys))  # a missing key (None) counts as renamed
+    # every key starts as the commoner of "match" and "renamed"; the others are set below
+    mostly_renamed = sum(renamed_mask) * 2 > len(mkeys)
+    status = result.status = dict.fromkeys(mkeys, "renamed" if mostly_renamed else "match")
+    if mostly_renamed:
+        status.update(zip(compress(mkeys, map(not_, renamed_mask)), repeat("match")))
+    else:
+        status.update(zip(compress(mkeys, renamed_mask), repeat("renamed")))
     if None in cks:
         for i in compress(range(len(mkeys)), map(is_, cks, repeat(None))):
             mk = mkeys[i]
@@ -595,15 +602,12 @@ def _classify(result: Alignment, landing: dict[str, str]) -> None:
     else:
         s_mkeys, s_cks = mkeys, cks
         minfos = list(m_infos.values())
-    pairs.update(zip(s_mkeys, s_cks))
+    result.pairs = dict(zip(s_mkeys, s_cks))
     cinfos = list(map(ckpt.__getitem__, s_cks))
     cshapes = list(map(_SHAPE, cinfos))
     mshapes = list(map(_SHAPE, minfos))
     differ_idx = list(compress(range(len(s_mkeys)), map(ne, cshapes, mshapes)))
     differ = set(differ_idx)
-    # renamed keys (the table notes "from <checkpoint key>"); keys whose shapes differ
-    # get their own status below
-    status.update(zip(compress(s_mkeys, map(ne, s_cks, s_mkeys)), repeat("renamed")))
     for i in compress(range(len(s_mkeys)), map(ne, map(_DTYPE, cinfos), map(_DTYPE, minfos))):
         if i in differ:
             continue
@@ -614,21 +618,17 @@ def _classify(result: Alignment, landing: dict[str, str]) -> None:
     heads: set[str] | None = None  # computed on the first shape mismatch
     # (stored shape, model shape) -> the note of a transpose, or "" when it is not one:
     # repeated layers share their shapes, so each pair is judged once
-    verdicts: dict[tuple, str] = {}
-    t_keys: list[str] = []
-    t_notes: list[str] = []
-    for i in differ_idx:
-        cs, ms = cshapes[i], mshapes[i]
-        note = verdicts.get((cs, ms))
-        if note is None:
-            note = verdicts[(cs, ms)] = (
-                f"stored as {_fmt(cs)}, model expects {_fmt(ms)}"
-                if len(cs) == 2 and cs == ms[::-1] else "")
+    shape_pairs = list(zip(map(cshapes.__getitem__, differ_idx),
+                           map(mshapes.__getitem__, differ_idx)))
+    verdicts = {(cs, ms): (f"stored as {_fmt(cs)}, model expects {_fmt(ms)}"
+                           if len(cs) == 2 and cs == ms[::-1] else "")
+                for cs, ms in dict.fromkeys(shape_pairs)}
+    t_notes = list(map(verdicts.__getitem__, shape_pairs))
+    t_keys = list(map(s_mkeys.__getitem__, compress(differ_idx, t_notes)))
+    t_notes = list(filter(None, t_notes))
+    for i in compress(differ_idx, map(not_, map(verdicts.__getitem__, shape_pairs))):
         mk = s_mkeys[i]
-        if note:
-            t_keys.append(mk)
-            t_notes.append(note)
-            continue
+        cs, ms = cshapes[i], mshapes[i]
         if heads is None:
             heads = _head_modules(model)
         reason = mismatch_reason(mk, cs, ms, heads, tied_vocab=mk in tied or mk in tied_rev)
