@@ -261,3 +261,26 @@ def test_key_templates_of_many_keys_match_one_key_at_a_time():
         keys = ["".join(rng.choice("ab.01\u0663\n") for _ in range(rng.randint(0, 8)))
                 for _ in range(rng.randint(0, 5))]
         assert templates_text(keys) == _templates_one_by_one(keys), keys
+
+
+def test_renamed_families_are_found_with_few_or_many_leaf_kinds():
+    """Families pair the same way whether a module holds a few leaves (picked per
+    template) or many (grouped in one loop)."""
+    from ckwidget.checkpoint import TensorInfo
+    from ckwidget.diagnosis.families import find_families
+
+    for n_leaves in (2, 20):
+        leaves = [f"w{j}" for j in range(n_leaves)]
+        c_keys = [f"blocks.{i}.ffn.{leaf}" for i in range(5) for leaf in leaves]
+        m_keys = [k.replace(".ffn.", ".mlp.") for k in c_keys]
+        shapes = {leaf: (j + 1, 2) for j, leaf in enumerate(leaves)}
+        c_infos = {k: TensorInfo(shapes[k.rsplit(".", 1)[1]], "float32", "cpu", 8) for k in c_keys}
+        m_infos = {m: c_infos[c] for c, m in zip(c_keys, m_keys)}
+        families = find_families(c_keys, c_infos, m_keys, m_infos)
+        assert len(families) == 1, n_leaves
+        fam = families[0]
+        assert dict(zip(fam.c_keys, fam.m_keys)) == dict(zip(c_keys, m_keys))
+        assert fam.lines() == ["blocks.{0..4}.ffn -> blocks.{0..4}.mlp"]
+        # one member with another shape: not a family
+        m_infos[m_keys[-1]] = TensorInfo((9, 9), "float32", "cpu", 324)
+        assert find_families(c_keys, c_infos, m_keys, m_infos) == []

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from itertools import compress
 from operator import attrgetter
 
 from ..checkpoint import TensorInfo
@@ -85,20 +86,31 @@ def find_families(c_keys: list[str], c_infos: dict[str, TensorInfo],
 def _groups(keys: list[str]) -> Groups:
     """Keys of repeated modules by module template and leaf (numbers in the leaf itself,
     as in a ParameterList, do not make a module family)."""
-    by_template: dict[str, tuple[list[tuple[str, ...]], list[str]]] = {}
     tmpls, ints = templates_text(keys)
+    wanted = []  # templates of a repeated module's leaf, each split once
+    for tmpl in dict.fromkeys(tmpls):
+        module, dot, leaf = tmpl.rpartition(".")
+        if dot and SLOT in module and SLOT not in leaf:
+            wanted.append((tmpl, module, leaf))
+    groups: Groups = {}
+    if len(wanted) <= 16:  # a few templates: pick each one's keys with C-level passes
+        for tmpl, module, leaf in wanted:
+            mask = list(map(tmpl.__eq__, tmpls))
+            groups.setdefault(module, {})[leaf] = (list(compress(ints, mask)),
+                                                   list(compress(keys, mask)))
+        return groups
+    where = {tmpl: (module, leaf) for tmpl, module, leaf in wanted}
     for tmpl, nums, key in zip(tmpls, ints, keys):
-        group = by_template.get(tmpl)
+        place = where.get(tmpl)
+        if place is None:
+            continue
+        leaves = groups.setdefault(place[0], {})
+        group = leaves.get(place[1])
         if group is None:
-            by_template[tmpl] = ([nums], [key])
+            leaves[place[1]] = ([nums], [key])
         else:
             group[0].append(nums)
             group[1].append(key)
-    groups: Groups = {}
-    for tmpl, group in by_template.items():  # a few templates: split each once
-        module, dot, leaf = tmpl.rpartition(".")
-        if dot and SLOT in module and SLOT not in leaf:
-            groups.setdefault(module, {})[leaf] = group
     return groups
 
 
