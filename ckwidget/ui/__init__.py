@@ -11,11 +11,12 @@ How each front end is served (one object, one display bundle):
   (``google.colab.output.enable_custom_widget_manager()``) when it runs inside Colab.
 - Everything else (GitHub and nbviewer previews, a notebook reopened without its kernel,
   front ends without widget support): the widget's display bundle also carries a static
-  ``text/html`` report (header, findings, plan, code, first page of keys; every string
-  from the file escaped), which such front ends render instead of the widget view. A
-  terminal gets a one-line ``text/plain``.
+  ``text/html`` report (header, findings, plan, code, the keys that need attention;
+  every string from the file escaped), which such front ends render instead of the
+  widget view. A terminal gets a one-line ``text/plain``.
 - ``debug(..., static=True)`` / ``%ckdebug ... --static`` return that HTML report on
-  its own (a ``StaticReport``), for front ends where the widget view renders badly.
+  its own (a ``StaticReport``, whose key listing is the grouped first page of the
+  table), for front ends where the widget view renders badly.
 """
 
 from __future__ import annotations

@@ -24,7 +24,7 @@ def static_html(
     evidence: dict[int, str] | None = None,
     note: str = "",
 ) -> str:
-    """Header, findings, the first page of the key table and the plan's code; escaped.
+    """Header, findings, keys (see ``_keys_section``) and the plan's code; escaped.
 
     ``note`` is trusted HTML shown above the report (ckwidget's own text, never a file's).
     """
