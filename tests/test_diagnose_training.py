@@ -43,3 +43,18 @@ def test_lightning_optimizer_with_other_groups_is_refused(tmp_path):
         pass
     else:
         raise AssertionError("torch accepted the groups the finding says it refuses")
+
+
+def test_training_heads_found_in_joined_keys_match_a_split_per_key():
+    import random
+
+    from ckwidget.diagnosis.checks.training import TRAINING_ENTRIES, _training_heads
+
+    words = ["optimizer", "optimizer_states", "epoch", "best_model", "model", "step", "steps",
+             "amp", "x", "best_", "scheduler", "lr_schedulers", "callbacks", "a\nepoch"]
+    rng = random.Random(2)
+    for _ in range(3000):
+        keys = [".".join(rng.choice(words) for _ in range(rng.randint(1, 3)))
+                for _ in range(rng.randint(0, 6))]
+        heads = dict.fromkeys(k.partition(".")[0] for k in keys)
+        assert _training_heads(keys) == [h for h in heads if TRAINING_ENTRIES.match(h)], keys

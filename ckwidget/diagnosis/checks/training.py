@@ -22,6 +22,10 @@ TRAINING_ENTRIES = re.compile(
     r"^(lr_schedulers?|schedulers?|scheduler_state_dict|scaler|grad_scaler|amp|epoch|"
     r"global_step|step|iteration|iter|rng_state|rng_states|torch_rng_state|cuda_rng_state|"
     r"numpy_rng_state|random_state|python_rng_state|loops|callbacks|best_.*|optimizer.*)$")
+# the same names as the first component of a tensor key, one key per line
+_TRAINING_HEADS = re.compile(
+    TRAINING_ENTRIES.pattern.replace(".*", "[^.\n]*").replace("^(", "^(?:")
+    .replace(")$", r")(?=\.|$)"), re.MULTILINE)
 STATE_CLASSES = {
     "exp_avg": "Adam/AdamW", "exp_avg_sq": "Adam/AdamW", "momentum_buffer": "SGD",
     "square_avg": "RMSprop/Adadelta", "sum": "Adagrad", "acc_delta": "Adadelta",
@@ -101,12 +105,22 @@ def _training_entries(ctx: Context, root: str) -> list[str]:
         if TRAINING_ENTRIES.match(str(key)):
             shown = f"{key}={value}" if isinstance(value, (int, float)) else str(key)
             names[shown] = None
-    for head in dict.fromkeys([key.partition(".")[0] for key in ctx.ckpt.tensors]):
-        if TRAINING_ENTRIES.match(head) and head not in names:
+    for head in _training_heads(list(ctx.ckpt.tensors)):
+        if head not in names:
             names[head] = None
     if root and root.split(".", 1)[0] not in names:
         names[root] = None
     return list(names)
+
+
+def _training_heads(keys: list[str]) -> list[str]:
+    """First key components that name training state, in order: one multiline search
+    over the joined keys rather than a split per key."""
+    text = "\n".join(keys)
+    if text.count("\n") != max(0, len(keys) - 1):  # a key holds a newline: one by one
+        heads = dict.fromkeys(key.partition(".")[0] for key in keys)
+        return [h for h in heads if TRAINING_ENTRIES.match(h)]
+    return list(dict.fromkeys(_TRAINING_HEADS.findall(text)))
 
 
 def _check_optimizer(ctx: Context, root: str, state: dict[int, dict[str, str]]) -> list[Finding]:
