@@ -35,6 +35,7 @@ class ZipStorageBytes(StorageBytes):
         self.prefix = prefix
         self.little_endian = little_endian
         self._cache: dict[str, Any] = {}
+        self._whole: Any = None  # the file, mapped once; storages are slices of it
         self._lock = threading.Lock()
 
     def entry(self, key: str) -> ZipEntry | None:
@@ -71,8 +72,12 @@ class ZipStorageBytes(StorageBytes):
             if nbytes == 0:
                 buf = np.zeros(0, dtype=np.uint8)
             else:
-                buf = np.memmap(self.directory.path, dtype=np.uint8, mode="c",
-                                offset=start, shape=(nbytes,))
+                # one copy-on-write map of the whole file (a map per storage costs a
+                # system call each: sampling reads hundreds of small tensors)
+                if self._whole is None:
+                    self._whole = np.memmap(self.directory.path, dtype=np.uint8, mode="c",
+                                            shape=(self.directory.file_size,))
+                buf = self._whole[start:start + nbytes]
             self._cache[ref.key] = buf
             return buf
 
