@@ -12,8 +12,8 @@ from __future__ import annotations
 import re
 from collections import Counter, deque
 from dataclasses import dataclass, field
-from itertools import compress, filterfalse, repeat
-from operator import attrgetter, is_, ne, not_
+from itertools import chain, compress, filterfalse, repeat
+from operator import attrgetter, eq, is_, ne, not_
 
 from ..checkpoint import TensorInfo
 from ..fixes.kinds import renamer
@@ -520,8 +520,8 @@ def align(ckpt: dict[str, TensorInfo], model: ModelSide) -> Alignment:
                 cur_infos = {n: ckpt[o] for n, o in zip(names, originals) if n not in m_infos}
             families = find_families(unmatched_c, cur_infos, unmatched_m, m_infos)
             if families:  # the rest are paired module by module
-                in_c = {k for f in families for k in f.c_keys}
-                in_m = {k for f in families for k in f.m_keys}
+                in_c = set(chain.from_iterable(f.c_keys for f in families))
+                in_m = set(chain.from_iterable(f.m_keys for f in families))
                 unmatched_c = list(filterfalse(in_c.__contains__, unmatched_c))
                 unmatched_m = list(filterfalse(in_m.__contains__, unmatched_m))
             cmods = _by_module(unmatched_c)
@@ -641,8 +641,10 @@ def _classify(result: Alignment, landing: dict[str, str]) -> None:
     status.update(zip(t_keys, repeat("transposed")))
     notes.update(zip(t_keys, t_notes))
     # served 2-D keys of the model's shape: the votes for square transposes
-    same_2d = ([s_mkeys[i] for i, shape in enumerate(mshapes)
-                if len(shape) == 2 and i not in differ] if transposed else [])
+    same_2d: list[str] = []
+    if transposed:
+        two_d = compress(range(len(mshapes)), map(eq, map(len, mshapes), repeat(2)))
+        same_2d = list(map(s_mkeys.__getitem__, sorted(set(two_d) - differ)))
     # Square weights cannot show a transpose by shape: follow their own family.
     square: list[str] = []
     if result.transposed:

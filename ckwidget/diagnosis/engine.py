@@ -6,6 +6,8 @@ import os
 import time
 from collections import Counter
 from collections.abc import Mapping
+from itertools import chain, compress, filterfalse, repeat
+from operator import and_, eq
 from typing import Any
 
 from ..checkpoint import Checkpoint, Finding, TensorInfo, describe_tensor, sort_findings
@@ -238,23 +240,27 @@ def _count_after(ctx: Context, plan: Any) -> int:
         return _received(_simulate(ctx, plan), side)
     ckpt, pairs, status, infos = a.ckpt, a.pairs, a.status, side.infos
     reshaping = [f for f in per_key if not isinstance(f, CastDtype)]
-    touches = Counter(k for f in reshaping for k in f.keys)
+    touches = Counter(chain.from_iterable(f.keys for f in reshaping))
     # A transpose of a key the alignment found transposed, and that no other fix
     # touches, gives it the model's shape: no need to simulate it.
     quick: set[str] = set()
     for fix in reshaping:
         if isinstance(fix, Transpose):
-            if any(k not in pairs for k in fix.keys):
+            keys = fix.keys
+            if not all(map(pairs.__contains__, keys)):
                 return _received(_simulate(ctx, plan), side)  # it raises: say why there
-            quick.update(k for k in fix.keys if touches[k] == 1 and status[k] == "transposed")
-    subset = {k: ckpt[pairs[k]] for k in touches if k in pairs and k not in quick}
+            once = map(eq, map(touches.__getitem__, keys), repeat(1))
+            stored = map(eq, map(status.__getitem__, keys), repeat("transposed"))
+            quick.update(compress(keys, map(and_, once, stored)))
+    rest = touches.keys() - quick
+    subset = {k: ckpt[pairs[k]] for k in rest if k in pairs}
     for fix in reshaping:
         if isinstance(fix, Transpose):
-            fix = Transpose(tuple(k for k in fix.keys if k not in quick))
+            fix = Transpose(tuple(filterfalse(quick.__contains__, fix.keys)))
         subset = fix.transform(subset, infos)
     fits = ("match", "dtype-differs", "renamed")
-    n = (a.loadable_count + len(quick)
-         - sum(1 for k in touches if k in pairs and status[k] in fits)
+    n = (a.loadable_count + len(quick)  # quick keys were "transposed": not counted yet
+         - sum(1 for k in rest if k in pairs and status[k] in fits)
          + sum(1 for k, v in subset.items() if k in infos and v.shape == infos[k].shape))
     if not side.tied:
         return n
