@@ -107,7 +107,8 @@ class Alignment:
     model: ModelSide
     steps: list[KeyStep] = field(default_factory=list)
     step_keys: list[list[str]] = field(default_factory=list)   # ckpt keys each step renames
-    rename_pairs: list[tuple[str, str]] = field(default_factory=list)  # (old, new) modules/keys
+    families: list[Family] = field(default_factory=list)  # repeated modules renamed alike
+    rename_pairs: list[tuple[str, str]] = field(default_factory=list)  # the other renames
     rename_lines: list[str] = field(default_factory=list)  # the pairs, repeated layers grouped
     pairs: dict[str, str] = field(default_factory=dict)        # model key -> ckpt key
     status: dict[str, str] = field(default_factory=dict)       # model key -> row status
@@ -529,10 +530,10 @@ def align(ckpt: dict[str, TensorInfo], model: ModelSide) -> Alignment:
                                        if unmatched_c and unmatched_m else ([], []))
             if families or module_pairs or key_pairs:
                 step, mapped = _rename_step(families, module_pairs, key_pairs, cmods, names)
-                others = module_pairs + key_pairs
-                result.rename_pairs = [p for f in families for p in f.module_pairs()] + others
+                result.families = families
+                result.rename_pairs = module_pairs + key_pairs
                 result.rename_lines = [line for f in families for line in f.lines()]
-                result.rename_lines += rename_lines(others)
+                result.rename_lines += rename_lines(result.rename_pairs)
                 result.step_keys.append(list(compress(originals, map(ne, names, mapped))))
                 names = mapped
                 result.steps.append(step)

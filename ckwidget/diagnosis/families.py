@@ -15,7 +15,7 @@ from itertools import compress
 from operator import attrgetter
 
 from ..checkpoint import TensorInfo
-from .keys import SLOT, render_rows, templates_text
+from .keys import SLOT, int_rows, render, templates_text
 
 FAMILY = 3  # repeated modules that make a family (blocks.{0..2}.mlp)
 _SHAPE = attrgetter("shape")
@@ -47,8 +47,9 @@ class Family:
     def lines(self) -> list[str]:
         """"blocks.{0..23}.ffn -> blocks.{0..23}.mlp" (more lines if the numbers are not
         a full grid)."""
-        olds = render_rows(self.c_module, self.rows)
-        news = render_rows(self.m_module, self.rows)
+        ints = int_rows(self.rows)  # both sides share the members' numbers
+        olds = render(self.c_module, ints)
+        news = render(self.m_module, ints)
         return [f"{o} -> {n}" for o, n in zip(olds, news)]
 
 

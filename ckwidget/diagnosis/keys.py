@@ -153,10 +153,20 @@ def group_keys(keys: Iterable[str]) -> list[str]:
 
 def render_rows(tmpl: str, rows: list[tuple[str, ...]]) -> list[str]:
     """Display lines for one template filled with ``rows`` of numbers (as written)."""
+    return render(tmpl, int_rows(rows))
+
+
+def int_rows(rows: list[tuple[str, ...]]) -> list[tuple[int, ...]]:
+    """Rows of numbers as written -> as ints (rows of one template have the same number
+    of slots: converted column by column)."""
     if not rows or not rows[0]:
-        return [tmpl]
-    # rows of one template have the same number of slots: convert column by column
-    return _render(tmpl, list(zip(*(map(int, col) for col in zip(*rows)))))
+        return []
+    return list(zip(*(map(int, col) for col in zip(*rows))))
+
+
+def render(tmpl: str, rows: list[tuple[int, ...]]) -> list[str]:
+    """Display lines for one template filled with ``rows`` of ints."""
+    return _render(tmpl, rows)
 
 
 def summarise_keys(keys: Iterable[str], limit: int = 6) -> str:
