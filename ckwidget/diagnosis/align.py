@@ -241,7 +241,7 @@ def _guarded_add(step: KeyStep, names: list[str], model: dict[str, TensorInfo]) 
 
 
 _SHAPE = attrgetter("shape")
-_DTYPE = attrgetter("dtype")
+_META = attrgetter("shape", "dtype")
 
 
 def _fits(shape: tuple[int, ...], want: tuple[int, ...]) -> bool:
@@ -605,11 +605,11 @@ def _classify(result: Alignment, landing: dict[str, str]) -> None:
         minfos = list(m_infos.values())
     result.pairs = dict(zip(s_mkeys, s_cks))
     cinfos = list(map(ckpt.__getitem__, s_cks))
-    cshapes = list(map(_SHAPE, cinfos))
-    mshapes = list(map(_SHAPE, minfos))
-    differ_idx = list(compress(range(len(s_mkeys)), map(ne, cshapes, mshapes)))
+    # shapes and dtypes compared in one pass; the few keys that differ are sorted below
+    odd = list(compress(range(len(s_mkeys)), map(ne, map(_META, cinfos), map(_META, minfos))))
+    differ_idx = [i for i in odd if cinfos[i].shape != minfos[i].shape]
     differ = set(differ_idx)
-    for i in compress(range(len(s_mkeys)), map(ne, map(_DTYPE, cinfos), map(_DTYPE, minfos))):
+    for i in odd:
         if i in differ:
             continue
         mk = s_mkeys[i]
@@ -619,8 +619,7 @@ def _classify(result: Alignment, landing: dict[str, str]) -> None:
     heads: set[str] | None = None  # computed on the first shape mismatch
     # (stored shape, model shape) -> the note of a transpose, or "" when it is not one:
     # repeated layers share their shapes, so each pair is judged once
-    shape_pairs = list(zip(map(cshapes.__getitem__, differ_idx),
-                           map(mshapes.__getitem__, differ_idx)))
+    shape_pairs = [(cinfos[i].shape, minfos[i].shape) for i in differ_idx]
     verdicts = {(cs, ms): (f"stored as {_fmt(cs)}, model expects {_fmt(ms)}"
                            if len(cs) == 2 and cs == ms[::-1] else "")
                 for cs, ms in dict.fromkeys(shape_pairs)}
@@ -629,7 +628,7 @@ def _classify(result: Alignment, landing: dict[str, str]) -> None:
     t_notes = list(filter(None, t_notes))
     for i in compress(differ_idx, map(not_, map(verdicts.__getitem__, shape_pairs))):
         mk = s_mkeys[i]
-        cs, ms = cshapes[i], mshapes[i]
+        cs, ms = cinfos[i].shape, minfos[i].shape
         if heads is None:
             heads = _head_modules(model)
         reason = mismatch_reason(mk, cs, ms, heads, tied_vocab=mk in tied or mk in tied_rev)
@@ -644,6 +643,7 @@ def _classify(result: Alignment, landing: dict[str, str]) -> None:
     # served 2-D keys of the model's shape: the votes for square transposes
     same_2d: list[str] = []
     if transposed:
+        mshapes = list(map(_SHAPE, minfos))
         two_d = compress(range(len(mshapes)), map(eq, map(len, mshapes), repeat(2)))
         same_2d = list(map(s_mkeys.__getitem__, sorted(set(two_d) - differ)))
     # Square weights cannot show a transpose by shape: follow their own family.
