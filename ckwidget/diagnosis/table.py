@@ -34,9 +34,10 @@ def table_columns(a: Alignment) -> dict[str, list[Any]]:
     nu = len(unexpected)
     none = [None] * nu
     status_get, notes_get = a.status.get, a.notes.get
+    statuses = [status_get(k, "missing") for k in model_keys]
     return {
         "key": model_keys + unexpected,
-        "status": [status_get(k, "missing") for k in model_keys] + ["unexpected"] * nu,
+        "status": statuses + ["unexpected"] * nu,
         "checkpoint_key": ck_keys + unexpected,
         "model_key": model_keys + none,
         "checkpoint_shape": c_shapes + [i.shape for i in uinfos],
@@ -47,9 +48,11 @@ def table_columns(a: Alignment) -> dict[str, list[Any]]:
         "model_device": [i.device for i in minfos] + none,
         "module": [k.rpartition(".")[0] for k in model_keys]
         + [module_of(a.unexpected_mapped.get(k, k)) for k in unexpected],
-        "note": [((f"from {c}; {n}" if n else f"from {c}") if c is not None and c != k
-                  else n or "")
-                 for k, c, n in zip(model_keys, ck_keys, map(notes_get, model_keys))]
+        # renamed rows say where their value comes from; a shape mismatch says why only
+        "note": [((f"from {c}; {n}" if n else f"from {c}")
+                  if c is not None and c != k and s != "shape-mismatch" else n or "")
+                 for k, c, n, s in zip(model_keys, ck_keys, map(notes_get, model_keys),
+                                       statuses)]
         + [_unexpected_note(k, a.unexpected_mapped.get(k, k)) for k in unexpected],
     }
 
