@@ -35,12 +35,6 @@ class Family:
     c_keys: list[str]
     m_keys: list[str]
 
-    def module_pairs(self) -> list[tuple[str, str]]:
-        """(checkpoint module, model module) for each member, from the first leaf's keys."""
-        cut = len(self.leaves[0]) + 1
-        first = len(self.rows)
-        return [(c[:-cut], m[:-cut]) for c, m in zip(self.c_keys[:first], self.m_keys[:first])]
-
     def pattern(self) -> tuple[str, str]:
         return rename_pattern(self.c_module, self.m_module)
 
