@@ -18,7 +18,15 @@ from operator import attrgetter, eq, is_, ne, not_
 from ..checkpoint import TensorInfo
 from ..fixes.kinds import renamer
 from .families import FAMILY, Family, find_families, rename_pattern
-from .keys import SLOT, group_keys, leaf_of, module_of, template_only, templates_text
+from .keys import (
+    SLOT,
+    group_keys,
+    join_lines,
+    leaf_of,
+    module_of,
+    template_only,
+    templates_text,
+)
 from .model_side import ModelSide
 
 MAX_PREFIX_DEPTH = 4
@@ -92,9 +100,8 @@ def _swap_joined(names: list[str], old: str, new: str) -> list[str] | None:
     and none holds a newline (then the caller maps them one by one)."""
     if not names or not old or "\n" in old or "\n" in new:
         return None
-    text = "\n".join(names)
-    if (not text.startswith(old) or text.count("\n") != len(names) - 1
-            or text.count("\n" + old) != len(names) - 1):
+    text = join_lines(names)
+    if text is None or not text.startswith(old) or text.count("\n" + old) != len(names) - 1:
         return None
     return (new + text[len(old):].replace("\n" + old, "\n" + new)).split("\n")
 
@@ -451,8 +458,8 @@ def rename_lines(pairs: list[tuple[str, str]]) -> list[str]:
 def _any_match(patterns: list[str], keys: list[str]) -> bool:
     """Whether any of the ``^``-anchored ``patterns`` matches any key: one multiline
     search over the joined keys, not a search per key."""
-    text = "\n".join(keys)
-    if text.count("\n") != max(0, len(keys) - 1):  # a key holds a newline itself
+    text = join_lines(keys)
+    if text is None:  # a key holds a newline itself
         return any(re.search(rx, k) for k in keys for rx in patterns)
     return any(re.search(rx, text, re.MULTILINE) for rx in patterns)
 
@@ -464,8 +471,8 @@ def _head_modules(side: ModelSide) -> set[str]:
     once), else from the keys."""
     model = side.infos
     names = side.module_names or list(dict.fromkeys(k.rpartition(".")[0] for k in model))
-    text = "\n".join(names)
-    if text.count("\n") == max(0, len(names) - 1):  # one search over all names
+    text = join_lines(names)
+    if text is not None:  # one search over all names
         heads = set(_HEAD_NAME.findall(text))
     else:
         heads = {m for m in names if m.rpartition(".")[2].lower() in HEAD_NAMES}

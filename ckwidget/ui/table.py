@@ -18,6 +18,8 @@ from itertools import islice
 import numpy as np
 import pandas as pd
 
+from ..diagnosis.keys import join_lines
+
 PAGE_SIZE = 100
 STATUSES = (
     "match", "missing", "unexpected", "shape-mismatch", "dtype-differs", "transposed",
@@ -153,9 +155,10 @@ def patterns(keys: pd.Series) -> pd.Series:
 
 def pattern_list(values: list[str]) -> list[str]:
     """``patterns`` on a plain list."""
-    # every key behind a dot, joined: one substitution over all keys at once (C speed)
-    text = "." + "\n.".join(values)
-    if text.count("\n") == max(0, len(values) - 1):
+    joined = join_lines(values)
+    if joined is not None:
+        # every key behind a dot: one substitution over all keys at once (C speed)
+        text = "." + joined.replace("\n", "\n.")
         out = _NUM_JOINED.sub(".*", text)[1:].split("\n.") if values else []
     else:  # a key holds a newline: one at a time
         sub = _NUM_PART.sub

@@ -14,6 +14,7 @@ from typing import Any
 
 from ...checkpoint import Finding, TensorInfo
 from ..context import Context
+from ..keys import join_lines
 
 STATE = re.compile(
     r"^(?P<root>(?:.*\.)?(?:optimizer|optimizer_state_dict|optimizer_state|optimizer_states"
@@ -116,8 +117,8 @@ def _training_entries(ctx: Context, root: str) -> list[str]:
 def _training_heads(keys: list[str]) -> list[str]:
     """First key components that name training state, in order: one multiline search
     over the joined keys rather than a split per key."""
-    text = "\n".join(keys)
-    if text.count("\n") != max(0, len(keys) - 1):  # a key holds a newline: one by one
+    text = join_lines(keys)
+    if text is None:  # a key holds a newline: one by one
         heads = dict.fromkeys(key.partition(".")[0] for key in keys)
         return [h for h in heads if TRAINING_ENTRIES.match(h)]
     return list(dict.fromkeys(_TRAINING_HEADS.findall(text)))
