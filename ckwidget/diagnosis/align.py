@@ -20,6 +20,7 @@ from ..fixes.kinds import renamer
 from .families import FAMILY, Family, find_families, rename_pattern
 from .keys import (
     SLOT,
+    escape_replacement,
     group_keys,
     join_lines,
     leaf_of,
@@ -220,12 +221,8 @@ def _propose_swaps(sample_c: list[str], sample_m: list[str], set_m: set[str]
                 n = sum(1 for rest in with_p if q + rest in set_m)
                 if n:
                     out.append((n, KeyStep("rename-keys", patterns=(
-                        (f"^{re.escape(p)}", _escape_repl(q)),), swap=(p, q))))
+                        (f"^{re.escape(p)}", escape_replacement(q)),), swap=(p, q))))
     return out
-
-
-def _escape_repl(text: str) -> str:
-    return text.replace("\\", "\\\\")
 
 
 def _count_set(names: list[str], model: dict[str, TensorInfo]) -> tuple[int, set[str]]:
@@ -244,7 +241,7 @@ def _guarded_add(step: KeyStep, names: list[str], model: dict[str, TensorInfo]) 
         return None
     alts = "|".join(re.escape(c) for c in sorted(keep))
     return KeyStep("rename-keys", patterns=((rf"^(?!(?:{alts})(?:\.|$))",
-                                             _escape_repl(step.prefix)),))
+                                             escape_replacement(step.prefix)),))
 
 
 _SHAPE = attrgetter("shape")

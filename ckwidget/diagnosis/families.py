@@ -15,7 +15,7 @@ from itertools import compress
 from operator import attrgetter
 
 from ..checkpoint import TensorInfo
-from .keys import SLOT, int_rows, render, templates_text
+from .keys import SLOT, escape_replacement, int_rows, render, templates_text
 
 FAMILY = 3  # repeated modules that make a family (blocks.{0..2}.mlp)
 _SHAPE = attrgetter("shape")
@@ -51,7 +51,7 @@ def rename_pattern(c_module: str, m_module: str) -> tuple[str, str]:
     """A ``re.sub`` pattern and replacement that rename the keys of every module of one
     template to the other (every ``blocks.{i}.ffn.*`` to ``blocks.{i}.mlp.*``)."""
     rx = "^" + r"(\d+)".join(re.escape(p) for p in c_module.split(SLOT)) + r"\."
-    pieces = [p.replace("\\", "\\\\") for p in m_module.split(SLOT)]
+    pieces = [escape_replacement(p) for p in m_module.split(SLOT)]
     repl = pieces[0] + "".join(f"\\g<{i + 1}>" + p for i, p in enumerate(pieces[1:]))
     return rx, repl + "."
 

@@ -35,6 +35,11 @@ def join_lines(keys: Sequence[str]) -> str | None:
     return text if text.count("\n") == max(0, len(keys) - 1) else None
 
 
+def escape_replacement(text: str) -> str:
+    """``text`` as a literal inside a ``re.sub`` replacement string."""
+    return text.replace("\\", "\\\\")
+
+
 def templates_text(keys: list[str]) -> tuple[list[str], list[tuple[str, ...]]]:
     """Each key with its whole integer components replaced by a slot, and those integers
     as written: (["h.\\x00.mlp"], [("03",)]). One regex pass over the joined keys, so
