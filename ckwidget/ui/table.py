@@ -102,10 +102,7 @@ class KeyTable:
 
     def status_counts(self) -> dict[str, int]:
         """Keys per status, in the canonical status order."""
-        counts = self._df["status"].value_counts()
-        ordered = {s: int(counts[s]) for s in STATUSES if s in counts.index}
-        ordered.update({s: int(c) for s, c in counts.items() if s not in ordered})
-        return ordered
+        return ordered_counts(self._df["status"].tolist())
 
     def filtered(self, text: str = "", statuses: Iterable[str] = ()) -> pd.DataFrame:
         """Rows whose keys contain ``text`` (case-insensitive) and whose status is chosen."""
@@ -146,6 +143,15 @@ class KeyTable:
         page = min(max(0, page), pages - 1)
         chunk = rows.iloc[page * self.page_size : (page + 1) * self.page_size]
         return TablePage(render_rows(chunk), page, pages, len(rows), keys)
+
+
+def ordered_counts(statuses: Iterable[str]) -> dict[str, int]:
+    """How many keys have each status: the known statuses in their canonical order,
+    then any others."""
+    counts = Counter(statuses)
+    ordered = {s: counts[s] for s in STATUSES if s in counts}
+    ordered.update({s: n for s, n in counts.items() if s not in ordered})
+    return ordered
 
 
 def patterns(keys: pd.Series) -> pd.Series:

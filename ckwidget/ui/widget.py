@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import threading
 import traceback
-from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -21,7 +20,7 @@ from ..errors import CheckpointError
 from . import render
 from .export import code_html, copy_button, show_once, to_next_cell
 from .style import esc, style_tag
-from .table import STATUSES, KeyTable
+from .table import KeyTable, ordered_counts
 
 TAB_NAMES = ("Diagnosis", "Keys", "Distributions", "Fix & export")
 
@@ -193,10 +192,7 @@ class CheckpointDebugger(w.VBox):
         """Keys per status, from the report's status column (no table needed)."""
         columns = getattr(self.report, "columns", None)
         if isinstance(columns, dict) and "status" in columns:
-            counts = Counter(columns["status"])
-            ordered = {s: counts[s] for s in STATUSES if s in counts}
-            ordered.update({s: n for s, n in counts.items() if s not in ordered})
-            return ordered
+            return ordered_counts(columns["status"])
         return self.key_table.status_counts()
 
     def _build_keys(self) -> w.VBox:
@@ -207,9 +203,7 @@ class CheckpointDebugger(w.VBox):
             "ck-filter",
         )
         self.status_buttons: dict[str, w.ToggleButton] = {}
-        for status in [s for s in STATUSES if s in counts] + [
-            s for s in counts if s not in STATUSES
-        ]:
+        for status in counts:  # already in the canonical status order
             b = w.ToggleButton(value=False, description=f"{status} {counts[status]:,}",
                                layout=w.Layout(width="auto"))
             _classes(b, "ck-status-filter", f"ck-status-filter-{status}")
