@@ -139,8 +139,16 @@ class Checkpoint:
         prefix = cand + "."
         return {k[len(prefix):]: k for k in self.tensors if k.startswith(prefix)}
 
+    def keys_are_full(self, candidate: str | None = None) -> bool:
+        """Whether the container's keys are the file's own keys (the top level of a
+        plain state dict): no mapping to build or look up."""
+        cand = self.default_candidate() if candidate is None else candidate
+        return cand == "" and "" not in self._members
+
     def entry(self, candidate: str | None = None) -> dict[str, TensorInfo]:
         """The tensors of one container, keyed as a state dict would key them."""
+        if self.keys_are_full(candidate):
+            return dict(self.tensors)
         members = self.members(candidate)
         tensors = self.tensors
         if (len(members) == len(tensors) and all(map(eq, members, tensors))

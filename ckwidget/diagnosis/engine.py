@@ -87,10 +87,7 @@ def _diagnose(path_or_ckpt: Any, model: Any, optimizer: Any, sample_input: Any,
 
 
 def _entry_infos(ckpt: Checkpoint, chosen: str) -> dict[str, TensorInfo]:
-    """``ckpt.entry(chosen)``, or {} for a container that holds no tensors. The top
-    level of a flat file is its tensors as they are: one copy, not two key-by-key passes."""
-    if chosen == "" and "" in ckpt.candidates and "" not in getattr(ckpt, "_members", {"": 0}):
-        return dict(ckpt.tensors)
+    """``ckpt.entry(chosen)``, or {} for a container that holds no tensors."""
     return ckpt.entry(chosen) if (chosen in ckpt.candidates or ckpt.members(chosen)) else {}
 
 

@@ -83,7 +83,7 @@ def sample_values(ckpt: Checkpoint, entry: str, budget: int = DEFAULT_BUDGET,
     if not keys:
         return out
     chosen = [keys[i] for i in choose(sizes)]
-    if entry == "" and "" not in getattr(ckpt, "_members", {"": None}):
+    if ckpt.keys_are_full(entry):
         members = {}  # the top level of a plain state dict: entry keys are full keys
     elif callable(members):
         members = members()
