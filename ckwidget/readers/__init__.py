@@ -10,6 +10,7 @@ from pathlib import Path
 
 from ..checkpoint import Checkpoint
 from ..errors import CheckpointError, CorruptCheckpointError, NotACheckpointError
+from ..gcpause import gc_paused
 from .budgets import DEFAULT_BUDGETS, Budgets
 from .sniff import read_head, sniff_bytes
 
@@ -62,36 +63,33 @@ def open_checkpoint(
     started = time.perf_counter()
     # Reading allocates millions of small objects and frees none: collector passes over
     # them would cost more than the read itself.
-    gc_was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        if p.is_dir():
-            from .folders import read_folder
+    with gc_paused():
+        try:
+            if p.is_dir():
+                from .folders import read_folder
 
-            ckpt = read_folder(p, budgets)
-        else:
-            head = read_head(p)
-            size = p.stat().st_size
-            ckpt = _reader(sniff_bytes(head, size, p.name.lower()))(p, head, budgets)
-    except CheckpointError:
-        raise
-    except PermissionError:
-        raise NotACheckpointError(f"Permission denied reading {str(p)!r}.") from None
-    except (MemoryError, RecursionError) as exc:
-        raise CorruptCheckpointError(
-            f"{p.name} needs more memory or nesting than a checkpoint should "
-            f"({type(exc).__name__}); it is damaged or hostile."
-        ) from None
-    except Exception as exc:  # the promise is: nothing else escapes
-        error = CorruptCheckpointError(
-            f"{p.name} could not be read: {type(exc).__name__}: {exc}"[:500]
-        )
-        error.internal = True  # type: ignore[attr-defined]
-        raise error from exc
-    finally:
-        _promote_new_objects()
-        if gc_was_enabled:
-            gc.enable()
+                ckpt = read_folder(p, budgets)
+            else:
+                head = read_head(p)
+                size = p.stat().st_size
+                ckpt = _reader(sniff_bytes(head, size, p.name.lower()))(p, head, budgets)
+        except CheckpointError:
+            raise
+        except PermissionError:
+            raise NotACheckpointError(f"Permission denied reading {str(p)!r}.") from None
+        except (MemoryError, RecursionError) as exc:
+            raise CorruptCheckpointError(
+                f"{p.name} needs more memory or nesting than a checkpoint should "
+                f"({type(exc).__name__}); it is damaged or hostile."
+            ) from None
+        except Exception as exc:  # the promise is: nothing else escapes
+            error = CorruptCheckpointError(
+                f"{p.name} could not be read: {type(exc).__name__}: {exc}"[:500]
+            )
+            error.internal = True  # type: ignore[attr-defined]
+            raise error from exc
+        finally:
+            _promote_new_objects()
     ckpt.metadata.setdefault("open_seconds", round(time.perf_counter() - started, 4))
     return ckpt
 

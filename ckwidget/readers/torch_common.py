@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gc
 from collections import Counter
 from dataclasses import dataclass, field
 from itertools import islice
@@ -11,6 +10,7 @@ from typing import Any
 
 from ..checkpoint import Finding, TensorInfo
 from ..errors import BudgetExceededError
+from ..gcpause import gc_paused
 from .budgets import Budgets
 from .pickle_vm import PickleResult, run_pickle
 from .safety import GlobalsVerdict, classify_globals, globals_findings
@@ -55,16 +55,11 @@ def interpret(data: bytes, reader: StorageBytes | None, budgets: Budgets, *,
               legacy: bool = False, start: int = 0) -> TorchPickle:
     """Run the pickle machine with torch's meanings and flatten what it built."""
     context = TorchPickleContext(reader, legacy=legacy)
-    was_enabled = gc.isenabled()
-    gc.disable()  # the machine allocates millions of small objects and frees none
-    try:
+    with gc_paused():  # the machine allocates millions of small objects and frees none
         result = run_pickle(
             data, budgets, start=start, persistent_load=context.persistent_load,
             reducers=context.reducers(), builders={"*": context.build},
         )
-    finally:
-        if was_enabled:  # open_checkpoint keeps it off for the whole read
-            gc.enable()
     root = result.root
     findings: list[Finding] = []
     try:
