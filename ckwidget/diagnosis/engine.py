@@ -42,7 +42,7 @@ def diagnose(
     its tensors had memory (the CLI builds models that way to compare shapes cheaply).
     """
     started = time.perf_counter()
-    with gc_paused():
+    with gc_paused(promote=True):  # the report lives on
         report = _diagnose(path_or_ckpt, model, optimizer, sample_input, entry,
                            map_location, plan, assume_materialized)
     report.seconds = round(time.perf_counter() - started, 4)

@@ -45,7 +45,7 @@ class Report:
             from ..gcpause import gc_paused
             from .table import build_table
 
-            with gc_paused():
+            with gc_paused(promote=True):
                 self._table = build_table(self.columns)
         return self._table
 
@@ -59,7 +59,7 @@ class Report:
             from ..gcpause import gc_paused
             from .table import table_columns
 
-            with gc_paused():
+            with gc_paused(promote=True):
                 self._columns = table_columns(self.alignment)
         return self._columns
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gc
 import os
 import time
 from collections.abc import Callable
@@ -63,7 +62,7 @@ def open_checkpoint(
     started = time.perf_counter()
     # Reading allocates millions of small objects and frees none: collector passes over
     # them would cost more than the read itself.
-    with gc_paused():
+    with gc_paused(promote=True):
         try:
             if p.is_dir():
                 from .folders import read_folder
@@ -88,22 +87,8 @@ def open_checkpoint(
             )
             error.internal = True  # type: ignore[attr-defined]
             raise error from exc
-        finally:
-            _promote_new_objects()
     ckpt.metadata.setdefault("open_seconds", round(time.perf_counter() - started, 4))
     return ckpt
-
-
-def _promote_new_objects() -> None:
-    """Move the objects the collector has not examined yet (the read's million, which
-    live as long as the checkpoint) straight to its oldest generation. Otherwise the
-    first collection after the read scans them all, and the next ones again as they age;
-    the oldest generation is scanned only by the rare full collections, which still free
-    any cycle among them. Skipped where the application froze objects itself
-    (``gc.freeze``): unfreezing would undo that."""
-    if gc.get_freeze_count() == 0:
-        gc.freeze()
-        gc.unfreeze()
 
 
 __all__ = ["DEFAULT_BUDGETS", "Budgets", "open_checkpoint"]
