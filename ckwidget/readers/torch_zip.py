@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import threading
 from itertools import compress, filterfalse
-from operator import methodcaller
+from operator import attrgetter, methodcaller
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +39,7 @@ class ZipStorageBytes(StorageBytes):
         self._lock = threading.Lock()
 
     def entry(self, key: str) -> ZipEntry | None:
-        return self.directory.by_name.get(f"{self.prefix}/data/{key}")
+        return self.directory.entry(f"{self.prefix}/data/{key}")
 
     def buffer(self, ref: StorageRef) -> Any:
         import numpy as np
@@ -100,7 +100,7 @@ def read_zip(path: Path, head: bytes, budgets: Budgets) -> Checkpoint:
     first = names[0]
     prefix = first.split("/", 1)[0] if "/" in first else first
     pkl_name = f"{prefix}/data.pkl"
-    if pkl_name not in directory.by_name:
+    if pkl_name not in directory.index:
         others = [n for n in names if n.endswith("/data.pkl")]
         if not others:
             return _not_torch_zip(path, head, budgets, names)
@@ -129,7 +129,7 @@ def _not_torch_zip(path: Path, head: bytes, budgets: Budgets, names: list[str]) 
 
 def _small_record(directory: ZipDirectory, name: str, budgets: Budgets,
                   findings: list[Finding]) -> bytes | None:
-    entry = directory.by_name.get(name)
+    entry = directory.entry(name)
     if entry is None:
         return None
     try:
@@ -154,10 +154,15 @@ def _crc_finding(exc: Exception, name: str) -> Finding:
 def _read_torch_archive(path: Path, directory: ZipDirectory, prefix: str, pkl_name: str,
                         budgets: Budgets, misplaced: Finding | None) -> Checkpoint:
     findings: list[Finding] = [misplaced] if misplaced else []
-    metadata: dict[str, Any] = {"archive_prefix": prefix, "records": len(directory.entries)}
-    by_name = directory.by_name
-    torchscript = f"{prefix}/constants.pkl" in by_name or any(
-        map(methodcaller("startswith", f"{prefix}/code/"), by_name)  # in C: 100,000 names
+    metadata: dict[str, Any] = {"archive_prefix": prefix, "records": len(directory.names)}
+    by_name = directory.index
+    code = f"{prefix}/code/"
+    text = directory.names_text
+    # a name that starts with code/ starts the joined names or follows a newline in
+    # them: that test (in C, over one string) comes first, the exact one only on a hit
+    torchscript = f"{prefix}/constants.pkl" in by_name or (
+        (text.startswith(code) or "\n" + code in text)
+        and any(map(methodcaller("startswith", code), by_name))
     )
     _archive_oddities(directory, prefix, findings)
 
@@ -188,7 +193,7 @@ def _read_torch_archive(path: Path, directory: ZipDirectory, prefix: str, pkl_na
             metadata[extra.lstrip(".").replace("/", "_")] = raw.decode("ascii", "replace")[:64]
 
     # the pickle
-    pkl_entry = by_name[pkl_name]
+    pkl_entry = directory.entry_at(by_name[pkl_name])
     try:
         data = read_record(directory, pkl_entry, budgets, limit=budgets.max_pickle_bytes)
     except CorruptCheckpointError as exc:
@@ -230,7 +235,7 @@ def _read_torch_archive(path: Path, directory: ZipDirectory, prefix: str, pkl_na
         findings.append(Finding(
             "truncated", "error",
             f"{path.name} ends before its zip directory: the download or copy was cut off "
-            f"(torch says 'failed finding central directory'). {len(directory.entries)} records "
+            f"(torch says 'failed finding central directory'). {len(directory.names)} records "
             "survive; download the file again.",
             details={"file_size": directory.file_size},
         ))
@@ -261,7 +266,8 @@ def _archive_oddities(directory: ZipDirectory, prefix: str, findings: list[Findi
             "scanners. Treat the file as hostile.",
             details={"duplicates": sorted(set(directory.duplicates))[:100]},
         ))
-    strays = list(filterfalse(methodcaller("startswith", prefix + "/"), directory.names))
+    strays = [] if _all_start_with(directory, prefix + "/") else list(
+        filterfalse(methodcaller("startswith", prefix + "/"), directory.names))
     problems = list(directory.problems)
     if strays:
         problems.append(f"{len(strays)} records sit outside the '{prefix}/' folder "
@@ -274,6 +280,18 @@ def _archive_oddities(directory: ZipDirectory, prefix: str, findings: list[Findi
         ))
 
 
+def _all_start_with(directory: ZipDirectory, start: str) -> bool:
+    """Whether every name starts with ``start``, counted over the joined names in C. A
+    False may be wrong (names holding newlines): callers then check name by name."""
+    names = directory.names
+    if not start or "\n" in start or directory.names_have_newline:
+        return False
+    # without newlines in names or in start, each occurrence of "\n" + start in the
+    # joined names is exactly one name (all but the first) that begins with start
+    text = directory.names_text
+    return text.startswith(start) and text.count("\n" + start) == len(names) - 1
+
+
 def _duplicate_pickles(directory: ZipDirectory, pkl_name: str, budgets: Budgets):
     """A second data.pkl is scanned too, so a payload cannot hide behind the first."""
     from .pickle_vm import run_pickle
@@ -283,12 +301,13 @@ def _duplicate_pickles(directory: ZipDirectory, pkl_name: str, budgets: Budgets)
     if names.count(pkl_name) < 2:  # the usual case, counted in C
         return
     seen_first = False
-    for entry in directory.entries:
-        if entry.name != pkl_name:
+    for i, name in enumerate(names):
+        if name != pkl_name:
             continue
         if not seen_first:
             seen_first = True
             continue
+        entry = directory.entry_at(i)
         try:
             data = read_record(directory, entry, budgets, limit=budgets.max_pickle_bytes,
                                check_crc=False)
@@ -313,11 +332,15 @@ def _other_pickles(directory: ZipDirectory, pkl_name: str, budgets: Budgets) -> 
     findings: list[Finding] = []
     scanned = 0
     total = 0
-    pickles = compress(directory.entries, map(methodcaller("endswith", ".pkl"),
-                                              directory.names))  # filtered in C
-    for entry in pickles:
-        if entry.name == pkl_name:
+    names = directory.names
+    if _only_pickle(directory, pkl_name):
+        return findings
+    pickles = compress(range(len(names)), map(methodcaller("endswith", ".pkl"),
+                                              names))  # filtered in C
+    for i in pickles:
+        if names[i] == pkl_name:
             continue
+        entry = directory.entry_at(i)
         if scanned >= _MAX_OTHER_PICKLES or total + entry.size > budgets.max_pickle_bytes:
             break
         scanned += 1
@@ -338,6 +361,22 @@ def _other_pickles(directory: ZipDirectory, pkl_name: str, budgets: Budgets) -> 
             f.details["record"] = entry.name
             findings.append(f)
     return findings
+
+
+def _only_pickle(directory: ZipDirectory, pkl_name: str) -> bool:
+    """Whether every name that ends in .pkl is ``pkl_name`` (the usual archive), counted
+    in C over the joined names.
+
+    Each .pkl name but the last is followed by a separator, so the ".pkl\\n" count (plus
+    the last name) is at least the number of .pkl names, newlines in names or not; and
+    that number is at least the count of ``pkl_name``: equal ends mean equal all along.
+    A name holding a newline can only raise the first count: a False is then unsure,
+    and the caller looks name by name."""
+    if not pkl_name.endswith(".pkl"):
+        return False
+    text = directory.names_text
+    ending = text.count(".pkl\n") + text.endswith(".pkl")
+    return ending == directory.names.count(pkl_name)
 
 
 def _parse_version(raw: bytes | None, findings: list[Finding]) -> int | None:
@@ -364,21 +403,28 @@ def _parse_version(raw: bytes | None, findings: list[Finding]) -> int | None:
 
 def _check_storages(tp: TorchPickle, reader: ZipStorageBytes, directory: ZipDirectory,
                     findings: list[Finding]) -> dict[str, TensorInfo]:
+    """Every storage the pickle names must have its record, stored, of its size."""
+    storages = tp.context.storages
+    record = f"{reader.prefix}/data/"  # as ZipStorageBytes.entry names them
+    if _storages_sound(storages, record, directory):
+        return tp.flat.tensors
     missing: set[str] = set()
     short: list[str] = []
     compressed: list[str] = []
-    find = directory.by_name.get
-    record = f"{reader.prefix}/data/"  # as ZipStorageBytes.entry names them
-    for key, ref in tp.context.storages.items():
-        entry = find(record + key)
-        if entry is None:
+    find = directory.index.get
+    sizes = directory.values("size")
+    methods = directory.values("method")
+    for key, ref in storages.items():
+        at = find(record + key)
+        if at is None:
             missing.add(key)
             continue
-        if entry.size != ref.nbytes:
-            short.append(f"data/{key}: {entry.size:,} bytes for {ref.nbytes:,} declared")
-            if entry.size < ref.nbytes:
+        size = sizes[at]
+        if size != ref.nbytes:
+            short.append(f"data/{key}: {size:,} bytes for {ref.nbytes:,} declared")
+            if size < ref.nbytes:
                 missing.add(key)
-        if entry.method != 0:
+        if methods[at] != 0:
             compressed.append(key)
     tensors = tp.flat.tensors
     if missing:
@@ -407,6 +453,30 @@ def _check_storages(tp: TorchPickle, reader: ZipStorageBytes, directory: ZipDire
             "so another tool rewrote the archive.",
         ))
     return tensors
+
+
+def _storages_sound(storages: dict[str, Any], record: str, directory: ZipDirectory) -> bool:
+    """Whether every storage has its record, stored and of the declared size: the usual
+    archive, checked in C (False sends the caller to its per-storage loop)."""
+    if not storages:
+        return True
+    sizes = directory.values("size")
+    methods = directory.values("method")
+    declared = list(map(attrgetter("nbytes"), storages.values()))
+    names = directory.names
+    n = len(storages)
+    first = directory.index.get(record + next(iter(storages)))
+    if first is not None and not directory.duplicates and not directory.names_have_newline:
+        # torch writes the storage records back to back in the pickle's order: then the
+        # joined names of that run equal the joined record names (both have exactly
+        # n - 1 newlines, so the runs match name by name), and each name is its only record
+        if "\n".join(names[first:first + n]) == record + ("\n" + record).join(storages):
+            return sizes[first:first + n] == declared and not any(methods[first:first + n])
+    at = list(map(directory.index.get, map(record.__add__, storages)))
+    if None in at:
+        return False
+    return (list(map(sizes.__getitem__, at)) == declared
+            and not any(map(methods.__getitem__, at)))
 
 
 def _torch_accepts(tp: TorchPickle, findings: list[Finding], version: int | None,

@@ -60,12 +60,22 @@ def flatten(root: Any, *, max_visits: int = 5_000_000, max_depth: int = 1_000) -
                 f"The checkpoint nests containers more than {max_depth:,} levels deep; "
                 "reading stopped."
             )
+        dotted = path + "." if path else ""
+        direct = _all_tensors(node, dotted, tensors, holds.only_tensors)
+        if direct is not None:  # a plain state dict: recorded in C, no per-key loop
+            visits += len(direct) + 1
+            if visits > max_visits:
+                raise BudgetExceededError(
+                    f"The checkpoint's object tree has more than {max_visits:,} nodes "
+                    "(a shared-reference bomb or an unusually large file); reading stopped."
+                )
+            out.members[path] = direct
+            continue
         items = _children(node)
         if not items:
             continue
-        direct: dict[str, str] = {}
+        direct = {}
         children: list[tuple[str, Any, int]] = []
-        dotted = path + "." if path else ""
         for key, value in items:
             if type(value) is TensorInfo:
                 # Leaves are recorded here rather than pushed: a 100,000-key state dict
@@ -92,6 +102,37 @@ def flatten(root: Any, *, max_visits: int = 5_000_000, max_depth: int = 1_000) -
 
 
 _CONTAINERS = (dict, list, tuple)  # what the readers build; ABC checks are too slow here
+_TENSORS_ONLY = {TensorInfo}
+_STR_ONLY = {str}
+# exact types whose values are never containers (isinstance(v, _CONTAINERS) is False)
+_LEAVES = frozenset({TensorInfo, str, int, float, bool, bytes, type(None)})
+
+
+def _all_tensors(node: Any, dotted: str, tensors: dict[str, TensorInfo],
+                 only_tensors: set[int]) -> dict[str, str] | None:
+    """When every value of a plain dict with str keys, or of a list or tuple, is a
+    TensorInfo (``only_tensors``: ids of such containers, from ``_TensorIndex``), record
+    them in ``tensors`` as the per-key loop of ``flatten`` would, in the same order, and
+    return the container's members; else None (the loop handles it)."""
+    if id(node) not in only_tensors:
+        return None
+    kind = type(node)
+    if kind is dict:
+        if set(map(type, node)) != _STR_ONLY:
+            return None
+        if not dotted:  # the top level: names are the paths
+            tensors.update(node)
+            return dict(zip(node, node))
+        names: Any = node
+        values = node.values()
+    elif kind is list or kind is tuple:
+        names = list(map(str, range(len(node))))
+        values = node
+    else:
+        return None
+    paths = list(map(dotted.__add__, names)) if dotted else names
+    tensors.update(zip(paths, values))
+    return dict(zip(names, paths))
 
 
 class _TensorIndex:
@@ -102,6 +143,7 @@ class _TensorIndex:
         self.known: dict[int, bool] = {}
         self.keep: list[Any] = []  # keeps ids stable while the walk runs
         self.budget = max_visits
+        self.only_tensors: set[int] = set()  # ids of containers of TensorInfo values only
 
     def __call__(self, node: Any) -> bool:
         if type(node) is TensorInfo:
@@ -112,6 +154,7 @@ class _TensorIndex:
         if known is not None:
             return known
         known_map = self.known
+        leaf_only: dict[int, bool] = {}  # nodes whose values are all leaves: the answer
         order: list[Any] = []
         pending = [node]
         while pending:
@@ -128,10 +171,21 @@ class _TensorIndex:
                     "The checkpoint's object tree is too large to index (a shared-reference "
                     "bomb or an unusually large file); reading stopped."
                 )
+            if len(values) >= 8:
+                kinds = set(map(type, values))  # in C: a state dict is one pass
+                if kinds <= _LEAVES:  # no containers below: settled here
+                    leaf_only[id(current)] = TensorInfo in kinds
+                    if kinds == _TENSORS_ONLY:
+                        self.only_tensors.add(id(current))
+                    continue
             for value in values:
                 if value and isinstance(value, _CONTAINERS) and id(value) not in known_map:
                     pending.append(value)
         for current in reversed(order):
+            found = leaf_only.get(id(current))
+            if found is not None:
+                known_map[id(current)] = found
+                continue
             values = current.values() if isinstance(current, dict) else current
             found = False
             for v in values:

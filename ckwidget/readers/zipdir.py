@@ -1,19 +1,23 @@
 """A strict, budgeted reader of zip archive directories, as torch's reader sees them.
 
 The standard library's zipfile is slow on 100,000 records and lenient where torch is
-strict, so the central directory is parsed here with struct, and every disagreement a
-hostile archive could exploit (duplicate names, local and central names that differ,
-encrypted or compressed records, path traversal) is recorded for the caller.
+strict, so the central directory is parsed here (record by record with struct, or in
+bulk with numpy when the records provably sit where that walk would find them), and
+every disagreement a hostile archive could exploit (duplicate names, local and central
+names that differ, encrypted or compressed records, path traversal) is recorded for the
+caller. Records are kept column-wise; entry objects are made only for records in use.
 """
 
 from __future__ import annotations
 
 import mmap
 import struct
+import sys
 import zlib
-from dataclasses import dataclass, field
+from functools import cached_property
 from operator import attrgetter
 from pathlib import Path
+from typing import Any
 
 from ..errors import BudgetExceededError, CorruptCheckpointError
 from .budgets import Budgets
@@ -51,19 +55,100 @@ class ZipEntry:
         return f"<ZipEntry {self.name!r} {self.size} bytes at {self.header_offset}>"
 
 
-@dataclass
-class ZipDirectory:
-    """Records by name (first occurrence wins, as a lookup by name in torch does), plus
-    the archive's oddities."""
+_FIELDS = ("flags", "method", "crc", "compressed_size", "size", "header_offset")
+_FLAGS, _METHOD, _CRC, _CSIZE, _SIZE, _OFFSET = range(6)
 
-    path: Path
-    file_size: int
-    entries: list[ZipEntry]
-    by_name: dict[str, ZipEntry]
-    duplicates: list[str] = field(default_factory=list)
-    problems: list[str] = field(default_factory=list)
-    recovered: bool = False  # built by scanning local headers: the directory was missing
-    names: list[str] = field(default_factory=list)  # of every entry, in order (read often)
+
+class ZipDirectory:
+    """The archive's records, held column-wise: one list of names and one sequence per
+    header field (``_FIELDS``). An archive can hold 100,000 records and an open looks
+    at a handful, so ZipEntry objects are made on demand, once per record (a record's
+    data offset is remembered on its entry). ``index`` maps a name to its first record,
+    as a lookup by name in torch finds it; ``problems`` are the archive's oddities."""
+
+    def __init__(self, path: Path, file_size: int, names: list[str],
+                 columns: tuple[Any, ...], index: dict[str, int], duplicates: list[str],
+                 problems: list[str], recovered: bool, names_text: str | None = None,
+                 made: dict[int, ZipEntry] | None = None) -> None:
+        self.path = path
+        self.file_size = file_size
+        self.names = names  # of every record, in order
+        self.index = index
+        self.duplicates = duplicates
+        self.problems = problems
+        self.recovered = recovered  # built by scanning local headers: no directory
+        self._columns = columns  # lists, or numpy arrays from the bulk parser
+        self._names_text = names_text
+        self._made: dict[int, ZipEntry] = made if made is not None else {}
+        self._lists: dict[int, list[int]] = {}
+        self._newline: bool | None = None
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    def entry_at(self, i: int) -> ZipEntry:
+        """The record at position ``i`` (always the same object for the same record)."""
+        e = self._made.get(i)
+        if e is None:
+            c = self._columns
+            e = ZipEntry(self.names[i], int(c[_METHOD][i]), int(c[_FLAGS][i]),
+                         int(c[_CRC][i]), int(c[_CSIZE][i]), int(c[_SIZE][i]),
+                         int(c[_OFFSET][i]))
+            e = self._made.setdefault(i, e)
+        return e
+
+    def entry(self, name: str) -> ZipEntry | None:
+        """The first record called ``name`` (the one torch reads), or None."""
+        i = self.index.get(name)
+        return None if i is None else self.entry_at(i)
+
+    def values(self, name: str) -> list[int]:
+        """One header field of every record, in order, as a list of ints (for checks
+        that run over all records at C speed)."""
+        k = _FIELDS.index(name)
+        got = self._lists.get(k)
+        if got is None:
+            col = self._columns[k]
+            got = col if isinstance(col, list) else col.tolist()
+            self._lists[k] = got
+        return got
+
+    @property
+    def names_text(self) -> str:
+        """Every name joined by newlines: substring tests on it stand in for a pass over
+        all names (a name holding a newline can only add false alarms; callers that
+        need exactness check ``names_have_newline``)."""
+        if self._names_text is None:
+            self._names_text = "\n".join(self.names)
+        return self._names_text
+
+    @property
+    def names_have_newline(self) -> bool:
+        """Whether some name holds a newline (then ``names_text`` cannot be split back)."""
+        if self._newline is None:
+            self._newline = self.names_text.count("\n") != max(len(self.names) - 1, 0)
+        return self._newline
+
+    @cached_property
+    def entries(self) -> list[ZipEntry]:
+        """Every record, in order (builds all of them: hot paths use the columns)."""
+        return [self.entry_at(i) for i in range(len(self.names))]
+
+    @cached_property
+    def by_name(self) -> dict[str, ZipEntry]:
+        """First record by name (builds an entry per name: hot paths use ``entry``)."""
+        return {name: self.entry_at(i) for name, i in self.index.items()}
+
+
+_CENTRAL_WORD = int.from_bytes(_CENTRAL, "little")
+_FAST_MIN = 512  # fewer records: the plain walk is as quick
+# Loading numpy costs about as much as walking 200,000 records: the bulk parser loads it
+# only for bigger directories (the widget and diagnosis have it loaded already).
+_FAST_IMPORT_MIN = 200_000
+
+
+def _use_bulk(count: int) -> bool:
+    return count >= _FAST_MIN and ("numpy" in sys.modules or count >= _FAST_IMPORT_MIN)
 
 
 def read_directory(path: Path, budgets: Budgets) -> ZipDirectory:
@@ -91,13 +176,33 @@ def read_directory(path: Path, budgets: Budgets) -> ZipDirectory:
             return _scan_local_headers(path, size, budgets)
         fh.seek(cd_offset)
         central = fh.read(cd_size)
-    entries: list[ZipEntry] = []
-    append = entries.append
+    problems: list[str] = []
+    parsed = _parse_bulk(central, count) if _use_bulk(count) else None
+    if parsed is None:
+        names, columns = _parse_walk(central, count, problems)
+        text = None
+    else:
+        names, columns, text = parsed
+    if len(names) < count:
+        problems.append(
+            f"the directory promises {count:,} records but holds {len(names):,}"
+        )
+    return _finish(path, size, names, columns, problems, recovered=False, names_text=text)
+
+
+def _parse_walk(central: bytes, count: int,
+                problems: list[str]) -> tuple[list[str], tuple[list[int], ...]]:
+    """Walk the central directory record by record: the reference reading, for any
+    archive whatever its layout."""
+    names: list[str] = []
+    columns: tuple[list[int], ...] = ([], [], [], [], [], [])
+    add_name = names.append
+    add_flags, add_method, add_crc, add_csize, add_size, add_offset = (
+        c.append for c in columns
+    )
     unpack = _CENTRAL_FIELDS.unpack_from
-    new = object.__new__
     pos = 0
     last = len(central) - 46  # the last offset a whole fixed part fits at
-    problems: list[str] = []
     for index in range(count):
         if pos > last:
             break
@@ -107,27 +212,100 @@ def read_directory(path: Path, budgets: Budgets) -> ZipDirectory:
             problems.append(f"central directory record {index} has a bad signature")
             break
         name_end = pos + 46 + name_len
-        name = central[pos + 46:name_end].decode("utf-8", "replace")
+        add_name(central[pos + 46:name_end].decode("utf-8", "replace"))
         if csize == 0xFFFFFFFF or usize == 0xFFFFFFFF or offset == 0xFFFFFFFF:
             extra = central[name_end:name_end + extra_len]
             usize, csize, offset = _zip64_extra(extra, usize, csize, offset)
-        # ZipEntry.__init__'s work without the call (one per record, 100,000 of them)
-        e = new(ZipEntry)
-        e.name = name
-        e.method = method
-        e.flags = flags
-        e.crc = crc
-        e.compressed_size = csize
-        e.size = usize
-        e.header_offset = offset
-        e.data_offset = None
-        append(e)
+        add_flags(flags)
+        add_method(method)
+        add_crc(crc)
+        add_csize(csize)
+        add_size(usize)
+        add_offset(offset)
         pos = name_end + extra_len + comment_len
-    if len(entries) < count:
-        problems.append(
-            f"the directory promises {count:,} records but holds {len(entries):,}"
-        )
-    return _finish(path, size, entries, problems, recovered=False)
+    return names, columns
+
+
+def _parse_bulk(central: bytes, count: int) -> tuple[list[str], tuple[Any, ...], str] | None:
+    """The same reading as ``_parse_walk``, done in bulk with numpy, or None when the
+    archive is not laid out so that the two must agree (the caller then walks it).
+
+    Every offset holding the record signature is found at once; the first ``count`` of
+    them must start at 0 and each must sit exactly where the previous record's three
+    length fields say it ends. Then, by induction, the walk visits exactly these
+    offsets and reads the same bytes: a signature inside a name, a length field that
+    lies, a record cut short or anything before, between or inside the records breaks
+    the chain and sends the archive to the walk."""
+    import numpy as np
+
+    size = len(central)
+    if count < 1 or size < 46 * count:
+        return None
+    found = []
+    for k in range(4):  # the signature at every byte offset, four aligned passes
+        words = np.frombuffer(central, dtype="<u4", count=(size - k) // 4, offset=k)
+        found.append(np.flatnonzero(words == _CENTRAL_WORD) * 4 + k)
+    starts = np.concatenate(found)
+    if len(starts) < count:
+        return None
+    starts.sort()
+    pos = starts[:count]
+    if pos[0] != 0 or pos[-1] > size - 46:
+        return None
+    # unaligned little-endian views at every byte offset: a field is one gather
+    u16 = np.ndarray((size - 1,), dtype="<u2", buffer=central, strides=(1,))
+    u32 = np.ndarray((size - 3,), dtype="<u4", buffer=central, strides=(1,))
+    name_len = u16[pos + 28].astype(np.int64)
+    extra_len = u16[pos + 30].astype(np.int64)
+    ends = pos + 46 + name_len + extra_len + u16[pos + 32]
+    if not np.array_equal(ends[:-1], pos[1:]):
+        return None
+    flags, method = u16[pos + 8], u16[pos + 10]
+    crc, csize, usize, offset = u32[pos + 16], u32[pos + 20], u32[pos + 24], u32[pos + 42]
+    name_start = pos + 46
+    names, text = _bulk_names(central, name_start, name_len, np)
+    columns: tuple[Any, ...] = (flags, method, crc, csize, usize, offset)
+    big = np.flatnonzero((csize == 0xFFFFFFFF) | (usize == 0xFFFFFFFF)
+                         | (offset == 0xFFFFFFFF))
+    if len(big):  # zip64 records: their sizes and offset are in the extra field
+        csize, usize, offset = csize.tolist(), usize.tolist(), offset.tolist()
+        for i in big.tolist():
+            name_end = int(name_start[i] + name_len[i])
+            extra = central[name_end:name_end + int(extra_len[i])]
+            usize[i], csize[i], offset[i] = _zip64_extra(extra, usize[i], csize[i], offset[i])
+        columns = (flags, method, crc, csize, usize, offset)
+    return names, columns, text
+
+
+def _bulk_names(central: bytes, start: Any, length: Any, np: Any) -> tuple[list[str], str]:
+    """The names at ``start`` (``length`` bytes each, cut at the end of ``central`` like a
+    slice), decoded as ``_parse_walk`` decodes them, and joined by newlines.
+
+    All names are gathered into one newline-separated buffer and split in C when they
+    are ASCII without newlines (as torch writes them); otherwise each is sliced. The
+    gather uses 32-bit offsets: fresh memory is slow to fault in."""
+    size = len(central)
+    if size < 2**31 - 2**17:
+        width = (np.minimum(start + length, size) - start).astype(np.int32)
+        step = width + 1  # each name and its separator
+        out_start = np.cumsum(step, dtype=np.int32)
+        out_start -= step
+        total = int(out_start[-1]) + int(width[-1])
+        where = np.repeat((start - out_start).astype(np.int32), step)[:total]
+        where += np.arange(total, dtype=np.int32)
+        # a separator's slot reads the byte after its name (always inside central),
+        # overwritten below; that byte may be a newline, which only costs the fast way
+        buf = np.frombuffer(central, dtype=np.uint8)[where]
+        del where
+        if not np.count_nonzero(buf == 0x0A):  # no name holds a newline
+            buf[(out_start + width)[:-1]] = 0x0A
+            joined = buf.tobytes()
+            if joined.isascii():
+                text = joined.decode("ascii")
+                return text.split("\n"), text
+    names = [central[a:b].decode("utf-8", "replace")
+             for a, b in zip(start.tolist(), (start + length).tolist())]
+    return names, "\n".join(names)
 
 
 def _zip64_end(fh, eocd_pos: int, size: int) -> tuple[int, int, int]:
@@ -197,7 +375,9 @@ def _scan_local_headers(path: Path, size: int, budgets: Budgets) -> ZipDirectory
                 break
             entries.append(ZipEntry(name, method, flags, crc, csize, usize, pos, data_offset))
             pos = after
-    return _finish(path, size, entries, problems, recovered=True)
+    columns = tuple(list(map(attrgetter(f), entries)) for f in _FIELDS)
+    return _finish(path, size, [e.name for e in entries], columns, problems, recovered=True,
+                   made=dict(enumerate(entries)))
 
 
 def _find_descriptor(fh, start: int, size: int) -> tuple[int, int, int, int] | None:
@@ -228,23 +408,36 @@ def _find_descriptor(fh, start: int, size: int) -> tuple[int, int, int, int] | N
     return None
 
 
-def _finish(path: Path, size: int, entries: list[ZipEntry], problems: list[str],
-            *, recovered: bool) -> ZipDirectory:
-    by_name: dict[str, ZipEntry] = {}
+def _finish(path: Path, size: int, names: list[str], columns: tuple[Any, ...],
+            problems: list[str], *, recovered: bool, names_text: str | None = None,
+            made: dict[int, ZipEntry] | None = None) -> ZipDirectory:
+    """Index the records by name (the first of a name wins) and record duplicates,
+    names that point outside the archive and encrypted records."""
+    index = dict(zip(names, range(len(names))))  # the last of a name wins here...
     duplicates: list[str] = []
-    for e in entries:
-        name = e.name
-        if name in by_name:
-            duplicates.append(name)
-            continue
-        by_name[name] = e
-        if e.flags & 0x01 or ".." in name or name.startswith(("/", "\\")):
-            if name.startswith(("/", "\\")) or ".." in name.replace("\\", "/").split("/"):
-                problems.append(f"record name {name!r} points outside the archive")
-            if e.flags & 0x01:
-                problems.append(f"record {name!r} is encrypted")
-    return ZipDirectory(path, size, entries, by_name, duplicates, problems, recovered,
-                        list(map(attrgetter("name"), entries)))
+    if len(index) != len(names):  # ...so a repeated name is indexed again, in order
+        index = {}
+        for i, name in enumerate(names):
+            if name in index:
+                duplicates.append(name)
+            else:
+                index[name] = i
+    text = "\n".join(names) if names_text is None else names_text
+    flags = columns[_FLAGS]
+    odd_flags = bool((flags & 1).any()) if not isinstance(flags, list) else any(
+        map((1).__and__, flags))
+    # a cheap test over all names at once first: only a hit walks them
+    if odd_flags or ".." in text or text.startswith(("/", "\\")) or "\n/" in text or (
+            "\n\\" in text):
+        for name, i in index.items():
+            encrypted = flags[i] & 0x01
+            if encrypted or ".." in name or name.startswith(("/", "\\")):
+                if name.startswith(("/", "\\")) or ".." in name.replace("\\", "/").split("/"):
+                    problems.append(f"record name {name!r} points outside the archive")
+                if encrypted:
+                    problems.append(f"record {name!r} is encrypted")
+    return ZipDirectory(path, size, names, columns, index, duplicates, problems, recovered,
+                        text, made)
 
 
 def data_offset(directory: ZipDirectory, entry: ZipEntry, fh=None) -> int:
