@@ -22,6 +22,7 @@ from typing import Any
 
 from ..errors import BudgetExceededError
 from .budgets import DEFAULT_BUDGETS, Budgets
+from .pickle_runs import MAX_KEY, make_bulk_runner
 
 
 class Global:
@@ -493,6 +494,10 @@ def run_pickle(
     if records is not None:
         res.ops += records.ops
         res.records = records.count
+        # The record steps' closures and ``records`` refer to each other: without this
+        # link the memo (a million objects at 100k tensors) would wait for a full
+        # collection instead of going now.
+        records.run = None  # type: ignore[assignment]
     res.opcodes = {_OPNAMES.get(o, f"0x{o:02x}") for o in state.seen}
     if not res.complete:
         # Keep what was built before the break: the outermost object under construction.
@@ -506,6 +511,9 @@ def run_pickle(
 
 FAST_RECORDS = True
 """Run torch.save's tensor records as one step each; tests switch it off to compare."""
+
+BULK_RECORDS = True
+"""Within the fast path, read runs of records in bulk; tests switch it off to compare."""
 
 _NOTHING = object()  # matches no memo value
 _MAX_KEY_DIGITS = 9  # storage keys the record pattern reads inline ("0" .. "999999999")
@@ -671,7 +679,9 @@ class _TensorRecords:
 
     A record followed by the next dict key (BINUNICODE, PUT) and BINGET of the rebuild
     function runs that key and the next record too, up to a chunk of opcodes, so the loop
-    checks its budgets as often as it would have."""
+    checks its budgets as often as it would have. Where the hooks are a torch context's
+    own, a run of such records and keys is first tried in bulk (``pickle_runs``), up to
+    the same point of the chunk."""
 
     __slots__ = ("count", "ops", "run")
 
@@ -695,6 +705,12 @@ class _TensorRecords:
         put_get = _PUT_GET.unpack_from
         chunk = _CHUNK_SIZE
         me = self
+        bulk = None
+        if BULK_RECORDS and max_string >= MAX_KEY and func_reducer is not None:
+            hook = _bulk_hook(state.persistent_load, func_reducer)
+            if hook is not None:
+                bulk = make_bulk_runner(data, memo, metastack, func, calls, hook, me,
+                                        mark_room, chunk)
 
         def runner(lay: tuple[Any, ...]) -> Callable[[int, list[Any]], int]:
             """The step for one layout: -1 when its pattern does not match, 0 when the
@@ -871,6 +887,11 @@ class _TensorRecords:
             must run the record."""
             chained = False
             while True:
+                if bulk is not None:
+                    end = bulk(at, stack)
+                    if end:  # a run of records and keys: the next record is run below
+                        at = end
+                        chained = True
                 for step in recent:
                     end = step(at, stack)
                     if end >= 0:
@@ -927,6 +948,13 @@ class _TensorRecords:
                 chained = True
 
         self.run = run
+
+
+def _bulk_hook(persistent_load: Any, rebuild: Any) -> Callable[..., Any] | None:
+    """The bulk form of the hooks, when their owner (a torch context) offers one for
+    exactly these hooks (see ``TorchPickleContext.bulk_form``)."""
+    offer = getattr(getattr(persistent_load, "__self__", None), "bulk_form", None)
+    return None if offer is None else offer(persistent_load, rebuild)
 
 
 def _check_length(size: int, pos: int, n: int, max_string: int) -> None:

@@ -134,6 +134,22 @@ def _ints(value: Any) -> tuple[int, ...]:
     return value
 
 
+def _geometry(size: tuple[int, ...], stride: tuple[int, ...]) -> tuple[int, int]:
+    """A view's element count and the elements it spans from its offset, as ``tensor``
+    works them out; (-1, 0) when ``tensor`` would not take it as a plain view (sizes and
+    strides of different lengths, or negative)."""
+    if len(size) != len(stride):
+        return -1, 0
+    count = 1
+    extent = 1
+    for s, st in zip(size, stride):
+        if s < 0 or st < 0:
+            return -1, 0
+        count *= s
+        extent += (s - 1) * st
+    return count, extent
+
+
 def _numel(size: tuple[int, ...]) -> int:
     n = 1
     for s in size:
@@ -155,6 +171,9 @@ class TorchPickleContext:
         self.torchscript = False
         # storage class -> (dtype, itemsize); Globals hash by identity: no flood
         self._dtypes: dict[Global, tuple[str, int]] = {}
+        # pickle bytes of a size and stride -> (element count, extent past the offset);
+        # bytes hash with a salt: no flood
+        self._geometry: dict[bytes, tuple[int, int]] = {}
 
     # -- persistent ids -------------------------------------------------------------------
     def persistent_load(self, pid: Any) -> Any:
@@ -182,6 +201,95 @@ class TorchPickleContext:
         if self.legacy and len(pid) >= 6 and pid[5] is not None:
             self.problems.append(f"storage {key} is a view of another storage (legacy format)")
         return ref
+
+    def bulk_form(self, persistent_load: Any, rebuild: Any) -> Callable[..., Any] | None:
+        """``tensors_in_bulk``, offered to the pickle machine only when its hooks are this
+        context's own ``persistent_load`` and ``tensor``, neither wrapped nor overridden:
+        only then is the bulk form the same as calling them record by record."""
+        cls = type(self)
+        if (persistent_load == self.persistent_load and rebuild == self.tensor
+                and cls.persistent_load is TorchPickleContext.persistent_load
+                and cls.tensor is TorchPickleContext.tensor
+                and cls.tensors_in_bulk is TorchPickleContext.tensors_in_bulk
+                and _INFO_BY_DICT):
+            return self.tensors_in_bulk
+        return None
+
+    def tensors_in_bulk(self, tag: Any, kind: Any, location: Any, keys: list[str],
+                        numels: list[int], offsets: list[int],
+                        sizes: list[tuple[int, ...]], strides: list[tuple[int, ...]],
+                        shapes: list[bytes], od: Any
+                        ) -> tuple[list[Any], list[Any], list[Any]] | None:
+        """A run of torch.save's tensor records at once: for each record, what
+        ``persistent_load((tag, kind, key, location, numel))``, the OrderedDict reducer
+        and ``tensor(ref, offset, size, stride)`` give, as ``(refs, empties, values)``,
+        with the same storages recorded. ``shapes`` names each record's size and stride
+        (equal names, equal sizes and strides: the pickle bytes that hold them), so their
+        geometry is worked out once. Only for the plain case (valid storage ids, views
+        inside their storage): otherwise None and nothing changed, so the machine runs
+        the records one by one and the problems are reported in their order."""
+        if (type(tag) is not str or tag != "storage" or type(location) is not str
+                or type(od) is not Global or od.reducer is not _ordered_dict
+                or not keys or min(numels) < 0 or min(offsets) < 0):
+            return None
+        storages = self.storages
+        get = storages.get
+        geometry = self._geometry
+        reader = self.reader
+        made: list[str] = []  # storages added here, removed again if the run is refused
+        refs: list[Any] = []
+        values: list[Any] = []
+        kind_info = None
+        new = _new
+        for key, numel, offset, size, stride, shape in zip(keys, numels, offsets, sizes,
+                                                          strides, shapes):
+            ref = get(key)
+            if ref is None:
+                if kind_info is None:
+                    kind_info = self._dtypes.get(kind) if type(kind) is Global else None
+                    if kind_info is None:
+                        kind_info = self._storage_dtype(kind)
+                ref = new(StorageRef)
+                ref.key = key
+                ref.dtype, ref.itemsize = kind_info
+                ref.location = location
+                ref.numel = numel
+                ref.nbytes = numel * kind_info[1]
+                storages[key] = ref
+                made.append(key)
+            refs.append(ref)
+            geo = geometry.get(shape)
+            if geo is None:
+                geo = _geometry(size, stride)
+                if len(geometry) < 4096:
+                    geometry[shape] = geo
+            count, extent = geo
+            if count < 0 or (count and offset + extent > ref.numel):
+                break  # negative sizes, or a view past its storage: ``tensor`` knows
+            dtype = ref.dtype
+            source = None
+            if reader is not None and dtype in DTYPE_SIZES:
+                source = new(StorageTensorSource)
+                source.reader = reader
+                source.storage = ref
+                source.offset = offset
+                source.size = size
+                source.stride = stride
+                source.dtype = dtype
+            info = new(TensorInfo)  # as ``tensor`` fills it (see _dict_fill_works)
+            d = info.__dict__
+            d["shape"] = size
+            d["dtype"] = dtype
+            d["device"] = ref.location
+            d["nbytes"] = count * ref.itemsize
+            d["layout"] = "strided"
+            d["source"] = source
+            values.append(info)
+        else:
+            return refs, [{} for _ in refs], values
+        for key in made:
+            del storages[key]
+        return None
 
     def _storage_dtype(self, storage_type: Any) -> tuple[str, int]:
         """The element dtype a storage class names (FloatStorage, or torch.float32 in the
