@@ -253,3 +253,22 @@ def test_budgets_with_bulk_runs(big: bytes, budgets: Budgets,
     assert bulk == per_record
     assert bulk["error"] == slow["error"]
     assert bulk["budget_exceeded"] == slow["budget_exceeded"]
+
+
+@pytest.mark.parametrize("fast", [True, False])
+def test_a_read_leaves_no_cyclic_garbage(big: bytes, fast: bool) -> None:
+    """The memo of a 3,000-tensor read is freed when the read ends, not at the next full
+    collection (the record steps' closures must not keep it in a cycle)."""
+    import gc
+
+    ctx = TorchPickleContext(READER)
+    gc.collect()
+    gc.disable()
+    try:
+        res = run_pickle(big, DEFAULT_BUDGETS, persistent_load=ctx.persistent_load,
+                         reducers=ctx.reducers(), builders={"*": ctx.build}, fast=fast)
+        assert res.complete and (res.records > 2900 if fast else res.records == 0)
+        del res, ctx
+        assert gc.collect() < 100  # the memo alone holds over 20,000 objects
+    finally:
+        gc.enable()
