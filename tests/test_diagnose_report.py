@@ -107,3 +107,21 @@ def test_after_plan_count_matches_a_full_simulation():
         full = _received(report.plan.simulate(report.checkpoint, side.infos), side)
         assert report.loadable_after_plan == full, name
         assert len(report.plan), name
+
+
+def test_status_counts_and_attention_rows_agree_with_the_full_columns():
+    """The widget's first display counts statuses and lists the rows that need attention
+    without building the columns: both must equal what the columns say."""
+    from collections import Counter
+
+    for name, sd, model in _after_plan_situations():
+        for limit in (1, 3, 100):
+            report = ck.diagnose(sd, model)
+            counts = report.status_counts()
+            attention = report.attention_columns(limit)
+            cols = report.columns  # built after, so the two above did not use them
+            assert counts == dict(Counter(cols["status"])), name
+            rows = [i for i, s in enumerate(cols["status"]) if s != "match"][:limit]
+            assert attention == {c: [v[i] for i in rows] for c, v in cols.items()}, name
+        assert report.status_counts() == counts  # cached, and from the columns alike
+    assert report.status_counts().get("unexpected") and report.status_counts().get("missing")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import html
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -37,6 +38,7 @@ class Report:
     seconds: float = 0.0
     _columns: dict[str, list[Any]] | None = field(default=None, repr=False)
     _table: Any = field(default=None, repr=False)
+    _status_counts: dict[str, int] | None = field(default=None, repr=False)
 
     @property
     def table(self):
@@ -62,6 +64,28 @@ class Report:
             with gc_paused(promote=True):
                 self._columns = table_columns(self.alignment)
         return self._columns
+
+    def status_counts(self) -> dict[str, int]:
+        """Rows of the table per status (no table or columns are built for it)."""
+        if self._status_counts is None:
+            if self._columns is not None:
+                self._status_counts = dict(Counter(self._columns["status"]))
+            elif self.alignment is None:
+                return {}
+            else:
+                from .table import status_counts
+
+                self._status_counts = dict(status_counts(self.alignment))
+        return dict(self._status_counts)
+
+    def attention_columns(self, limit: int = 100) -> dict[str, list[Any]]:
+        """``columns`` for the first ``limit`` rows that need attention (status other
+        than "match"), in table order, built without the other rows."""
+        if self.alignment is None:
+            return {}
+        from .table import attention_columns
+
+        return attention_columns(self.alignment, limit)
 
     def by_kind(self, kind: str) -> list[Finding]:
         return [f for f in self.findings if f.kind == kind]

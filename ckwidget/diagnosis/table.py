@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections import Counter
+from itertools import compress, islice, repeat
+from operator import ne
 from typing import Any
 
 from .align import Alignment
@@ -12,14 +15,21 @@ COLUMNS = ["key", "status", "checkpoint_key", "model_key", "checkpoint_shape", "
            "note"]
 
 
-def table_columns(a: Alignment) -> dict[str, list[Any]]:
-    """The table as plain column lists (the DataFrame is built on first use)."""
+def table_columns(a: Alignment, model_keys: list[str] | None = None,
+                  unexpected: list[str] | None = None) -> dict[str, list[Any]]:
+    """The table as plain column lists (the DataFrame is built on first use); with
+    ``model_keys`` and ``unexpected``, only the rows of those keys, in that order."""
     infos = a.model.infos
-    model_keys = list(infos)
-    minfos = list(infos.values())
+    if model_keys is None:
+        model_keys = list(infos)
+        minfos = list(infos.values())
+        served = len(a.pairs) == len(model_keys)
+    else:
+        minfos = list(map(infos.__getitem__, model_keys))
+        served = model_keys == list(filter(a.pairs.__contains__, model_keys))
     ck_keys = list(map(a.pairs.get, model_keys))
     ckpt = a.ckpt
-    if len(a.pairs) == len(model_keys):  # every model key is served (the common case)
+    if served:  # every model key is served (the common case)
         cinfos = list(map(ckpt.__getitem__, ck_keys))
         c_shapes = [c.shape for c in cinfos]
         c_dtypes = [c.dtype for c in cinfos]
@@ -29,12 +39,12 @@ def table_columns(a: Alignment) -> dict[str, list[Any]]:
         c_shapes = [None if c is None else c.shape for c in cinfos]
         c_dtypes = [None if c is None else c.dtype for c in cinfos]
         c_devices = [None if c is None else c.device for c in cinfos]
-    unexpected = a.unexpected
+    unexpected = a.unexpected if unexpected is None else unexpected
     uinfos = [ckpt[k] for k in unexpected]
     nu = len(unexpected)
     none = [None] * nu
-    status_get, notes_get = a.status.get, a.notes.get
-    statuses = [status_get(k, "missing") for k in model_keys]
+    notes_get = a.notes.get
+    statuses = _statuses(a, model_keys)
     return {
         "key": model_keys + unexpected,
         "status": statuses + ["unexpected"] * nu,
@@ -55,6 +65,31 @@ def table_columns(a: Alignment) -> dict[str, list[Any]]:
                                        statuses)]
         + [_unexpected_note(k, a.unexpected_mapped.get(k, k)) for k in unexpected],
     }
+
+
+def _statuses(a: Alignment, model_keys: list[str]) -> list[str]:
+    return list(map(a.status.get, model_keys, repeat("missing")))
+
+
+def status_counts(a: Alignment) -> Counter[str]:
+    """Rows per status, as ``Counter(table_columns(a)["status"])`` counts them, without
+    building the columns (the widget's filter buttons need only these)."""
+    infos = a.model.infos
+    # align gives every model key a status: then the statuses are the dict's values
+    statuses = a.status.values() if len(a.status) == len(infos) else _statuses(a, list(infos))
+    counts = Counter(statuses)
+    if a.unexpected:
+        counts["unexpected"] += len(a.unexpected)
+    return counts
+
+
+def attention_columns(a: Alignment, limit: int) -> dict[str, list[Any]]:
+    """The columns of the first ``limit`` rows whose status is not "match", in table
+    order: what a page of "keys that need attention" shows, without the other rows."""
+    model_keys = list(a.model.infos)
+    odd = list(islice(compress(model_keys, map(ne, _statuses(a, model_keys),
+                                               repeat("match"))), limit))
+    return table_columns(a, odd, a.unexpected[:limit - len(odd)])
 
 
 def _unexpected_note(key: str, mapped: str) -> str:

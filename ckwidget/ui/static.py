@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 from collections import Counter
-from itertools import compress, islice, repeat
-from operator import ne
 from typing import Any
 
 import pandas as pd
@@ -58,24 +56,25 @@ def _keys_section(report: Any, table: KeyTable | None) -> tuple[str, str]:
 
     With a key table: its first page, repeated layers grouped. Without one (the
     widget's fallback HTML, written at every display before its Keys tab was ever
-    opened), the keys that need attention, listed from the report's columns: folding
-    100,000 rows into groups costs more than the rest of the display.
+    opened), the keys that need attention, built for those rows alone: the columns of
+    100,000 rows, let alone folding them into groups, cost more than the rest of the
+    display.
     """
-    columns = getattr(report, "columns", None)
-    if table is not None or not isinstance(columns, dict) or "status" not in columns:
+    attention = getattr(report, "attention_columns", None)
+    if table is not None or attention is None:
         page = (table or KeyTable(report.table)).page(0)
         return page.summary, page.html
-    statuses = columns["status"]
-    counts = Counter(statuses)
-    shown = list(islice(compress(range(len(statuses)), map(ne, statuses, repeat("match"))),
-                        PAGE_SIZE))
-    listing = ", ".join(f"{n:,} {s}" for s, n in counts.most_common())
+    counts = report.status_counts()
+    total = sum(counts.values())
+    listing = ", ".join(f"{n:,} {s}" for s, n in Counter(counts).most_common())
+    small = attention(PAGE_SIZE)
+    shown = len(small.get("key", ()))
     if not shown:
-        return f"{len(statuses):,} keys: {listing}.", ""
-    small = pd.DataFrame({c: [columns[c][i] for i in shown] for c in COLUMNS if c in columns})
-    summary = (f"{len(statuses):,} keys: {listing}. The first {len(shown):,} that need "
+        return f"{total:,} keys: {listing}.", ""
+    summary = (f"{total:,} keys: {listing}. The first {shown:,} that need "
                "attention are listed; report.table holds every key.")
-    return summary, KeyTable(small).page(0, group=False).html
+    frame = pd.DataFrame({c: small[c] for c in COLUMNS if c in small})
+    return summary, KeyTable(frame).page(0, group=False).html
 
 
 class StaticReport:

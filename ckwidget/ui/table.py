@@ -11,7 +11,7 @@ from __future__ import annotations
 import html
 import re
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from itertools import islice
 
@@ -145,10 +145,10 @@ class KeyTable:
         return TablePage(render_rows(chunk), page, pages, len(rows), keys)
 
 
-def ordered_counts(statuses: Iterable[str]) -> dict[str, int]:
-    """How many keys have each status: the known statuses in their canonical order,
-    then any others."""
-    counts = Counter(statuses)
+def ordered_counts(statuses: Iterable[str] | Mapping[str, int]) -> dict[str, int]:
+    """How many keys have each status (given the statuses, or their counts): the known
+    statuses in their canonical order, then any others."""
+    counts = statuses if isinstance(statuses, Mapping) else Counter(statuses)
     ordered = {s: counts[s] for s in STATUSES if s in counts}
     ordered.update({s: n for s, n in counts.items() if s not in ordered})
     return ordered

@@ -190,9 +190,9 @@ class CheckpointDebugger(w.VBox):
 
     def _status_counts(self) -> dict[str, int]:
         """Keys per status, from the report's status column (no table needed)."""
-        columns = getattr(self.report, "columns", None)
-        if isinstance(columns, dict) and "status" in columns:
-            return ordered_counts(columns["status"])
+        counts = getattr(self.report, "status_counts", None)
+        if counts is not None:
+            return ordered_counts(counts())
         return self.key_table.status_counts()
 
     def _build_keys(self) -> w.VBox:
