@@ -70,3 +70,19 @@ def test_diagnose_never_torch_loads_the_whole_file(tmp_path, monkeypatch):
     assert calls == []
     assert report.finding("nonfinite") is not None
     assert "5.weight" in report.finding("nonfinite").keys
+
+
+def test_descriptions_without_bytes_have_nothing_to_sample():
+    """An in-memory description (TensorInfo without sources) is examined in one pass and
+    gives an empty sample; one readable tensor among them is still found and read."""
+    from ckwidget.checkpoint import TensorInfo
+
+    tensors = {f"l.{i}.w": TensorInfo((2, 2), "float32", "cpu", 16) for i in range(1000)}
+    ckpt = Checkpoint(None, "in-memory", tensors, [""])
+    sample = sample_values(ckpt, "")
+    assert (sample.candidates, sample.tensors, sample.total) == (0, 0, 0)
+    bad = torch.tensor([float("nan"), 1.0])
+    tensors["l.500.w"] = describe_tensor(bad)
+    sample = sample_values(Checkpoint(None, "in-memory", tensors, [""]), "")
+    assert (sample.candidates, sample.tensors, sample.total) == (1, 1, 2)
+    assert sample.nonfinite == {"l.500.w": (1, 0)}

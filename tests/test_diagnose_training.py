@@ -49,6 +49,7 @@ def test_training_heads_found_in_joined_keys_match_a_split_per_key():
     import random
 
     from ckwidget.diagnosis.checks.training import TRAINING_ENTRIES, _training_heads
+    from ckwidget.diagnosis.keys import join_lines
 
     words = ["optimizer", "optimizer_states", "epoch", "best_model", "model", "step", "steps",
              "amp", "x", "best_", "scheduler", "lr_schedulers", "callbacks", "a\nepoch"]
@@ -57,4 +58,17 @@ def test_training_heads_found_in_joined_keys_match_a_split_per_key():
         keys = [".".join(rng.choice(words) for _ in range(rng.randint(1, 3)))
                 for _ in range(rng.randint(0, 6))]
         heads = dict.fromkeys(k.partition(".")[0] for k in keys)
-        assert _training_heads(keys) == [h for h in heads if TRAINING_ENTRIES.match(h)], keys
+        want = [h for h in heads if TRAINING_ENTRIES.match(h)]
+        assert _training_heads(keys, join_lines(keys)) == want, keys
+
+
+def test_saved_state_with_joined_keys_matches_the_key_by_key_search():
+    from ckwidget.diagnosis.checks.training import saved_state
+    from ckwidget.diagnosis.keys import join_lines
+
+    cases = [["optimizer.state.0.exp_avg", "optimizer.state.0.step", "model.w"],
+             ["model.w", "model.state.weight"], ["a.state.0.x\n", "optimizer.state.1.v"],
+             ["w"], []]
+    for keys in cases:
+        infos = dict.fromkeys(keys)
+        assert saved_state(infos, join_lines(keys)) == saved_state(infos), keys

@@ -70,10 +70,13 @@ def sample_values(ckpt: Checkpoint, entry: str, budget: int = DEFAULT_BUDGET,
     # readable, dense, non-empty floating tensors, chosen column by column (C-level
     # passes: 100,000 tensors take milliseconds)
     values = list(infos.values())
+    sources = list(map(_SOURCE, values))
+    if not any(sources):  # nothing readable (an in-memory description): nothing to do
+        return Sample()
     dtypes = list(map(_DTYPE, values))
     all_sizes = list(map(_NBYTES, values))
     usable = list(map(all, zip(map(FLOATS.__contains__, dtypes), all_sizes,
-                               map(is_not, map(_SOURCE, values), repeat(None)),
+                               map(is_not, sources, repeat(None)),
                                map(eq, map(_LAYOUT, values), repeat("strided")))))
     keys = list(compress(infos, usable))
     sizes = list(compress(all_sizes, usable))

@@ -36,8 +36,13 @@ CLASS_STATES = {"Adam": "exp_avg", "AdamW": "exp_avg", "SGD": "momentum_buffer",
                 "RMSprop": "square_avg", "Adagrad": "sum", "Adadelta": "square_avg"}
 
 
-def saved_state(ckpt_tensors: Mapping[str, TensorInfo]) -> tuple[str, dict[int, dict[str, str]]]:
-    """(root, {param index: {state name: full key}}) of the first optimizer state found."""
+def saved_state(ckpt_tensors: Mapping[str, TensorInfo], joined: str | None = None
+                ) -> tuple[str, dict[int, dict[str, str]]]:
+    """(root, {param index: {state name: full key}}) of the first optimizer state found.
+    ``joined``: the keys joined by newlines, when the caller has them (one search then
+    rules out the common file with no optimizer state)."""
+    if joined is not None and ".state." not in joined:
+        return "", {}
     roots: dict[str, dict[int, dict[str, str]]] = {}
     for key in ckpt_tensors:
         if ".state." not in key:
@@ -83,8 +88,10 @@ def saved_groups(metadata: Mapping[str, Any], root: str) -> list[int] | None:
 
 def check(ctx: Context) -> list[Finding]:
     out: list[Finding] = []
-    root, state = saved_state(ctx.ckpt.tensors)
-    listing = _training_entries(ctx, root)
+    keys = list(ctx.ckpt.tensors)
+    joined = join_lines(keys)
+    root, state = saved_state(ctx.ckpt.tensors, joined)
+    listing = _training_entries(ctx, root, keys, joined)
     if ctx.optimizer is not None:
         out += _check_optimizer(ctx, root, state)
     elif listing or state:
@@ -98,7 +105,8 @@ def check(ctx: Context) -> list[Finding]:
     return out
 
 
-def _training_entries(ctx: Context, root: str) -> list[str]:
+def _training_entries(ctx: Context, root: str, keys: list[str], joined: str | None
+                      ) -> list[str]:
     names: dict[str, None] = {}
     meta = ctx.ckpt.metadata.get("facts")
     meta = meta if isinstance(meta, dict) else ctx.ckpt.metadata
@@ -106,7 +114,7 @@ def _training_entries(ctx: Context, root: str) -> list[str]:
         if TRAINING_ENTRIES.match(str(key)):
             shown = f"{key}={value}" if isinstance(value, (int, float)) else str(key)
             names[shown] = None
-    for head in _training_heads(list(ctx.ckpt.tensors)):
+    for head in _training_heads(keys, joined):
         if head not in names:
             names[head] = None
     if root and root.split(".", 1)[0] not in names:
@@ -114,10 +122,10 @@ def _training_entries(ctx: Context, root: str) -> list[str]:
     return list(names)
 
 
-def _training_heads(keys: list[str]) -> list[str]:
+def _training_heads(keys: list[str], text: str | None) -> list[str]:
     """First key components that name training state, in order: one multiline search
-    over the joined keys rather than a split per key."""
-    text = join_lines(keys)
+    over the keys joined by newlines (``text``; None when a key holds a newline) rather
+    than a split per key."""
     if text is None:  # a key holds a newline: one by one
         heads = dict.fromkeys(key.partition(".")[0] for key in keys)
         return [h for h in heads if TRAINING_ENTRIES.match(h)]
