@@ -86,3 +86,26 @@ def test_descriptions_without_bytes_have_nothing_to_sample():
     sample = sample_values(Checkpoint(None, "in-memory", tensors, [""]), "")
     assert (sample.candidates, sample.tensors, sample.total) == (1, 1, 2)
     assert sample.nonfinite == {"l.500.w": (1, 0)}
+
+
+def test_choose_takes_the_largest_like_a_heap_and_spreads_the_rest():
+    import heapq
+    import random
+
+    from ckwidget.diagnosis.sampling import choose
+
+    rng = random.Random(5)
+    for _ in range(300):
+        n = rng.randint(0, 3000)
+        sizes = [rng.choice([0, 4, 16, 16, 64, rng.randint(0, 10**6)]) for _ in range(n)]
+        largest, spread = rng.randint(1, 50), rng.randint(1, 50)
+        got = choose(sizes, largest, spread)
+        assert got == sorted(set(got))
+        if n <= largest + spread:
+            assert got == list(range(n))
+            continue
+        top = set(heapq.nlargest(largest, range(n), key=sizes.__getitem__))
+        assert top <= set(got) and len(got) <= largest + spread
+        rest = [i for i in range(n) if i not in top]
+        step = len(rest) / spread
+        assert set(got) - top == {rest[int(j * step)] for j in range(spread)}

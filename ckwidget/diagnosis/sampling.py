@@ -10,12 +10,11 @@ reads early on a slow disk; ``Sample`` says what was examined.
 
 from __future__ import annotations
 
-import heapq
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from itertools import compress, filterfalse, repeat
-from operator import attrgetter, eq, floordiv, is_not
+from itertools import compress, filterfalse, islice, repeat
+from operator import attrgetter, eq, floordiv, gt, is_, is_not
 
 from ..checkpoint import Checkpoint, TensorInfo
 
@@ -47,7 +46,11 @@ def choose(sizes: list[int], largest: int = MAX_LARGEST, spread: int = MAX_SPREA
     n = len(sizes)
     if n <= largest + spread:
         return list(range(n))
-    top = set(heapq.nlargest(largest, range(n), key=sizes.__getitem__))
+    # heapq.nlargest(largest, range(n), key=sizes.__getitem__) without a call per index:
+    # those above the ``largest``-th size, then the first of those equal to it
+    cut = sorted(sizes)[n - largest]
+    top = set(compress(range(n), map(gt, sizes, repeat(cut))))
+    top.update(islice(compress(range(n), map(eq, sizes, repeat(cut))), largest - len(top)))
     rest = list(filterfalse(top.__contains__, range(n)))
     step = len(rest) / spread
     return sorted(top | {rest[int(j * step)] for j in range(spread)})
@@ -71,17 +74,22 @@ def sample_values(ckpt: Checkpoint, entry: str, budget: int = DEFAULT_BUDGET,
     # passes: 100,000 tensors take milliseconds)
     values = list(infos.values())
     sources = list(map(_SOURCE, values))
-    if not any(sources):  # nothing readable (an in-memory description): nothing to do
+    if all(map(is_, sources, repeat(None))):  # nothing readable (an in-memory description): nothing to do
         return Sample()
     dtypes = list(map(_DTYPE, values))
     all_sizes = list(map(_NBYTES, values))
-    usable = list(map(all, zip(map(FLOATS.__contains__, dtypes), all_sizes,
-                               map(is_not, sources, repeat(None)),
-                               map(eq, map(_LAYOUT, values), repeat("strided")))))
-    keys = list(compress(infos, usable))
-    sizes = list(compress(all_sizes, usable))
+    if (FLOATS.keys() >= set(dtypes) and 0 not in all_sizes
+            and not any(map(is_, sources, repeat(None)))
+            and set(map(_LAYOUT, values)) == {"strided"}):
+        keys, sizes, usable = list(infos), all_sizes, None  # all of them (the common case)
+    else:
+        usable = list(map(all, zip(map(FLOATS.__contains__, dtypes), all_sizes,
+                                   map(is_not, sources, repeat(None)),
+                                   map(eq, map(_LAYOUT, values), repeat("strided")))))
+        keys = list(compress(infos, usable))
+        sizes = list(compress(all_sizes, usable))
     # dense floating tensors: elements are bytes over the item size
-    itemsizes = map(FLOATS.__getitem__, compress(dtypes, usable))
+    itemsizes = map(FLOATS.__getitem__, dtypes if usable is None else compress(dtypes, usable))
     out = Sample(total=sum(map(floordiv, sizes, itemsizes)), candidates=len(keys))
     if not keys:
         return out
