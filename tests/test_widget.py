@@ -463,3 +463,43 @@ def test_key_patterns_fold_numbers_the_same_for_any_key():
     assert patterns(pd.Series(keys)).tolist() == one_by_one
     with_newline = [*keys, "a.1\nb.2"]
     assert patterns(pd.Series(with_newline)).tolist() == [*one_by_one, "a.1\nb.*"]
+
+
+def test_close_closes_every_widget_inside_and_frees_the_report(resized) -> None:
+    """ipywidgets keeps open widgets alive: after close() nothing of the debugger is
+    left open, and its report (and the checkpoint it holds) can be freed."""
+    import gc
+    import weakref
+
+    import ipywidgets as w
+
+    path, _ = resized
+    model = TinyNet(classes=5)
+    dbg = _open(path, model)
+    dbg.open_distributions()
+    dbg.wait()
+    dbg.tabs.selected_index = 1  # draw the Keys tab too
+    ids = {m.model_id for m in _tree(dbg)}
+    assert len(ids) > 40 and ids <= set(w.Widget.widgets)
+    report = weakref.ref(dbg.report)
+    dbg.close()
+    assert not ids & set(w.Widget.widgets)
+    del dbg
+    gc.collect()
+    assert report() is None
+    assert model.head.weight.shape == (5, 8)  # the model is the caller's: untouched
+
+
+def _tree(root):
+    """Every widget reachable from ``root``: children, layouts and styles."""
+    import ipywidgets as w
+
+    out, stack = [], [root]
+    while stack:
+        x = stack.pop()
+        if not isinstance(x, w.Widget) or any(x is y for y in out):
+            continue
+        out.append(x)
+        stack.extend(getattr(x, "children", ()) or ())
+        stack.extend(v for v in (getattr(x, "layout", None), getattr(x, "style", None)))
+    return out

@@ -74,7 +74,7 @@ def sample_values(ckpt: Checkpoint, entry: str, budget: int = DEFAULT_BUDGET,
     # passes: 100,000 tensors take milliseconds)
     values = list(infos.values())
     sources = list(map(_SOURCE, values))
-    if all(map(is_, sources, repeat(None))):  # nothing readable (an in-memory description): nothing to do
+    if all(map(is_, sources, repeat(None))):  # in-memory descriptions: nothing to read
         return Sample()
     dtypes = list(map(_DTYPE, values))
     all_sizes = list(map(_NBYTES, values))

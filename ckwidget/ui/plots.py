@@ -150,11 +150,13 @@ class FigureHolder:
     def show(self, fig: Any) -> None:
         import ipywidgets as w
 
+        from .lifetime import replace_children
+
         if self.live:
             go = _go()
             if self._fw is None:
                 self._fw = go.FigureWidget(fig)
-                self.box.children = (self._fw,)
+                replace_children(self.box, (self._fw,))
             else:
                 with self._fw.batch_update():
                     self._fw.data = ()
@@ -166,14 +168,17 @@ class FigureHolder:
             from IPython.display import display
 
             display(fig)
-        self.box.children = (out,)
+        replace_children(self.box, (out,))
 
     def note(self, text: str) -> None:
         """Show a line of text instead of a figure (``text`` is escaped here)."""
         import ipywidgets as w
 
+        from .lifetime import replace_children
+
         self._fw = None
-        self.box.children = (w.HTML(f'<div class="ck-hint ck-dist-note">{esc(text)}</div>'),)
+        note = w.HTML(f'<div class="ck-hint ck-dist-note">{esc(text)}</div>')
+        replace_children(self.box, (note,))
 
     @property
     def figure(self) -> Any:

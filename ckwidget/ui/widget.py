@@ -19,6 +19,7 @@ import ipywidgets as w
 from ..errors import CheckpointError
 from . import render
 from .export import code_html, copy_button, show_once, to_next_cell
+from .lifetime import close_tree, replace_children
 from .style import esc, style_tag
 from .table import KeyTable, ordered_counts
 
@@ -471,9 +472,24 @@ class CheckpointDebugger(w.VBox):
             from .distributions import DistributionsPanel
 
             self._dist = DistributionsPanel(self)
-            self.dist_tab.children = (self._dist.box,)
+            replace_children(self.dist_tab, (self._dist.box,))
             self._dist.start()
         return self._dist
+
+    # -- lifetime ----------------------------------------------------------------------
+    def close(self) -> None:
+        """Close the debugger and every widget inside it, and let go of the report, the
+        preview and the key tables. ipywidgets keeps each open widget alive (a Box's
+        ``close`` leaves its children open, and their callbacks hold this debugger),
+        so without this a 100,000-key debugger keeps its checkpoint in memory until
+        the kernel restarts. The model stays the caller's."""
+        self._jobs.wait(5.0)  # a background job must not write into closed widgets
+        for child in self.children:
+            close_tree(child)
+        close_tree(self.layout)
+        super().close()
+        self.preview = self._key_table = self._preview_table = self._dist = None
+        self._evidence = {}
 
     # -- display -----------------------------------------------------------------------
     def to_html(self) -> str:
