@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter, deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from itertools import chain, compress, filterfalse, repeat
 from operator import attrgetter, eq, is_, ne, not_
@@ -169,25 +170,31 @@ def _spread(keys: list[str], n: int = SAMPLE) -> list[str]:
     return [keys[int(i * step)] for i in range(n)]
 
 
-def _propose(unmatched_c: list[str], unmatched_m: list[str]) -> list[KeyStep]:
-    set_c, set_m = set(unmatched_c), set(unmatched_m)
+def _propose(unmatched_c: list[str], unmatched_m: list[str],
+             in_c: Callable[[str], bool] | None = None,
+             in_m: Callable[[str], bool] | None = None) -> list[KeyStep]:
+    """Prefix steps worth scoring, from a sample of the unmatched keys. ``in_c`` and
+    ``in_m`` test membership of the unmatched sides when the caller can answer from sets
+    it has already (two sets of 100,000 names cost more than the whole sample)."""
+    in_c = in_c or set(unmatched_c).__contains__
+    in_m = in_m or set(unmatched_m).__contains__
     sample_c, sample_m = _spread(unmatched_c), _spread(unmatched_m)
     strip: Counter[str] = Counter()
     for k in sample_c:
         for p, rest in _leading(k):
-            if rest in set_m:
+            if in_m(rest):
                 strip[p] += 1
     add: Counter[str] = Counter()
     for k in sample_m:
         for p, rest in _leading(k):
-            if rest in set_c:
+            if in_c(rest):
                 add[p] += 1
     proposals: list[tuple[int, KeyStep]] = []
     proposals += [(n, KeyStep("strip-prefix", p)) for p, n in strip.most_common(2)]
     proposals += [(n, KeyStep("add-prefix", p)) for p, n in add.most_common(2)]
     best = max((n for n, _ in proposals), default=0)
     if best * 2 < min(len(sample_c), len(sample_m)):
-        proposals += _propose_swaps(sample_c, sample_m, set_m)
+        proposals += _propose_swaps(sample_c, sample_m, in_m)
     proposals.sort(key=lambda t: -t[0])
     # A prefix worth scoring on every key explains a fair share of the sample; a
     # handful of keys is a module rename, which the per-module pass finds.
@@ -205,7 +212,7 @@ def _heads(keys: list[str], depth: int) -> Counter[str]:
     return counts
 
 
-def _propose_swaps(sample_c: list[str], sample_m: list[str], set_m: set[str]
+def _propose_swaps(sample_c: list[str], sample_m: list[str], in_m: Callable[[str], bool]
                    ) -> list[tuple[int, KeyStep]]:
     """Replace one leading prefix by another: the commonest heads of each side, paired,
     each pair scored on the sample."""
@@ -218,7 +225,7 @@ def _propose_swaps(sample_c: list[str], sample_m: list[str], set_m: set[str]
             for q in heads_m:
                 if p == q:
                     continue
-                n = sum(1 for rest in with_p if q + rest in set_m)
+                n = sum(1 for rest in with_p if in_m(q + rest))
                 if n:
                     out.append((n, KeyStep("rename-keys", patterns=(
                         (f"^{re.escape(p)}", escape_replacement(q)),), swap=(p, q))))
@@ -289,7 +296,13 @@ def _prefix_rounds(
         if not unmatched_c or not unmatched_m:
             break
         scored: list[tuple[int, int, KeyStep, list[str], set[str]]] = []
-        for step in _propose(unmatched_c, unmatched_m)[:4]:
+        def in_c(key: str, names: set[str] = name_set) -> bool:
+            return key in names and key not in model
+
+        def in_m(key: str, names: set[str] = name_set) -> bool:
+            return key in model and key not in names
+
+        for step in _propose(unmatched_c, unmatched_m, in_c, in_m)[:4]:
             if scored and scored[0][0] == len(model):
                 break
             variants = [step]
