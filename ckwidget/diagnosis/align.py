@@ -601,7 +601,7 @@ def _classify(result: Alignment, landing: dict[str, str]) -> None:
         status.update(zip(compress(mkeys, map(not_, renamed_mask)), repeat("match")))
     else:
         status.update(zip(compress(mkeys, renamed_mask), repeat("renamed")))
-    if None in cks:
+    if len(landing) < len(mkeys):  # landing names are model keys: some are not served
         for i in compress(range(len(mkeys)), map(is_, cks, repeat(None))):
             mk = mkeys[i]
             partners = [tied[mk]] if mk in tied else tied_rev.get(mk, [])
