@@ -6,7 +6,7 @@ that match, keys behind a DataParallel "module." prefix, a module renamed inside
 block (mlp -> ffn), and a GPT-2 style checkpoint with renamed blocks and transposed 2-D
 weights. Prints CPU seconds of ``diagnose()`` per case (best of several runs), its wall
 time, the extra cost of building ``report.table`` on first access, and the growth ratio
-against n log n. Run: python benchmarks/diagnose_scale.py
+against n log n. Run: python benchmarks/diagnose_scale.py [--sizes 1000,10000,100000]
 """
 
 from __future__ import annotations
@@ -92,6 +92,9 @@ def run(sizes=(1_000, 10_000, 100_000), cases=("match", "prefix", "renamed", "gp
         nlogn = (sizes[-1] * math.log(sizes[-1])) / (sizes[0] * math.log(sizes[0]))
         print(f"{case:>7}: x{big / small:.0f} time for x{sizes[-1] // sizes[0]} keys "
               f"(n log n would be x{nlogn:.0f})")
+    from _host import host_line
+
+    print(host_line())
     worst = max(results[(case, sizes[-1])] for case in cases)
     verdict = "OK" if worst <= TARGET_S else "OVER TARGET"
     print(f"slowest case at {sizes[-1]:,} keys: {worst:.3f} s cpu (target {TARGET_S} s): {verdict}")
@@ -99,4 +102,9 @@ def run(sizes=(1_000, 10_000, 100_000), cases=("match", "prefix", "renamed", "gp
 
 
 if __name__ == "__main__":
-    run()
+    import argparse
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--sizes", default="1000,10000,100000",
+                    help="comma-separated key counts (the target is judged at the last)")
+    run(tuple(int(n) for n in ap.parse_args().sizes.split(",")))

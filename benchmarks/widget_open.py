@@ -60,6 +60,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeat", type=int, default=3)
     args = ap.parse_args(argv)
 
+    from _host import host_line
+
     t0 = time.perf_counter()
     path, model = build(args.keys, args.format, Path(tempfile.gettempdir()))
     print(f"setup: {len(model.state_dict()):,} model tensors, {path.name} "
@@ -99,6 +101,7 @@ def main(argv: list[str] | None = None) -> int:
         dbg.close()
         del dbg, report, ckpt, bundle
         gc.collect()
+    print(host_line())
     verdict = "OK" if best is not None and best <= TARGET_S else "OVER TARGET"
     print(f"widget open, best of {args.repeat}: {best:.2f} s wall, {best_cpu:.2f} s cpu "
           f"(target {TARGET_S} s): {verdict}")
