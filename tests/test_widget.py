@@ -465,9 +465,11 @@ def test_key_patterns_fold_numbers_the_same_for_any_key():
     assert patterns(pd.Series(with_newline)).tolist() == [*one_by_one, "a.1\nb.*"]
 
 
+@pytest.mark.filterwarnings("ignore:Widget.widgets is deprecated:DeprecationWarning")
 def test_close_closes_every_widget_inside_and_frees_the_report(resized) -> None:
     """ipywidgets keeps open widgets alive: after close() nothing of the debugger is
-    left open, and its report (and the checkpoint it holds) can be freed."""
+    left open, and its report (and the checkpoint it holds) can be freed. (The open
+    widgets are read from ``Widget.widgets``, deprecated but still the registry.)"""
     import gc
     import weakref
 
