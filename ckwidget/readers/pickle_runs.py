@@ -20,8 +20,8 @@ from __future__ import annotations
 import re
 import struct
 from bisect import bisect_right
-from collections.abc import Callable
-from itertools import accumulate, chain, repeat
+from collections.abc import Callable, Iterator
+from itertools import accumulate, chain, islice, repeat
 from operator import add, call
 from typing import Any
 
@@ -65,6 +65,244 @@ _PUTS = (5, 8, 11, 13, 16, 17, 18, 21)
 # 8 stride, 9 stride PUT, 10 requires_grad, 11-13 PUTs, 14 dict key length, 15 dict key,
 # 16 dict key PUT.
 _ROW_PUTS = (2, 4, 7, 9, 11, 12, 13, 16)
+
+
+_dict_len = dict.__len__
+_dict_set = dict.__setitem__
+_dict_update = dict.update
+_dict_contains = dict.__contains__
+_dict_reversed = dict.__reversed__
+_dict_keys = dict.keys
+
+
+class _Run:
+    """A bulk run's memo entries, not yet stored: its PUT indexes in the opcodes' order
+    (eight per unit: storage key, storage-id tuple, size, stride, empty OrderedDict,
+    argument tuple, tensor, dict key) and the columns that rebuild each value. The tuples
+    and empty values are built on demand (``LazyMemo`` keeps each one it hands out, and
+    the empty value and argument tuple of a unit are built once, as a pair), so every read
+    gives the same object and an argument tuple holds the very size, stride and empty
+    value stored beside it."""
+
+    __slots__ = ("args", "dict_keys", "empties", "hi", "keys", "kind", "lo", "location",
+                 "make_empty", "numels", "offsets", "puts", "refs", "rgs", "sizes",
+                 "strides", "tag", "values", "where")
+
+    def __init__(self, puts: list[int], lo: int, hi: int, tag: Any, kind: Any,
+                 location: Any, keys: list[str], numels: list[int], offsets: list[int],
+                 sizes: list[Any], strides: list[Any], rgs: bytes, refs: list[Any],
+                 make_empty: Callable[[], Any], values: list[Any],
+                 dict_keys: list[str]) -> None:
+        self.puts = puts
+        self.lo = lo
+        self.hi = hi
+        self.tag = tag
+        self.kind = kind
+        self.location = location
+        self.keys = keys
+        self.numels = numels
+        self.offsets = offsets
+        self.sizes = sizes
+        self.strides = strides
+        self.rgs = rgs  # NEWTRUE/NEWFALSE bytes, one per unit
+        self.refs = refs
+        self.make_empty = make_empty
+        self.values = values
+        self.dict_keys = dict_keys
+        self.empties: dict[int, Any] = {}
+        self.args: dict[int, tuple[Any, ...]] = {}
+        self.where: dict[int, int] | None = None  # index -> its last PUT, once needed
+
+    def empty(self, j: int) -> Any:
+        made = self.empties.get(j, _NONE)
+        if made is _NONE:
+            made = self.empties[j] = self.make_empty()
+        return made
+
+    def arg(self, j: int) -> tuple[Any, ...]:
+        made = self.args.get(j)
+        if made is None:
+            made = self.args[j] = (self.refs[j], self.offsets[j], self.sizes[j],
+                                   self.strides[j], self.rgs[j] == 0x88, self.empty(j))
+        return made
+
+    def find(self, index: int) -> Any:
+        """The value the run's last PUT to ``index`` stored, or ``_NONE``."""
+        where = self.where
+        if where is None:  # a later PUT to the same index replaces the earlier one
+            where = self.where = dict(zip(self.puts, range(len(self.puts))))
+        p = where.get(index)
+        if p is None:
+            return _NONE
+        j, slot = divmod(p, 8)
+        if slot == 0:
+            return self.keys[j]
+        if slot == 1:  # held by no other value: the memo keeps the one built
+            return (self.tag, self.kind, self.keys[j], self.location, self.numels[j])
+        if slot == 2:
+            return self.sizes[j]
+        if slot == 3:
+            return self.strides[j]
+        if slot == 4:
+            return self.empty(j)
+        if slot == 5:
+            return self.arg(j)
+        if slot == 6:
+            return self.values[j]
+        return self.dict_keys[j]
+
+    def entries(self) -> Iterator[Any]:
+        """Every value, in the order of ``puts`` (those built already reused)."""
+        k = len(self.keys)
+        pids = list(zip(repeat(self.tag, k), repeat(self.kind), self.keys,
+                        repeat(self.location), self.numels))
+        make = self.make_empty
+        empties = [make() for _ in range(k)]
+        for j, made in self.empties.items():
+            empties[j] = made
+        rgs = list(map((0x88).__eq__, self.rgs))
+        args = list(zip(self.refs, self.offsets, self.sizes, self.strides, rgs, empties))
+        for j, made in self.args.items():
+            args[j] = made
+        return chain.from_iterable(zip(self.keys, pids, self.sizes, self.strides, empties,
+                                       args, self.values, self.dict_keys))
+
+
+_NONE = object()
+
+
+class LazyMemo(dict):  # type: ignore[type-arg]
+    """The pickle memo, where bulk runs leave their PUTs pending: a run of 100,000
+    records stores 800,000 entries that later records almost never read, so they are
+    built only when read. A pending entry reads, counts and iterates exactly as if it had
+    been stored: ``[]`` finds it through ``__missing__``; ``len``, ``in``, ``get`` and
+    iteration see it. A run is left pending only when every index it stores is above
+    every index stored before it (``defer``), so no earlier value can hide it; a later
+    direct store to its index lands in the dict and, being found first, wins, as the
+    opcodes' order says. ``bound`` is an upper limit on ``len`` that costs nothing."""
+
+    __slots__ = ("_los", "_runs", "_seen", "_top", "_upper")
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._runs: list[_Run] = []  # pending runs, by increasing (disjoint) index ranges
+        self._los: list[int] = []  # their lowest indexes, for bisect
+        self._top = -1  # the highest index in the dict, over its first ``_seen`` keys
+        self._seen = 0
+        self._upper = 0  # PUTs pending (an index stored twice counts twice)
+
+    def defer(self, run: _Run) -> bool:
+        """Leave ``run`` pending when its indexes are all new (above every index stored
+        or pending); False when the caller must store its entries now."""
+        n = _dict_len(self)
+        if n != self._seen:  # keys are only ever added (see _forget): the new ones last
+            self._top = max(self._top, max(islice(_dict_reversed(self), n - self._seen)))
+            self._seen = n
+        runs = self._runs
+        if run.lo <= self._top or (runs and run.lo <= runs[-1].hi):
+            return False
+        runs.append(run)
+        self._los.append(run.lo)
+        self._upper += len(run.puts)
+        return True
+
+    def __missing__(self, index: Any) -> Any:
+        runs = self._runs
+        if runs and type(index) is int:
+            r = bisect_right(self._los, index) - 1
+            if r >= 0 and index <= runs[r].hi:
+                value = runs[r].find(index)
+                if value is not _NONE:
+                    _dict_set(self, index, value)  # the same object at every read
+                    return value
+        raise KeyError(index)
+
+    def bound(self) -> int:
+        """At least ``len(self)``, at no cost: the budget check's first test."""
+        return _dict_len(self) + self._upper
+
+    def settle(self) -> None:
+        """Store every pending entry (an index stored directly since stays as it is:
+        that store came later)."""
+        for run in self._runs:
+            entries = dict(zip(run.puts, run.entries()))
+            for index in entries.keys() & _dict_keys(self):
+                del entries[index]
+            _dict_update(self, entries)
+        self._runs.clear()
+        self._los.clear()
+        self._upper = 0
+
+    def _forget(self) -> None:
+        """After a deletion the newest keys are no longer the last ones: rescan."""
+        self._seen = 0
+        self._top = -1
+
+    def __len__(self) -> int:
+        if self._runs:
+            self.settle()
+        return _dict_len(self)
+
+    def __contains__(self, index: object) -> bool:
+        if _dict_contains(self, index):
+            return True
+        try:
+            self[index]
+        except KeyError:
+            return False
+        return True
+
+    def get(self, index: Any, default: Any = None) -> Any:
+        try:
+            return self[index]
+        except KeyError:
+            return default
+
+    def _settled(name: str) -> Any:  # builds the methods below
+        method = getattr(dict, name)
+
+        def settled(self: LazyMemo, *args: Any) -> Any:
+            if self._runs:
+                self.settle()
+            return method(self, *args)
+
+        settled.__name__ = name
+        settled.__doc__ = f"``dict.{name}``, with the pending entries stored first."
+        return settled
+
+    __iter__ = _settled("__iter__")
+    __reversed__ = _settled("__reversed__")
+    __eq__ = _settled("__eq__")
+    __ne__ = _settled("__ne__")
+    __or__ = _settled("__or__")
+    __ror__ = _settled("__ror__")
+    __repr__ = _settled("__repr__")
+    keys = _settled("keys")
+    values = _settled("values")
+    items = _settled("items")
+    copy = _settled("copy")
+    setdefault = _settled("setdefault")
+
+    def _deleting(name: str) -> Any:  # builds the methods below
+        method = getattr(dict, name)
+
+        def deleting(self: LazyMemo, *args: Any) -> Any:
+            if self._runs:
+                self.settle()
+            try:
+                return method(self, *args)
+            finally:
+                self._forget()
+
+        deleting.__name__ = name
+        deleting.__doc__ = f"``dict.{name}``, with the pending entries stored first."
+        return deleting
+
+    __delitem__ = _deleting("__delitem__")
+    pop = _deleting("pop")
+    popitem = _deleting("popitem")
+    clear = _deleting("clear")
+    del _settled, _deleting
 
 
 def _index(raw: bytes) -> int:
@@ -184,16 +422,19 @@ def make_bulk_runner(data: bytes, memo: dict[int, Any], metastack: list[list[Any
     bulk (the caller then runs the record by itself).
 
     ``hook(tag, kind, location, keys, numels, offsets, sizes, strides, shapes, od)`` is the torch
-    context's bulk form of ``persistent_load`` and ``tensor``: ``(refs, empties, values)``
-    exactly as calling them (and the OrderedDict reducer) record by record would give, or
-    None when any record is outside its plain case. ``me`` carries ``ops`` and ``count``
-    as ``_TensorRecords`` does; runs end where the per-record step would have stopped for
-    the budgets (``chunk`` opcodes), so the loop checks them exactly as often."""
+    context's bulk form of ``persistent_load`` and ``tensor``: ``(refs, make_empty,
+    values)`` exactly as calling them record by record would give (``make_empty()``: what
+    the OrderedDict reducer gives, called only when an empty value is read), or None when
+    any record is outside its plain case. A ``LazyMemo`` gets the run's PUTs pending (see
+    ``LazyMemo.defer``); any other memo gets them stored at once. ``me`` carries ``ops``
+    and ``count`` as ``_TensorRecords`` does; runs end where the per-record step would
+    have stopped for the budgets (``chunk`` opcodes), so the loop checks them exactly as often."""
     families: dict[bytes, _Family] = {}  # bytes hash randomly: no flood
     readers = _TupleReaders()
     read_tuple = readers.__getitem__
     tuple_ops = _TupleOps().__getitem__
     func_full = func.full
+    defer = memo.defer if type(memo) is LazyMemo else None  # else stored at once
     state = [None, 0]  # the last family used, records left to run one by one
 
     def learn(at: int) -> _Family | None:
@@ -273,7 +514,8 @@ def make_bulk_runner(data: bytes, memo: dict[int, Any], metastack: list[list[Any
         # memo: the run's PUT indexes, in the order the opcodes store them
         puts = _indexes(tuple(chain.from_iterable(zip(*[cols[i] for i in _ROW_PUTS]))),
                         fam.put_width)
-        if min(puts) <= fam.read_max and not set(puts).isdisjoint(fam.reads):
+        lowest = min(puts)
+        if lowest <= fam.read_max and not set(puts).isdisjoint(fam.reads):
             return give_up()  # a unit reads what the run stores: the opcodes know
         i_tag, i_kind, i_loc, i_od, i_func = fam.reads
         try:
@@ -293,13 +535,12 @@ def make_bulk_runner(data: bytes, memo: dict[int, Any], metastack: list[list[Any
         made = hook(tag, kind, location, keys, numels, offsets, sizes, strides, shapes, od)
         if made is None:
             return give_up()
-        refs, empties, values = made
+        refs, make_empty, values = made
         dict_keys = list(map(bytes.decode, cols[15]))
-        rgs = list(map((0x88).__eq__, b"".join(cols[10])))
-        pids = list(zip(repeat(tag, k), repeat(kind), keys, repeat(location), numels))
-        args = list(zip(refs, offsets, sizes, strides, rgs, empties))
-        memo.update(zip(puts, chain.from_iterable(zip(
-            keys, pids, sizes, strides, empties, args, values, dict_keys))))
+        run = _Run(puts, lowest, max(puts), tag, kind, location, keys, numels, offsets,
+                   sizes, strides, b"".join(cols[10]), refs, make_empty, values, dict_keys)
+        if defer is None or not defer(run):  # stored now, in the opcodes' order
+            memo.update(zip(puts, run.entries()))
         calls[od.full] = calls.get(od.full, 0) + k
         calls[func_full] = calls.get(func_full, 0) + k
         stack.extend(chain.from_iterable(zip(values, dict_keys)))

@@ -22,7 +22,7 @@ from typing import Any
 
 from ..errors import BudgetExceededError
 from .budgets import DEFAULT_BUDGETS, Budgets
-from .pickle_runs import MAX_KEY, make_bulk_runner
+from .pickle_runs import MAX_KEY, LazyMemo, make_bulk_runner
 
 
 class Global:
@@ -199,7 +199,6 @@ def run_pickle(
     state = _Machine(res, reducers or {}, builders or {}, persistent_load)
     stack: list[Any] = []
     metastack: list[list[Any]] = []
-    memo: dict[int, Any] = {}
     max_ops = budgets.max_ops
     max_string = budgets.max_string
     max_memo = budgets.max_memo
@@ -217,10 +216,18 @@ def run_pickle(
     ops = 0
     fast_func: Any = _NOTHING  # BINGET of this value may start a tensor record
     records: _TensorRecords | None = None
+    memo: dict[int, Any] = {}
     if (FAST_RECORDS if fast is None else fast) and max_string >= _MAX_KEY_DIGITS:
         fast_func = state.preload_global("torch._utils", "_rebuild_tensor_v2")
-        records = _TensorRecords(data, memo, metastack, state, max_marks, max_string)
+        # bulk runs need BINPUT/LONG_BINPUT, which protocols 4 and 5 do not write (they
+        # MEMOIZE): their streams keep a plain dict, whose len() is not a Python call
+        bulk = data[start:start + 1] == b"\x80" and data[start + 1:start + 2] < b"\x04"
+        records = _TensorRecords(data, metastack, state, max_marks, max_string, bulk)
+        memo = records.memo  # a LazyMemo where runs are read in bulk
     run_record = records.run if records is not None else None
+    # at least len(memo), and no dearer: pending bulk entries are counted only near the
+    # budget (then exactly)
+    memo_bound = memo.bound if type(memo) is LazyMemo else memo.__len__
     try:
         try:
             while True:
@@ -236,7 +243,7 @@ def run_pickle(
                     raise BudgetExceededError(
                         f"Reading the pickle took over {budgets.max_seconds:g} s; stopped."
                     )
-                if len(memo) > max_memo:
+                if memo_bound() > max_memo and len(memo) > max_memo:
                     raise BudgetExceededError(
                         f"The pickle stores more than {max_memo:,} memo entries."
                     )
@@ -374,11 +381,12 @@ def run_pickle(
                         stack.append(get_global(module, raw.decode("utf-8", "replace"), pos))
                     elif op == 0x94:  # MEMOIZE
                         state.seen.add(op)
-                        if len(memo) >= max_memo:
+                        size = len(memo)
+                        if size >= max_memo:
                             raise BudgetExceededError(
                                 f"The pickle stores more than {max_memo:,} memo entries."
                             )
-                        memo[len(memo)] = stack[-1]
+                        memo[size] = stack[-1]
                     elif op == 0x8C:  # SHORT_BINUNICODE
                         size = data[pos]
                         pos += 1
@@ -679,14 +687,15 @@ class _TensorRecords:
 
     A record followed by the next dict key (BINUNICODE, PUT) and BINGET of the rebuild
     function runs that key and the next record too, up to a chunk of opcodes, so the loop
-    checks its budgets as often as it would have. Where the hooks are a torch context's
-    own, a run of such records and keys is first tried in bulk (``pickle_runs``), up to
-    the same point of the chunk."""
+    checks its budgets as often as it would have. In a protocol 2 or 3 stream whose hooks
+    are a torch context's own, a run of such records and keys is first tried in bulk
+    (``pickle_runs``), up to the same point of the chunk; its memo entries are then left
+    pending in ``memo``, a ``LazyMemo``, until something reads them."""
 
-    __slots__ = ("count", "ops", "run")
+    __slots__ = ("count", "memo", "ops", "run")
 
-    def __init__(self, data: bytes, memo: dict[int, Any], metastack: list[list[Any]],
-                 state: _Machine, max_marks: int, max_string: int) -> None:
+    def __init__(self, data: bytes, metastack: list[list[Any]], state: _Machine,
+                 max_marks: int, max_string: int, bulk_runs: bool = True) -> None:
         self.ops = 0  # opcodes run here beyond the loop's one step per record
         self.count = 0  # records run (each calls the rebuild function once)
         general = _RECORD.match
@@ -706,11 +715,16 @@ class _TensorRecords:
         chunk = _CHUNK_SIZE
         me = self
         bulk = None
-        if BULK_RECORDS and max_string >= MAX_KEY and func_reducer is not None:
+        # the memo: a plain dict, or one where bulk runs leave their entries pending
+        memo: dict[int, Any] = {}
+        if (BULK_RECORDS and bulk_runs and max_string >= MAX_KEY
+                and func_reducer is not None):
             hook = _bulk_hook(state.persistent_load, func_reducer)
             if hook is not None:
+                memo = LazyMemo()
                 bulk = make_bulk_runner(data, memo, metastack, func, calls, hook, me,
                                         mark_room, chunk)
+        self.memo = memo
 
         def runner(lay: tuple[Any, ...]) -> Callable[[int, list[Any]], int]:
             """The step for one layout: -1 when its pattern does not match, 0 when the
@@ -940,7 +954,12 @@ class _TensorRecords:
                     key = data[end + 5:end + 5 + size].decode("utf-8", "surrogatepass")
                 except (IndexError, struct.error, UnicodeDecodeError):
                     return end
-                if i_func == key_put or memo.get(i_func, _NOTHING) is not func:
+                if i_func == key_put:
+                    return end
+                try:  # ``[]``: a LazyMemo's ``get`` is a Python call
+                    if memo[i_func] is not func:
+                        return end
+                except KeyError:
                     return end
                 stack.append(key)
                 memo[key_put] = key

@@ -219,15 +219,17 @@ class TorchPickleContext:
                         numels: list[int], offsets: list[int],
                         sizes: list[tuple[int, ...]], strides: list[tuple[int, ...]],
                         shapes: list[bytes], od: Any
-                        ) -> tuple[list[Any], list[Any], list[Any]] | None:
+                        ) -> tuple[list[Any], Callable[[], Any], list[Any]] | None:
         """A run of torch.save's tensor records at once: for each record, what
-        ``persistent_load((tag, kind, key, location, numel))``, the OrderedDict reducer
-        and ``tensor(ref, offset, size, stride)`` give, as ``(refs, empties, values)``,
-        with the same storages recorded. ``shapes`` names each record's size and stride
-        (equal names, equal sizes and strides: the pickle bytes that hold them), so their
-        geometry is worked out once. Only for the plain case (valid storage ids, views
-        inside their storage): otherwise None and nothing changed, so the machine runs
-        the records one by one and the problems are reported in their order."""
+        ``persistent_load((tag, kind, key, location, numel))`` and ``tensor(ref, offset,
+        size, stride)`` give, as ``(refs, make_empty, values)``, with the same storages
+        recorded; ``make_empty`` is the OrderedDict reducer (no arguments, no effects),
+        called by the machine only for the empty values something reads. ``shapes`` names
+        each record's size and stride (equal names, equal sizes and strides: the pickle
+        bytes that hold them), so their geometry is worked out once. Only for the plain
+        case (valid storage ids, views inside their storage): otherwise None and nothing
+        changed, so the machine runs the records one by one and the problems are
+        reported in their order."""
         if (type(tag) is not str or tag != "storage" or type(location) is not str
                 or type(od) is not Global or od.reducer is not _ordered_dict
                 or not keys or min(numels) < 0 or min(offsets) < 0):
@@ -286,7 +288,7 @@ class TorchPickleContext:
             d["source"] = source
             values.append(info)
         else:
-            return refs, [{} for _ in refs], values
+            return refs, _ordered_dict, values
         for key in made:
             del storages[key]
         return None
