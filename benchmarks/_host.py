@@ -2,9 +2,9 @@
 
 The project's machines are shared: the same code measures up to 1.5x slower at busy
 moments. Each benchmark prints this reference (a fixed workload of dict, sort and string
-operations like diagnosis does, best of 7) next to its figures, so a slow figure can be
-told apart from a slow moment. On a quiet 2-core machine of this project it takes about
-23 ms.
+operations like diagnosis does, best of 7) after its figures. It tracks the CPU's speed,
+not the cost of faulting in fresh memory, which varies more on these machines; on a
+quiet 2-core machine of this project it takes about 23 ms.
 """
 
 from __future__ import annotations
@@ -32,5 +32,6 @@ def reference_ms(repeat: int = 7) -> float:
 
 def host_line() -> str:
     ms = reference_ms()
-    return (f"host: reference workload {ms:.1f} ms cpu (about {QUIET_MS:g} ms when the "
-            f"machine is quiet: figures below are x{ms / QUIET_MS:.2f} of a quiet moment's)")
+    return (f"host: a fixed pure-Python workload took {ms:.1f} ms cpu now (about "
+            f"{QUIET_MS:g} ms on a quiet machine); the memory-heavy figures above vary "
+            "more than it does (fresh memory is slow to fault in on these machines)")
