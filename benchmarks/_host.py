@@ -4,14 +4,14 @@ The project's machines are shared: the same code measures up to 1.5x slower at b
 moments. Each benchmark prints this reference (a fixed workload of dict, sort and string
 operations like diagnosis does, best of 7) after its figures. It tracks the CPU's speed,
 not the cost of faulting in fresh memory, which varies more on these machines; on a
-quiet 2-core machine of this project it takes about 23 ms.
+quiet 2-core machine of this project it takes about 18 ms.
 """
 
 from __future__ import annotations
 
 import time
 
-QUIET_MS = 23.0
+QUIET_MS = 18.0
 
 
 def _workload() -> int:
