@@ -444,6 +444,22 @@ def test_local_and_central_names_disagree(worker: Worker, tmp_path: Path,
             load_from_sources(ckpt.tensors, list(ckpt.tensors), "cpu")
 
 
+def test_storage_local_header_damaged(worker: Worker, tmp_path: Path) -> None:
+    """A storage whose local header signature is gone: listing still works (it reads no
+    storage headers), reading that tensor says the archive is damaged, in one sentence."""
+    path = H.raw_zip(tmp_path / "hdr.pt", H.torch_records())
+    with zipfile.ZipFile(path) as z:
+        at = z.getinfo("archive/data/0").header_offset
+    data = bytearray(path.read_bytes())
+    assert data[at:at + 4] == b"PK\x03\x04"
+    data[at:at + 4] = b"XXXX"
+    path.write_bytes(bytes(data))
+    _, ckpt = open_ok(worker, path)
+    assert ckpt is not None and set(ckpt.tensors) == set(H.small_state())
+    with pytest.raises(CheckpointError, match="no local header where the directory says"):
+        load_from_sources(ckpt.tensors, list(ckpt.tensors), "cpu")
+
+
 def test_path_traversal_names(worker: Worker, tmp_path: Path) -> None:
     records = [*H.torch_records(), ("../../evil", b"x"), ("/etc/evil2", b"y"),
                ("archive/../../evil3", b"z")]

@@ -86,9 +86,13 @@ def status_counts(a: Alignment) -> Counter[str]:
 def attention_columns(a: Alignment, limit: int) -> dict[str, list[Any]]:
     """The columns of the first ``limit`` rows whose status is not "match", in table
     order: what a page of "keys that need attention" shows, without the other rows."""
-    model_keys = list(a.model.infos)
-    odd = list(islice(compress(model_keys, map(ne, _statuses(a, model_keys),
-                                               repeat("match"))), limit))
+    infos = a.model.infos
+    if len(a.status) == len(infos):  # align's statuses, in model order: no lookups
+        keys, statuses = a.status, a.status.values()
+    else:
+        keys = list(infos)
+        statuses = _statuses(a, keys)
+    odd = list(islice(compress(keys, map(ne, statuses, repeat("match"))), limit))
     return table_columns(a, odd, a.unexpected[:limit - len(odd)])
 
 

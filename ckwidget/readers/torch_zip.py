@@ -64,7 +64,13 @@ class ZipStorageBytes(StorageBytes):
                     f"Storage record data/{ref.key} holds {entry.size:,} bytes but the "
                     f"tensor needs {nbytes:,}."
                 )
-            start = data_offset(self.directory, entry)
+            # one copy-on-write map of the whole file (a map per storage, or reading
+            # each local header through a fresh file handle, costs system calls each:
+            # sampling reads hundreds of small tensors)
+            if self._whole is None and self.directory.file_size:
+                self._whole = np.memmap(self.directory.path, dtype=np.uint8, mode="c",
+                                        shape=(self.directory.file_size,))
+            start = data_offset(self.directory, entry, mapped=self._whole)
             if start + nbytes > self.directory.file_size:
                 raise CorruptCheckpointError(
                     f"Storage record data/{ref.key} runs past the end of the file."
@@ -72,11 +78,6 @@ class ZipStorageBytes(StorageBytes):
             if nbytes == 0:
                 buf = np.zeros(0, dtype=np.uint8)
             else:
-                # one copy-on-write map of the whole file (a map per storage costs a
-                # system call each: sampling reads hundreds of small tensors)
-                if self._whole is None:
-                    self._whole = np.memmap(self.directory.path, dtype=np.uint8, mode="c",
-                                            shape=(self.directory.file_size,))
                 buf = self._whole[start:start + nbytes]
             self._cache[ref.key] = buf
             return buf

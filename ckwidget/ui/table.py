@@ -207,7 +207,7 @@ def group_keys(keys: Sequence[str], limit: int = 50) -> list[tuple[str, int]]:
     """Keys folded by layer number for evidence lists: [(label, count)], first ``limit``."""
     if not keys:
         return []
-    values = [str(k) for k in keys]
+    values = list(map(str, keys))
     pats = pattern_list(values)
     counts = Counter(pats)
     first: dict[str, int] | None = None  # pattern -> index of its first key
