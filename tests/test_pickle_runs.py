@@ -2,8 +2,9 @@
 and the opcode loop.
 
 Each test runs a stream three ways (opcodes only; the fast path record by record; the
-fast path with bulk runs) and compares everything the machine produced, with the helpers
-of test_pickle_fast. Most streams here are edited on purpose to break the bulk reading: a
+fast path with bulk runs, whose fixed-width fields are read both with numpy and from the
+pattern's groups) and compares everything the machine produced, with the helpers of
+test_pickle_fast. Most streams here are edited on purpose to break the bulk reading: a
 key that holds opcode bytes, a declared length that disagrees with the bytes, shared
 storages, memo entries stored inside a run and read by it, failing hooks, huge memo
 indexes, cuts inside a run.
@@ -11,6 +12,8 @@ indexes, cuts inside a run.
 
 from __future__ import annotations
 
+import random
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -26,7 +29,7 @@ from test_pickle_fast import (
     run_both,
 )
 
-from ckwidget.readers import pickle_vm
+from ckwidget.readers import pickle_runs, pickle_vm
 from ckwidget.readers.budgets import DEFAULT_BUDGETS, Budgets
 from ckwidget.readers.pickle_vm import run_pickle
 from ckwidget.readers.torch_objects import TorchPickleContext
@@ -60,20 +63,45 @@ class BulkCounter:
 
 def three_ways(data: bytes, monkeypatch: pytest.MonkeyPatch, **kw: Any) -> BulkCounter:
     """The same facts with bulk runs on and off (and the opcode loop); the opcode counts
-    of both fast forms are equal too. Returns the counter of the bulk side."""
+    of both fast forms are equal too. Bulk runs go twice, reading the fixed-width fields
+    with numpy and from the groups (``pickle_runs.NUMPY_RUNS``): the same facts, and the
+    same units read in bulk. Returns the counter of the bulk side (the numpy runs)."""
     monkeypatch.setattr(pickle_vm, "BULK_RECORDS", False)
     slow, per_record, records = run_both(data, **kw)
     for key in slow:
         assert per_record[key] == slow[key], key
     ops_per_record = _ops(data, **kw)
     monkeypatch.setattr(pickle_vm, "BULK_RECORDS", True)
-    counter = BulkCounter(monkeypatch)
-    _, bulk, bulk_records = run_both(data, **kw)
+    with monkeypatch.context() as patch:  # counters for this call only: no nesting
+        patch.setattr(pickle_runs, "NUMPY_RUNS", False)
+        groups = BulkCounter(patch)
+        plain, plain_records = _fast_facts(data, **kw)
+        assert _ops(data, **kw) == ops_per_record
+    with monkeypatch.context() as patch:
+        counter = BulkCounter(patch)
+        _, bulk, bulk_records = run_both(data, **kw)
+        assert _ops(data, **kw) == ops_per_record
     for key in slow:
         assert bulk[key] == slow[key], key
     assert bulk_records == records
-    assert _ops(data, **kw) == ops_per_record
+    assert plain == bulk and plain_records == records
+    assert (groups.units, groups.runs) == (counter.units, counter.runs)
     return counter
+
+
+def _fast_facts(data: bytes, *, budgets: Budgets = DEFAULT_BUDGETS,
+                torch_meaning: bool = True, **kw: Any) -> tuple[dict[str, Any], int]:
+    """The fast half of ``run_both``: its facts and how many records it ran."""
+    if torch_meaning:
+        ctx = TorchPickleContext(READER)
+        kw.setdefault("persistent_load", ctx.persistent_load)
+        kw.setdefault("reducers", ctx.reducers())
+        kw.setdefault("builders", {"*": ctx.build})
+    res = run_pickle(data, budgets, **kw)
+    got = result_facts(res)
+    if torch_meaning:
+        got["context"] = context_facts(ctx)
+    return got, res.records
 
 
 def _ops(data: bytes, budgets: Budgets = DEFAULT_BUDGETS, **_kw: Any) -> int:
@@ -255,12 +283,14 @@ def test_budgets_with_bulk_runs(big: bytes, budgets: Budgets,
     assert bulk["budget_exceeded"] == slow["budget_exceeded"]
 
 
-@pytest.mark.parametrize("fast", [True, False])
-def test_a_read_leaves_no_cyclic_garbage(big: bytes, fast: bool) -> None:
+@pytest.mark.parametrize(("fast", "numpy_runs"), [(True, True), (True, False), (False, True)])
+def test_a_read_leaves_no_cyclic_garbage(big: bytes, fast: bool, numpy_runs: bool,
+                                         monkeypatch: pytest.MonkeyPatch) -> None:
     """The memo of a 3,000-tensor read is freed when the read ends, not at the next full
     collection (the record steps' closures must not keep it in a cycle)."""
     import gc
 
+    monkeypatch.setattr(pickle_runs, "NUMPY_RUNS", numpy_runs)
     ctx = TorchPickleContext(READER)
     gc.collect()
     gc.disable()
@@ -272,3 +302,140 @@ def test_a_read_leaves_no_cyclic_garbage(big: bytes, fast: bool) -> None:
         assert gc.collect() < 100  # the memo alone holds over 20,000 objects
     finally:
         gc.enable()
+
+
+# ------------------------------------------------ fixed-width fields: numpy and groups
+
+
+def _varied(n: int) -> dict[str, torch.Tensor]:
+    """Units with every width the fields between the fixed-width ones take: keys of 1 to
+    255 characters, numels and offsets of BININT1, BININT2 and BININT, sizes of 0 to 5
+    dims and strides past 255 bytes (55 dims of BININT), requires_grad both ways."""
+    g = torch.Generator().manual_seed(n)
+    out: dict[str, torch.Tensor] = {}
+    for i in range(n):
+        key = (f"{i}." + "x" * (i * 37 % 254))[:255]
+        if i in (2, 9):  # the shortest key and the longest read in bulk
+            key = "z" if i == 2 else "k" * 255
+        kind = i % 8
+        if kind == 0:
+            t = torch.tensor(float(i))
+        elif kind == 1:
+            t = torch.randn(3, generator=g)
+        elif kind == 2:
+            t = torch.zeros(2, 3, 4)
+        elif kind == 3:
+            t = torch.zeros(1000)[300 + i % 7:]
+        elif kind == 4 and i % 40 == 4:
+            t = torch.zeros(70_000)[66_000 + i % 5:]
+        elif kind == 4:
+            t = torch.zeros(2, 300).t()
+        elif kind == 5:
+            t = torch.ones(2, requires_grad=True)
+        elif kind == 6:
+            t = torch.zeros(1, 2, 1, 2, 1)
+        elif i % 16 == 7:
+            t = torch.zeros(1).as_strided([1] * 55, [70_000] * 55)
+        else:
+            t = torch.ones(i % 3 + 1)
+        out[key] = t
+    return out
+
+
+@pytest.fixture(scope="module")
+def varied() -> dict[int, bytes]:
+    """Streams of 25 units (one-byte PUTs only) and 120 (both widths)."""
+    return {n: _pickle_of(_save(_varied(n))) for n in (25, 120)}
+
+
+class FieldsSpy:
+    """The families learned (their PUT width, whether numpy reads their fields) and the
+    units whose fields numpy read."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.families: set[tuple[int, bool]] = set()
+        self.units = 0
+        family = pickle_runs._Family.__init__
+        read = pickle_runs._Fields.read
+
+        def learned(fam: Any, m: Any, np: Any = None, words: Any = None) -> None:
+            family(fam, m, np, words)
+            self.families.add((fam.put_width, np is not None))
+
+        def counted(fields: Any, starts: list[int], cols: Any, k: int) -> Any:
+            got = read(fields, starts, cols, k)
+            self.units += got[0]
+            return got
+
+        monkeypatch.setattr(pickle_runs._Family, "__init__", learned)
+        monkeypatch.setattr(pickle_runs._Fields, "read", counted)
+
+
+def _fixed_fields(data: bytes) -> list[int]:
+    """Where the fixed-width fields of every unit the general pattern finds sit: the
+    declared lengths, the PUT indexes and the requires_grad byte."""
+    spots = []
+    for m in pickle_runs._GENERAL.__self__.finditer(data):
+        for g in pickle_runs._GENERAL_FIXED:
+            first = m.start(g) + (g in pickle_runs._PUTS)  # a PUT's index
+            spots.extend(range(first, m.end(g)))
+    return spots
+
+
+def test_numpy_and_groups_read_the_same_fields(varied: dict[int, bytes],
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    spy = FieldsSpy(monkeypatch)
+    counter = three_ways(varied[120], monkeypatch)
+    assert counter.units > 60 and spy.units == counter.units
+    assert spy.families >= {(1, True), (4, True), (1, False), (4, False)}
+    three_ways(_memo_probe(varied[120]), monkeypatch)
+    assert three_ways(varied[25], monkeypatch).units > 10
+    # units whose strides take over 255 bytes (55 BININTs): widths past one byte
+    assert sum(len(m.group(12)) > 255 for m in pickle_runs._GENERAL.__self__.finditer(
+        varied[120])) >= 2
+
+
+def test_numpy_off_or_not_loaded_reads_the_groups(varied: dict[int, bytes],
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    spy = FieldsSpy(monkeypatch)
+    monkeypatch.setattr(pickle_runs, "NUMPY_RUNS", False)
+    assert assert_fast(varied[120]) > 0
+    assert spy.units == 0 and spy.families == {(1, False), (4, False)}
+    monkeypatch.setattr(pickle_runs, "NUMPY_RUNS", True)
+    monkeypatch.delitem(sys.modules, "numpy")  # the reader does not import it
+    assert assert_fast(varied[120]) > 0
+    assert spy.units == 0 and spy.families == {(1, False), (4, False)}
+    assert "numpy" not in sys.modules
+
+
+def assert_fast(data: bytes) -> int:
+    """Records the fast path ran on ``data``, its facts checked against the opcodes'."""
+    slow, fast, records = run_both(data)
+    assert fast == slow
+    return records
+
+
+def test_flips_of_the_fixed_width_fields(varied: dict[int, bytes],
+                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each byte numpy reads, made one more, one less, another requires_grad byte, or any
+    byte: both readings and the per-record step agree."""
+    rng = random.Random(31)
+    for n in (25, 120):
+        data = varied[n]
+        spots = _fixed_fields(data)
+        assert len(spots) > 40 * (n // 10)
+        for i in range(60 if n == 25 else 120):
+            damaged = bytearray(data)
+            for at in rng.sample(spots, 1 + i % 2):
+                damaged[at] = rng.choice([(data[at] + 1) % 256, (data[at] - 1) % 256,
+                                          data[at] ^ 1, rng.randrange(256)])
+            three_ways(bytes(damaged), monkeypatch)
+
+
+def test_truncations_across_one_byte_puts(varied: dict[int, bytes],
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    data = varied[25]
+    units = list(pickle_runs._GENERAL.__self__.finditer(data))
+    assert len(units) > 10
+    for cut in range(units[4].start() - 3, units[6].end() + 3):
+        three_ways(data[:cut], monkeypatch)

@@ -6,10 +6,13 @@ then the next dict key (BINUNICODE, PUT) and BINGET of the rebuild function. Her
 of such units is matched by one ``findall`` of a pattern learned from its first unit (the
 memo indexes it reads are literal in the pattern), and its values are built column by
 column with C-level calls (``map``, ``zip``, ``struct``), with exactly the effects the
-opcodes have. Whatever the pattern cannot vouch for (a declared length that disagrees
-with the bytes it matched, a memo read of an entry stored inside the run, hooks that are
-not the torch context's own, a value outside the plain case) is left to the per-record
-step and the opcode loop, which give the same results more slowly.
+opcodes have. When numpy is loaded already, the pattern captures only the six fields of
+variable width, and numpy reads the others at offsets known per family (``_Fields``):
+capturing groups is what costs ``re`` most. Whatever the pattern cannot vouch for (a
+declared length that disagrees with the bytes it matched, a memo read of an entry stored
+inside the run, hooks that are not the torch context's own, a value outside the plain
+case) is left to the per-record step and the opcode loop, which give the same results
+more slowly.
 
 Nothing from the file is imported or called: the only callable run per record is the
 torch context's own bulk form of ``persistent_load`` and ``tensor``.
@@ -19,12 +22,16 @@ from __future__ import annotations
 
 import re
 import struct
+import sys
 from bisect import bisect_right
 from collections.abc import Callable, Iterator
 from itertools import accumulate, chain, islice, repeat
 from operator import add, call
 from typing import Any
 
+NUMPY_RUNS = True
+"""Read a family's fixed-width fields with numpy when it is loaded already (tests switch
+it off to compare); the reader never imports numpy for this (the CLI does without it)."""
 MAX_KEY = 255  # dict keys longer than this (or not printable ASCII) take the per-record step
 _MAX_FAMILIES = 64  # run patterns learned per stream (each costs a regex compile)
 _MAX_TUPLE_READERS = 4096  # distinct size/stride byte strings remembered per stream
@@ -39,18 +46,25 @@ _PUT = rb"(q.|r....)"
 _NUM = rb"(?:K.|M..|J....)"
 _TUP = (rb"(\)|" + _NUM + rb"\x85|" + _NUM + rb"{2}\x86|" + _NUM + rb"{3}\x87|\("
         + _NUM + rb"{0,64}t)")
-_KEY = rb"X(....)([ -~]{1,%d})" % MAX_KEY
 
 
-def _unit(get: Callable[[int], bytes], put: bytes, gap: bytes = b"") -> bytes:
+def _unit(get: Callable[[int], bytes], put: bytes, gap: bytes = b"",
+          hold: bool = True) -> bytes:
     """One unit's pattern: the record with every PUT present and a literal storage key,
     the next dict key, its PUT, and BINGET of the rebuild function. ``get(i)`` is the
     pattern of the i-th memo read (0 storage tag, 1 storage class, 2 location,
-    3 OrderedDict, 4 rebuild function)."""
-    return (gap + rb"\(\(" + get(0) + get(1) + rb"X(....)(\d{1,9})" + put + get(2)
+    3 OrderedDict, 4 rebuild function). Without ``hold`` the declared lengths and the
+    requires_grad byte are not captured (nor, as ``put`` says, the PUTs): each group
+    costs ``re`` time, and ``_Fields`` reads them at their offsets instead."""
+
+    def fixed(p: bytes) -> bytes:
+        return rb"(" + p + rb")" if hold else p
+
+    length = rb"X" + fixed(rb"....")
+    return (gap + rb"\(\(" + get(0) + get(1) + length + rb"(\d{1,9})" + put + get(2)
             + rb"(" + _NUM + rb")t" + put + rb"Q(" + _NUM + rb")" + _TUP + put + _TUP + put
-            + rb"([\x88\x89])" + get(3) + rb"\)R" + put + rb"t" + put + rb"R" + put + _KEY
-            + put + get(4))
+            + fixed(rb"[\x88\x89]") + get(3) + rb"\)R" + put + rb"t" + put + rb"R" + put
+            + length + rb"([ -~]{1,%d})" % MAX_KEY + put + get(4))
 
 
 # Groups: 1 storage tag, 2 class, 3 key length, 4 key, 5 its PUT, 6 location, 7 numel,
@@ -65,6 +79,12 @@ _PUTS = (5, 8, 11, 13, 16, 17, 18, 21)
 # 8 stride, 9 stride PUT, 10 requires_grad, 11-13 PUTs, 14 dict key length, 15 dict key,
 # 16 dict key PUT.
 _ROW_PUTS = (2, 4, 7, 9, 11, 12, 13, 16)
+_ROW_VARS = (1, 3, 5, 6, 8, 15)  # key, numel, offset, size, stride, dict key
+# With ``_Fields``, a family's rows hold only those six. _GENERAL's groups of variable
+# width, in the bytes' order, and those of fixed width: the eight PUTs (in the opcodes'
+# order), requires_grad, the declared lengths of the key and of the dict key.
+_GENERAL_VARS = (4, 7, 9, 10, 12, 20)
+_GENERAL_FIXED = (*_PUTS, 14, 3, 19)
 
 
 _dict_len = dict.__len__
@@ -378,29 +398,104 @@ class _TupleOps(dict):
         return ops
 
 
+class _Fields:
+    """Where a family's fixed-width fields sit: at the unit's start, plus a constant (its
+    reads and PUTs are of known width), plus the widths of the variable fields before
+    them, so numpy reads them all in one gather per run; capturing them as groups would
+    cost ``re`` more than matching does. ``words`` is the stream as little-endian words
+    at every byte offset; a one-byte field is the top byte of the word that ends at it
+    (each has at least three bytes of its unit before it)."""
+
+    __slots__ = ("before", "np", "offsets", "shifts", "words")
+
+    def __init__(self, m: re.Match[bytes], np: Any, words: Any) -> None:
+        self.np = np
+        self.words = words
+        widths = [len(m.group(g)) for g in _GENERAL_VARS]
+        before = [[v < g for v in _GENERAL_VARS] for g in _GENERAL_FIXED]
+        offsets, shifts = [], []
+        for g, row in zip(_GENERAL_FIXED, before):
+            at = m.start(g) - m.start() - sum(w for w, b in zip(widths, row) if b)
+            if g in _PUTS:
+                at += 1  # the index, after the opcode
+            one = len(m.group(g)) == (2 if g in _PUTS else 1)
+            offsets.append(at - 3 if one else at)
+            shifts.append(24 if one else 0)
+        self.before = np.array(before, np.intp)  # fields x variable fields, 0 or 1
+        self.offsets = np.array(offsets, np.intp)[:, None]
+        self.shifts = np.array(shifts, np.uint32)[:, None]
+
+    def read(self, starts: list[int], cols: list[tuple[bytes, ...]], k: int
+             ) -> tuple[int, list[int], bytes]:
+        """As ``_Family.fixed``, for rows of the six variable fields."""
+        np = self.np
+        rows = [c[:k] for c in cols]
+        try:  # a byte each, but for sizes or strides of over 50 BININTs
+            widths = np.frombuffer(bytes(map(len, chain.from_iterable(rows))), np.uint8)
+        except ValueError:
+            widths = np.fromiter(map(len, chain.from_iterable(rows)), np.intp, 6 * k)
+        widths = widths.reshape(6, k)
+        at = self.before @ widths
+        at += self.offsets
+        at += np.fromiter(starts, np.intp, k)
+        fields = self.words[at]
+        fields >>= self.shifts
+        if not np.array_equal(fields[9:], widths[::5]):  # declared: key, dict key
+            k = int((fields[9:] != widths[::5]).any(axis=0).argmax())
+            fields = fields[:, :k]
+        return k, fields[:8].T.ravel().tolist(), fields[8].astype(np.uint8).tobytes()
+
+
 class _Family:
     """The pattern for units that read the same five memo entries and store with the same
-    PUT opcode (those reads are literal in it: the run reads them once)."""
+    PUT opcode (those reads are literal in it: the run reads them once). With numpy
+    (see ``_Fields``) its rows hold only the variable fields."""
 
-    __slots__ = ("finditer", "ops_hint", "put_width", "read_max", "reads", "size_hint")
+    __slots__ = ("fields", "finditer", "ops_hint", "put_width", "read_max", "reads",
+                 "size_hint", "vars")
 
-    def __init__(self, m: re.Match[bytes]) -> None:
+    def __init__(self, m: re.Match[bytes], np: Any = None, words: Any = None) -> None:
         g = m.groups()
         reads = [g[i - 1] for i in _READS]
         self.put_width = len(g[_PUTS[0] - 1]) - 1
-        put = rb"q(.)" if self.put_width == 1 else rb"r(....)"
         lits = [re.escape(r) for r in reads]
 
         def get(i: int) -> bytes:
             return lits[i]
 
-        unit = re.compile(_unit(get, put), re.DOTALL)
+        self.fields = None if np is None else _Fields(m, np, words)
+        if self.fields is None:
+            put = rb"q(.)" if self.put_width == 1 else rb"r(....)"
+            unit = re.compile(_unit(get, put), re.DOTALL)
+            self.vars = _ROW_VARS
+        else:
+            put = rb"q." if self.put_width == 1 else rb"r...."
+            unit = re.compile(_unit(get, put, hold=False), re.DOTALL)
+            self.vars = range(6)
         self.finditer = unit.finditer
         indexes = [_index(r) for r in reads]
         self.reads = (indexes[0], indexes[1], indexes[2], indexes[3], indexes[4])
         self.read_max = max(indexes)
         self.size_hint = m.end() - m.start()
         self.ops_hint = 28
+
+    def fixed(self, starts: list[int], cols: list[tuple[bytes, ...]], k: int
+              ) -> tuple[int, list[int], bytes]:
+        """Of the first ``k`` rows: how many declare the lengths they matched (0: not the
+        first; a key may hold any bytes), their PUT indexes in the order the opcodes store
+        them and their requires_grad bytes."""
+        if self.fields is not None:
+            return self.fields.read(starts, cols, k)
+        for length_col, text_col in ((0, 1), (14, 15)):
+            declared = struct.unpack(f"<{k}I", b"".join(cols[length_col][:k]))
+            matched = list(map(len, cols[text_col][:k]))
+            if list(declared) != matched:
+                k = next(i for i, (a, b) in enumerate(zip(declared, matched)) if a != b)
+                if not k:
+                    return 0, [], b""
+        puts = _indexes(tuple(chain.from_iterable(zip(*[cols[i][:k] for i in _ROW_PUTS]))),
+                        self.put_width)
+        return k, puts, b"".join(cols[10][:k])
 
 
 def family_key(m: re.Match[bytes]) -> bytes | None:
@@ -436,6 +531,10 @@ def make_bulk_runner(data: bytes, memo: dict[int, Any], metastack: list[list[Any
     func_full = func.full
     defer = memo.defer if type(memo) is LazyMemo else None  # else stored at once
     state = [None, 0]  # the last family used, records left to run one by one
+    words = None
+    np = sys.modules.get("numpy") if NUMPY_RUNS else None  # loaded by the caller, or not
+    if np is not None:
+        words = np.ndarray((max(len(data) - 3, 0),), "<u4", data, strides=(1,))
 
     def learn(at: int) -> _Family | None:
         m = _GENERAL(data, at)
@@ -448,7 +547,7 @@ def make_bulk_runner(data: bytes, memo: dict[int, Any], metastack: list[list[Any
         if fam is None:
             if len(families) >= _MAX_FAMILIES:
                 return None
-            families[key] = fam = _Family(m)
+            families[key] = fam = _Family(m, np, words)
         return fam
 
     def give_up() -> int:
@@ -490,8 +589,9 @@ def make_bulk_runner(data: bytes, memo: dict[int, Any], metastack: list[list[Any
             del found[k:], ends[k:]
         cols = list(zip(*map(_GROUPS, found)))
         k = len(found)
-        sizes_raw = cols[6]
-        strides_raw = cols[8]
+        i_key, i_numel, i_offset, i_size, i_stride, i_dict_key = fam.vars
+        sizes_raw = cols[i_size]
+        strides_raw = cols[i_stride]
         sizes = list(map(call, map(read_tuple, sizes_raw), sizes_raw))
         strides = list(map(call, map(read_tuple, strides_raw), strides_raw))
         # opcodes per unit: 26, and each tuple's (its ints, its TUPLE, a MARK if any)
@@ -500,20 +600,13 @@ def make_bulk_runner(data: bytes, memo: dict[int, Any], metastack: list[list[Any
         k = min(k, bisect_right(cum, room))
         if not k:
             return 0
-        # declared lengths must be the lengths matched (a key may hold any bytes)
-        for length_col, text_col in ((0, 1), (14, 15)):
-            declared = struct.unpack(f"<{k}I", b"".join(cols[length_col][:k]))
-            matched = list(map(len, cols[text_col][:k]))
-            if list(declared) != matched:
-                k = next(i for i, (a, b) in enumerate(zip(declared, matched)) if a != b)
-                if not k:
-                    return give_up()
+        # declared lengths must be the lengths matched; memo: the run's PUT indexes
+        k, puts, rgs = fam.fixed(starts, cols, k)
+        if not k:
+            return give_up()
         if k < len(cols[0]):
             cols = [c[:k] for c in cols]
             del sizes[k:], strides[k:]
-        # memo: the run's PUT indexes, in the order the opcodes store them
-        puts = _indexes(tuple(chain.from_iterable(zip(*[cols[i] for i in _ROW_PUTS]))),
-                        fam.put_width)
         lowest = min(puts)
         if lowest <= fam.read_max and not set(puts).isdisjoint(fam.reads):
             return give_up()  # a unit reads what the run stores: the opcodes know
@@ -528,17 +621,17 @@ def make_bulk_runner(data: bytes, memo: dict[int, Any], metastack: list[list[Any
             return give_up()
         if rebuild is not func:
             return give_up()
-        keys = list(map(bytes.decode, cols[1]))
-        numels = _numbers(cols[3])
-        offsets = _numbers(cols[5])
+        keys = list(map(bytes.decode, cols[i_key]))
+        numels = _numbers(cols[i_numel])
+        offsets = _numbers(cols[i_offset])
         shapes = list(map(add, sizes_raw[:k], strides_raw[:k]))  # a size form ends itself
         made = hook(tag, kind, location, keys, numels, offsets, sizes, strides, shapes, od)
         if made is None:
             return give_up()
         refs, make_empty, values = made
-        dict_keys = list(map(bytes.decode, cols[15]))
+        dict_keys = list(map(bytes.decode, cols[i_dict_key]))
         run = _Run(puts, lowest, max(puts), tag, kind, location, keys, numels, offsets,
-                   sizes, strides, b"".join(cols[10]), refs, make_empty, values, dict_keys)
+                   sizes, strides, rgs, refs, make_empty, values, dict_keys)
         if defer is None or not defer(run):  # stored now, in the opcodes' order
             memo.update(zip(puts, run.entries()))
         calls[od.full] = calls.get(od.full, 0) + k
