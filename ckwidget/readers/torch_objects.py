@@ -7,6 +7,8 @@ TensorInfo values whose sources read the storage bytes later, memory-mapped.
 from __future__ import annotations
 
 from collections.abc import Callable
+from itertools import compress, repeat
+from operator import not_
 from typing import Any
 
 from ..checkpoint import DTYPE_SIZES, TensorInfo
@@ -229,11 +231,97 @@ class TorchPickleContext:
         bytes that hold them), so their geometry is worked out once. Only for the plain
         case (valid storage ids, views inside their storage): otherwise None and nothing
         changed, so the machine runs the records one by one and the problems are
-        reported in their order."""
+        reported in their order. The usual run (new storages, one record each) is built
+        in passes; any other goes record by record, as the machine would."""
         if (type(tag) is not str or tag != "storage" or type(location) is not str
                 or type(od) is not Global or od.reducer is not _ordered_dict
                 or not keys or min(numels) < 0 or min(offsets) < 0):
             return None
+        made = self._new_storages_run(kind, location, keys, numels, offsets, sizes, strides,
+                                      shapes)
+        if made is None:  # a storage named twice or known already, or an unusual view
+            return self._records_one_by_one(kind, location, keys, numels, offsets, sizes,
+                                            strides, shapes)
+        return made
+
+    def _new_storages_run(self, kind: Any, location: str, keys: list[str],
+                          numels: list[int], offsets: list[int],
+                          sizes: list[tuple[int, ...]], strides: list[tuple[int, ...]],
+                          shapes: list[bytes]) -> tuple[list[Any], Callable[[], Any],
+                                                        list[Any]] | None:
+        """``tensors_in_bulk`` for the usual run: each record names a storage of its own,
+        not seen before, and views it from inside; None, with nothing changed, for any
+        other run. The storage class is the run's, so dtype, itemsize and whether sources
+        are built are worked out once; the objects are made in C (``map``) and filled by
+        one loop of plain stores, which is cheaper than setting attributes through
+        ``map(setattr, ...)``; each storage is recorded by one ``setdefault`` probe (a
+        cache miss in a big file's dict) before anything is filled, which also finds the
+        keys that are not new."""
+        kind_info = self._dtypes.get(kind) if type(kind) is Global else None
+        if kind_info is None:
+            kind_info = self._storage_dtype(kind)
+        dtype, itemsize = kind_info
+        geometry = self._geometry
+        geos = list(map(geometry.get, shapes))
+        if not all(geos):  # shapes not seen yet: as the loop below would meet them
+            for i in compress(range(len(geos)), map(not_, geos)):
+                shape = shapes[i]
+                geo = geometry.get(shape)
+                if geo is None:
+                    geo = _geometry(sizes[i], strides[i])
+                    if len(geometry) < 4096:
+                        geometry[shape] = geo
+                geos[i] = geo
+        n = len(keys)
+        new = _new
+        refs = list(map(new, repeat(StorageRef, n)))
+        storages = self.storages
+        if list(map(storages.setdefault, keys, refs)) != refs:
+            for key, ref in zip(keys, refs):  # a key not new: take this run's back out
+                if storages.get(key) is ref:
+                    del storages[key]
+            return None
+        values = list(map(new, repeat(TensorInfo, n)))  # filled as ``tensor`` fills them
+        reader = self.reader
+        sources: Any = repeat(None)
+        if reader is not None and dtype in DTYPE_SIZES:
+            sources = list(map(new, repeat(StorageTensorSource, n)))
+        for ref, source, d, key, numel, offset, size, stride, (count, extent) in zip(
+                refs, sources, map(vars, values), keys, numels, offsets, sizes, strides, geos):
+            if count <= 0 or offset + extent > numel:
+                if count:  # negative sizes, or a view past its storage
+                    for key in keys:
+                        del storages[key]
+                    return None
+            ref.key = key
+            ref.dtype = dtype
+            ref.itemsize = itemsize
+            ref.location = location
+            ref.numel = numel
+            ref.nbytes = numel * itemsize
+            if source is not None:
+                source.reader = reader
+                source.storage = ref
+                source.offset = offset
+                source.size = size
+                source.stride = stride
+                source.dtype = dtype
+            d["shape"] = size
+            d["dtype"] = dtype
+            d["device"] = location
+            d["nbytes"] = count * itemsize
+            d["layout"] = "strided"
+            d["source"] = source
+        return refs, _ordered_dict, values
+
+    def _records_one_by_one(self, kind: Any, location: str, keys: list[str],
+                            numels: list[int], offsets: list[int],
+                            sizes: list[tuple[int, ...]], strides: list[tuple[int, ...]],
+                            shapes: list[bytes]) -> tuple[list[Any], Callable[[], Any],
+                                                          list[Any]] | None:
+        """``tensors_in_bulk`` record by record, for the runs ``_new_storages_run`` leaves:
+        storages named twice or already known share their StorageRef, and the first
+        record outside the plain case refuses the run (the storages it added go again)."""
         storages = self.storages
         get = storages.get
         geometry = self._geometry
