@@ -426,7 +426,7 @@ class _Fields:
         self.shifts = np.array(shifts, np.uint32)[:, None]
 
     def read(self, starts: list[int], cols: list[tuple[bytes, ...]], k: int
-             ) -> tuple[int, list[int], bytes]:
+             ) -> tuple[int, list[int], bytes, int, int]:
         """As ``_Family.fixed``, for rows of the six variable fields."""
         np = self.np
         rows = [c[:k] for c in cols]
@@ -443,7 +443,11 @@ class _Fields:
         if not np.array_equal(fields[9:], widths[::5]):  # declared: key, dict key
             k = int((fields[9:] != widths[::5]).any(axis=0).argmax())
             fields = fields[:, :k]
-        return k, fields[:8].T.ravel().tolist(), fields[8].astype(np.uint8).tobytes()
+        puts = fields[:8]
+        if not k:
+            return 0, [], b"", 0, 0
+        return (k, puts.T.ravel().tolist(), fields[8].astype(np.uint8).tobytes(),
+                int(puts.min()), int(puts.max()))
 
 
 class _Family:
@@ -480,10 +484,10 @@ class _Family:
         self.ops_hint = 28
 
     def fixed(self, starts: list[int], cols: list[tuple[bytes, ...]], k: int
-              ) -> tuple[int, list[int], bytes]:
+              ) -> tuple[int, list[int], bytes, int, int]:
         """Of the first ``k`` rows: how many declare the lengths they matched (0: not the
         first; a key may hold any bytes), their PUT indexes in the order the opcodes store
-        them and their requires_grad bytes."""
+        them, their requires_grad bytes, and the lowest and highest PUT index."""
         if self.fields is not None:
             return self.fields.read(starts, cols, k)
         for length_col, text_col in ((0, 1), (14, 15)):
@@ -492,10 +496,10 @@ class _Family:
             if list(declared) != matched:
                 k = next(i for i, (a, b) in enumerate(zip(declared, matched)) if a != b)
                 if not k:
-                    return 0, [], b""
+                    return 0, [], b"", 0, 0
         puts = _indexes(tuple(chain.from_iterable(zip(*[cols[i][:k] for i in _ROW_PUTS]))),
                         self.put_width)
-        return k, puts, b"".join(cols[10][:k])
+        return k, puts, b"".join(cols[10][:k]), min(puts), max(puts)
 
 
 def family_key(m: re.Match[bytes]) -> bytes | None:
@@ -601,13 +605,12 @@ def make_bulk_runner(data: bytes, memo: dict[int, Any], metastack: list[list[Any
         if not k:
             return 0
         # declared lengths must be the lengths matched; memo: the run's PUT indexes
-        k, puts, rgs = fam.fixed(starts, cols, k)
+        k, puts, rgs, lowest, highest = fam.fixed(starts, cols, k)
         if not k:
             return give_up()
         if k < len(cols[0]):
             cols = [c[:k] for c in cols]
             del sizes[k:], strides[k:]
-        lowest = min(puts)
         if lowest <= fam.read_max and not set(puts).isdisjoint(fam.reads):
             return give_up()  # a unit reads what the run stores: the opcodes know
         i_tag, i_kind, i_loc, i_od, i_func = fam.reads
@@ -630,7 +633,7 @@ def make_bulk_runner(data: bytes, memo: dict[int, Any], metastack: list[list[Any
             return give_up()
         refs, make_empty, values = made
         dict_keys = list(map(bytes.decode, cols[i_dict_key]))
-        run = _Run(puts, lowest, max(puts), tag, kind, location, keys, numels, offsets,
+        run = _Run(puts, lowest, highest, tag, kind, location, keys, numels, offsets,
                    sizes, strides, rgs, refs, make_empty, values, dict_keys)
         if defer is None or not defer(run):  # stored now, in the opcodes' order
             memo.update(zip(puts, run.entries()))
