@@ -279,9 +279,9 @@ def _shapes_agree(changed: list[int], mapped: list[str], infos: list[TensorInfo]
 def _prefix_rounds(
     names: list[str], model: dict[str, TensorInfo], infos: list[TensorInfo],
     counted: tuple[int, set[str]] | None = None,
-) -> tuple[list[str], list[KeyStep], list[list[int]], set[str], list[str]]:
+) -> tuple[list[str], list[KeyStep], list[list[int]], set[str], list[str], int]:
     """(names after the prefix steps, the steps, indices each step renamed, and the
-    final names' set and unmatched checkpoint names, for the rename pass).
+    final names' set, unmatched checkpoint names (for the rename pass) and score).
     ``infos[i]`` describes the checkpoint tensor named ``names[i]``;
     ``counted`` is ``_count_set(names, model)`` when the caller has it."""
     steps: list[KeyStep] = []
@@ -330,10 +330,10 @@ def _prefix_rounds(
         steps.append(step)
         unmatched_c = []  # stale: recomputed below
     if score == len(model):
-        return names, steps, affected, set(), []  # every model key is served
+        return names, steps, affected, name_set, [], score  # every model key is served
     if steps and not unmatched_c:
         unmatched_c = list(filterfalse(model.__contains__, names))
-    return names, steps, affected, name_set, unmatched_c
+    return names, steps, affected, name_set, unmatched_c, score
 
 
 # -- renames ----------------------------------------------------------------------------
@@ -521,10 +521,14 @@ def align(ckpt: dict[str, TensorInfo], model: ModelSide) -> Alignment:
     originals = list(ckpt)
     names = originals
     counted = _count_set(names, m_infos)
-    if counted[0] < len(m_infos):
+    # the set of ``names`` and its score (see _count_set), while they are known
+    names_set: set[str] | None = counted[1]
+    score = counted[0]
+    if score < len(m_infos):
         infos = list(ckpt.values())  # shapes are read only for a sample
-        names, result.steps, affected, name_set, unmatched_c = _prefix_rounds(
+        names, result.steps, affected, name_set, unmatched_c, score = _prefix_rounds(
             names, m_infos, infos, counted)
+        names_set = name_set
         result.step_keys = [[originals[i] for i in idx] for idx in affected]
         tied = model.tied
         unmatched_m = list(filterfalse(name_set.__contains__, m_infos)) if unmatched_c else []
@@ -553,13 +557,18 @@ def align(ckpt: dict[str, TensorInfo], model: ModelSide) -> Alignment:
                 result.rename_lines += rename_lines(result.rename_pairs)
                 result.step_keys.append(list(compress(originals, map(ne, names, mapped))))
                 names = mapped
+                names_set = None
                 result.steps.append(step)
     # names[i] is where ckpt key originals[i] lands in the model's namespace.
     landing: dict[str, str]
     # no collisions (a dict's own keys are distinct): comprehensions are faster
-    if names is originals or len(set(names)) == len(names):
-        known = list(map(m_infos.__contains__, names))
-        if all(known):
+    distinct = len(names_set if names_set is not None else set(names)) == len(names)
+    if names is originals or distinct:
+        # distinct names that serve every model key and are as many: all are model keys
+        every = (distinct and names_set is not None and score == len(m_infos)
+                 and len(names) == len(m_infos))
+        known = [] if every else list(map(m_infos.__contains__, names))
+        if every or all(known):
             landing = dict(zip(names, originals))
         else:
             landing = dict(compress(zip(names, originals), known))
