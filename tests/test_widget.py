@@ -465,6 +465,26 @@ def test_key_patterns_fold_numbers_the_same_for_any_key():
     assert patterns(pd.Series(with_newline)).tolist() == [*one_by_one, "a.1\nb.*"]
 
 
+def test_numeric_folding_in_numpy_equals_the_regex():
+    """The numpy folding of ASCII text gives exactly the regex substitution it replaces:
+    random texts of digits, dots, newlines and letters, with and without a leading dot,
+    and text without any digit run to fold."""
+    import random
+
+    from ckwidget.ui.table import _NUM_JOINED, _fold_ascii
+
+    rng = random.Random(5)
+    for _ in range(5000):
+        text = "".join(rng.choice("0123456789.\nab9") for _ in range(rng.randint(0, 24)))
+        if rng.random() < 0.7:
+            text = "." + text
+        assert _fold_ascii(text) == _NUM_JOINED.sub(".*", text), text
+    big = "." + "\n.".join(f"h.{i}.attn.{i % 7}x.{i}" for i in range(3000))
+    assert _fold_ascii(big) == _NUM_JOINED.sub(".*", big)
+    assert _fold_ascii(".a.b\n.c") == ".a.b\n.c"
+    assert _fold_ascii(".\u0663.x") is None  # not ASCII: the regex decides
+
+
 @pytest.mark.filterwarnings("ignore:Widget.widgets is deprecated:DeprecationWarning")
 def test_close_closes_every_widget_inside_and_frees_the_report(resized) -> None:
     """ipywidgets keeps open widgets alive: after close() nothing of the debugger is

@@ -165,11 +165,47 @@ def pattern_list(values: list[str]) -> list[str]:
     if joined is not None:
         # every key behind a dot: one substitution over all keys at once (C speed)
         text = "." + joined.replace("\n", "\n.")
-        out = _NUM_JOINED.sub(".*", text)[1:].split("\n.") if values else []
+        folded = _fold_ascii(text)
+        if folded is None:
+            folded = _NUM_JOINED.sub(".*", text)
+        out = folded[1:].split("\n.") if values else []
     else:  # a key holds a newline: one at a time
         sub = _NUM_PART.sub
         out = [sub(".*", "." + k)[1:] if k else k for k in values]
     return out
+
+
+_DOT, _NEWLINE, _STAR, _ZERO, _NINE = b".\n*09"
+
+
+def _fold_ascii(text: str) -> str | None:
+    """``_NUM_JOINED.sub(".*", text)`` for ASCII text, in numpy passes: the regex tries
+    a match at each of 300,000 dots of 100,000 keys, which costs more than grouping them.
+    Each run of digits after a dot and before a dot, a newline or the end becomes one
+    "*". None for other text (``\\d`` matches more than ASCII digits there)."""
+    if not text.isascii():
+        return None
+    a = np.frombuffer(text.encode("ascii"), np.uint8)
+    n = len(a)
+    padded = np.zeros(n + 2, np.int8)
+    padded[1:-1] = (a >= _ZERO) & (a <= _NINE)
+    edges = np.flatnonzero(padded[1:] != padded[:-1])
+    starts, ends = edges[::2], edges[1::2]  # each run of digits: [start, end)
+    before = a[np.maximum(starts - 1, 0)]
+    after = a[np.minimum(ends, n - 1)]
+    fold = ((starts > 0) & (before == _DOT)
+            & ((ends == n) | (after == _DOT) | (after == _NEWLINE)))
+    if not fold.any():
+        return text
+    starts, ends = starts[fold], ends[fold]
+    out = a.copy()
+    out[starts] = _STAR
+    extra = ends - starts - 1  # each run's other digits go: positions start+1 .. end-1
+    gone = np.arange(int(extra.sum())) + np.repeat(starts + 1 - np.cumsum(extra) + extra,
+                                                   extra)
+    keep = np.ones(n, bool)
+    keep[gone] = False
+    return out[keep].tobytes().decode("ascii")
 
 
 def _shape_texts(series: pd.Series) -> pd.Series:
