@@ -284,3 +284,23 @@ def test_renamed_families_are_found_with_few_or_many_leaf_kinds():
         # one member with another shape: not a family
         m_infos[m_keys[-1]] = TensorInfo((9, 9), "float32", "cpu", 324)
         assert find_families(c_keys, c_infos, m_keys, m_infos) == []
+
+
+def test_head_modules_by_last_component_any_case():
+    """Heads are modules whose last name component is a head's name in any case, plus
+    the last module with a matrix weight; a head's name inside a component is not one."""
+    from ckwidget.diagnosis.align import _head_modules
+    from ckwidget.diagnosis.model_side import ModelSide
+
+    infos = {
+        "encoder.FC.weight": info(4, 4), "Classifier.bias": info(2),
+        "net.head_proj.weight": info(4, 4), "fc_outx.weight": info(3),
+        "blocks.0.Out.weight": info(4, 4), "final_norm.weight": info(4),
+        "last.weight": info(2, 4), "last.bias": info(2),
+    }
+    modules = ["", "encoder", "encoder.FC", "Classifier", "net", "net.head_proj", "fc_outx",
+               "blocks", "blocks.0", "blocks.0.Out", "final_norm", "last"]
+    from_modules = _head_modules(ModelSide(infos, module_names=modules,
+                                           module_objects=[None] * len(modules)))
+    from_keys = _head_modules(ModelSide(infos))
+    assert from_modules == from_keys == {"encoder.FC", "Classifier", "blocks.0.Out", "last"}
