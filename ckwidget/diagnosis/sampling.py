@@ -13,7 +13,8 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from itertools import compress, filterfalse, islice, repeat
+from heapq import nlargest
+from itertools import compress, islice, repeat
 from operator import attrgetter, eq, floordiv, gt, is_, is_not
 
 from ..checkpoint import Checkpoint, TensorInfo
@@ -48,12 +49,20 @@ def choose(sizes: list[int], largest: int = MAX_LARGEST, spread: int = MAX_SPREA
         return list(range(n))
     # heapq.nlargest(largest, range(n), key=sizes.__getitem__) without a call per index:
     # those above the ``largest``-th size, then the first of those equal to it
-    cut = sorted(sizes)[n - largest]
-    top = set(compress(range(n), map(gt, sizes, repeat(cut))))
-    top.update(islice(compress(range(n), map(eq, sizes, repeat(cut))), largest - len(top)))
-    rest = list(filterfalse(top.__contains__, range(n)))
-    step = len(rest) / spread
-    return sorted(top | {rest[int(j * step)] for j in range(spread)})
+    cut = nlargest(largest, sizes)[-1]
+    top = list(compress(range(n), map(gt, sizes, repeat(cut))))
+    top += islice(compress(range(n), map(eq, sizes, repeat(cut))), largest - len(top))
+    top.sort()
+    # the other indexes, evenly spaced: the r-th of them is r plus the top ones before it
+    step = (n - len(top)) / spread
+    spread_out = []
+    passed = 0
+    for j in range(spread):
+        r = int(j * step)
+        while passed < len(top) and top[passed] <= r + passed:
+            passed += 1
+        spread_out.append(r + passed)
+    return sorted(top + spread_out)
 
 
 def sample_values(ckpt: Checkpoint, entry: str, budget: int = DEFAULT_BUDGET,
