@@ -189,9 +189,7 @@ class TorchPickleContext:
         if ref is None:
             if type(location) is not str:
                 location = str(location) if isinstance(location, str) else "cpu"
-            kind = self._dtypes.get(storage_type) if type(storage_type) is Global else None
-            if kind is None:
-                kind = self._storage_dtype(storage_type)
+            kind = self._storage_dtype(storage_type)
             # StorageRef.__init__'s work, without a call: one of these per tensor
             ref = _new(StorageRef)
             ref.key = key
@@ -257,21 +255,11 @@ class TorchPickleContext:
         ``map(setattr, ...)``; each storage is recorded by one ``setdefault`` probe (a
         cache miss in a big file's dict) before anything is filled, which also finds the
         keys that are not new."""
-        kind_info = self._dtypes.get(kind) if type(kind) is Global else None
-        if kind_info is None:
-            kind_info = self._storage_dtype(kind)
-        dtype, itemsize = kind_info
-        geometry = self._geometry
-        geos = list(map(geometry.get, shapes))
+        dtype, itemsize = self._storage_dtype(kind)
+        geos = list(map(self._geometry.get, shapes))
         if not all(geos):  # shapes not seen yet: as the loop below would meet them
             for i in compress(range(len(geos)), map(not_, geos)):
-                shape = shapes[i]
-                geo = geometry.get(shape)
-                if geo is None:
-                    geo = _geometry(sizes[i], strides[i])
-                    if len(geometry) < 4096:
-                        geometry[shape] = geo
-                geos[i] = geo
+                geos[i] = self._view_geometry(shapes[i], sizes[i], strides[i])
         n = len(keys)
         new = _new
         refs = list(map(new, repeat(StorageRef, n)))
@@ -324,7 +312,6 @@ class TorchPickleContext:
         record outside the plain case refuses the run (the storages it added go again)."""
         storages = self.storages
         get = storages.get
-        geometry = self._geometry
         reader = self.reader
         made: list[str] = []  # storages added here, removed again if the run is refused
         refs: list[Any] = []
@@ -336,9 +323,7 @@ class TorchPickleContext:
             ref = get(key)
             if ref is None:
                 if kind_info is None:
-                    kind_info = self._dtypes.get(kind) if type(kind) is Global else None
-                    if kind_info is None:
-                        kind_info = self._storage_dtype(kind)
+                    kind_info = self._storage_dtype(kind)
                 ref = new(StorageRef)
                 ref.key = key
                 ref.dtype, ref.itemsize = kind_info
@@ -348,12 +333,7 @@ class TorchPickleContext:
                 storages[key] = ref
                 made.append(key)
             refs.append(ref)
-            geo = geometry.get(shape)
-            if geo is None:
-                geo = _geometry(size, stride)
-                if len(geometry) < 4096:
-                    geometry[shape] = geo
-            count, extent = geo
+            count, extent = self._view_geometry(shape, size, stride)
             if count < 0 or (count and offset + extent > ref.numel):
                 break  # negative sizes, or a view past its storage: ``tensor`` knows
             dtype = ref.dtype
@@ -381,11 +361,25 @@ class TorchPickleContext:
             del storages[key]
         return None
 
+    def _view_geometry(self, shape: bytes, size: tuple[int, ...],
+                       stride: tuple[int, ...]) -> tuple[int, int]:
+        """``_geometry(size, stride)``, remembered by the pickle bytes ``shape`` that hold
+        them (up to 4,096 of them)."""
+        geo = self._geometry.get(shape)
+        if geo is None:
+            geo = _geometry(size, stride)
+            if len(self._geometry) < 4096:
+                self._geometry[shape] = geo
+        return geo
+
     def _storage_dtype(self, storage_type: Any) -> tuple[str, int]:
         """The element dtype a storage class names (FloatStorage, or torch.float32 in the
         untyped form) and its size, worked out once per class."""
         if type(storage_type) is not Global:
             return "uint8", 1
+        known = self._dtypes.get(storage_type)
+        if known is not None:
+            return known
         dtype = STORAGE_DTYPES.get(storage_type.name) or _dtype_of(storage_type) or "uint8"
         kind = self._dtypes[storage_type] = (dtype, DTYPE_SIZES.get(dtype, 1))
         return kind
