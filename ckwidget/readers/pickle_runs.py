@@ -48,8 +48,7 @@ _TUP = (rb"(\)|" + _NUM + rb"\x85|" + _NUM + rb"{2}\x86|" + _NUM + rb"{3}\x87|\(
         + _NUM + rb"{0,64}t)")
 
 
-def _unit(get: Callable[[int], bytes], put: bytes, gap: bytes = b"",
-          hold: bool = True) -> bytes:
+def _unit(get: Callable[[int], bytes], put: bytes, hold: bool = True) -> bytes:
     """One unit's pattern: the record with every PUT present and a literal storage key,
     the next dict key, its PUT, and BINGET of the rebuild function. ``get(i)`` is the
     pattern of the i-th memo read (0 storage tag, 1 storage class, 2 location,
@@ -61,7 +60,7 @@ def _unit(get: Callable[[int], bytes], put: bytes, gap: bytes = b"",
         return rb"(" + p + rb")" if hold else p
 
     length = rb"X" + fixed(rb"....")
-    return (gap + rb"\(\(" + get(0) + get(1) + length + rb"(\d{1,9})" + put + get(2)
+    return (rb"\(\(" + get(0) + get(1) + length + rb"(\d{1,9})" + put + get(2)
             + rb"(" + _NUM + rb")t" + put + rb"Q(" + _NUM + rb")" + _TUP + put + _TUP + put
             + fixed(rb"[\x88\x89]") + get(3) + rb"\)R" + put + rb"t" + put + rb"R" + put
             + length + rb"([ -~]{1,%d})" % MAX_KEY + put + get(4))

@@ -447,26 +447,25 @@ def data_offset(directory: ZipDirectory, entry: ZipEntry, fh=None, mapped: Any =
     if entry.data_offset is not None:
         return entry.data_offset
     at = entry.header_offset
-    if mapped is not None:
-        head = bytes(mapped[at:at + 30])
+    own = mapped is None and fh is None
+    if own:
+        fh = open(directory.path, "rb")
+
+    def read(start: int, n: int) -> bytes:
+        if mapped is not None:
+            return bytes(mapped[start:start + n])
+        fh.seek(start)
+        return fh.read(n)
+
+    try:
+        head = read(at, 30)
         name_len = extra_len = 0
         if len(head) == 30:
             name_len, extra_len = struct.unpack_from("<2H", head, 26)
-        local = bytes(mapped[at + 30:at + 30 + name_len])
-        _check_local(entry, head, local)
-    else:
-        own = fh is None
-        fh = fh or open(directory.path, "rb")
-        try:
-            fh.seek(at)
-            head = fh.read(30)
-            name_len = extra_len = 0
-            if len(head) == 30:
-                name_len, extra_len = struct.unpack_from("<2H", head, 26)
-            _check_local(entry, head, fh.read(name_len))
-        finally:
-            if own:
-                fh.close()
+        _check_local(entry, head, read(at + 30, name_len))
+    finally:
+        if own:
+            fh.close()
     entry.data_offset = at + 30 + name_len + extra_len
     return entry.data_offset
 
