@@ -515,13 +515,12 @@ def align(ckpt: dict[str, TensorInfo], model: ModelSide) -> Alignment:
     names = originals
     counted = _count_set(names, m_infos)
     # the set of ``names`` and its score (see _count_set), while they are known
-    names_set: set[str] | None = counted[1]
+    name_set: set[str] | None = counted[1]
     score = counted[0]
     if score < len(m_infos):
         infos = list(ckpt.values())  # shapes are read only for a sample
         names, result.steps, affected, name_set, unmatched_c, score = _prefix_rounds(
             names, m_infos, infos, counted)
-        names_set = name_set
         result.step_keys = [[originals[i] for i in idx] for idx in affected]
         tied = model.tied
         unmatched_m = list(filterfalse(name_set.__contains__, m_infos)) if unmatched_c else []
@@ -550,15 +549,15 @@ def align(ckpt: dict[str, TensorInfo], model: ModelSide) -> Alignment:
                 result.rename_lines += rename_lines(result.rename_pairs)
                 result.step_keys.append(list(compress(originals, map(ne, names, mapped))))
                 names = mapped
-                names_set = None
+                name_set = None
                 result.steps.append(step)
     # names[i] is where ckpt key originals[i] lands in the model's namespace.
     landing: dict[str, str]
     # no collisions (a dict's own keys are distinct): comprehensions are faster
-    distinct = len(names_set if names_set is not None else set(names)) == len(names)
-    if names is originals or distinct:
+    distinct = len(name_set if name_set is not None else set(names)) == len(names)
+    if distinct:
         # distinct names that serve every model key and are as many: all are model keys
-        every = (distinct and names_set is not None and score == len(m_infos)
+        every = (name_set is not None and score == len(m_infos)
                  and len(names) == len(m_infos))
         known = [] if every else list(map(m_infos.__contains__, names))
         if every or all(known):

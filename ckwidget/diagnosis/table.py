@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterable
 from itertools import compress, islice, repeat
 from operator import ne
 from typing import Any
@@ -71,13 +72,19 @@ def _statuses(a: Alignment, model_keys: list[str]) -> list[str]:
     return list(map(a.status.get, model_keys, repeat("missing")))
 
 
+def _model_statuses(a: Alignment) -> tuple[Iterable[str], Iterable[str]]:
+    """Every model key and its status, in model order: align's own dict when it gives
+    every model key one (then no lookups), else looked up key by key."""
+    if len(a.status) == len(a.model.infos):
+        return a.status, a.status.values()
+    keys = list(a.model.infos)
+    return keys, _statuses(a, keys)
+
+
 def status_counts(a: Alignment) -> Counter[str]:
     """Rows per status, as ``Counter(table_columns(a)["status"])`` counts them, without
     building the columns (the widget's filter buttons need only these)."""
-    infos = a.model.infos
-    # align gives every model key a status: then the statuses are the dict's values
-    statuses = a.status.values() if len(a.status) == len(infos) else _statuses(a, list(infos))
-    counts = Counter(statuses)
+    counts = Counter(_model_statuses(a)[1])
     if a.unexpected:
         counts["unexpected"] += len(a.unexpected)
     return counts
@@ -86,12 +93,7 @@ def status_counts(a: Alignment) -> Counter[str]:
 def attention_columns(a: Alignment, limit: int) -> dict[str, list[Any]]:
     """The columns of the first ``limit`` rows whose status is not "match", in table
     order: what a page of "keys that need attention" shows, without the other rows."""
-    infos = a.model.infos
-    if len(a.status) == len(infos):  # align's statuses, in model order: no lookups
-        keys, statuses = a.status, a.status.values()
-    else:
-        keys = list(infos)
-        statuses = _statuses(a, keys)
+    keys, statuses = _model_statuses(a)
     odd = list(islice(compress(keys, map(ne, statuses, repeat("match"))), limit))
     return table_columns(a, odd, a.unexpected[:limit - len(odd)])
 
