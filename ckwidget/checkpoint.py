@@ -42,12 +42,14 @@ class TensorSource(Protocol):
         ...
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class TensorInfo:
     """Shape, dtype, device and exact byte size of one stored tensor.
 
     ``layout`` names tensors that are not plain dense ones ("sparse_coo", "quantized",
     "meta", "nested", "subclass", "numpy"); ``source`` reads the bytes on demand.
+    Slotted: a 100,000-key checkpoint holds as many, and an instance dict would double
+    their memory.
     """
 
     shape: tuple[int, ...]

@@ -64,7 +64,7 @@ def describe(root: Any) -> Any:
     """A plain, comparable picture of what the machine built: every container, call and
     tensor with its fields, and sharing made explicit (an object reached a second time
     reads ('seen', n), n its first-visit number), so two trees compare equal only when
-    they hold the same values with the same identities."""
+    they hold the same values with the same identities; tuples of ints are values."""
     seen: dict[int, int] = {}
     keep: list[Any] = []
 
@@ -72,8 +72,10 @@ def describe(root: Any) -> Any:
         kind = type(obj)
         if obj is None or kind in (bool, int, float, str, bytes, complex):
             return (kind.__name__, obj)
-        if kind is tuple and not obj:
-            return ("tuple", [])
+        if kind is tuple and all(type(v) is int for v in obj):
+            # a value, like the ints in it: bulk runs share one tuple among the records
+            # that hold the same size or stride bytes, where the opcodes build one each
+            return ("tuple", [("int", v) for v in obj])
         if id(obj) in seen:
             return ("seen", seen[id(obj)])
         seen[id(obj)] = len(seen)

@@ -12,6 +12,7 @@ and stride tuples passed in, and None with the storages untouched for a refused 
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -93,15 +94,8 @@ def reference_tensors_in_bulk(self: TorchPickleContext, tag: Any, kind: Any, loc
             source.size = size
             source.stride = stride
             source.dtype = dtype
-        info = new(TensorInfo)  # as ``tensor`` fills it (see _dict_fill_works)
-        d = info.__dict__
-        d["shape"] = size
-        d["dtype"] = dtype
-        d["device"] = ref.location
-        d["nbytes"] = count * ref.itemsize
-        d["layout"] = "strided"
-        d["source"] = source
-        values.append(info)
+        values.append(TensorInfo(size, dtype, ref.location, count * ref.itemsize, "strided",
+                                 source))
     else:
         return refs, _ordered_dict, values
     for key in made:
@@ -134,6 +128,8 @@ class Picture:
             return (type(value).__name__, value)
         if value is READER:
             return ("reader",)
+        if type(value) is tuple:  # a value (bulk runs share one per size or stride form)
+            return ("tuple", value)
         number = self.numbers.get(id(value))
         if number is not None:
             return ("seen", number)
@@ -144,9 +140,7 @@ class Picture:
         if type(value) is StorageTensorSource:
             return ("source", [(s, self.obj(getattr(value, s))) for s in _SOURCE_SLOTS])
         if type(value) is TensorInfo:
-            return ("info", [(k, self.obj(v)) for k, v in vars(value).items()])
-        if type(value) is tuple:
-            return ("tuple", value)
+            return ("info", [(k, self.obj(v)) for k, v in _fields_of(value)])
         return ("other", type(value).__name__, repr(value))
 
 
@@ -169,13 +163,18 @@ def world(ctx: TorchPickleContext, made: Any, passed: dict[int, str]) -> dict[st
     return out
 
 
+def _fields_of(info: TensorInfo) -> list[tuple[str, Any]]:
+    return [(f.name, getattr(info, f.name)) for f in dataclasses.fields(info)]
+
+
 def check_info(info: TensorInfo) -> None:
-    """What a TensorInfo made through its __dict__ must still be: equal to one made by
-    its own __init__, with the fields in the same order."""
+    """What a TensorInfo filled through its slot setters must still be: equal to one made
+    by its own __init__, holding the very same values, with no instance dict."""
     made = TensorInfo(info.shape, info.dtype, info.device, info.nbytes, info.layout,
                       info.source)
     assert made == info
-    assert list(vars(made).items()) == list(vars(info).items())
+    assert all(a is b for (_, a), (_, b) in zip(_fields_of(made), _fields_of(info)))
+    assert not hasattr(info, "__dict__")
 
 
 # ------------------------------------------------------------------------ random columns
@@ -503,7 +502,7 @@ def checkpoint_picture(path: Path) -> dict[str, Any]:
     tensors = []
     for key, info in ck.tensors.items():
         tensors.append((key, type(info).__name__, [
-            (k, _in_file(pic, v, reader_types)) for k, v in vars(info).items()]))
+            (k, _in_file(pic, v, reader_types)) for k, v in _fields_of(info)]))
         source = info.source
         if type(source) is StorageTensorSource:
             assert source.size is info.shape

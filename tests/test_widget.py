@@ -428,6 +428,28 @@ def test_group_keys_folds_layer_numbers() -> None:
     ]
 
 
+def test_group_keys_equals_its_definition_on_random_keys() -> None:
+    """Each group, in order of first appearance: its pattern when it folds several keys,
+    else its one key (which holds a "*" itself, or a number, or neither)."""
+    import random
+
+    from ckwidget.ui.table import _NUM_PART
+
+    rng = random.Random(11)
+    for _ in range(3000):
+        keys = ["".join(rng.choice("01.9ab*.\u0663") for _ in range(rng.randint(0, 7)))
+                for _ in range(rng.randint(1, 9))]
+        if rng.random() < 0.1:
+            keys.append("a.1\nb")
+        pats = [_NUM_PART.sub(".*", "." + k)[1:] if k else k for k in keys]
+        want = []
+        for pat in dict.fromkeys(pats):
+            n = pats.count(pat)
+            want.append((pat if n > 1 else keys[pats.index(pat)], n))
+        assert group_keys(keys) == want, keys
+        assert group_keys(keys, 2) == want[:2]
+
+
 @pytest.mark.slow
 def test_quickstart_notebook_runs_headless(tmp_path) -> None:
     """The quickstart executes top to bottom in a real kernel (no browser needed)."""

@@ -87,7 +87,8 @@ def sample_values(ckpt: Checkpoint, entry: str, budget: int = DEFAULT_BUDGET,
         return Sample()
     dtypes = list(map(_DTYPE, values))
     all_sizes = list(map(_NBYTES, values))
-    if (FLOATS.keys() >= set(dtypes) and 0 not in all_sizes
+    kinds = set(dtypes)
+    if (FLOATS.keys() >= kinds and 0 not in all_sizes
             and not any(map(is_, sources, repeat(None)))
             and set(map(_LAYOUT, values)) == {"strided"}):
         keys, sizes, usable = list(infos), all_sizes, None  # all of them (the common case)
@@ -97,9 +98,15 @@ def sample_values(ckpt: Checkpoint, entry: str, budget: int = DEFAULT_BUDGET,
                                    map(eq, map(_LAYOUT, values), repeat("strided")))))
         keys = list(compress(infos, usable))
         sizes = list(compress(all_sizes, usable))
-    # dense floating tensors: elements are bytes over the item size
-    itemsizes = map(FLOATS.__getitem__, dtypes if usable is None else compress(dtypes, usable))
-    out = Sample(total=sum(map(floordiv, sizes, itemsizes)), candidates=len(keys))
+    # dense floating tensors: elements are bytes over the item size (a whole number of
+    # items each, so one division does for tensors of one dtype)
+    if usable is None and len(kinds) == 1:
+        total = sum(sizes) // FLOATS[dtypes[0]]
+    else:
+        itemsizes = map(FLOATS.__getitem__,
+                        dtypes if usable is None else compress(dtypes, usable))
+        total = sum(map(floordiv, sizes, itemsizes))
+    out = Sample(total=total, candidates=len(keys))
     if not keys:
         return out
     chosen = [keys[i] for i in choose(sizes)]

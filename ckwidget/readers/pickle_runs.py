@@ -26,7 +26,7 @@ import sys
 from bisect import bisect_right
 from collections.abc import Callable, Iterator
 from itertools import accumulate, chain, islice, repeat
-from operator import add, call
+from operator import add
 from typing import Any
 
 NUMPY_RUNS = True
@@ -364,7 +364,7 @@ def _indexes(col: tuple[bytes, ...], width: int) -> list[int]:
 
 def _tuple_reader(raw: bytes) -> Callable[[bytes], tuple[int, ...]]:
     """A struct reading the ints of one size/stride form (``)``, ``K.K.\\x86``,
-    ``(K.M..t``...) as a fresh tuple, as TUPLE/TUPLE1-3 build one per record."""
+    ``(K.M..t``...) as a tuple."""
     fmt = ["<x"] if raw[0] in (0x28, 0x29) else ["<"]
     pos = 1 if raw[0] == 0x28 else 0
     while raw[pos] in (0x4B, 0x4D, 0x4A):
@@ -375,15 +375,17 @@ def _tuple_reader(raw: bytes) -> Callable[[bytes], tuple[int, ...]]:
     return struct.Struct("".join(fmt)).unpack
 
 
-class _TupleReaders(dict):
-    """Size/stride byte string -> its reader. Keys are bytes, whose hashes are salted:
-    a file cannot make them collide."""
+class _TupleValues(dict):
+    """Size/stride byte string -> the tuple of ints it builds, made once and shared by
+    every record of the stream that holds those bytes: a tuple of ints is a value, and
+    100,000 records of a few shapes then hold a few tuples instead of 200,000. Keys are
+    bytes, whose hashes are salted: a file cannot make them collide."""
 
-    def __missing__(self, raw: bytes) -> Callable[[bytes], tuple[int, ...]]:
-        reader = _tuple_reader(raw)
+    def __missing__(self, raw: bytes) -> tuple[int, ...]:
+        value = _tuple_reader(raw)(raw)
         if len(self) < _MAX_TUPLE_READERS:
-            self[raw] = reader
-        return reader
+            self[raw] = value
+        return value
 
 
 class _TupleOps(dict):
@@ -528,8 +530,7 @@ def make_bulk_runner(data: bytes, memo: dict[int, Any], metastack: list[list[Any
     and ``count`` as ``_TensorRecords`` does; runs end where the per-record step would
     have stopped for the budgets (``chunk`` opcodes), so the loop checks them exactly as often."""
     families: dict[bytes, _Family] = {}  # bytes hash randomly: no flood
-    readers = _TupleReaders()
-    read_tuple = readers.__getitem__
+    tuple_of = _TupleValues().__getitem__
     tuple_ops = _TupleOps().__getitem__
     func_full = func.full
     defer = memo.defer if type(memo) is LazyMemo else None  # else stored at once
@@ -595,8 +596,8 @@ def make_bulk_runner(data: bytes, memo: dict[int, Any], metastack: list[list[Any
         i_key, i_numel, i_offset, i_size, i_stride, i_dict_key = fam.vars
         sizes_raw = cols[i_size]
         strides_raw = cols[i_stride]
-        sizes = list(map(call, map(read_tuple, sizes_raw), sizes_raw))
-        strides = list(map(call, map(read_tuple, strides_raw), strides_raw))
+        sizes = list(map(tuple_of, sizes_raw))
+        strides = list(map(tuple_of, strides_raw))
         # opcodes per unit: 26, and each tuple's (its ints, its TUPLE, a MARK if any)
         cum = list(accumulate(map(add, map(add, map(tuple_ops, sizes_raw),
                                                map(tuple_ops, strides_raw)), repeat(26))))

@@ -6,9 +6,11 @@ TensorInfo values whose sources read the storage bytes later, memory-mapped.
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Callable
+from dataclasses import fields
 from itertools import compress, repeat
-from operator import not_
+from operator import itemgetter, mul, not_
 from typing import Any
 
 from ..checkpoint import DTYPE_SIZES, TensorInfo
@@ -98,36 +100,54 @@ class StorageTensorSource:
         return flat.as_strided(self.size, self.stride, self.offset)
 
 
-def _info_by_dict(shape: tuple[int, ...], dtype: str, device: str, nbytes: int,
-                  source: Any) -> TensorInfo:
-    info = _new(TensorInfo)
-    d = info.__dict__
-    d["shape"] = shape
-    d["dtype"] = dtype
-    d["device"] = device
-    d["nbytes"] = nbytes
-    d["layout"] = "strided"
-    d["source"] = source
-    return info
-
-
-def _dict_fill_works() -> bool:
-    """TensorInfo is a frozen dataclass, whose __init__ sets each field through
-    object.__setattr__ (a microsecond per tensor). Filling the instance dict directly
-    (as ``tensor`` does) gives the same object for a third of the cost; used only when a
-    probe shows it does (same fields in the same order, no __post_init__, no slots)."""
-    probe = (2, 3), "float32", "cpu", 24, None
-    try:
-        made = _info_by_dict(*probe)
-        want = TensorInfo(*probe[:4], "strided", probe[4])
-        return (vars(made) == vars(want) and list(vars(made)) == list(vars(want))
-                and made == want and not hasattr(TensorInfo, "__post_init__"))
-    except (AttributeError, TypeError):
-        return False
-
-
 _new = object.__new__
-_INFO_BY_DICT = _dict_fill_works()
+_consume = deque(maxlen=0).extend  # runs a map for its effects, in C
+_INFO_FIELDS = ("shape", "dtype", "device", "nbytes", "layout", "source")
+_COUNT = itemgetter(0)  # of a (count, extent) geometry
+
+
+def _slot_setters() -> tuple[Callable[[Any, Any], None], ...] | None:
+    """TensorInfo's slot setters, in field order, when filling a bare instance through
+    them gives what its constructor gives; else None (then the constructor is used and
+    the bulk form is not offered). TensorInfo is frozen: its generated __init__ sets
+    each field through object.__setattr__, a call and a name lookup per field, which
+    costs twice what the slot setters cost."""
+    try:
+        setters = tuple(vars(TensorInfo)[name].__set__ for name in _INFO_FIELDS)
+        made = _new(TensorInfo)
+        if (tuple(f.name for f in fields(TensorInfo)) != _INFO_FIELDS
+                or hasattr(TensorInfo, "__post_init__") or hasattr(made, "__dict__")):
+            return None
+        probe = (2, 3), "float32", "cpu", 24, "strided", StorageBytes()
+        for setter, value in zip(setters, probe):
+            setter(made, value)
+        want = TensorInfo(*probe)
+        if made == want and all(getattr(made, f) is getattr(want, f) for f in _INFO_FIELDS):
+            return setters
+    except (AttributeError, KeyError, TypeError):
+        pass
+    return None
+
+
+_SETTERS = _slot_setters()
+if _SETTERS is not None:
+    _SET_SHAPE, _SET_DTYPE, _SET_DEVICE, _SET_NBYTES, _SET_LAYOUT, _SET_SOURCE = _SETTERS
+
+
+def _strided_info(shape: tuple[int, ...], dtype: str, device: str, nbytes: int,
+                  source: Any) -> TensorInfo:
+    """``TensorInfo(shape, dtype, device, nbytes, "strided", source)``, filled through
+    the slot setters when they work (see ``_slot_setters``)."""
+    if _SETTERS is None:
+        return TensorInfo(shape, dtype, device, nbytes, "strided", source)
+    info = _new(TensorInfo)
+    _SET_SHAPE(info, shape)
+    _SET_DTYPE(info, dtype)
+    _SET_DEVICE(info, device)
+    _SET_NBYTES(info, nbytes)
+    _SET_LAYOUT(info, "strided")
+    _SET_SOURCE(info, source)
+    return info
 
 
 def _ints(value: Any) -> tuple[int, ...]:
@@ -211,7 +231,7 @@ class TorchPickleContext:
                 and cls.persistent_load is TorchPickleContext.persistent_load
                 and cls.tensor is TorchPickleContext.tensor
                 and cls.tensors_in_bulk is TorchPickleContext.tensors_in_bulk
-                and _INFO_BY_DICT):
+                and _SETTERS is not None):
             return self.tensors_in_bulk
         return None
 
@@ -269,13 +289,12 @@ class TorchPickleContext:
                 if storages.get(key) is ref:
                     del storages[key]
             return None
-        values = list(map(new, repeat(TensorInfo, n)))  # filled as ``tensor`` fills them
         reader = self.reader
         sources: Any = repeat(None)
         if reader is not None and dtype in DTYPE_SIZES:
             sources = list(map(new, repeat(StorageTensorSource, n)))
-        for ref, source, d, key, numel, offset, size, stride, (count, extent) in zip(
-                refs, sources, map(vars, values), keys, numels, offsets, sizes, strides, geos):
+        for ref, source, key, numel, offset, size, stride, (count, extent) in zip(
+                refs, sources, keys, numels, offsets, sizes, strides, geos):
             if count <= 0 or offset + extent > numel:
                 if count:  # negative sizes, or a view past its storage
                     for key in keys:
@@ -294,12 +313,14 @@ class TorchPickleContext:
                 source.size = size
                 source.stride = stride
                 source.dtype = dtype
-            d["shape"] = size
-            d["dtype"] = dtype
-            d["device"] = location
-            d["nbytes"] = count * itemsize
-            d["layout"] = "strided"
-            d["source"] = source
+        # the values, as ``tensor`` fills them: a column at a time, in C
+        values = list(map(new, repeat(TensorInfo, n)))
+        _consume(map(_SET_SHAPE, values, sizes))
+        _consume(map(_SET_DTYPE, values, repeat(dtype)))
+        _consume(map(_SET_DEVICE, values, repeat(location)))
+        _consume(map(_SET_NBYTES, values, map(mul, map(_COUNT, geos), repeat(itemsize))))
+        _consume(map(_SET_LAYOUT, values, repeat("strided")))
+        _consume(map(_SET_SOURCE, values, sources))
         return refs, _ordered_dict, values
 
     def _records_one_by_one(self, kind: Any, location: str, keys: list[str],
@@ -346,15 +367,8 @@ class TorchPickleContext:
                 source.size = size
                 source.stride = stride
                 source.dtype = dtype
-            info = new(TensorInfo)  # as ``tensor`` fills it (see _dict_fill_works)
-            d = info.__dict__
-            d["shape"] = size
-            d["dtype"] = dtype
-            d["device"] = ref.location
-            d["nbytes"] = count * ref.itemsize
-            d["layout"] = "strided"
-            d["source"] = source
-            values.append(info)
+            values.append(_strided_info(size, dtype, ref.location, count * ref.itemsize,
+                                        source))
         else:
             return refs, _ordered_dict, values
         for key in made:
@@ -427,17 +441,7 @@ class TorchPickleContext:
             source.size = size
             source.stride = stride
             source.dtype = dtype
-        if _INFO_BY_DICT:  # see _dict_fill_works
-            info = _new(TensorInfo)
-            d = info.__dict__
-            d["shape"] = size
-            d["dtype"] = dtype
-            d["device"] = storage.location
-            d["nbytes"] = numel * itemsize
-            d["layout"] = "strided"
-            d["source"] = source
-            return info
-        return TensorInfo(size, dtype, storage.location, numel * itemsize, "strided", source)
+        return _strided_info(size, dtype, storage.location, numel * itemsize, source)
 
     def rebuild_v3(self, storage, offset, size, stride, _rg, _hooks, dtype, *_rest):
         name = dtype.name if isinstance(dtype, Global) else None

@@ -245,12 +245,12 @@ def group_keys(keys: Sequence[str], limit: int = 50) -> list[tuple[str, int]]:
         return []
     values = list(map(str, keys))
     pats = pattern_list(values)
-    counts = Counter(pats)
+    counts = Counter(pats)  # a dict: its patterns in order of first appearance
     first: dict[str, int] | None = None  # pattern -> index of its first key
     out: list[tuple[str, int]] = []
-    for pat in islice(dict.fromkeys(pats), limit):  # in order of first appearance
+    for pat in islice(counts, limit):
         n = counts[pat]
-        if n > 1:
+        if n > 1 or "*" not in pat:  # a single key without a number is its own pattern
             out.append((pat, n))
             continue
         if first is None:  # the last write of a reversed pass is the first key
