@@ -873,3 +873,22 @@ def test_crc_stays_checked(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> N
     path = _write(tmp_path / "crc.pt", bytes(data))
     snap = same_open(path, monkeypatch)
     assert any("CRC" in f[2] for f in snap[4])
+
+
+def test_a_plain_root_is_its_own_members(tmp_path: Path) -> None:
+    """A root that is a plain state dict has no ``members`` entry (its keys are its
+    paths), on both flatten paths; a root with anything else keeps its entry; the
+    checkpoint's API reads the same either way."""
+    plain = {f"m.{j}": _info(j) for j in range(5)}
+    flat = tree.flatten(plain)
+    assert flat.members == {} and flat.candidates == [""]
+    assert list(flat.tensors) == list(plain)
+    mixed = {**plain, "epoch": 3}
+    assert list(tree.flatten(mixed).members[""].items()) == [(k, k) for k in plain]
+    assert list(tree.flatten({"x": plain}).members) == ["x"]
+    path = tmp_path / "sd.pt"
+    torch.save({f"m.{j}": torch.ones(j + 1) for j in range(5)}, path)
+    ck = open_checkpoint(path)
+    assert ck.candidates == [""] and ck.keys_are_full("")
+    assert ck.members("") == {k: k for k in ck.tensors}
+    assert ck.entry("") == ck.tensors and ck.entry("") is not ck.tensors

@@ -31,6 +31,11 @@ TRAINING_STATE = re.compile(
 
 @dataclass
 class Flattened:
+    """Every tensor by its dotted path, and each container's own keys mapped to those
+    paths (``members``). A root that is a plain state dict has no ``members`` entry:
+    its keys are its paths, which is what ``Checkpoint.members`` assumes for a
+    container without one (a 100,000-key mapping of each key to itself, spared)."""
+
     tensors: dict[str, TensorInfo] = field(default_factory=dict)
     members: dict[str, dict[str, str]] = field(default_factory=dict)
     candidates: list[str] = field(default_factory=list)
@@ -50,6 +55,7 @@ def flatten(root: Any, *, max_visits: int = 5_000_000, max_depth: int = 1_000) -
     visits = 0
     stack: list[tuple[str, Any, int]] = [("", root, 0)] if holds(root) else []
     tensors = out.tensors
+    plain_root = False
     while stack:
         path, node, depth = stack.pop()
         if type(node) is TensorInfo:
@@ -69,7 +75,10 @@ def flatten(root: Any, *, max_visits: int = 5_000_000, max_depth: int = 1_000) -
                     f"The checkpoint's object tree has more than {max_visits:,} nodes "
                     "(a shared-reference bomb or an unusually large file); reading stopped."
                 )
-            out.members[path] = direct
+            if direct is node:  # the root itself: no entry (see Flattened)
+                plain_root = True
+            else:
+                out.members[path] = direct
             continue
         items = _children(node)
         if not items:
@@ -94,10 +103,15 @@ def flatten(root: Any, *, max_visits: int = 5_000_000, max_depth: int = 1_000) -
                 "(a shared-reference bomb or an unusually large file); reading stopped."
             )
         if direct:
-            out.members[path] = direct
+            if (not path and type(node) is dict and len(direct) == len(node)
+                    and all(type(k) is str for k in node)):
+                plain_root = True  # every value a tensor: as _all_tensors leaves it
+            else:
+                out.members[path] = direct
         stack.extend(reversed(children))
     # A walk in stack order visits keys in file order; tensors dict keeps that order.
-    out.candidates = rank_candidates(out.members)
+    # A plain root is ranked like any container (its keys are those of ``tensors``).
+    out.candidates = rank_candidates({"": tensors} if plain_root else out.members)
     return out
 
 
@@ -113,16 +127,17 @@ def _all_tensors(node: Any, dotted: str, tensors: dict[str, TensorInfo],
     """When every value of a plain dict with str keys, or of a list or tuple, is a
     TensorInfo (``only_tensors``: ids of such containers, from ``_TensorIndex``), record
     them in ``tensors`` as the per-key loop of ``flatten`` would, in the same order, and
-    return the container's members; else None (the loop handles it)."""
+    return the container's members (the root itself for the root: its names are its
+    paths); else None (the loop handles it)."""
     if id(node) not in only_tensors:
         return None
     kind = type(node)
     if kind is dict:
         if set(map(type, node)) != _STR_ONLY:
             return None
-        if not dotted:  # the top level: names are the paths
+        if not dotted:  # the root: names are the paths, so it is its own members
             tensors.update(node)
-            return dict(zip(node, node))
+            return node
         names: Any = node
         values = node.values()
     elif kind is list or kind is tuple:
