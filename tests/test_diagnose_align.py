@@ -289,7 +289,7 @@ def test_renamed_families_are_found_with_few_or_many_leaf_kinds():
 def test_head_modules_by_last_component_any_case():
     """Heads are modules whose last name component is a head's name in any case, plus
     the last module with a matrix weight; a head's name inside a component is not one."""
-    from ckwidget.diagnosis.align import _head_modules
+    from ckwidget.diagnosis.align import HeadModules
     from ckwidget.diagnosis.model_side import ModelSide
 
     infos = {
@@ -300,7 +300,40 @@ def test_head_modules_by_last_component_any_case():
     }
     modules = ["", "encoder", "encoder.FC", "Classifier", "net", "net.head_proj", "fc_outx",
                "blocks", "blocks.0", "blocks.0.Out", "final_norm", "last"]
-    from_modules = _head_modules(ModelSide(infos, module_names=modules,
-                                           module_objects=[None] * len(modules)))
-    from_keys = _head_modules(ModelSide(infos))
-    assert from_modules == from_keys == {"encoder.FC", "Classifier", "blocks.0.Out", "last"}
+    from_modules = HeadModules(ModelSide(infos, module_names=modules,
+                                         module_objects=[None] * len(modules)))
+    from_keys = HeadModules(ModelSide(infos))
+    asked = [*modules, "head", "x.fc", "FC", None]
+    want = ["encoder.FC", "Classifier", "blocks.0.Out", "last"]
+    assert [m for m in asked if m in from_modules] == want
+    assert [m for m in asked if m in from_keys] == want
+
+
+def test_head_modules_equal_their_definition_on_random_models():
+    """``m in HeadModules(side)`` is ``m in`` the set the definition names: the modules
+    (from the module list, else from the keys) whose last component is a head's name in
+    any case, and the module of the last matrix weight."""
+    import random
+
+    from ckwidget.diagnosis.align import HEAD_NAMES, HeadModules
+    from ckwidget.diagnosis.model_side import ModelSide
+
+    rng = random.Random(3)
+    parts = ["fc", "Head", "out", "x", "layer", "0", "cls_x", "LOGITS", ""]
+    for _ in range(2000):
+        keys = {".".join(rng.choice(parts) for _ in range(rng.randint(1, 4)))
+                + rng.choice([".weight", ".bias", "weight"]): info(*rng.choice([(2,), (2, 3)]))
+                for _ in range(rng.randint(0, 6))}
+        modules = []
+        if rng.random() < 0.5:  # a module list, which may name modules without keys
+            modules = sorted({k.rpartition(".")[0] for k in keys} | {"", "fc", "a.out"})
+        side = ModelSide(keys, module_names=modules, module_objects=[None] * len(modules))
+        names = modules or list(dict.fromkeys(k.rpartition(".")[0] for k in keys))
+        want = {m for m in names if m.rpartition(".")[2].lower() in HEAD_NAMES}
+        for key in reversed(keys):
+            if key.rpartition(".")[2] == "weight" and len(keys[key].shape) >= 2:
+                want.add(key.rpartition(".")[0])
+                break
+        heads = HeadModules(side)
+        asked = [*names, *want, "fc", "z.head", "Out", "nothing"]
+        assert {m for m in asked if m in heads} == want, (keys, modules)

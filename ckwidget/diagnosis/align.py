@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter, deque
-from collections.abc import Callable
+from collections.abc import Callable, Container
 from dataclasses import dataclass, field
 from itertools import chain, compress, filterfalse, repeat
 from operator import attrgetter, eq, is_, ne, not_
@@ -471,23 +471,40 @@ def _any_match(patterns: list[str], keys: list[str]) -> bool:
 
 
 # -- shapes -----------------------------------------------------------------------------
-def _head_modules(side: ModelSide) -> set[str]:
-    """Modules that look like the output head: named like one, or the last with a weight.
-    Module names come from the model's module list when there is one (each module
-    once), else from the keys."""
-    model = side.infos
-    names = side.module_names or list(dict.fromkeys(k.rpartition(".")[0] for k in model))
-    # a loop over 50,000 names costs half of one multiline, any-case regex search
-    heads = {m for m in names if m.rpartition(".")[2].lower() in HEAD_NAMES}
-    for key in reversed(model):
-        if leaf_of(key) == "weight" and len(model[key].shape) >= 2:
-            heads.add(module_of(key))
-            break
-    return heads
+class HeadModules:
+    """Modules that look like the output head: named like one (its last component, in
+    any case), or the last with a matrix weight. Module names come from the model's
+    module list when there is one, else from the keys. A membership test: shape
+    mismatches ask about a few modules, and naming the heads among 50,000 modules
+    first costs more than all of those questions."""
+
+    def __init__(self, side: ModelSide) -> None:
+        self._side = side
+        self._names: set[str] | None = None
+        self._last: str | None = None
+        self._last_known = False
+
+    def __contains__(self, mod: object) -> bool:
+        if not self._last_known:
+            self._last_known = True
+            model = self._side.infos
+            for key in reversed(model):
+                if leaf_of(key) == "weight" and len(model[key].shape) >= 2:
+                    self._last = module_of(key)
+                    break
+        if mod == self._last:
+            return True
+        if type(mod) is not str or mod.rpartition(".")[2].lower() not in HEAD_NAMES:
+            return False
+        if self._names is None:
+            side = self._side
+            self._names = (set(side.module_names) if side.module_names
+                           else {k.rpartition(".")[0] for k in side.infos})
+        return mod in self._names
 
 
-def mismatch_reason(key: str, cs: tuple[int, ...], ms: tuple[int, ...], heads: set[str],
-                    tied_vocab: bool = False) -> str:
+def mismatch_reason(key: str, cs: tuple[int, ...], ms: tuple[int, ...],
+                    heads: Container[str], tied_vocab: bool = False) -> str:
     """Why shapes differ: zero-size | head | vocab | kernel | config."""
     if 0 in cs and 0 not in ms:
         return "zero-size"
@@ -634,7 +651,7 @@ def _classify(result: Alignment, landing: dict[str, str]) -> None:
         result.dtype_differs.append(mk)
         status[mk] = "renamed" if s_cks[i] != mk else "dtype-differs"
         notes[mk] = f"stored as {cinfos[i].dtype}, model uses {minfos[i].dtype}"
-    heads: set[str] | None = None  # computed on the first shape mismatch
+    heads: HeadModules | None = None  # made on the first shape mismatch
     # (stored shape, model shape) -> the note of a transpose, or "" when it is not one:
     # repeated layers share their shapes, so each pair is judged once
     shape_pairs = [(cinfos[i].shape, minfos[i].shape) for i in differ_idx]
@@ -648,7 +665,7 @@ def _classify(result: Alignment, landing: dict[str, str]) -> None:
         mk = s_mkeys[i]
         cs, ms = cinfos[i].shape, minfos[i].shape
         if heads is None:
-            heads = _head_modules(model)
+            heads = HeadModules(model)
         reason = mismatch_reason(mk, cs, ms, heads, tied_vocab=mk in tied or mk in tied_rev)
         result.mismatched.append(mk)
         result.reasons[mk] = reason
