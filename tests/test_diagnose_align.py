@@ -337,3 +337,40 @@ def test_head_modules_equal_their_definition_on_random_models():
         heads = HeadModules(side)
         asked = [*names, *want, "fc", "z.head", "Out", "nothing"]
         assert {m for m in asked if m in heads} == want, (keys, modules)
+
+
+def test_a_file_in_model_order_aligns_as_the_same_file_shuffled():
+    """Keys stored in the model's order take a shortcut (each lands at its own place);
+    the alignment is the one the general path gives the same keys in another order."""
+    import random
+
+    from ckwidget.diagnosis.model_side import ModelSide
+
+    rng = random.Random(7)
+    fields = ("status", "notes", "pairs", "missing", "unexpected", "mismatched", "reasons",
+              "transposed", "dtype_differs", "steps", "step_keys")
+    for _ in range(300):
+        n = rng.randint(1, 12)
+        model = {f"m{i}.{rng.choice(['weight', 'bias'])}": info(*rng.choice([(2,), (2, 3)]))
+                 for i in range(n)}
+        prefix = rng.choice(["", "module."])
+        ckpt = {}
+        for k, v in model.items():
+            shape = v.shape if rng.random() < 0.8 else rng.choice([(3,), (3, 2), (4, 4)])
+            dtype = "float32" if rng.random() < 0.9 else "float16"
+            ckpt[prefix + k] = info(*shape, dtype=dtype)
+        shuffled = list(ckpt.items())
+        while len(shuffled) > 1 and [k for k, _ in shuffled] == list(ckpt):
+            rng.shuffle(shuffled)
+        a = align(ckpt, ModelSide(model))
+        b = align(dict(shuffled), ModelSide(model))
+        for name in fields:
+            got, want = getattr(a, name), getattr(b, name)
+            if isinstance(got, dict):
+                got, want = sorted(got.items()), sorted(want.items())
+            elif name in ("step_keys",):
+                got, want = [sorted(x) for x in got], [sorted(x) for x in want]
+            elif isinstance(got, list) and name != "steps":
+                got, want = sorted(got), sorted(want)
+            assert got == want, (name, ckpt, shuffled)
+        assert list(a.status) == list(model)

@@ -576,6 +576,11 @@ def align(ckpt: dict[str, TensorInfo], model: ModelSide) -> Alignment:
         # distinct names that serve every model key and are as many: all are model keys
         every = (name_set is not None and score == len(m_infos)
                  and len(names) == len(m_infos))
+        if every and names == list(m_infos):
+            # the file keeps the model's order: each key lands on the model key at its
+            # own place (no dict of where each lands, no lookup per key)
+            _classify(result, None, originals)
+            return result
         known = [] if every else list(map(m_infos.__contains__, names))
         if every or all(known):
             landing = dict(zip(names, originals))
@@ -597,10 +602,12 @@ def align(ckpt: dict[str, TensorInfo], model: ModelSide) -> Alignment:
     return result
 
 
-def _classify(result: Alignment, landing: dict[str, str]) -> None:
+def _classify(result: Alignment, landing: dict[str, str] | None,
+              in_order: list[str] | None = None) -> None:
     """Status, note and reason of every model key. The common rows (same shape, same
     dtype) are found with C-level passes over columns; only the others take the
-    per-key path."""
+    per-key path. ``landing`` maps model keys to the checkpoint keys that land on them;
+    None when ``in_order`` lists those checkpoint keys in model order, one for each."""
     ckpt, model = result.ckpt, result.model
     m_infos = model.infos
     tied = model.tied
@@ -610,7 +617,7 @@ def _classify(result: Alignment, landing: dict[str, str]) -> None:
     # notes say what is wrong; the table adds "from <checkpoint key>" to renamed rows
     notes = result.notes
     mkeys = list(m_infos)
-    cks = list(map(landing.get, mkeys))
+    cks = in_order if landing is None else list(map(landing.get, mkeys))
     renamed_mask = list(map(ne, cks, mkeys))  # a missing key (None) counts as renamed
     # every key starts as the commoner of "match" and "renamed"; the others are set below
     mostly_renamed = sum(renamed_mask) * 2 > len(mkeys)
@@ -619,7 +626,7 @@ def _classify(result: Alignment, landing: dict[str, str]) -> None:
         status.update(zip(compress(mkeys, map(not_, renamed_mask)), repeat("match")))
     else:
         status.update(zip(compress(mkeys, renamed_mask), repeat("renamed")))
-    if len(landing) < len(mkeys):  # landing names are model keys: some are not served
+    if landing is not None and len(landing) < len(mkeys):  # some model keys are not served
         for i in compress(range(len(mkeys)), map(is_, cks, repeat(None))):
             mk = mkeys[i]
             partners = [tied[mk]] if mk in tied else tied_rev.get(mk, [])
