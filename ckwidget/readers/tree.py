@@ -123,7 +123,7 @@ _LEAVES = frozenset({TensorInfo, str, int, float, bool, bytes, type(None)})
 
 
 def _all_tensors(node: Any, dotted: str, tensors: dict[str, TensorInfo],
-                 only_tensors: set[int]) -> dict[str, str] | None:
+                 only_tensors: set[int]) -> dict[str, Any] | None:
     """When every value of a plain dict with str keys, or of a list or tuple, is a
     TensorInfo (``only_tensors``: ids of such containers, from ``_TensorIndex``), record
     them in ``tensors`` as the per-key loop of ``flatten`` would, in the same order, and
