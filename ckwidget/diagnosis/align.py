@@ -481,17 +481,14 @@ class HeadModules:
     def __init__(self, side: ModelSide) -> None:
         self._side = side
         self._names: set[str] | None = None
-        self._last: str | None = None
-        self._last_known = False
+        self._last: str | None = None  # the module of the last matrix weight
+        model = side.infos
+        for key in reversed(model):
+            if leaf_of(key) == "weight" and len(model[key].shape) >= 2:
+                self._last = module_of(key)
+                break
 
     def __contains__(self, mod: object) -> bool:
-        if not self._last_known:
-            self._last_known = True
-            model = self._side.infos
-            for key in reversed(model):
-                if leaf_of(key) == "weight" and len(model[key].shape) >= 2:
-                    self._last = module_of(key)
-                    break
         if mod == self._last:
             return True
         if type(mod) is not str or mod.rpartition(".")[2].lower() not in HEAD_NAMES:

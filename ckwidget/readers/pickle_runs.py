@@ -34,7 +34,7 @@ NUMPY_RUNS = True
 it off to compare); the reader never imports numpy for this (the CLI does without it)."""
 MAX_KEY = 255  # dict keys longer than this (or not printable ASCII) take the per-record step
 _MAX_FAMILIES = 64  # run patterns learned per stream (each costs a regex compile)
-_MAX_TUPLE_READERS = 4096  # distinct size/stride byte strings remembered per stream
+_MAX_TUPLE_FORMS = 4096  # distinct size/stride byte strings remembered per stream
 _BACKOFF = 16  # records run one by one after a run could not be read in bulk
 _LONGEST = 2048  # bytes a unit may take beyond the span guessed from the last run
 _START = re.Match.start
@@ -383,7 +383,7 @@ class _TupleValues(dict):
 
     def __missing__(self, raw: bytes) -> tuple[int, ...]:
         value = _tuple_reader(raw)(raw)
-        if len(self) < _MAX_TUPLE_READERS:
+        if len(self) < _MAX_TUPLE_FORMS:
             self[raw] = value
         return value
 
@@ -394,7 +394,7 @@ class _TupleOps(dict):
 
     def __missing__(self, raw: bytes) -> int:
         ops = len(_tuple_reader(raw)(raw)) + 1 + (raw[0] == 0x28)
-        if len(self) < _MAX_TUPLE_READERS:
+        if len(self) < _MAX_TUPLE_FORMS:
             self[raw] = ops
         return ops
 

@@ -270,11 +270,12 @@ class TorchPickleContext:
         """``tensors_in_bulk`` for the usual run: each record names a storage of its own,
         not seen before, and views it from inside; None, with nothing changed, for any
         other run. The storage class is the run's, so dtype, itemsize and whether sources
-        are built are worked out once; the objects are made in C (``map``) and filled by
-        one loop of plain stores, which is cheaper than setting attributes through
-        ``map(setattr, ...)``; each storage is recorded by one ``setdefault`` probe (a
-        cache miss in a big file's dict) before anything is filled, which also finds the
-        keys that are not new."""
+        are built are worked out once; the objects are made in C (``map``); storages and
+        sources are filled by one loop of plain stores (cheaper than a slot setter per
+        field), the frozen values a column at a time through their slot setters (which
+        their own __setattr__ leaves as the only way); each storage is recorded by one
+        ``setdefault`` probe (a cache miss in a big file's dict) before anything is
+        filled, which also finds the keys that are not new."""
         dtype, itemsize = self._storage_dtype(kind)
         geos = list(map(self._geometry.get, shapes))
         if not all(geos):  # shapes not seen yet: as the loop below would meet them
@@ -345,7 +346,7 @@ class TorchPickleContext:
             if ref is None:
                 if kind_info is None:
                     kind_info = self._storage_dtype(kind)
-                ref = new(StorageRef)
+                ref = new(StorageRef)  # with the class's own itemsize, as persistent_load
                 ref.key = key
                 ref.dtype, ref.itemsize = kind_info
                 ref.location = location
@@ -360,13 +361,7 @@ class TorchPickleContext:
             dtype = ref.dtype
             source = None
             if reader is not None and dtype in DTYPE_SIZES:
-                source = new(StorageTensorSource)
-                source.reader = reader
-                source.storage = ref
-                source.offset = offset
-                source.size = size
-                source.stride = stride
-                source.dtype = dtype
+                source = StorageTensorSource(reader, ref, offset, size, stride, dtype)
             values.append(_strided_info(size, dtype, ref.location, count * ref.itemsize,
                                         source))
         else:
