@@ -547,3 +547,46 @@ def _tree(root):
         stack.extend(getattr(x, "children", ()) or ())
         stack.extend(v for v in (getattr(x, "layout", None), getattr(x, "style", None)))
     return out
+
+
+def test_a_cells_new_run_closes_what_its_earlier_run_made(prefixed) -> None:
+    """Debuggers made by one run of a cell stay open; the cell's next run closes them
+    (their output is gone), leaving other cells' debuggers and the new one open."""
+    import ipywidgets as w
+
+    from ckwidget.ui.lifetime import CellWidgets
+
+    path, _ = prefixed
+    model = TinyNet()
+    first, second, elsewhere = (_open(path, model) for _ in range(3))
+    first_id = first.model_id
+    cells = CellWidgets()
+    cells.adopt(first, ("cell-a", "run-1"))
+    cells.adopt(second, ("cell-a", "run-1"))  # the same run: a loop opening two
+    cells.adopt(elsewhere, ("cell-b", "run-2"))
+    cells.adopt(None, None)  # no cell known: nothing recorded, nothing closed
+    cells.retire_earlier_runs(("cell-a", "run-1"))  # still the same run
+    assert first.comm is not None and second.comm is not None
+    cells.retire_earlier_runs(None)
+    assert first.comm is not None
+
+    newer = _open(path, model)
+    cells.adopt(newer, ("cell-a", "run-3"))
+    assert first.comm is None and second.comm is None
+    assert first_id not in w.Widget.widgets and first.preview is None
+    assert elsewhere.comm is not None and newer.comm is not None
+    assert newer.report.loadable_count == first.report.loadable_count
+
+    del newer  # a debugger already freed is skipped, not an error
+    import gc
+
+    gc.collect()
+    cells.retire_earlier_runs(("cell-a", "run-4"))
+    assert elsewhere.comm is not None
+    elsewhere.close()
+
+
+def test_current_cell_outside_a_kernel_is_none() -> None:
+    from ckwidget.ui.lifetime import current_cell
+
+    assert current_cell() is None

@@ -41,9 +41,14 @@ def debug(
 
     ``static=True`` returns a plain HTML report instead (front ends without widgets).
     ``model_name`` is the variable name the generated code uses for the model.
+    Running the same notebook cell again closes the debuggers its earlier run made
+    (their output is gone; closing frees the checkpoint description they hold).
     """
     from ..diagnosis import diagnose
+    from .lifetime import CELL_WIDGETS, current_cell
 
+    where = current_cell()
+    CELL_WIDGETS.retire_earlier_runs(where)  # before this run holds a second checkpoint
     report = diagnose(path_or_ckpt, model, optimizer, sample_input, entry=entry,
                       map_location=map_location)
     if static:
@@ -53,7 +58,9 @@ def debug(
     from .widget import CheckpointDebugger
 
     enable_colab_widgets()
-    return CheckpointDebugger(report, model, model_name=model_name, background=background)
+    widget = CheckpointDebugger(report, model, model_name=model_name, background=background)
+    CELL_WIDGETS.adopt(widget, where)
+    return widget
 
 
 def enable_colab_widgets() -> bool:
