@@ -15,6 +15,10 @@ class CorruptCheckpointError(CheckpointError):
     """The file is a checkpoint format, but its bytes are damaged."""
 
 
+class CheckpointChangedError(CheckpointError):
+    """The file changed on disk after it was opened; its tensors must not be read."""
+
+
 class BudgetExceededError(CheckpointError):
     """Reading stopped because the file asked for more than a safety budget allows."""
 

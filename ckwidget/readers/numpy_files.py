@@ -17,6 +17,7 @@ from typing import IO, TYPE_CHECKING, Any
 from ..checkpoint import Checkpoint, Finding, TensorInfo
 from ..errors import BudgetExceededError, CheckpointError
 from .budgets import Budgets
+from .filestamp import FileStamp
 
 if TYPE_CHECKING:  # pragma: no cover
     import numpy as np
@@ -104,7 +105,8 @@ def _problem_findings(
 
 def read_npy(path: Path, head: bytes, budgets: Budgets) -> Checkpoint:
     """Describe a .npy file from its header; the array is memory-mapped on demand."""
-    size = path.stat().st_size
+    stamp = FileStamp.of(path)
+    size = stamp.size
     key = _npy_key(path.name)
     findings: list[Finding] = []
     metadata: dict[str, Any] = {}
@@ -142,7 +144,7 @@ def read_npy(path: Path, head: bytes, budgets: Budgets) -> Checkpoint:
                     f"{path.name} has {size - offset - nbytes:,} unexpected bytes after the "
                     f"array; numpy ignores them, but the file may be damaged.",
                 ))
-            info = _with_source(info, NpySource(path, offset, dtype, shape, fortran, size))
+            info = _with_source(info, NpySource(stamp, offset, dtype, shape, fortran))
         tensors[key] = info
     return Checkpoint(
         path, "npy", tensors, [""] if tensors else [], metadata, findings, size=size
@@ -151,7 +153,8 @@ def read_npy(path: Path, head: bytes, budgets: Budgets) -> Checkpoint:
 
 def read_npz(path: Path, names: list[str], budgets: Budgets) -> Checkpoint:
     """Describe a .npz archive (numpy.savez / savez_compressed) from member headers."""
-    size = path.stat().st_size
+    stamp = FileStamp.of(path)
+    size = stamp.size
     findings: list[Finding] = []
     metadata: dict[str, Any] = {}
     tensors: dict[str, TensorInfo] = {}
@@ -191,7 +194,7 @@ def read_npz(path: Path, names: list[str], budgets: Budgets) -> Checkpoint:
                     continue
                 seen.add(key)
                 try:
-                    tensor = _npz_member(path, zf, raw, info, key, size, budgets, problems)
+                    tensor = _npz_member(stamp, zf, raw, info, key, budgets, problems)
                 except _BadHeader as exc:
                     damaged.append(f"{key} ({exc})")
                     continue
@@ -220,15 +223,15 @@ def read_npz(path: Path, names: list[str], budgets: Budgets) -> Checkpoint:
 
 
 def _npz_member(
-    path: Path,
+    stamp: FileStamp,
     zf: zipfile.ZipFile,
     raw: IO[bytes],
     info: zipfile.ZipInfo,
     key: str,
-    size: int,
     budgets: Budgets,
     problems: dict[str, list[str]],
 ) -> TensorInfo | dict[str, Any] | None:
+    path, size = stamp.path, stamp.size
     if info.flag_bits & 0x1:
         raise _BadHeader("encrypted")
     if info.compress_type == zipfile.ZIP_STORED:
@@ -253,7 +256,7 @@ def _npz_member(
             f"{header_len + nbytes:,}"
         )
     if info.compress_type == zipfile.ZIP_STORED:
-        source: Any = NpySource(path, start + header_len, dtype, shape, fortran, size)
+        source: Any = NpySource(stamp, start + header_len, dtype, shape, fortran)
     else:
         source = NpzMemberSource(path, info.filename, header_len, dtype, shape, fortran)
     return _with_source(tensor, source)
@@ -294,25 +297,27 @@ def _native(dtype: np.dtype) -> np.dtype:
 class NpySource:
     """One array memory-mapped copy-on-write from a .npy file or a stored .npz member."""
 
-    __slots__ = ("dtype", "fortran", "offset", "path", "shape", "size")
+    __slots__ = ("dtype", "fortran", "offset", "shape", "stamp")
 
     def __init__(
-        self, path: Path, offset: int, dtype: np.dtype, shape: tuple[int, ...],
-        fortran: bool, size: int,
+        self, stamp: FileStamp, offset: int, dtype: np.dtype, shape: tuple[int, ...],
+        fortran: bool,
     ) -> None:
-        self.path = path
+        self.stamp = stamp  # the file as indexed: checked before each read
         self.offset = offset
         self.dtype = dtype
         self.shape = tuple(shape)
         self.fortran = fortran
-        self.size = size
+
+    @property
+    def path(self) -> Path:
+        return self.stamp.path
 
     def load(self) -> torch.Tensor:
         import numpy as np
         import torch
 
-        if self.path.stat().st_size != self.size:
-            raise CheckpointError(f"{self.path.name} changed since it was opened; open it again.")
+        self.stamp.verify()
         if 0 in self.shape:
             return torch.from_numpy(np.empty(self.shape, dtype=_native(self.dtype)))
         arr = np.memmap(

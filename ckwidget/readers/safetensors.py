@@ -11,14 +11,13 @@ from __future__ import annotations
 
 import json
 import mmap
-import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..checkpoint import Checkpoint, Finding, TensorInfo
-from ..errors import CheckpointError
 from .budgets import Budgets
+from .filestamp import FileStamp
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -44,7 +43,8 @@ REDOWNLOAD = (
 
 def read_safetensors(path: Path, head: bytes, budgets: Budgets) -> Checkpoint:
     """Describe a .safetensors file from its header, never reading tensor data."""
-    size = path.stat().st_size
+    stamp = FileStamp.of(path)
+    size = stamp.size
     findings: list[Finding] = []
     metadata: dict[str, Any] = {}
 
@@ -100,7 +100,7 @@ def read_safetensors(path: Path, head: bytes, budgets: Budgets) -> Checkpoint:
                 f"refuses to open it. Re-save the file with string metadata values.",
                 ["__metadata__"],
             ))
-    tensors, spans = _tensor_entries(path, header, data_start, data_len, size, findings)
+    tensors, spans = _tensor_entries(stamp, header, data_start, data_len, findings)
     _check_layout(path.name, spans, data_len, findings)
     cut = [f for f in findings if f.kind == "truncated"]
     if len(cut) > 1:  # the per-tensor finding already says it; keep the one with keys
@@ -157,19 +157,19 @@ def _parse_header(name: str, raw: bytes, findings: list[Finding]) -> dict[str, A
 
 
 def _tensor_entries(
-    path: Path,
+    stamp: FileStamp,
     header: dict[str, Any],
     data_start: int,
     data_len: int,
-    size: int,
     findings: list[Finding],
 ) -> tuple[dict[str, TensorInfo], list[tuple[int, int, str]]]:
     """Validate each entry; returns the valid tensors and every usable byte span."""
+    path = stamp.path
     tensors: dict[str, TensorInfo] = {}
     spans: list[tuple[int, int, str]] = []
     bad: list[tuple[str, str]] = []
     beyond: list[str] = []
-    mapped = _MappedFile(path, size)
+    mapped = _MappedFile(stamp)
     for key, entry in header.items():
         if not isinstance(entry, dict):
             bad.append((key, "its entry is not an object"))
@@ -310,25 +310,21 @@ def _torch_can_hold(dtype: str, shape: list[int]) -> bool:
 
 
 class _MappedFile:
-    """One copy-on-write memory map per file, opened on first use and shared."""
+    """One copy-on-write memory map per file, opened on first use and shared; the file
+    must still be the one whose header was read (its stamp)."""
 
-    __slots__ = ("_map", "path", "size")
+    __slots__ = ("_map", "stamp")
 
-    def __init__(self, path: Path, size: int) -> None:
-        self.path = path
-        self.size = size
+    def __init__(self, stamp: FileStamp) -> None:
+        self.stamp = stamp
         self._map: mmap.mmap | None = None
 
+    @property
+    def path(self) -> Path:
+        return self.stamp.path
+
     def buffer(self) -> mmap.mmap:
-        try:
-            now = os.stat(self.path).st_size
-        except OSError as exc:
-            raise CheckpointError(f"{self.path.name} can no longer be read ({exc}).") from None
-        if now != self.size:
-            raise CheckpointError(
-                f"{self.path.name} changed size since it was opened ({self.size:,} -> "
-                f"{now:,} bytes); open it again."
-            )
+        self.stamp.verify()
         if self._map is None:
             with open(self.path, "rb") as fh:
                 self._map = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_COPY)

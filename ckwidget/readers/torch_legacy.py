@@ -11,6 +11,7 @@ from typing import Any
 from ..checkpoint import DTYPE_SIZES, Checkpoint, Finding, TensorInfo
 from ..errors import BudgetExceededError
 from .budgets import Budgets
+from .filestamp import FileStamp
 from .pickle_vm import run_pickle
 from .sniff import LEGACY_MAGIC
 from .torch_common import (
@@ -30,10 +31,12 @@ _MAGIC_PREFIX = 64
 class OffsetStorageBytes(StorageBytes):
     """Storages at known offsets of a file (legacy layouts), memory-mapped on demand."""
 
-    def __init__(self, path: Path, offsets: dict[str, tuple[int, int]], little: bool) -> None:
+    def __init__(self, path: Path, offsets: dict[str, tuple[int, int]], little: bool,
+                 stamp: FileStamp | None = None) -> None:
         self.path = path
         self.offsets = offsets  # key -> (byte offset of the data, byte count)
         self.little_endian = little
+        self.stamp = stamp  # the file as indexed: checked before each read
         self._cache: dict[str, Any] = {}
 
     def buffer(self, ref: StorageRef) -> Any:
@@ -41,6 +44,8 @@ class OffsetStorageBytes(StorageBytes):
 
         from ..errors import CorruptCheckpointError
 
+        if self.stamp is not None:
+            self.stamp.verify()
         if ref.key in self._cache:
             return self._cache[ref.key]
         if ref.key not in self.offsets:
@@ -61,13 +66,14 @@ def _read_window(path: Path, size: int, budgets: Budgets) -> bytes:
 
 def read_pickle_file(path: Path, head: bytes, budgets: Budgets) -> Checkpoint:
     """A file that starts with a pickle: torch's legacy format, or a plain pickle."""
-    size = path.stat().st_size
+    stamp = FileStamp.of(path)
+    size = stamp.size
     window = _read_window(path, size, budgets)
     # The magic number's pickle is a few dozen bytes in every protocol: looking at a short
     # prefix avoids running a large plain pickle twice.
     first = run_pickle(window[:_MAGIC_PREFIX], budgets)
     if first.complete and type(first.root) is int and first.root == LEGACY_MAGIC:
-        return _read_legacy(path, size, window, first.end, budgets)
+        return _read_legacy(path, stamp, window, first.end, budgets)
     return _read_plain_pickle(path, size, window, budgets)
 
 
@@ -121,8 +127,9 @@ def _read_plain_pickle(path: Path, size: int, window: bytes, budgets: Budgets) -
                       size=size, members=tp.flat.members)
 
 
-def _read_legacy(path: Path, size: int, window: bytes, pos: int,
+def _read_legacy(path: Path, stamp: FileStamp, window: bytes, pos: int,
                  budgets: Budgets) -> Checkpoint:
+    size = stamp.size
     findings: list[Finding] = []
     metadata: dict[str, Any] = {"legacy_magic": True}
     proto = run_pickle(window, budgets, start=pos)
@@ -139,7 +146,7 @@ def _read_legacy(path: Path, size: int, window: bytes, pos: int,
             f"The legacy protocol version is {proto.root!r}; torch reads only 1001.",
         ))
     main_start = sys_info.end if sys_info.complete else len(window)
-    reader = OffsetStorageBytes(path, {}, little)  # offsets are known after the pickle
+    reader = OffsetStorageBytes(path, {}, little, stamp)  # offsets: known after the pickle
     tp, window = _interpret_growing(path, size, window, budgets, reader, legacy=True,
                                     start=main_start)
     findings.extend(tp.findings)
@@ -238,7 +245,7 @@ def _attach(tensors: dict[str, TensorInfo], reader: OffsetStorageBytes) -> dict[
 
 def read_tar(path: Path, head: bytes, budgets: Budgets) -> Checkpoint:
     """torch 0.1.x tar checkpoints (members sys_info, pickle, tensors, storages)."""
-    size = path.stat().st_size
+    stamp = FileStamp.of(path)
     try:
         with tarfile.open(path, "r:") as tar:
             members = {}
@@ -254,11 +261,12 @@ def read_tar(path: Path, head: bytes, budgets: Budgets) -> Checkpoint:
         from .foreign import read_foreign
 
         return read_foreign(path, head, budgets, "tar-other", names=sorted(members)[:50])
-    return _read_torch_tar(path, size, members, budgets)
+    return _read_torch_tar(path, stamp, members, budgets)
 
 
-def _read_torch_tar(path: Path, size: int, members: dict[str, tarfile.TarInfo],
+def _read_torch_tar(path: Path, stamp: FileStamp, members: dict[str, tarfile.TarInfo],
                     budgets: Budgets) -> Checkpoint:
+    size = stamp.size
     findings: list[Finding] = []
     with open(path, "rb") as fh:
         def member_bytes(name: str, limit: int) -> bytes:
@@ -296,7 +304,7 @@ def _read_torch_tar(path: Path, size: int, members: dict[str, tarfile.TarInfo],
         storage_refs[str(key)] = StorageRef(str(key), dtype, str(location), numel)
         offsets[str(key)] = (base + pos + 8, nbytes)
         pos += 8 + nbytes
-    reader = OffsetStorageBytes(path, offsets, True)
+    reader = OffsetStorageBytes(path, offsets, True, stamp)
     tensor_infos: dict[str, TensorInfo] = {}
     nt = run_pickle(tensors_raw, budgets)
     pos = nt.end

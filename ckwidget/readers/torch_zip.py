@@ -12,6 +12,7 @@ from typing import Any
 from ..checkpoint import Checkpoint, Finding, TensorInfo, load_from_sources
 from ..errors import BudgetExceededError, CheckpointError, CorruptCheckpointError
 from .budgets import Budgets
+from .filestamp import FileStamp
 from .torch_common import (
     TorchPickle,
     interpret,
@@ -44,6 +45,8 @@ class ZipStorageBytes(StorageBytes):
     def buffer(self, ref: StorageRef) -> Any:
         import numpy as np
 
+        if self.directory.stamp is not None:
+            self.directory.stamp.verify()  # a rewritten file must not be read through a map
         with self._lock:
             cached = self._cache.get(ref.key)
             if cached is not None:
@@ -247,7 +250,8 @@ def _read_torch_archive(path: Path, directory: ZipDirectory, prefix: str, pkl_na
     candidates = tp.flat.candidates
     return Checkpoint(
         path, fmt, tensors, candidates, metadata, findings, size=directory.file_size,
-        members=members, loader=_Loader(path, tensors, accepts and fmt == "torch-zip"),
+        members=members,
+        loader=_Loader(path, tensors, accepts and fmt == "torch-zip", directory.stamp),
     )
 
 
@@ -542,12 +546,16 @@ class _Loader:
     """Materialise tensors: torch.load(weights_only=True, mmap=True) where torch accepts
     the file, ckwidget's own memory-mapped storage reader everywhere else."""
 
-    def __init__(self, path: Path, tensors: dict[str, TensorInfo], torch_accepts: bool) -> None:
+    def __init__(self, path: Path, tensors: dict[str, TensorInfo], torch_accepts: bool,
+                 stamp: FileStamp | None = None) -> None:
         self.path = path
         self.tensors = tensors
         self.torch_accepts = torch_accepts
+        self.stamp = stamp
 
     def __call__(self, full_keys: list[str], map_location: Any) -> dict[str, Any]:
+        if self.stamp is not None:
+            self.stamp.verify()  # torch.load of another file would give other tensors
         if self.torch_accepts:
             try:
                 return self.with_torch(full_keys, map_location)

@@ -21,6 +21,7 @@ from typing import Any
 
 from ..errors import BudgetExceededError, CorruptCheckpointError
 from .budgets import Budgets
+from .filestamp import FileStamp
 
 _EOCD = b"PK\x05\x06"
 _EOCD64_LOC = b"PK\x06\x07"
@@ -82,6 +83,7 @@ class ZipDirectory:
         self._made: dict[int, ZipEntry] = made if made is not None else {}
         self._lists: dict[int, list[int]] = {}
         self._newline: bool | None = None
+        self.stamp: FileStamp | None = None  # the file as indexed (read_directory sets it)
 
     def __len__(self) -> int:
         return len(self.names)
@@ -153,8 +155,15 @@ def _use_bulk(count: int) -> bool:
 
 def read_directory(path: Path, budgets: Budgets) -> ZipDirectory:
     """Parse the central directory; fall back to scanning local headers when the end
-    of the archive is missing (a truncated download)."""
-    size = path.stat().st_size
+    of the archive is missing (a truncated download). The directory keeps the file's
+    stamp from before the read (``stamp``): readers check it before reading records."""
+    stamp = FileStamp.of(path)
+    directory = _read_directory(path, stamp.size, budgets)
+    directory.stamp = stamp
+    return directory
+
+
+def _read_directory(path: Path, size: int, budgets: Budgets) -> ZipDirectory:
     with open(path, "rb") as fh:
         tail_len = min(size, 65_536 + 22)
         fh.seek(size - tail_len)
