@@ -16,6 +16,7 @@ import torch
 from safetensors.torch import save_file
 
 sys.path.insert(0, str(Path(__file__).parent))
+from test_readers_formats import _dcp_save
 from test_torch_readers import tar_checkpoint
 
 import ckwidget as ck
@@ -38,6 +39,8 @@ def write(fmt: str, path: Path, sd: dict[str, torch.Tensor]) -> Path:
         np.save(path, next(iter(sd.values())).numpy())
     elif fmt == "torch-tar":
         tar_checkpoint(path, sd, {})
+    elif fmt == "dcp":
+        _dcp_save(path, sd)
     elif fmt == "hf-sharded":
         path.mkdir()
         keys = list(sd)
@@ -51,6 +54,8 @@ def write(fmt: str, path: Path, sd: dict[str, torch.Tensor]) -> Path:
 
 
 def data_file(fmt: str, path: Path) -> Path:
+    if fmt == "dcp":
+        return next(path.glob("*.distcp"))
     return path / "model-00001-of-00002.safetensors" if fmt == "hf-sharded" else path
 
 
@@ -77,7 +82,8 @@ def change(kind: str, file: Path) -> None:
 
 def main(folder: Path) -> None:
     sd = tensors()
-    for fmt in ("torch-zip", "torch-legacy", "safetensors", "npy", "torch-tar", "hf-sharded"):
+    for fmt in ("torch-zip", "torch-legacy", "safetensors", "npy", "torch-tar", "hf-sharded",
+                "dcp"):
         for kind in ("unchanged", "rewritten-shorter", "replaced", "touched"):
             case = {"format": fmt, "change": kind}
             print(json.dumps({**case, "start": True}), flush=True)

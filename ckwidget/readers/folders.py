@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 from ..checkpoint import DTYPE_SIZES, Checkpoint, Finding, TensorInfo, sort_findings
 from ..errors import BudgetExceededError, CheckpointError, NotACheckpointError
 from .budgets import Budgets
+from .filestamp import FileStamp
 from .tree import flatten, plain_facts
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -278,7 +279,9 @@ def read_dcp(path: Path, names: list[str], budgets: Budgets) -> Checkpoint:
     from .safety import is_malicious
 
     meta_file = path / ".metadata"
-    size = meta_file.stat().st_size
+    # the files as indexed: each read checks its own and .metadata's (a new save)
+    stamps: dict[str, FileStamp] = {".metadata": FileStamp.of(meta_file)}
+    size = stamps[".metadata"].size
     findings: list[Finding] = []
     metadata: dict[str, Any] = {"distcp_files": [n for n in names if n.endswith(".distcp")][:1000]}
     if size > budgets.max_pickle_bytes:
@@ -354,14 +357,15 @@ def read_dcp(path: Path, names: list[str], budgets: Budgets) -> Checkpoint:
                 missing.append(fqn)
                 break
             pieces.append((offsets, sizes, *where))
-        source = DcpSource(path, shape, dtype, pieces) if pieces else None
+        source = DcpSource(path, shape, dtype, pieces, stamps) if pieces else None
         tensor = TensorInfo(shape, dtype, "cpu", numel * DTYPE_SIZES.get(dtype, 0),
                             "strided", source)
         _place(tree, _fqn_path(fqn, planner), tensor)
     flat = flatten(tree, max_visits=budgets.max_visits, max_depth=budgets.max_depth)
     for name in metadata["distcp_files"]:
         try:
-            total += (path / name).stat().st_size
+            stamps[name] = FileStamp.of(path / name)
+            total += stamps[name].size
         except OSError:
             pass
     if bytes_items:
@@ -478,18 +482,24 @@ class DcpSource:
     """Reads a DCP tensor the way torch's FileSystemReader does: each chunk is a
     torch.save blob, opened with weights_only=True, then copied into place."""
 
-    __slots__ = ("dtype", "folder", "pieces", "shape")
+    __slots__ = ("dtype", "folder", "pieces", "shape", "stamps")
 
     def __init__(self, folder: Path, shape: tuple[int, ...], dtype: str,
-                 pieces: list[tuple[Any, ...]]) -> None:
+                 pieces: list[tuple[Any, ...]],
+                 stamps: Mapping[str, FileStamp] | None = None) -> None:
         self.folder = folder
         self.shape = shape
         self.dtype = dtype
         self.pieces = pieces
+        self.stamps = stamps if stamps is not None else {}
 
     def load(self) -> torch.Tensor:
         import torch
 
+        for rel in (".metadata", *dict.fromkeys(piece[2] for piece in self.pieces)):
+            stamp = self.stamps.get(rel)
+            if stamp is not None:
+                stamp.verify()
         out = torch.empty(self.shape, dtype=getattr(torch, self.dtype))
         for offsets, sizes, rel, off, length in self.pieces:
             with open(self.folder / rel, "rb") as fh:
