@@ -71,8 +71,10 @@ class ZipStorageBytes(StorageBytes):
             # each local header through a fresh file handle, costs system calls each:
             # sampling reads hundreds of small tensors)
             if self._whole is None and self.directory.file_size:
+                # as a plain array over the map: np.memmap's slicing runs Python code
+                # for each slice, and sampling slices three times per record
                 self._whole = np.memmap(self.directory.path, dtype=np.uint8, mode="c",
-                                        shape=(self.directory.file_size,))
+                                        shape=(self.directory.file_size,)).view(np.ndarray)
             start = data_offset(self.directory, entry, mapped=self._whole)
             if start + nbytes > self.directory.file_size:
                 raise CorruptCheckpointError(
