@@ -374,3 +374,20 @@ def test_a_file_in_model_order_aligns_as_the_same_file_shuffled():
                 got, want = sorted(got), sorted(want)
             assert got == want, (name, ckpt, shuffled)
         assert list(a.status) == list(model)
+
+
+def test_model_description_keeps_each_tensors_own_layout() -> None:
+    """Descriptions are shared between tensors of one kind, and the layout is part of
+    the kind: a sparse buffer after a dense one of the same shape stays sparse (and a
+    dense one after a sparse one stays dense), as describe_tensor says one by one."""
+    from ckwidget.checkpoint import describe_tensor
+
+    dense, sparse = torch.zeros(3, 3), torch.eye(3).to_sparse()
+    for order in (("d", "s"), ("s", "d")):
+        model = nn.Module()
+        for name in order:
+            model.register_buffer(name, dense if name == "d" else sparse)
+        side = describe_model(model)
+        assert side.infos["d"].layout == describe_tensor(dense).layout == "strided"
+        assert side.infos["s"].layout == describe_tensor(sparse).layout == "sparse_coo"
+        assert side.infos["s"].source is not None  # its values stay readable

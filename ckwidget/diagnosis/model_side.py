@@ -107,16 +107,18 @@ def describe_model(model: Any) -> ModelSide:
             f"diagnose() needs the model as a torch.nn.Module (or a state dict), "
             f"not {type(model).__name__}."
         )
-    cache: dict[tuple[Any, Any, Any], TensorInfo] = {}
+    # the layout is part of the kind: a sparse tensor must not take the description of
+    # a dense one of its dtype, device and shape
+    cache: dict[tuple[Any, Any, Any, Any], TensorInfo] = {}
     infos: dict[str, TensorInfo] = {}
     other_devices: set[str] = set()  # of tensors that are neither strided nor meta
     strided = torch.strided
     get = cache.get
     for name, t in tensors.items():
-        ck = (t.dtype, t.device, t.shape)
+        ck = (t.dtype, t.device, t.shape, t.layout)
         info = get(ck)
         if info is None:
-            if t.layout is strided and not t.is_quantized:
+            if ck[3] is strided and not t.is_quantized:
                 layout = "meta" if t.is_meta else "strided"
                 info = TensorInfo(tuple(t.shape), dtype_name(t.dtype), str(t.device),
                                   t.numel() * t.element_size(), layout)
