@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import os
+import stat
 
 import pytest
 import torch
@@ -129,6 +130,32 @@ def test_save_writes_the_repaired_dict_atomically_and_never_over_the_source(tmp_
     assert src.read_bytes() == before
     with pytest.raises(FixError, match="choose 'safetensors' or 'torch'"):
         plan.save(tmp_path / "x.bin", format="pickle")
+
+
+def test_saved_files_get_the_permissions_a_new_file_gets(tmp_path):
+    """A repaired checkpoint is written beside its target and renamed into place: it
+    gets the mode a new file gets under the umask (not a temp file's private 0600), and
+    a file it replaces keeps its mode."""
+    torch.manual_seed(0)
+    net = Net()
+    src = tmp_path / "src.pt"
+    torch.save({"module." + k: v for k, v in net.state_dict().items()}, src)
+    plan = F.Plan([F.StripPrefix("module.")], src)
+    old = os.umask(0o022)
+    try:
+        fresh = plan.save(tmp_path / "fresh.safetensors")
+        probe = tmp_path / "probe"
+        probe.write_bytes(b"")  # what open() gives a new file here
+        kept = tmp_path / "kept.pt"
+        kept.write_bytes(b"old")
+        kept.chmod(0o640)
+        plan.save(kept, format="torch")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(fresh.stat().st_mode) == stat.S_IMODE(probe.stat().st_mode) == 0o644
+    assert stat.S_IMODE(kept.stat().st_mode) == 0o640
+    assert torch.load(kept, weights_only=True).keys() == net.state_dict().keys()
+    assert not list(tmp_path.glob(".*.tmp"))  # no temporary file left behind
 
 
 def test_save_handles_tied_tensors_for_safetensors(tmp_path):

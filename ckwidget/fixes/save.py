@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import os
-import tempfile
+import secrets
+import stat
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -85,8 +86,7 @@ def save_plan(
     if any(f.kind == "resize-copy" for f in plan.fixes) and model is None:
         raise FixError("This plan resizes tensors into the model's: pass model= to save it.")
     sd = plan._run(plan.read(ckpt), infos)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    os.close(fd)
+    tmp, mode = _new_temp_file(target)
     try:
         if format == "safetensors":
             from safetensors.torch import save_file
@@ -96,9 +96,34 @@ def save_plan(
             import torch
 
             torch.save(sd, tmp)
+        os.chmod(tmp, mode)  # safetensors 0.8 writes 0600 files whatever the umask
         os.replace(tmp, target)
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
     return target
+
+
+def _new_temp_file(target: Path) -> tuple[str, int]:
+    """An empty file beside ``target`` to write before the atomic rename, and the mode
+    the result should have: that of the file it replaces, else what a new file gets
+    under the umask (read off the temporary file, made as open() makes files). Writers
+    that make private files (mkstemp, safetensors 0.8) would otherwise leave a shared
+    folder's checkpoint readable by its owner alone."""
+    for _ in range(100):
+        tmp = target.parent / f".{target.name}.{secrets.token_hex(6)}.tmp"
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # umask applies
+        except FileExistsError:
+            continue
+        try:
+            mode = stat.S_IMODE(os.fstat(fd).st_mode)
+        finally:
+            os.close(fd)
+        try:
+            mode = stat.S_IMODE(target.stat().st_mode)
+        except OSError:
+            pass  # a new file
+        return str(tmp), mode
+    raise FixError(f"Could not create a temporary file in {str(target.parent)!r}.")
