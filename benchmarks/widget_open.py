@@ -8,7 +8,9 @@ its best: the others measure the host's noise too). Run::
     python benchmarks/widget_open.py [--keys 100000] [--format torch|safetensors]
 
 Each run's CPU time says how much of it was system time: mostly page faults on fresh
-memory, whose cost swings several-fold on shared virtual machines.
+memory, whose cost swings several-fold on shared virtual machines. Each run also says
+how slow the host was just before it (the pure-Python reference of ``_host.py`` against
+its quiet figure), so a run over target can be told apart from a busy host.
 
 The model and file are built once and cached in the temp dir (building 100,000
 parameters takes a while and is not what is measured).
@@ -65,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeat", type=int, default=5)
     args = ap.parse_args(argv)
 
-    from _host import host_line
+    from _host import QUIET_MS, host_line, reference_ms
 
     t0 = time.perf_counter()
     path, model = build(args.keys, args.format, Path(tempfile.gettempdir()))
@@ -81,7 +83,9 @@ def main(argv: list[str] | None = None) -> int:
     import ipywidgets  # noqa: F401
 
     best = best_cpu = None
+    factors: list[float] = []
     for i in range(args.repeat):
+        factors.append(reference_ms(repeat=3) / QUIET_MS)
         gc.collect()  # each run starts from the same heap, not the last run's garbage
         cpu = time.process_time()
         sys_cpu = os.times().system
@@ -98,7 +102,8 @@ def main(argv: list[str] | None = None) -> int:
         cpu = time.process_time() - cpu
         sys_cpu = os.times().system - sys_cpu
         best_cpu = cpu if best_cpu is None else min(best_cpu, cpu)
-        print(f"run {i + 1}: total {total:.2f} s wall, {cpu:.2f} s cpu of which "
+        print(f"run {i + 1} (host x{factors[-1]:.2f}): total {total:.2f} s wall, "
+              f"{cpu:.2f} s cpu of which "
               f"{sys_cpu:.2f} s system "
               f"(open {t_open:.2f} s, diagnose {t_diag:.2f} s, "
               f"widget {t_widget:.2f} s, display {total - t_open - t_diag - t_widget:.3f} s); "
@@ -110,6 +115,8 @@ def main(argv: list[str] | None = None) -> int:
         del dbg, report, ckpt, bundle
         gc.collect()
     print(host_line())
+    print(f"host speed before each run: x{min(factors):.2f} to x{max(factors):.2f} of quiet "
+          "(a figure over target at x1.3 or more measures the host as much as ckwidget)")
     verdict = "OK" if best is not None and best <= TARGET_S else "OVER TARGET"
     print(f"widget open, best of {args.repeat}: {best:.2f} s wall, {best_cpu:.2f} s cpu "
           f"(target {TARGET_S} s): {verdict}")
