@@ -109,6 +109,46 @@ def _run(page, url: str, expect) -> None:
     shot(root, "tab-fix.png")
 
     _check_hostile(page, page.locator(".ck-root").nth(1), expect)
+    _rerun_closes_the_old_debugger(page, expect)
+
+
+_OPEN_DEBUGGERS = """
+import warnings, ipywidgets
+from ckwidget.ui.widget import CheckpointDebugger
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore")  # Widget.widgets: deprecated, still the registry
+    print(sum(isinstance(w, CheckpointDebugger) for w in ipywidgets.Widget.widgets.values()))
+"""
+
+
+def _kernel_output(page, code: str) -> str:
+    """Run ``code`` on the notebook's kernel (outside any cell); its printed output."""
+    return page.evaluate("""async (code) => {
+        const kernel = window.jupyterapp.shell.currentWidget.sessionContext.session.kernel;
+        const future = kernel.requestExecute({code});
+        let out = "";
+        future.onIOPub = (msg) => {
+            if (msg.header.msg_type === "stream") { out += msg.content.text; }
+        };
+        await future.done;
+        return out;
+    }""", code)
+
+
+def _rerun_closes_the_old_debugger(page, expect) -> None:
+    """JupyterLab says which cell runs: running the hostile cell again closes the
+    debugger its first run made, so two stay open, not three."""
+    assert _kernel_output(page, _OPEN_DEBUGGERS).strip() == "2"
+    page.evaluate("""async () => {
+        const notebook = window.jupyterapp.shell.currentWidget.content;
+        notebook.activeCellIndex = notebook.widgets.findIndex(
+            (cell) => cell.model.sharedModel.getSource().includes("dbg2 = %ckdebug"));
+        await window.jupyterapp.commands.execute("notebook:run-cell");
+    }""")
+    page.wait_for_selector('.jp-Notebook-ExecutionIndicator[data-status="idle"]',
+                           timeout=120_000)
+    expect(page.locator(".ck-root")).to_have_count(2, timeout=60_000)
+    assert _kernel_output(page, _OPEN_DEBUGGERS).strip() == "2"
 
 
 def _check_hostile(page, root, expect) -> None:
