@@ -11,6 +11,7 @@ from ..checkpoint import Checkpoint
 from ..errors import CheckpointError, CorruptCheckpointError, NotACheckpointError
 from ..gcpause import gc_paused
 from .budgets import DEFAULT_BUDGETS, Budgets
+from .filestamp import require_regular
 from .sniff import read_head, sniff_bytes
 
 Reader = Callable[[Path, bytes, Budgets], Checkpoint]
@@ -69,8 +70,8 @@ def open_checkpoint(
 
                 ckpt = read_folder(p, budgets)
             else:
+                size = require_regular(p).st_size  # a pipe would block the read below
                 head = read_head(p)
-                size = p.stat().st_size
                 ckpt = _reader(sniff_bytes(head, size, p.name.lower()))(p, head, budgets)
         except CheckpointError:
             raise

@@ -11,10 +11,26 @@ tensor bytes.
 from __future__ import annotations
 
 import os
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import CheckpointChangedError
+from ..errors import CheckpointChangedError, NotACheckpointError
+
+_SPECIAL = ((stat.S_ISFIFO, "named pipe"), (stat.S_ISCHR, "character device"),
+            (stat.S_ISBLK, "block device"), (stat.S_ISSOCK, "socket"), (stat.S_ISDIR, "folder"))
+
+
+def require_regular(path: str | os.PathLike[str]) -> os.stat_result:
+    """``os.stat(path)`` of a regular file; a pipe, device or socket is refused with a
+    sentence, since reading one can block forever or never end."""
+    st = os.stat(path)
+    if not stat.S_ISREG(st.st_mode):
+        kind = next((name for test, name in _SPECIAL if test(st.st_mode)), "special file")
+        raise NotACheckpointError(
+            f"{Path(path).name} is a {kind}, not a file: reading it could wait forever or "
+            "never end. Give the path of a checkpoint file or folder.")
+    return st
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,7 +45,8 @@ class FileStamp:
 
     @classmethod
     def of(cls, path: str | os.PathLike[str]) -> FileStamp:
-        st = os.stat(path)
+        """The stamp of a regular file (anything else is refused: see require_regular)."""
+        st = require_regular(path)
         return cls(Path(path), st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
 
     def change(self) -> str | None:

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from ..checkpoint import DTYPE_SIZES, Checkpoint, Finding, TensorInfo, sort_findings
 from ..errors import BudgetExceededError, CheckpointError, NotACheckpointError
 from .budgets import Budgets
-from .filestamp import FileStamp
+from .filestamp import FileStamp, require_regular
 from .tree import flatten, plain_facts
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -95,7 +95,10 @@ def _list(path: Path, budgets: Budgets) -> list[str]:
 
 def _read_json(file: Path, budgets: Budgets) -> Any:
     """A small JSON file, or raise ValueError with the reason."""
-    size = file.stat().st_size
+    try:
+        size = require_regular(file).st_size
+    except NotACheckpointError as exc:
+        raise ValueError(str(exc)) from None
     if size > budgets.max_json:
         raise ValueError(f"it is {size:,} bytes, over the {budgets.max_json:,}-byte limit")
     try:
@@ -184,7 +187,7 @@ def _sharded(path: Path, index_file: Path, budgets: Budgets) -> Checkpoint:
     total = 0
     for shard, keys in by_shard.items():
         file = path / shard
-        if not file.is_file():
+        if not file.exists() or file.is_dir():  # a pipe or device: open_checkpoint says so
             missing_files.append(shard)
             absent.extend(keys)
             continue
@@ -527,7 +530,8 @@ class DcpSource:
 def _deepspeed(path: Path, names: list[str], budgets: Budgets) -> Checkpoint | None:
     tag = None
     if "latest" in names and (path / "latest").is_file():
-        raw = (path / "latest").read_bytes()[:256]
+        with open(path / "latest", "rb") as fh:  # a tag name: a few bytes
+            raw = fh.read(256)
         tag = raw.decode("utf-8", "replace").strip() or None
     steps = [n for n in names if _STEP_DIR.match(n) and (path / n).is_dir()]
     if tag and (path / tag).is_dir() and _inside(tag):
