@@ -29,9 +29,11 @@ def test_diagnose_scale_prints_times_growth_and_a_verdict():
 
 def test_widget_open_prints_the_parts_of_the_first_display(tmp_path):
     text = _run(str(BENCH / "widget_open.py"), "--keys", "2000", "--repeat", "1")
-    assert re.search(r"run 1: total [\d.]+ s wall, [\d.]+ s cpu of which [\d.]+ s system "
+    assert re.search(r"run 1 \(host x[\d.]+\): total [\d.]+ s wall, [\d.]+ s cpu of which "
+                     r"[\d.]+ s system "
                      r"\(open [\d.]+ s, "
                      r"diagnose [\d.]+ s, widget [\d.]+ s, display [\d.]+ s\); 2,000 rows",
                      text), text
     assert "0 of 2000 model tensors would load as is; 1998 after the suggested plan" in text
     assert re.search(r"widget open, best of 1: [\d.]+ s wall", text), text
+    assert re.search(r"host speed before each run: x[\d.]+ to x[\d.]+ of quiet", text), text
