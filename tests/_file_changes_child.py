@@ -115,6 +115,16 @@ def main(folder: Path) -> None:
                       "error": type(dbg.last_error).__name__, "shown": dbg.error_area.value,
                       "result": dbg.result_html.value, "model_unchanged": unchanged}),
           flush=True)
+    # the Distributions tab: the overview says why nothing was read; a plot says so too
+    panel = dbg.open_distributions()
+    dbg.wait()
+    note = panel.nonfinite.box.children[0].value
+    dbg._clear_error()
+    panel.plot("layer0.weight")
+    dbg.wait()
+    print(json.dumps({"format": "distributions", "change": "rewritten-shorter",
+                      "note": note, "shown": dbg.error_area.value,
+                      "histogram": panel.last_histogram is not None}), flush=True)
 
 
 if __name__ == "__main__":

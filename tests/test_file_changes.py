@@ -40,3 +40,9 @@ def test_reads_after_the_file_changed_say_so_and_never_crash(tmp_path: Path) -> 
     assert widget["error"] == "CheckpointChangedError" and widget["model_unchanged"]
     assert "changed on disk since it was opened" in widget["shown"]
     assert "Not applied; the model is unchanged" in widget["result"]
+    assert "Run the cell that opened this debugger again" in widget["shown"]
+    panel = results["distributions", "rewritten-shorter"]
+    assert "No tensor values could be read" in panel["note"], panel
+    assert "changed on disk since it was opened" in panel["note"], panel
+    assert "changed on disk since it was opened" in panel["shown"], panel
+    assert not panel["histogram"]  # no one-sided plot of the model's values alone

@@ -307,8 +307,10 @@ def test_nonfinite_note_counts_only_tensors_that_were_read() -> None:
                            0.0, 0.0, 0.0, error=error)
 
     assert nonfinite_note([st("a"), st("b"), st("c", error="truncated")]) == (
-        "No NaN or Inf in the sampled values of 2 tensors; 1 could not be read.")
-    assert nonfinite_note([st("a", error="gone")]) == "No tensor values could be read (1 tried)."
+        "No NaN or Inf in the sampled values of 2 tensors; 1 could not be read (truncated).")
+    assert nonfinite_note([st("a", error="gone."), st("b", error="gone."),
+                           st("c", error="other")]) == (
+        "No tensor values could be read: 3 tried (gone).")  # the commonest reason
     assert nonfinite_note([st("a"), st("b", nan=1)]) is None  # then the chart is drawn
 
 

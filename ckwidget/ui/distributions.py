@@ -12,6 +12,7 @@ import ipywidgets as w
 import numpy as np
 
 from .. import stats
+from ..errors import CheckpointChangedError
 from .plots import (
     FigureHolder,
     histogram_figure,
@@ -57,6 +58,7 @@ class DistributionsPanel:
         self.hist = FigureHolder("ck-hist")
         self.layers = FigureHolder("ck-layers")
         self.nonfinite = FigureHolder("ck-nonfinite")
+        self.last_histogram: stats.Histogram | None = None  # the one shown, once drawn
         self.plot_button.on_click(dbg._guard(lambda _b: self.plot(self.chooser.value)))
         self.chooser.observe(dbg._guard(self._suggest), names="value")
         self.box = w.VBox([
@@ -148,6 +150,8 @@ class DistributionsPanel:
             if full is not None:
                 try:
                     ck_parts.append(stats.checkpoint_sample(self.ckpt, full, per))
+                except CheckpointChangedError:
+                    raise  # no tensor of the file can be read: say so, not a one-sided plot
                 except Exception:  # an unreadable tensor is skipped
                     pass
             if model_key and model_key in model_sd:

@@ -8,6 +8,7 @@ needs it) and otherwise an ``Output`` that displays a static ``go.Figure``.
 from __future__ import annotations
 
 import html
+from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
@@ -106,11 +107,14 @@ def nonfinite_note(stats: Sequence[TensorStats]) -> str | None:
     chart would only show bare axes); None when there is something to plot."""
     if any(s.nonfinite for s in stats):
         return None
-    read = sum(1 for s in stats if not s.error)
-    failed = len(stats) - read
-    unread = f"; {failed:,} could not be read" if failed else ""
+    errors = [s.error for s in stats if s.error]
+    read, failed = len(stats) - len(errors), len(errors)
+    # the commonest reason, once: a file changed on disk fails every read alike
+    why = f" ({Counter(errors).most_common(1)[0][0].rstrip('.')})" if errors else ""
     if not read:
-        return "No tensor values could be read" + (f" ({failed:,} tried)." if failed else ".")
+        return ("No tensor values could be read"
+                + (f": {failed:,} tried{why}." if failed else "."))
+    unread = f"; {failed:,} could not be read{why}" if failed else ""
     return (f"No NaN or Inf in the sampled values of {read:,} "
             f"tensor{'s' if read != 1 else ''}{unread}.")
 

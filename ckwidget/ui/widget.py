@@ -16,7 +16,7 @@ from typing import Any
 
 import ipywidgets as w
 
-from ..errors import CheckpointError
+from ..errors import CheckpointChangedError, CheckpointError
 from . import render
 from .export import code_html, copy_button, show_once, to_next_cell
 from .lifetime import close_tree, replace_children
@@ -34,6 +34,8 @@ def _classes(widget: w.DOMWidget, *names: str) -> w.DOMWidget:
 
 def error_sentence(exc: BaseException) -> str:
     """One sentence for the error area: ckwidget's own errors already are one."""
+    if isinstance(exc, CheckpointChangedError):
+        return f"{exc} Run the cell that opened this debugger again."
     if isinstance(exc, CheckpointError):
         return str(exc)
     text = str(exc) or type(exc).__name__
