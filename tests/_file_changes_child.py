@@ -75,6 +75,8 @@ def change(kind: str, file: Path) -> None:
         tmp = file.with_name(file.name + ".tmp")
         tmp.write_bytes(file.read_bytes())
         os.replace(tmp, file)
+    elif kind == "deleted":
+        file.unlink()
     elif kind == "touched":
         st = file.stat()
         os.utime(file, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000_000))
@@ -84,7 +86,7 @@ def main(folder: Path) -> None:
     sd = tensors()
     for fmt in ("torch-zip", "torch-legacy", "safetensors", "npy", "torch-tar", "hf-sharded",
                 "dcp"):
-        for kind in ("unchanged", "rewritten-shorter", "replaced", "touched"):
+        for kind in ("unchanged", "rewritten-shorter", "replaced", "touched", "deleted"):
             case = {"format": fmt, "change": kind}
             print(json.dumps({**case, "start": True}), flush=True)
             suffix = ".npy" if fmt == "npy" else ".ckpt"

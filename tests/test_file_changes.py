@@ -16,7 +16,7 @@ from pathlib import Path
 FORMATS = ("torch-zip", "torch-legacy", "safetensors", "npy", "torch-tar", "hf-sharded",
            "dcp")
 CHANGES = {"rewritten-shorter": "its size went from", "replaced": "another file now has its name",
-           "touched": "it was written again"}
+           "touched": "it was written again", "deleted": "it can no longer be read"}
 
 
 def test_reads_after_the_file_changed_say_so_and_never_crash(tmp_path: Path) -> None:
