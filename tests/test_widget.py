@@ -592,3 +592,44 @@ def test_current_cell_outside_a_kernel_is_none() -> None:
     from ckwidget.ui.lifetime import current_cell
 
     assert current_cell() is None
+
+
+def test_close_returns_while_a_background_job_is_still_running(prefixed) -> None:
+    """A job blocked past close()'s wait (a read from a slow disk) neither makes close
+    raise nor writes its result into the closed widgets; nothing new starts after."""
+    import threading
+
+    path, _ = prefixed
+    dbg = ck.debug(path, TinyNet())  # jobs on background threads, as in a notebook
+    dbg.close_wait_s = 0.2
+    release = threading.Event()
+    shown: list = []
+    dbg._jobs.submit("slow", lambda: release.wait(30) and "late", shown.append)
+    started = time.perf_counter()
+    dbg.close()  # ran into a TimeoutError before
+    assert time.perf_counter() - started < 5
+    release.set()
+    dbg._jobs.wait(10)
+    assert shown == []  # the late result went nowhere
+    dbg._jobs.submit("after", lambda: "x", shown.append)
+    dbg._jobs.wait(10)
+    assert shown == [] and dbg._jobs.cancelled.is_set()
+
+
+def test_closing_stops_the_distributions_overview_at_its_next_tensor(prefixed) -> None:
+    """The overview checks for a close between tensors: closed during its first tensor,
+    it samples no other one, and draws nothing."""
+    from ckwidget.ui.distributions import DistributionsPanel
+
+    path, _ = prefixed
+    dbg = _open(path, TinyNet())
+    panel = DistributionsPanel(dbg)
+
+    def close_after_the_first(change) -> None:
+        if change["new"] == 1:
+            dbg._jobs.cancelled.set()  # what close() sets first
+
+    panel.progress.observe(close_after_the_first, names="value")
+    panel.start()  # inline: the debugger runs its jobs in the foreground here
+    assert panel.progress.max > 1 and panel.progress.value == 1
+    assert panel.overview is None  # its result went nowhere

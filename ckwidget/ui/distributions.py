@@ -106,6 +106,8 @@ class DistributionsPanel:
             ck_stats: list[stats.TensorStats] = []
             model_stats: dict[str, stats.TensorStats] = {}
             for i, (label, ck_key, model_key) in enumerate(chosen):
+                if self.dbg._jobs.cancelled.is_set():
+                    break  # the debugger was closed
                 full = self.full_key(ck_key) if ck_key else None
                 if full is not None:
                     s = stats.checkpoint_stats(self.ckpt, full, OVERVIEW_SAMPLE)
@@ -146,6 +148,8 @@ class DistributionsPanel:
         ck_parts: list[np.ndarray] = []
         model_parts: list[np.ndarray] = []
         for _label, ck_key, model_key in members:
+            if self.dbg._jobs.cancelled.is_set():
+                break  # the debugger was closed
             full = self.full_key(ck_key) if ck_key else None
             if full is not None:
                 try:

@@ -51,19 +51,25 @@ class Jobs:
         self._threads: list[threading.Thread] = []
         self._generation: dict[str, int] = {}
         self._lock = threading.Lock()
+        self.cancelled = threading.Event()  # set by cancel(): long loops check it
 
     def submit(self, name: str, work: Callable[[], Any], done: Callable[[Any], None]) -> None:
+        if self.cancelled.is_set():
+            return  # the debugger is closed: nothing would show the result
         with self._lock:
             gen = self._generation.get(name, 0) + 1
             self._generation[name] = gen
 
+        def current() -> bool:
+            return self._generation.get(name) == gen and not self.cancelled.is_set()
+
         def run() -> None:
             try:
                 result = work()
-                if self._generation.get(name) == gen:
+                if current():
                     done(result)
             except Exception as exc:  # shown in the widget, never lost
-                if self._generation.get(name) == gen:
+                if current():
                     self.on_error(exc, name)
 
         if not self.background:
@@ -73,6 +79,16 @@ class Jobs:
         with self._lock:
             self._threads = [t for t in self._threads if t.is_alive()] + [thread]
         thread.start()
+
+    def cancel(self, timeout: float) -> None:
+        """Stop for good: no callback runs from now on, loops that check ``cancelled``
+        stop at their next step, and running jobs get up to ``timeout`` seconds to end.
+        One still blocked then (a read from a slow disk) ends on its own, unseen."""
+        self.cancelled.set()
+        try:
+            self.wait(timeout)
+        except TimeoutError:
+            pass
 
     def wait(self, timeout: float = 60.0) -> None:
         """Block until queued background work has finished (tests, scripts)."""
@@ -94,6 +110,8 @@ class CheckpointDebugger(w.VBox):
     ``preview`` the Report as it would be after ``plan`` (None until a fix is toggled).
     ``export()``, ``apply()`` and ``save(path)`` do what the buttons do.
     """
+
+    close_wait_s = 5.0  # how long close() lets a running background job finish
 
     def __init__(
         self,
@@ -485,7 +503,7 @@ class CheckpointDebugger(w.VBox):
         ``close`` leaves its children open, and their callbacks hold this debugger),
         so without this a 100,000-key debugger keeps its checkpoint in memory until
         the kernel restarts. The model stays the caller's."""
-        self._jobs.wait(5.0)  # a background job must not write into closed widgets
+        self._jobs.cancel(self.close_wait_s)  # no job writes into closed widgets
         for child in self.children:
             close_tree(child)
         close_tree(self.layout)
