@@ -488,13 +488,12 @@ class DcpSource:
     __slots__ = ("dtype", "folder", "pieces", "shape", "stamps")
 
     def __init__(self, folder: Path, shape: tuple[int, ...], dtype: str,
-                 pieces: list[tuple[Any, ...]],
-                 stamps: Mapping[str, FileStamp] | None = None) -> None:
+                 pieces: list[tuple[Any, ...]], stamps: Mapping[str, FileStamp]) -> None:
         self.folder = folder
         self.shape = shape
         self.dtype = dtype
         self.pieces = pieces
-        self.stamps = stamps if stamps is not None else {}
+        self.stamps = stamps  # of .metadata and the .distcp files, as indexed
 
     def load(self) -> torch.Tensor:
         import torch

@@ -31,21 +31,23 @@ _MAGIC_PREFIX = 64
 class OffsetStorageBytes(StorageBytes):
     """Storages at known offsets of a file (legacy layouts), memory-mapped on demand."""
 
-    def __init__(self, path: Path, offsets: dict[str, tuple[int, int]], little: bool,
-                 stamp: FileStamp | None = None) -> None:
-        self.path = path
+    def __init__(self, stamp: FileStamp, offsets: dict[str, tuple[int, int]],
+                 little: bool) -> None:
+        self.stamp = stamp  # the file as indexed: checked before each read
         self.offsets = offsets  # key -> (byte offset of the data, byte count)
         self.little_endian = little
-        self.stamp = stamp  # the file as indexed: checked before each read
         self._cache: dict[str, Any] = {}
+
+    @property
+    def path(self) -> Path:
+        return self.stamp.path
 
     def buffer(self, ref: StorageRef) -> Any:
         import numpy as np
 
         from ..errors import CorruptCheckpointError
 
-        if self.stamp is not None:
-            self.stamp.verify()
+        self.stamp.verify()
         if ref.key in self._cache:
             return self._cache[ref.key]
         if ref.key not in self.offsets:
@@ -146,7 +148,7 @@ def _read_legacy(path: Path, stamp: FileStamp, window: bytes, pos: int,
             f"The legacy protocol version is {proto.root!r}; torch reads only 1001.",
         ))
     main_start = sys_info.end if sys_info.complete else len(window)
-    reader = OffsetStorageBytes(path, {}, little, stamp)  # offsets: known after the pickle
+    reader = OffsetStorageBytes(stamp, {}, little)  # offsets are known after the pickle
     tp, window = _interpret_growing(path, size, window, budgets, reader, legacy=True,
                                     start=main_start)
     findings.extend(tp.findings)
@@ -304,7 +306,7 @@ def _read_torch_tar(path: Path, stamp: FileStamp, members: dict[str, tarfile.Tar
         storage_refs[str(key)] = StorageRef(str(key), dtype, str(location), numel)
         offsets[str(key)] = (base + pos + 8, nbytes)
         pos += 8 + nbytes
-    reader = OffsetStorageBytes(path, offsets, True, stamp)
+    reader = OffsetStorageBytes(stamp, offsets, True)
     tensor_infos: dict[str, TensorInfo] = {}
     nt = run_pickle(tensors_raw, budgets)
     pos = nt.end
