@@ -246,7 +246,12 @@ def dtype_name(dtype: Any) -> str:
 
 
 def describe_tensor(t: torch.Tensor) -> TensorInfo:
-    """TensorInfo of a live tensor (meta and sparse included)."""
+    """TensorInfo of a live tensor (meta, sparse and lazy included). A lazy module's
+    uninitialised parameter has no shape yet: it takes the checkpoint's when loaded."""
+    from torch.nn.parameter import is_lazy
+
+    if is_lazy(t):
+        return TensorInfo((), dtype_name(t.dtype), str(t.device), 0, "lazy")
     layout = "strided"
     if t.is_meta:
         layout = "meta"

@@ -68,6 +68,24 @@ MODELS = textwrap.dedent(
             self.out = nn.Linear(4, n)
 
 
+    class WeightNormOld(nn.Module):  # torch.nn.utils.weight_norm: weight_g, weight_v
+        def __init__(self):
+            super().__init__()
+            import warnings
+
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", FutureWarning)  # deprecated, still met
+                self.conv = nn.utils.weight_norm(nn.Conv1d(3, 4, 3))
+            self.out = nn.Conv1d(4, 2, 1)
+
+
+    class WeightNormNew(nn.Module):  # parametrizations: parametrizations.weight.original0/1
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.utils.parametrizations.weight_norm(nn.Conv1d(3, 4, 3))
+            self.out = nn.Conv1d(4, 2, 1)
+
+
     def build(name, seed):
         torch.manual_seed(seed)
         if name == "vocab-old":
@@ -205,6 +223,20 @@ def build_cases(d: Path) -> list[dict]:
         json.dumps({"metadata": {}, "weight_map": weight_map})
     )
     case("hf-sharded", "Net", F.Plan([], shards))
+    # weight_norm's two namings. Old names into a parametrized model: its own load hook
+    # renames them, so only the prefix needs a fix; new names into an old-style model:
+    # renamed by the plan. Both plans are the ones diagnose suggests.
+    import ckwidget as ck
+
+    wn_old = m.build("WeightNormOld", 0).state_dict()
+    torch.save({"module." + k: v for k, v in wn_old.items()}, d / "wn_old.pt")
+    plan = ck.diagnose(d / "wn_old.pt", m.build("WeightNormNew", 1)).plan
+    assert [f.kind for f in plan] == ["strip-prefix"]
+    case("weight-norm-hook+strip-prefix", "WeightNormNew", plan)
+    torch.save(m.build("WeightNormNew", 0).state_dict(), d / "wn_new.pt")
+    plan = ck.diagnose(d / "wn_new.pt", m.build("WeightNormOld", 1)).plan
+    assert [f.kind for f in plan] == ["rename-keys"]
+    case("weight-norm-rename", "WeightNormOld", plan)
     # extract-weights + strip-prefix: a whole pickled DataParallel model.
     torch.save(torch.nn.DataParallel(m.build("Net", 0)), d / "whole.pt")
     case("extract-weights+strip-prefix", "Net",
@@ -314,6 +346,15 @@ def test_apply_and_snippet_are_bit_identical(workdir):
     vocab = applied["resize-copy+strip-prefix"]["emb.weight"]
     assert torch.equal(vocab[:16], _models().build("vocab-old", 0).state_dict()["emb.weight"])
     assert torch.equal(vocab[16:], _models().build("Vocab", 1).state_dict()["emb.weight"][16:])
+    # weight_norm: each model holds the other's g and v (the values, whatever the names)
+    old = _models().build("WeightNormOld", 0).state_dict()
+    new = _models().build("WeightNormNew", 0).state_dict()
+    for g, v, state, ref in (
+            ("conv.parametrizations.weight.original0", "conv.parametrizations.weight.original1",
+             applied["weight-norm-hook+strip-prefix"], old),
+            ("conv.weight_g", "conv.weight_v", applied["weight-norm-rename"], new)):
+        assert torch.equal(state[g], ref[next(k for k in ref if k.endswith(("_g", "original0")))])
+        assert torch.equal(state[v], ref[next(k for k in ref if k.endswith(("_v", "original1")))])
     assert applied["cast-dtype-meta"]["fc.weight"].dtype == torch.float32
     assert not applied["meta"]["fc.weight"].is_meta
 

@@ -18,6 +18,7 @@ from operator import attrgetter, eq, is_, ne, not_
 
 from ..checkpoint import TensorInfo
 from ..fixes.kinds import renamer
+from ..loadhooks import renamed_names
 from .families import FAMILY, Family, find_families, rename_pattern
 from .keys import (
     SLOT,
@@ -127,6 +128,12 @@ class Alignment:
     mismatched: list[str] = field(default_factory=list)        # model keys
     dtype_differs: list[str] = field(default_factory=list)     # model keys
     tied_served: dict[str, str] = field(default_factory=dict)  # missing key -> loaded partner
+    # model key -> the name the file gives it, which the model's own load hook renames
+    # (weight_norm's weight_g -> parametrizations.weight.original0): no fix needed
+    hook_renamed: dict[str, str] = field(default_factory=dict)
+    # checkpoint name -> model key, for tensors saved under parametrizations.weight_norm's
+    # names that an old-style weight_norm model calls weight_g / weight_v
+    weight_norm_renames: dict[str, str] = field(default_factory=dict)
     collisions: bool = False  # two checkpoint keys land on one name
 
     @property
@@ -333,6 +340,34 @@ def _prefix_rounds(
 
 
 # -- renames ----------------------------------------------------------------------------
+_WEIGHT_NORM_NEW = re.compile(r"(.*?)parametrizations\.([^.]+)\.original([01])")
+# (pattern, replacement) renaming weight_norm's parametrization names to the old ones,
+# and the ending each renames
+_WEIGHT_NORM_PATTERNS = (((r"parametrizations\.([^.]+)\.original0$", r"\1_g"), ".original0"),
+                         ((r"parametrizations\.([^.]+)\.original1$", r"\1_v"), ".original1"))
+
+
+def _weight_norm_pairs(unmatched_c: list[str], c_infos: dict[str, TensorInfo],
+                       unmatched_m: list[str], m_infos: dict[str, TensorInfo]
+                       ) -> list[tuple[str, str]]:
+    """(checkpoint key, model key) for tensors saved by ``parametrizations.weight_norm``
+    (``parametrizations.weight.original0/1``) that an old-style ``weight_norm`` model
+    names ``weight_g``/``weight_v``: the same two tensors, under other names. Both of a
+    module's pair, with the model's shapes, or neither."""
+    wanted = set(unmatched_m)
+    found: dict[tuple[str, str], list[tuple[str, str]]] = {}
+    for key in unmatched_c:
+        if "parametrizations." not in key:
+            continue
+        m = _WEIGHT_NORM_NEW.fullmatch(key)
+        if m is None:
+            continue
+        target = f"{m[1]}{m[2]}_{'gv'[int(m[3])]}"
+        if target in wanted and c_infos[key].shape == m_infos[target].shape:
+            found.setdefault((m[1], m[2]), []).append((key, target))
+    return [pair for pairs in found.values() if len(pairs) == 2 for pair in pairs]
+
+
 def _by_module(keys: list[str]) -> dict[str, list[str]]:
     out: dict[str, list[str]] = {}
     get = out.get
@@ -404,10 +439,12 @@ def _find_renames(cmods: dict[str, list[str]], c_infos: dict[str, TensorInfo],
 
 def _rename_step(families: list[Family], module_pairs: list[tuple[str, str]],
                  key_pairs: list[tuple[str, str]], c_by_module: dict[str, list[str]],
-                 names: list[str]) -> tuple[KeyStep, list[str]]:
-    """A RenameKeys step (patterns for repeated layers, exact pairs for the rest), and
-    the names after it; a pattern that would touch other keys falls back to pairs."""
-    intended: dict[str, str] = {}
+                 names: list[str], weight_norm: list[tuple[str, str]] | None = None
+                 ) -> tuple[KeyStep, list[str]]:
+    """A RenameKeys step (patterns for repeated layers and weight_norm's names, exact
+    pairs for the rest), and the names after it; a pattern that would touch other keys
+    falls back to pairs."""
+    intended: dict[str, str] = dict(weight_norm or ())
     for family in families:
         intended.update(zip(family.c_keys, family.m_keys))
     for cmod, mmod in module_pairs:
@@ -426,6 +463,9 @@ def _rename_step(families: list[Family], module_pairs: list[tuple[str, str]],
         else:
             group.append(pair)
     patterns: list[tuple[str, str]] = [family.pattern() for family in families]
+    if weight_norm:
+        patterns += [pat for pat, n in _WEIGHT_NORM_PATTERNS
+                     if any(ck.endswith(n) for ck, _ in weight_norm)]
     exact: list[tuple[str, str]] = []
     patterned: set[str] = set()
     for (ct, mt), members in groups.items():
@@ -536,6 +576,8 @@ def align(ckpt: dict[str, TensorInfo], model: ModelSide) -> Alignment:
         names, result.steps, affected, name_set, unmatched_c, score = _prefix_rounds(
             names, m_infos, infos, counted)
         result.step_keys = [[originals[i] for i in idx] for idx in affected]
+        if model.load_hooks.renames and unmatched_c:
+            names, name_set, unmatched_c, score = _hook_renames(result, names, unmatched_c)
         tied = model.tied
         unmatched_m = list(filterfalse(name_set.__contains__, m_infos)) if unmatched_c else []
         if tied:  # a tied key whose partner is served is not waiting for a rename
@@ -546,6 +588,13 @@ def align(ckpt: dict[str, TensorInfo], model: ModelSide) -> Alignment:
                 cur_infos = ckpt
             else:
                 cur_infos = {n: ckpt[o] for n, o in zip(names, originals) if n not in m_infos}
+            weight_norm = _weight_norm_pairs(unmatched_c, cur_infos, unmatched_m, m_infos)
+            if weight_norm:  # known names first: the searches below see the rest
+                done_c = {c for c, _ in weight_norm}
+                done_m = {m for _, m in weight_norm}
+                unmatched_c = [c for c in unmatched_c if c not in done_c]
+                unmatched_m = [m for m in unmatched_m if m not in done_m]
+                result.weight_norm_renames = dict(weight_norm)
             families = find_families(unmatched_c, cur_infos, unmatched_m, m_infos)
             if families:  # the rest are paired module by module
                 in_c = set(chain.from_iterable(f.c_keys for f in families))
@@ -555,10 +604,11 @@ def align(ckpt: dict[str, TensorInfo], model: ModelSide) -> Alignment:
             cmods = _by_module(unmatched_c)
             module_pairs, key_pairs = (_find_renames(cmods, cur_infos, unmatched_m, m_infos)
                                        if unmatched_c and unmatched_m else ([], []))
-            if families or module_pairs or key_pairs:
-                step, mapped = _rename_step(families, module_pairs, key_pairs, cmods, names)
+            if families or module_pairs or key_pairs or weight_norm:
+                step, mapped = _rename_step(families, module_pairs, key_pairs, cmods, names,
+                                            weight_norm)
                 result.families = families
-                result.rename_pairs = module_pairs + key_pairs
+                result.rename_pairs = weight_norm + module_pairs + key_pairs
                 result.rename_lines = [line for f in families for line in f.lines()]
                 result.rename_lines += rename_lines(result.rename_pairs)
                 result.step_keys.append(list(compress(originals, map(ne, names, mapped))))
@@ -577,6 +627,7 @@ def align(ckpt: dict[str, TensorInfo], model: ModelSide) -> Alignment:
             # the file keeps the model's order: each key lands on the model key at its
             # own place (no dict of where each lands, no lookup per key)
             _classify(result, None, originals)
+            _unflag_hook_renames(result)
             return result
         known = [] if every else list(map(m_infos.__contains__, names))
         if every or all(known):
@@ -596,7 +647,33 @@ def align(ckpt: dict[str, TensorInfo], model: ModelSide) -> Alignment:
                 result.unexpected.append(orig)
                 result.unexpected_mapped[orig] = name
     _classify(result, landing)
+    _unflag_hook_renames(result)
     return result
+
+
+def _hook_renames(result: Alignment, names: list[str], unmatched_c: list[str]
+                  ) -> tuple[list[str], set[str], list[str], int]:
+    """Names after the model's own load hooks (which run inside ``load_state_dict``, after
+    every fix): the names, their set, the unmatched ones and the score."""
+    m_infos = result.model.infos
+    moved = renamed_names(unmatched_c, result.model.load_hooks.renames)
+    moved = {old: new for old, new in moved.items() if new in m_infos}
+    if moved:
+        result.hook_renamed = {new: old for old, new in moved.items()}
+        names = [moved.get(n, n) for n in names]
+        unmatched_c = [n for n in unmatched_c if n not in moved]
+    score, name_set = _count_set(names, m_infos)
+    return names, name_set, unmatched_c, score
+
+
+def _unflag_hook_renames(result: Alignment) -> None:
+    """A key only the model's load hook renames loads as is: not "renamed" (no fix)."""
+    status, pairs = result.status, result.pairs
+    for mk, before in result.hook_renamed.items():
+        if status.get(mk) == "renamed" and pairs.get(mk) == before:
+            status[mk] = "dtype-differs" if mk in result.dtype_differs else "match"
+            result.notes[mk] = _join(f"the model's weight_norm load hook reads {before}",
+                                     result.notes.get(mk))
 
 
 def _classify(result: Alignment, landing: dict[str, str] | None,
@@ -646,12 +723,18 @@ def _classify(result: Alignment, landing: dict[str, str] | None,
     cinfos = list(map(ckpt.__getitem__, s_cks))
     # shapes and dtypes compared in one pass; the few keys that differ are sorted below
     odd = list(compress(range(len(s_mkeys)), map(ne, map(_META, cinfos), map(_META, minfos))))
-    differ_idx = [i for i in odd if cinfos[i].shape != minfos[i].shape]
+    # a lazy module's parameter takes whatever shape it is loaded with
+    differ_idx = [i for i in odd
+                  if cinfos[i].shape != minfos[i].shape and minfos[i].layout != "lazy"]
     differ = set(differ_idx)
     for i in odd:
         if i in differ:
             continue
         mk = s_mkeys[i]
+        if minfos[i].layout == "lazy":
+            notes[mk] = "lazy: the model takes the checkpoint's shape when it loads"
+            if cinfos[i].dtype == minfos[i].dtype:
+                continue
         result.dtype_differs.append(mk)
         status[mk] = "renamed" if s_cks[i] != mk else "dtype-differs"
         notes[mk] = f"stored as {cinfos[i].dtype}, model uses {minfos[i].dtype}"

@@ -210,13 +210,14 @@ def _simulate(ctx: Context, plan: Any) -> dict[str, TensorInfo]:
     from .checks.architecture import step_fix
 
     a = ctx.alignment
+    renames = ctx.model.load_hooks.renames
     if plan.extracts or (plan.entry or "") != ctx.entry:
-        return plan.simulate(ctx.ckpt, ctx.model.infos)
+        return plan.simulate(ctx.ckpt, ctx.model.infos, renames=renames)
     if not a.collisions and [f for f in plan if f.maps_keys] == [step_fix(s) for s in a.steps]:
         ckpt = a.ckpt
         landed = {mk: ckpt[ck] for mk, ck in a.pairs.items()}
         return plan.simulate(ctx.ckpt, ctx.model.infos, landed, keys_mapped=True)
-    return plan.simulate(ctx.ckpt, ctx.model.infos, ctx.entry_infos)
+    return plan.simulate(ctx.ckpt, ctx.model.infos, ctx.entry_infos, renames=renames)
 
 
 def _count_after(ctx: Context, plan: Any) -> int:

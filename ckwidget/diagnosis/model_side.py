@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..checkpoint import TensorInfo, describe_tensor, dtype_name
+from ..loadhooks import NO_HOOKS, LoadHooks, find_load_hooks
 
 
 @dataclass
@@ -28,6 +29,8 @@ class ModelSide:
     module_names: list[str] = field(default_factory=list, repr=False)
     module_objects: list[Any] = field(default_factory=list, repr=False)
     _param_names: dict[int, str] | None = field(default=None, repr=False)
+    # what the model's own load hooks do to names (weight_norm's old names, say)
+    load_hooks: LoadHooks = field(default=NO_HOOKS, repr=False)
 
     @property
     def modules(self) -> list[tuple[str, Any]]:
@@ -49,11 +52,12 @@ class ModelSide:
         return self._param_names
 
 
-def _walk(model: Any) -> tuple[list[str], list[Any], dict[str, Any], bool]:
+def _walk(model: Any) -> tuple[list[str], list[Any], dict[str, Any], bool,
+                             list[tuple[str, Any]]]:
     """named_modules(remove_duplicate=False) in the same pre-order, the state-dict
-    entries (parameters, persistent buffers) that walk yields, and whether any module
-    customises its saving (then only ``model.state_dict()`` names keys right), in one
-    pass."""
+    entries (parameters, persistent buffers) that walk yields, whether any module
+    customises its saving (then only ``model.state_dict()`` names keys right), and the
+    modules with load hooks, in one pass."""
     import torch.nn as nn
 
     base = nn.Module._save_to_state_dict
@@ -62,6 +66,7 @@ def _walk(model: Any) -> tuple[list[str], list[Any], dict[str, Any], bool]:
     names: list[str] = []
     modules: list[Any] = []
     tensors: dict[str, Any] = {}
+    hooked: list[tuple[str, Any]] = []
     stack: list[tuple[str, Any]] = [("", model)]
     pop, push, add_name, add_module = stack.pop, stack.extend, names.append, modules.append
     while stack:
@@ -74,6 +79,8 @@ def _walk(model: Any) -> tuple[list[str], list[Any], dict[str, Any], bool]:
             custom = custom or cls._save_to_state_dict is not base
         if mod._state_dict_hooks or mod._state_dict_pre_hooks:
             custom = True
+        if mod._load_state_dict_pre_hooks or mod._load_state_dict_post_hooks:
+            hooked.append((name, mod))
         pre = name + "." if name else ""
         for k, v in mod._parameters.items():
             if v is not None:
@@ -86,7 +93,7 @@ def _walk(model: Any) -> tuple[list[str], list[Any], dict[str, Any], bool]:
         children = mod._modules
         if children:
             push([(pre + k, c) for k, c in reversed(children.items()) if c is not None])
-    return names, modules, tensors, custom
+    return names, modules, tensors, custom, hooked
 
 
 def describe_model(model: Any) -> ModelSide:
@@ -96,8 +103,9 @@ def describe_model(model: Any) -> ModelSide:
 
     names: list[str] = []
     modules: list[Any] = []
+    hooked: list[tuple[str, Any]] = []
     if isinstance(model, nn.Module):
-        names, modules, tensors, custom = _walk(model)
+        names, modules, tensors, custom, hooked = _walk(model)
         if custom:
             tensors = model.state_dict(keep_vars=True)
     elif isinstance(model, Mapping):
@@ -115,7 +123,12 @@ def describe_model(model: Any) -> ModelSide:
     strided = torch.strided
     get = cache.get
     for name, t in tensors.items():
-        ck = (t.dtype, t.device, t.shape, t.layout)
+        try:
+            ck = (t.dtype, t.device, t.shape, t.layout)
+        except RuntimeError:  # a lazy module's parameter has no shape until it loads
+            infos[name] = describe_tensor(t)
+            other_devices.add(infos[name].device)
+            continue
         info = get(ck)
         if info is None:
             if ck[3] is strided and not t.is_quantized:
@@ -138,4 +151,6 @@ def describe_model(model: Any) -> ModelSide:
     side = ModelSide(infos, tied=tied, module=model if modules else None,
                      module_names=names, module_objects=modules)
     side.devices = {info.device for info in cache.values()} | other_devices
+    if hooked:
+        side.load_hooks = find_load_hooks(hooked)
     return side

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..checkpoint import Checkpoint, TensorInfo
 from ..errors import CheckpointError, FixError
+from ..loadhooks import HookRename, load_hooks_of, rename_like_hooks
 from .kinds import (
     AllowGlobals,
     CastDtype,
@@ -233,19 +234,22 @@ class Plan:
         entries: Mapping[str, TensorInfo] | None = None,
         *,
         keys_mapped: bool = False,
+        renames: tuple[HookRename, ...] = (),
     ) -> dict[str, TensorInfo]:
         """What the model would receive, as metadata only (no tensor bytes are read).
 
         ``entries``: the selected container's infos when the caller has them already;
         with ``keys_mapped`` they are keyed as the plan's key-mapping fixes would key
         them (diagnosis passes its alignment, which built those fixes), so only the
-        per-key fixes run: renaming 100,000 keys a second time is skipped.
+        per-key fixes run: renaming 100,000 keys a second time is skipped. ``renames``:
+        what the model's own load hooks rename (``ckwidget.loadhooks``), done last as
+        ``load_state_dict`` does.
         """
         start = self._entries_infos(ckpt) if entries is None else dict(entries)
         for fix in self.fixes:
             if not fix.load_time and not (keys_mapped and fix.maps_keys):
                 start = fix.transform(start, model_infos)
-        return start
+        return rename_like_hooks(start, renames) if renames else start
 
     def validate(
         self,
@@ -260,10 +264,14 @@ class Plan:
         """
         if ckpt is None:
             ckpt, _ = self.open()
+        return self._problems(ckpt, _as_infos(model), strict, load_hooks_of(model).renames)
+
+    def _problems(self, ckpt: Checkpoint, infos: Mapping[str, TensorInfo],
+                  strict: bool | None, renames: tuple[HookRename, ...]) -> list[str]:
+        """``validate`` for model infos and the renames of the model's load hooks."""
         broken = file_problems(ckpt)
         if broken:
             return broken  # the cause, not its symptoms (no tensors, missing keys)
-        infos = _as_infos(model)
         problems: list[str] = []
         try:
             entries = self._entries_infos(ckpt)
@@ -285,7 +293,7 @@ class Plan:
             from .apply import check_load
 
             strict = self.strict if strict is None else strict
-            _, load_problems = check_load(entries, infos, strict)
+            _, load_problems = check_load(rename_like_hooks(entries, renames), infos, strict)
             problems += load_problems
         return problems
 
@@ -308,12 +316,17 @@ class Plan:
         strict = self.strict if strict is None else bool(strict)
         ckpt, owned = self.open()
         infos = model_infos(model)
-        problems = self.validate(ckpt, infos, strict)
+        # the model's own load hooks rename some keys (weight_norm's old names): renamed
+        # here as they would be, the checks see what torch will match
+        renames = load_hooks_of(model).renames
+        problems = self._problems(ckpt, infos, strict, renames)
         if problems:
             raise FixError(_sentences(problems))
         sd = self.read(ckpt)
         source_ids = {id(v) for v in sd.values()}
         sd = self._run(sd, infos)
+        if renames:
+            sd = rename_like_hooks(sd, renames)
         fresh = {id(v) for v in sd.values() if id(v) not in source_ids}
         result, load_problems = check_load(sd, infos, strict)
         if load_problems:

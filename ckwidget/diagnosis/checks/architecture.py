@@ -50,12 +50,42 @@ def check(ctx: Context) -> list[Finding]:
         ))
     for step in a.steps:
         out.append(_step_finding(ctx, step))
+    out += _hook_renamed(ctx)
     out += _transposed(ctx)
     out += _mismatched(ctx)
     out += _missing(ctx)
     out += _unexpected(ctx)
     out += _dtypes(ctx)
     return out
+
+
+def _hook_renamed(ctx: Context) -> list[Finding]:
+    """Keys the model's own load hook renames: they load as is, and saying so explains
+    why a file whose names differ from ``state_dict()``'s still loads."""
+    a = ctx.alignment
+    if not a.hook_renamed:
+        return []
+    old = [a.pairs.get(mk, before) for mk, before in a.hook_renamed.items()]
+    return [Finding(
+        "renamed", "info",
+        f"{len(old)} checkpoint keys use the names of torch's old weight_norm "
+        f"({summarise_keys(old)}); the model uses torch.nn.utils.parametrizations."
+        "weight_norm, whose load hook reads them as parametrizations.<name>.original0 and "
+        "original1, so they load as is with model.load_state_dict.",
+        keys=old, details={"renamed_by_model": dict(a.hook_renamed)})]
+
+
+def _hooks_note(ctx: Context) -> str:
+    """A sentence for missing or unexpected keys when modules run load hooks ckwidget
+    does not know (they may rename keys before torch matches them), or ""."""
+    unknown = ctx.model.load_hooks.unknown
+    if not unknown:
+        return ""
+    shown = ", ".join(f"{hook} on {mod or 'the model'}" for mod, hook in unknown[:3])
+    more = f" and {len(unknown) - 3} more" if len(unknown) > 3 else ""
+    return (f" Note: the model runs its own load_state_dict hooks ({shown}{more}), which "
+            "may rename keys before torch matches them; these counts use the names "
+            "model.state_dict() gives.")
 
 
 def _path_expr(entry: str) -> str:
@@ -108,11 +138,17 @@ def _step_finding(ctx: Context, step: KeyStep) -> Finding:
                 f"{new[:-1]!r} (same tensors, same shapes). Rename the keys.",
                 keys=keys, fixes=[fix], details={"renames": {old[:-1]: new[:-1]}})
     lines = ctx.alignment.rename_lines
+    why = ""
+    if ctx.alignment.weight_norm_renames:
+        why = (" The file was saved with torch.nn.utils.parametrizations.weight_norm "
+               "(parametrizations.<name>.original0 and original1) and the model uses the "
+               "older torch.nn.utils.weight_norm (<name>_g and <name>_v): the same tensors "
+               "under other names.")
     return Finding(
         "renamed", "error",
         "Renamed modules or tensors (same shapes, same order, different names): "
         + "; ".join(lines[:8]) + (f" and {len(lines) - 8} more" if len(lines) > 8 else "")
-        + ". Rename the keys.",
+        + "." + why + " Rename the keys.",
         keys=keys, fixes=[fix], details={"renames": lines})
 
 
@@ -233,7 +269,8 @@ def _missing(ctx: Context) -> list[Finding]:
             "missing-keys", "error",
             f"None of the model's {total} tensors is in the checkpoint, even allowing for "
             "prefixes and renames: this checkpoint belongs to a different model (or the wrong "
-            "entry was chosen). Check the model class and its config, or pass entry=.",
+            "entry was chosen). Check the model class and its config, or pass entry="
+            + "." + _hooks_note(ctx),
             keys=missing, details={"model_example": missing[:5],
                                    "checkpoint_example": list(a.ckpt)[:5]}))
         return out
@@ -247,6 +284,7 @@ def _missing(ctx: Context) -> list[Finding]:
                f"initial values: {summarise_keys(missing)}. The plan loads the rest with "
                "strict=False; train or initialise these, or find a checkpoint that has them.")
         severity = "error"
+    msg += _hooks_note(ctx)
     keep = DropKeys((), f"{len(missing)} model tensors keep their initial values")
     out.append(Finding("missing-keys", severity, msg, keys=missing, fixes=[keep],
                        details={"grouped": group_keys(missing)}))
@@ -262,7 +300,8 @@ def _unexpected(ctx: Context) -> list[Finding]:
         "unexpected-keys", "warning",
         f"{len(a.unexpected)} checkpoint tensors have no place in the model: "
         f"{summarise_keys(a.unexpected)}. They are extra layers (an auxiliary head, an "
-        "EMA copy, a bigger variant of the model); the plan leaves them out.",
+        "EMA copy, a bigger variant of the model); the plan leaves them out."
+        + _hooks_note(ctx),
         keys=list(a.unexpected),
         fixes=[DropKeys(tuple(dict.fromkeys(mapped)), "not in the model")],
         details={"grouped": group_keys(a.unexpected)})]
