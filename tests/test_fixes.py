@@ -20,7 +20,7 @@ ALL = [
     F.RenameKeys((("a", "b"),), ((r"^x\.", "y."),)), F.Transpose(("w",)),
     F.DropKeys(("z",), "unexpected"), F.MapLocation("cpu"), F.CastDtype("float32"),
     F.AllowGlobals(("numpy.core.multiarray._reconstruct",)), F.ExtractWeights(),
-    F.ResizeCopy(("w",)),
+    F.ResizeCopy(("w",)), F.FoldWeightNorm((("c.weight_g", "c.weight_v", "c.weight"),)),
 ]
 
 
@@ -32,7 +32,7 @@ class Net(nn.Module):
 
 
 def test_every_kind_is_a_frozen_hashable_value_with_a_sentence():
-    assert {f.kind for f in ALL} == set(F.FIX_KINDS) and len(F.FIX_KINDS) == 11
+    assert {f.kind for f in ALL} == set(F.FIX_KINDS) and len(F.FIX_KINDS) == 12
     for fix in ALL:
         assert isinstance(fix, F.Fix) and F.FIX_KINDS[fix.kind] is type(fix)
         assert hash(fix) == hash(type(fix)(**fix.__dict__))
@@ -93,6 +93,35 @@ def test_simulate_agrees_with_the_real_transform():
     assert plan.validate(ckpt, model) == []
     result = plan.apply(model)
     assert result.missing == [] and torch.equal(model.head.weight[:3], sd["module.head.weight"])
+
+
+def test_fold_weight_norm_previews_what_it_applies_and_refuses_what_it_cannot():
+    torch.manual_seed(0)
+    v = torch.randn(4, 3, 5)
+    sd = {"c.weight_g": torch.rand(4, 1, 1) + 0.5, "c.weight_v": v, "c.bias": torch.ones(4),
+          "s.weight_g": torch.tensor(2.0), "s.weight_v": torch.randn(3, 3)}  # dim=None
+    fix = F.FoldWeightNorm((("c.weight_g", "c.weight_v", "c.weight"),
+                            ("s.weight_g", "s.weight_v", "s.weight")))
+    ckpt = Checkpoint.from_state_dict(sd)
+    plan = F.Plan([fix], ckpt)
+    simulated = plan.simulate(ckpt, {})
+    real = plan._run(plan.read(ckpt), {})
+    assert list(simulated) == list(real) == ["c.bias", "c.weight", "s.weight"]
+    for k in ("c.weight", "s.weight"):
+        assert simulated[k].shape == tuple(real[k].shape)
+        assert torch.equal(simulated[k].source.load(), real[k])  # the preview reads the fold
+    # what weight norm computes, per output channel and for a whole-tensor norm
+    assert torch.allclose(real["c.weight"], torch._weight_norm(v, sd["c.weight_g"], 0))
+    assert torch.allclose(real["s.weight"],
+                          sd["s.weight_v"] * 2.0 / sd["s.weight_v"].norm())
+    bad = Checkpoint.from_state_dict({"c.weight_g": torch.ones(4, 3, 1), "c.weight_v": v})
+    with pytest.raises(FixError, match="no magnitude"):
+        F.Plan([F.FoldWeightNorm((("c.weight_g", "c.weight_v", "c.weight"),))], bad).simulate(
+            bad, {})
+    gone = Checkpoint.from_state_dict({"c.weight_v": v})
+    problems = F.Plan([F.FoldWeightNorm((("c.weight_g", "c.weight_v", "c.weight"),))],
+                      gone).validate(gone)
+    assert problems and "c.weight_g" in problems[0]
 
 
 def test_generated_code_parses_for_every_kind(tmp_path):

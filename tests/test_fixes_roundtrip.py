@@ -86,6 +86,13 @@ MODELS = textwrap.dedent(
             self.out = nn.Conv1d(4, 2, 1)
 
 
+    class WeightNormRemoved(nn.Module):  # the same layers without weight norm
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv1d(3, 4, 3)
+            self.out = nn.Conv1d(4, 2, 1)
+
+
     def build(name, seed):
         torch.manual_seed(seed)
         if name == "vocab-old":
@@ -237,6 +244,9 @@ def build_cases(d: Path) -> list[dict]:
     plan = ck.diagnose(d / "wn_new.pt", m.build("WeightNormOld", 1)).plan
     assert [f.kind for f in plan] == ["rename-keys"]
     case("weight-norm-rename", "WeightNormOld", plan)
+    plan = ck.diagnose(d / "wn_old.pt", m.build("WeightNormRemoved", 1)).plan
+    assert [f.kind for f in plan] == ["strip-prefix", "fold-weight-norm"]
+    case("fold-weight-norm+strip-prefix", "WeightNormRemoved", plan)
     # extract-weights + strip-prefix: a whole pickled DataParallel model.
     torch.save(torch.nn.DataParallel(m.build("Net", 0)), d / "whole.pt")
     case("extract-weights+strip-prefix", "Net",
@@ -355,6 +365,8 @@ def test_apply_and_snippet_are_bit_identical(workdir):
             ("conv.weight_g", "conv.weight_v", applied["weight-norm-rename"], new)):
         assert torch.equal(state[g], ref[next(k for k in ref if k.endswith(("_g", "original0")))])
         assert torch.equal(state[v], ref[next(k for k in ref if k.endswith(("_v", "original1")))])
+    folded = applied["fold-weight-norm+strip-prefix"]["conv.weight"]
+    assert torch.allclose(folded, torch._weight_norm(old["conv.weight_v"], old["conv.weight_g"], 0))
     assert applied["cast-dtype-meta"]["fc.weight"].dtype == torch.float32
     assert not applied["meta"]["fc.weight"].is_meta
 

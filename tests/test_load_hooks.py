@@ -1,4 +1,4 @@
-"""Models whose own load_state_dict hooks rename keys, against real torch loads.
+"""weight_norm's namings and other load hooks that rename keys, against real torch loads.
 
 ``torch.nn.utils.parametrizations.weight_norm`` stores ``parametrizations.weight.
 original0/1`` and its load hook accepts the old ``weight_g``/``weight_v``: a file of old
@@ -167,3 +167,38 @@ def test_found_for_every_weight_norm_dim(dim):
     (r,) = load_hooks_of(model).renames
     assert r.old == ("weight_g", "weight_v") and r.new == (
         "parametrizations.weight.original0", "parametrizations.weight.original1")
+
+
+def plain(seed: int = 0) -> nn.Sequential:
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Conv1d(3, 4, 3), nn.ReLU(), nn.Conv1d(4, 4, 3), nn.Conv1d(4, 2, 1))
+
+
+@pytest.mark.parametrize("style", [old_style, new_style])
+def test_pairs_fold_into_a_model_without_weight_norm(tmp_path, style):
+    source = style()
+    torch.save(source.state_dict(), tmp_path / "wn.pt")
+    model = plain(1)
+    report = ck.diagnose(tmp_path / "wn.pt", model)
+    real = plain(1).load_state_dict(source.state_dict(), strict=False)
+    assert report.loadable_count == 6 - len(real.missing_keys) == 4
+    assert [f.kind for f in report.plan] == ["fold-weight-norm"]
+    assert report.loadable_after_plan == 6
+    finding = next(f for f in report.findings if f.fixes == list(report.plan))
+    assert finding.kind == "renamed" and sorted(finding.keys) == ["0.weight", "2.weight"]
+    # no half-measures: v alone is not renamed to the weight, g is not dropped
+    assert not any(f.kind in ("missing-keys", "unexpected-keys") for f in report.findings)
+    assert report.plan.preview(plain(1)).headline == "All 6 model tensors load as is."
+    report.plan.apply(model)
+    x = torch.randn(1, 3, 9)
+    assert torch.allclose(model(x), source(x), atol=1e-6)
+    assert not torch.equal(model[0].weight, plain(1)[0].weight)
+
+
+def test_a_pair_that_is_not_a_magnitude_is_not_folded(tmp_path):
+    sd = old_style().state_dict()
+    sd["0.weight_g"] = torch.ones(4, 3, 1)  # two kept dimensions: no weight norm makes that
+    torch.save(sd, tmp_path / "odd.pt")
+    report = ck.diagnose(tmp_path / "odd.pt", plain(1))
+    fold = [f for f in report.plan if f.kind == "fold-weight-norm"]
+    assert fold and fold[0].folds == (("2.weight_g", "2.weight_v", "2.weight"),)

@@ -134,6 +134,9 @@ class Alignment:
     # checkpoint name -> model key, for tensors saved under parametrizations.weight_norm's
     # names that an old-style weight_norm model calls weight_g / weight_v
     weight_norm_renames: dict[str, str] = field(default_factory=dict)
+    # (g, v, model key): weight-norm pairs (named as the key steps leave them) that make
+    # one plain weight of a model without weight norm
+    folds: list[tuple[str, str, str]] = field(default_factory=list)
     collisions: bool = False  # two checkpoint keys land on one name
 
     @property
@@ -588,6 +591,12 @@ def align(ckpt: dict[str, TensorInfo], model: ModelSide) -> Alignment:
                 cur_infos = ckpt
             else:
                 cur_infos = {n: ckpt[o] for n, o in zip(names, originals) if n not in m_infos}
+            result.folds = _fold_triples(unmatched_c, cur_infos, unmatched_m, m_infos)
+            if result.folds:  # neither side is a rename
+                done_c = {k for g, v, _ in result.folds for k in (g, v)}
+                done_m = {mk for _, _, mk in result.folds}
+                unmatched_c = [c for c in unmatched_c if c not in done_c]
+                unmatched_m = [m for m in unmatched_m if m not in done_m]
             weight_norm = _weight_norm_pairs(unmatched_c, cur_infos, unmatched_m, m_infos)
             if weight_norm:  # known names first: the searches below see the rest
                 done_c = {c for c, _ in weight_norm}
@@ -648,7 +657,54 @@ def align(ckpt: dict[str, TensorInfo], model: ModelSide) -> Alignment:
                 result.unexpected_mapped[orig] = name
     _classify(result, landing)
     _unflag_hook_renames(result)
+    if result.folds:
+        _settle_folds(result)
     return result
+
+
+def _fold_triples(unmatched_c: list[str], c_infos: dict[str, TensorInfo],
+                  unmatched_m: list[str], m_infos: dict[str, TensorInfo]
+                  ) -> list[tuple[str, str, str]]:
+    """(g, v, model key) for each missing plain weight whose module's weight-norm pair
+    (``weight_g``/``weight_v``, or ``parametrizations.weight.original0/1``) is unmatched in
+    the checkpoint: a model built without weight norm (or after ``remove_weight_norm``),
+    whose weight the pair folds into. Found before renames are searched: ``weight_v`` has
+    the weight's shape, and renaming it alone would load a direction as the weight."""
+    from ..fixes.kinds import norm_dims
+
+    if not any("_g" in k or ".original0" in k for k in unmatched_c):
+        return []
+    c_set = set(unmatched_c)
+    out = []
+    for mk in unmatched_m:
+        mod, _, leaf = mk.rpartition(".")
+        pre = mod + "." if mod else ""
+        for g, v in ((f"{pre}{leaf}_g", f"{pre}{leaf}_v"),
+                     (f"{pre}parametrizations.{leaf}.original0",
+                      f"{pre}parametrizations.{leaf}.original1")):
+            if (g in c_set and v in c_set and c_infos[v].shape == m_infos[mk].shape
+                    and norm_dims(c_infos[g].shape, c_infos[v].shape) is not None):
+                out.append((g, v, mk))
+                break
+    return out
+
+
+def _settle_folds(result: Alignment) -> None:
+    """Neither side of a fold stays missing or unexpected; the model key reads "renamed"
+    (a fix gives it its value)."""
+    file_key = {mapped: k for k, mapped in result.unexpected_mapped.items()}
+    folds = [f for f in result.folds
+             if f[0] in file_key and f[1] in file_key and f[2] in result.status]
+    result.folds = folds
+    gone = {file_key[k] for g, v, _ in folds for k in (g, v)}
+    result.unexpected = [k for k in result.unexpected if k not in gone]
+    for k in gone:
+        del result.unexpected_mapped[k]
+    folded = {mk for _, _, mk in folds}
+    result.missing = [k for k in result.missing if k not in folded]
+    for g, v, mk in folds:
+        result.status[mk] = "renamed"
+        result.notes[mk] = f"folded from {file_key[g]} and {file_key[v]} (weight norm)"
 
 
 def _hook_renames(result: Alignment, names: list[str], unmatched_c: list[str]

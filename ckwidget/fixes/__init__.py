@@ -13,6 +13,7 @@ from .kinds import (
     DropKeys,
     ExtractWeights,
     Fix,
+    FoldWeightNorm,
     MapLocation,
     RenameKeys,
     ResizeCopy,
@@ -40,6 +41,6 @@ def __getattr__(name: str) -> Any:
 
 __all__ = [
     "FIX_KINDS", "AddPrefix", "AllowGlobals", "CastDtype", "CodeContext", "DropKeys",
-    "ExtractWeights", "Fix", "LoadResult", "MapLocation", "Plan", "RenameKeys", "ResizeCopy",
-    "SelectEntry", "StripPrefix", "Transpose", "extract_weights",
+    "ExtractWeights", "Fix", "FoldWeightNorm", "LoadResult", "MapLocation", "Plan",
+    "RenameKeys", "ResizeCopy", "SelectEntry", "StripPrefix", "Transpose", "extract_weights",
 ]

@@ -724,16 +724,114 @@ class ResizeCopy(Fix):
         return out
 
 
+def norm_dims(g_shape: tuple[int, ...], v_shape: tuple[int, ...]) -> list[int] | None:
+    """The dimensions of ``v`` that weight norm takes the norm over, read from the shape
+    of ``g`` (size 1 there, ``v``'s size in the one dimension it keeps; a 0-d ``g``
+    norms over all); None when ``g`` is not the magnitude of such a ``v``."""
+    if not g_shape:
+        return list(range(len(v_shape)))
+    if len(g_shape) != len(v_shape):
+        return None
+    kept = [d for d, (g, v) in enumerate(zip(g_shape, v_shape)) if g != 1]
+    if len(kept) > 1 or any(g_shape[d] != v_shape[d] for d in kept):
+        return None
+    return [d for d in range(len(v_shape)) if d not in kept]
+
+
+def fold_weight_norm(g: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """``g * v / ||v||``: the weight a weight-normed layer computes (and
+    ``remove_weight_norm`` stores), from its magnitude ``g`` and direction ``v``."""
+    import torch
+
+    dims = norm_dims(tuple(g.shape), tuple(v.shape))
+    if dims is None:
+        raise FixError(f"A weight-norm magnitude of shape {list(g.shape)} does not fit a "
+                       f"direction of shape {list(v.shape)}.")
+    return v * (g / torch.linalg.vector_norm(v, dim=dims, keepdim=True))
+
+
+@dataclass(frozen=True)
+class FoldWeightNorm(Fix):
+    """Fold weight-norm pairs into plain weights, for a model built without weight norm
+    (or after ``remove_weight_norm``): each ``(g, v, weight)`` becomes
+    ``weight = g * v / ||v||``, the norm over the dimensions where ``g`` has size 1."""
+
+    folds: tuple[tuple[str, str, str], ...]
+    kind: ClassVar[str] = "fold-weight-norm"
+    maps_keys: ClassVar[bool] = True  # two keys become one: the alignment cannot map it
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "folds", tuple(tuple(f) for f in self.folds))
+
+    def describe(self) -> str:
+        targets = tuple(w for _, _, w in self.folds)
+        return (f"Fold {_plural(len(self.folds), 'weight-norm pair')} into plain weights "
+                f"({_short(targets)}): weight = g * v / ||v||.")
+
+    def code(self, ctx: CodeContext = CodeContext()) -> list[str]:
+        lines = ["folds = ["]
+        lines += [f"    ({g!r}, {v!r}, {w!r})," for g, v, w in self.folds]
+        lines += [
+            "]",
+            "for g_key, v_key, w_key in folds:  # weight = g * v / ||v||, as weight_norm does",
+            f"    g, v = {ctx.sd}.pop(g_key), {ctx.sd}.pop(v_key)",
+            "    dims = [d for d in range(v.dim()) if g.dim() == 0 or g.shape[d] == 1]",
+            f"    {ctx.sd}[w_key] = v * (g / torch.linalg.vector_norm(v, dim=dims, keepdim=True))",
+        ]
+        return lines
+
+    def transform(self, entries: dict[str, V], model: Mapping[str, TensorInfo]) -> dict[str, V]:
+        out: dict[str, Any] = dict(entries)
+        for g_key, v_key, w_key in self.folds:
+            if g_key not in out or v_key not in out:
+                gone = g_key if g_key not in out else v_key
+                raise FixError(f"Cannot fold weight norm into {w_key!r}: the checkpoint has "
+                               f"no key {gone!r}.")
+            g, v = out.pop(g_key), out.pop(v_key)
+            if norm_dims(tuple(g.shape), tuple(v.shape)) is None:
+                raise FixError(f"Cannot fold weight norm into {w_key!r}: {g_key} has shape "
+                               f"{list(g.shape)}, which is no magnitude of {v_key}'s "
+                               f"{list(v.shape)}.")
+            if _is_info(v):
+                out[w_key] = _folded_info(g, v)
+            else:
+                out[w_key] = fold_weight_norm(g, v)
+        return out
+
+    def problems(self, entries: Mapping[str, Any], model: Mapping[str, TensorInfo]) -> list[str]:
+        keys = tuple(k for g, v, _ in self.folds for k in (g, v))
+        return _absent(keys, entries, "fold-weight-norm")
+
+
+class _FoldedSource:
+    """The folded weight of two sources, computed on read."""
+
+    __slots__ = ("g", "v")
+
+    def __init__(self, g: Any, v: Any) -> None:
+        self.g = g
+        self.v = v
+
+    def load(self) -> torch.Tensor:
+        return fold_weight_norm(self.g.load(), self.v.load())
+
+
+def _folded_info(g: TensorInfo, v: TensorInfo) -> TensorInfo:
+    source = (_FoldedSource(g.source, v.source)
+              if g.source is not None and v.source is not None else None)
+    return TensorInfo(v.shape, v.dtype, v.device, v.nbytes, v.layout, source)
+
+
 FIX_KINDS: dict[str, type[Fix]] = {
     cls.kind: cls
     for cls in (
         SelectEntry, StripPrefix, AddPrefix, RenameKeys, Transpose, DropKeys,
-        MapLocation, CastDtype, AllowGlobals, ExtractWeights, ResizeCopy,
+        MapLocation, CastDtype, AllowGlobals, ExtractWeights, ResizeCopy, FoldWeightNorm,
     )
 }
 
 __all__ = [
     "FIX_KINDS", "AddPrefix", "AllowGlobals", "CastDtype", "CodeContext", "DropKeys",
-    "ExtractWeights", "Fix", "MapLocation", "RenameKeys", "ResizeCopy", "SelectEntry",
-    "StripPrefix", "Transpose",
+    "ExtractWeights", "Fix", "FoldWeightNorm", "MapLocation", "RenameKeys", "ResizeCopy",
+    "SelectEntry", "StripPrefix", "Transpose",
 ]

@@ -23,6 +23,7 @@ from .kinds import (
     DropKeys,
     ExtractWeights,
     Fix,
+    FoldWeightNorm,
     MapLocation,
     ResizeCopy,
     SelectEntry,
@@ -38,15 +39,18 @@ if TYPE_CHECKING:  # pragma: no cover
 
 # A cast comes last so that it applies to every value, resized ones included (a resize
 # builds the model's tensor, in the model's dtype, around the overlapping slice).
-_RANK = {DropKeys: 2, Transpose: 3, ResizeCopy: 4, CastDtype: 5}
+# A fold of weight-norm pairs names its keys as the renames leave them, and per-key fixes
+# name the weight it makes.
+_RANK = {FoldWeightNorm: 1.5, DropKeys: 2, Transpose: 3, ResizeCopy: 4, CastDtype: 5}
 
 
 def _rank(fix: Fix) -> float:
     if fix.load_time:
         return 0 if isinstance(fix, SelectEntry) else 0.5  # which container, then how
-    if fix.maps_keys:
-        return 1
-    return _RANK.get(type(fix), 6)
+    rank = _RANK.get(type(fix))
+    if rank is not None:
+        return rank
+    return 1 if fix.maps_keys else 6
 
 
 def _ordered(fixes: Iterable[Fix]) -> list[Fix]:

@@ -12,6 +12,7 @@ from ...fixes.kinds import (
     AddPrefix,
     CastDtype,
     DropKeys,
+    FoldWeightNorm,
     RenameKeys,
     ResizeCopy,
     SelectEntry,
@@ -19,6 +20,7 @@ from ...fixes.kinds import (
     Transpose,
 )
 from ..align import KeyStep
+from ..contents import is_lora_key, mostly_lora, mostly_optimizer_state
 from ..context import Context
 from ..keys import group_keys, leaf_of, summarise_keys
 
@@ -51,6 +53,7 @@ def check(ctx: Context) -> list[Finding]:
     for step in a.steps:
         out.append(_step_finding(ctx, step))
     out += _hook_renamed(ctx)
+    out += _folds(ctx)
     out += _transposed(ctx)
     out += _mismatched(ctx)
     out += _missing(ctx)
@@ -73,6 +76,43 @@ def _hook_renamed(ctx: Context) -> list[Finding]:
         "weight_norm, whose load hook reads them as parametrizations.<name>.original0 and "
         "original1, so they load as is with model.load_state_dict.",
         keys=old, details={"renamed_by_model": dict(a.hook_renamed)})]
+
+
+def _folds(ctx: Context) -> list[Finding]:
+    a = ctx.alignment
+    if not a.folds:
+        return []
+    targets = [mk for _, _, mk in a.folds]
+    pairs = [f"{g} + {v} -> {mk}" for g, v, mk in a.folds]
+    return [Finding(
+        "renamed", "error",
+        f"{len(a.folds)} weights were saved with weight norm, as a magnitude and a "
+        f"direction ({'; '.join(pairs[:3])}{' and more' if len(pairs) > 3 else ''}), and the "
+        "model holds them as plain tensors (built without weight_norm, or after "
+        "remove_weight_norm). Fold each pair into its weight: weight = g * v / ||v||, what "
+        "weight norm computes.",
+        keys=targets, fixes=[FoldWeightNorm(tuple(a.folds))],
+        details={"folds": [list(f) for f in a.folds]})]
+
+
+def _what_else(ctx: Context) -> str:
+    """What the checkpoint holds instead of this model's weights, as the end of a
+    sentence: a LoRA adapter, an optimizer's state, or another model's weights."""
+    keys = list(ctx.alignment.ckpt)
+    if mostly_lora(keys):
+        n = sum(1 for k in keys if is_lora_key(k))
+        return (f"the file holds a LoRA adapter ({n} adapter tensors such as "
+                f"{next(k for k in keys if is_lora_key(k))}), not the model's own weights. "
+                "Load the base model's weights first, then this adapter with the library "
+                "that trained it (PEFT: PeftModel.from_pretrained(model, adapter_dir)), or "
+                "merge it into the weights.")
+    if mostly_optimizer_state(keys):
+        return ("the file holds an optimizer's state (per-parameter moments such as "
+                f"{keys[0]}), not model weights. Pass it to optimizer.load_state_dict; the "
+                "weights are in the model's own file (or another entry of a training "
+                "checkpoint).")
+    return ("this checkpoint belongs to a different model (or the wrong entry was chosen). "
+            "Check the model class and its config, or pass entry=.")
 
 
 def _hooks_note(ctx: Context) -> str:
@@ -268,14 +308,21 @@ def _missing(ctx: Context) -> list[Finding]:
         out.append(Finding(
             "missing-keys", "error",
             f"None of the model's {total} tensors is in the checkpoint, even allowing for "
-            "prefixes and renames: this checkpoint belongs to a different model (or the wrong "
-            "entry was chosen). Check the model class and its config, or pass entry="
-            + "." + _hooks_note(ctx),
+            f"prefixes and renames: {_what_else(ctx)}" + _hooks_note(ctx),
             keys=missing, details={"model_example": missing[:5],
                                    "checkpoint_example": list(a.ckpt)[:5]}))
         return out
     counters = all(leaf_of(k) == "num_batches_tracked" for k in missing)
-    if counters:
+    if mostly_lora(missing):
+        msg = (f"{len(missing)} model tensors are LoRA adapter weights "
+               f"({summarise_keys(missing)}) and the file does not hold them: it is the base "
+               "model's checkpoint, and the model is already wrapped with adapters. The plan "
+               "loads it with strict=False, the adapters keeping their initial values (a "
+               "fresh fine-tune starts so); to use trained adapters, load their own file next "
+               "(PEFT: set_peft_model_state_dict, or PeftModel.from_pretrained on the base "
+               "model).")
+        severity = "warning"
+    elif counters:
         msg = (f"{len(missing)} BatchNorm counters (num_batches_tracked) are not in the file "
                "(saved by an older torch); they only count steps. Load with strict=False.")
         severity = "warning"
@@ -296,12 +343,22 @@ def _unexpected(ctx: Context) -> list[Finding]:
     if not a.unexpected:
         return []
     mapped = [a.unexpected_mapped[k] for k in a.unexpected]
+    if mostly_lora(a.unexpected):
+        what = ("They are LoRA adapter weights, which a model without adapters has no "
+                "place for; the plan loads the rest and leaves them out. To use them, merge "
+                "them into the weights (PEFT: merge_and_unload) or load into the model "
+                "wrapped with the same adapter config.")
+    elif mostly_optimizer_state(a.unexpected):
+        what = ("They are an optimizer's state (per-parameter moments and steps), not "
+                "weights; the plan leaves them out. Load them into the optimizer with "
+                "optimizer.load_state_dict.")
+    else:
+        what = ("They are extra layers (an auxiliary head, an EMA copy, a bigger variant "
+                "of the model); the plan leaves them out.")
     return [Finding(
         "unexpected-keys", "warning",
         f"{len(a.unexpected)} checkpoint tensors have no place in the model: "
-        f"{summarise_keys(a.unexpected)}. They are extra layers (an auxiliary head, an "
-        "EMA copy, a bigger variant of the model); the plan leaves them out."
-        + _hooks_note(ctx),
+        f"{summarise_keys(a.unexpected)}. {what}" + _hooks_note(ctx),
         keys=list(a.unexpected),
         fixes=[DropKeys(tuple(dict.fromkeys(mapped)), "not in the model")],
         details={"grouped": group_keys(a.unexpected)})]

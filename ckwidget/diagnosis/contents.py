@@ -1,0 +1,45 @@
+"""What a set of keys holds when it is not a model's own weights: LoRA adapters, or an
+optimizer's state. Both are met as "the wrong file" (an ``adapter_model.bin`` loaded
+into the base model, an ``optimizer.pt`` loaded as the model), and as "the wrong side" (a
+base checkpoint loaded into a model already wrapped with adapters); saying which turns
+"belongs to a different model" into the step that fixes it.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+
+# PEFT (lora_A/lora_B, lora_embedding_A/B, lora_magnitude_vector), torchtune
+# (lora_a/lora_b), kohya and diffusers' older format (lora_down/lora_up, alpha)
+_LORA = re.compile(r"(?:^|[._])lora(?:_embedding)?_(?:A|B|a|b|up|down|magnitude_vector)"
+                   r"(?:[._]|$)")
+_OPTIMIZER = re.compile(r"(?:^|\.)state\.\d+\.(?:exp_avg|exp_avg_sq|max_exp_avg_sq|step|"
+                        r"momentum_buffer|square_avg|acc_delta|sum|mu|eta|ax|prev|"
+                        r"step_size|exp_inf)$")
+_SAMPLE = 2000
+
+
+def _share(keys: Iterable[str], pattern: re.Pattern[str]) -> float:
+    listed = list(keys)
+    if not listed:
+        return 0.0
+    if len(listed) > _SAMPLE:  # an even spread: adapters and optimizer state are uniform
+        step = len(listed) / _SAMPLE
+        listed = [listed[int(i * step)] for i in range(_SAMPLE)]
+    return sum(1 for k in listed if pattern.search(k)) / len(listed)
+
+
+def mostly_lora(keys: Iterable[str]) -> bool:
+    """Whether at least half of ``keys`` are LoRA adapter tensors."""
+    return _share(keys, _LORA) >= 0.5
+
+
+def mostly_optimizer_state(keys: Iterable[str]) -> bool:
+    """Whether at least half of ``keys`` are an optimizer's per-parameter state
+    (``state.<i>.exp_avg`` and the like)."""
+    return _share(keys, _OPTIMIZER) >= 0.5
+
+
+def is_lora_key(key: str) -> bool:
+    return _LORA.search(key) is not None
