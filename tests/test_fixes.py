@@ -21,6 +21,8 @@ ALL = [
     F.DropKeys(("z",), "unexpected"), F.MapLocation("cpu"), F.CastDtype("float32"),
     F.AllowGlobals(("numpy.core.multiarray._reconstruct",)), F.ExtractWeights(),
     F.ResizeCopy(("w",)), F.FoldWeightNorm((("c.weight_g", "c.weight_v", "c.weight"),)),
+    F.FuseKeys(((("a.q.weight", "a.k.weight", "a.v.weight"), "a.qkv.weight"),)),
+    F.SplitKeys((("a.qkv.weight", (("a.q.weight", 8), ("a.k.weight", 4), ("a.v.weight", 4))),)),
 ]
 
 
@@ -32,7 +34,7 @@ class Net(nn.Module):
 
 
 def test_every_kind_is_a_frozen_hashable_value_with_a_sentence():
-    assert {f.kind for f in ALL} == set(F.FIX_KINDS) and len(F.FIX_KINDS) == 12
+    assert {f.kind for f in ALL} == set(F.FIX_KINDS) and len(F.FIX_KINDS) == 14
     for fix in ALL:
         assert isinstance(fix, F.Fix) and F.FIX_KINDS[fix.kind] is type(fix)
         assert hash(fix) == hash(type(fix)(**fix.__dict__))
@@ -122,6 +124,33 @@ def test_fold_weight_norm_previews_what_it_applies_and_refuses_what_it_cannot():
     problems = F.Plan([F.FoldWeightNorm((("c.weight_g", "c.weight_v", "c.weight"),))],
                       gone).validate(gone)
     assert problems and "c.weight_g" in problems[0]
+
+
+def test_fuse_and_split_preview_what_they_apply_and_undo_each_other():
+    torch.manual_seed(0)
+    sd = {"a.q.weight": torch.randn(8, 3), "a.k.weight": torch.randn(4, 3),
+          "a.v.weight": torch.randn(4, 3), "a.q.bias": torch.randn(8)}
+    fuse = F.FuseKeys(((("a.q.weight", "a.k.weight", "a.v.weight"), "a.qkv.weight"),))
+    split = F.SplitKeys((("a.qkv.weight",
+                          (("a.q.weight", 8), ("a.k.weight", 4), ("a.v.weight", 4))),))
+    ckpt = Checkpoint.from_state_dict(sd)
+    for plan in (F.Plan([fuse], ckpt), F.Plan([fuse, split], ckpt)):
+        simulated = plan.simulate(ckpt, {})
+        real = plan._run(plan.read(ckpt), {})
+        assert list(simulated) == list(real)
+        for k, t in real.items():
+            assert simulated[k].shape == tuple(t.shape)
+            assert simulated[k].nbytes == t.numel() * t.element_size()
+            assert torch.equal(simulated[k].source.load(), t), k
+    assert torch.equal(real["a.k.weight"], sd["a.k.weight"])  # split undoes fuse, bit for bit
+    assert real["a.k.weight"].untyped_storage().data_ptr() != real[
+        "a.q.weight"].untyped_storage().data_ptr()  # own storage: safetensors can save it
+    bad = Checkpoint.from_state_dict({**sd, "a.v.weight": torch.randn(4, 5)})
+    with pytest.raises(FixError, match="differ beyond their first dimension"):
+        F.Plan([fuse], bad).simulate(bad, {})
+    wrong = F.SplitKeys((("a.q.weight", (("x", 5), ("y", 5))),))
+    with pytest.raises(FixError, match="into \\[5, 5\\] rows"):
+        F.Plan([wrong], ckpt).simulate(ckpt, {})
 
 
 def test_generated_code_parses_for_every_kind(tmp_path):

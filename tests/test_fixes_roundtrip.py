@@ -93,6 +93,27 @@ MODELS = textwrap.dedent(
             self.out = nn.Conv1d(4, 2, 1)
 
 
+    class SeparateAttention(nn.Module):  # query, key, value as separate layers
+        def __init__(self):
+            super().__init__()
+            self.q_proj = nn.Linear(8, 8)
+            self.k_proj = nn.Linear(8, 8)
+            self.v_proj = nn.Linear(8, 8)
+            self.out_proj = nn.Linear(8, 8)
+
+
+    class FusedAttention(nn.Module):  # nn.MultiheadAttention: in_proj_weight, in_proj_bias
+        def __init__(self):
+            super().__init__()
+            self.attn = nn.MultiheadAttention(8, 2)
+
+
+    class SeparateWrapped(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.attn = SeparateAttention()
+
+
     def build(name, seed):
         torch.manual_seed(seed)
         if name == "vocab-old":
@@ -247,6 +268,15 @@ def build_cases(d: Path) -> list[dict]:
     plan = ck.diagnose(d / "wn_old.pt", m.build("WeightNormRemoved", 1)).plan
     assert [f.kind for f in plan] == ["strip-prefix", "fold-weight-norm"]
     case("fold-weight-norm+strip-prefix", "WeightNormRemoved", plan)
+    # fused and separate attention projections, both ways
+    torch.save(m.build("SeparateWrapped", 0).state_dict(), d / "separate.pt")
+    plan = ck.diagnose(d / "separate.pt", m.build("FusedAttention", 1)).plan
+    assert [f.kind for f in plan] == ["fuse-keys"]
+    case("fuse-keys", "FusedAttention", plan)
+    torch.save(m.build("FusedAttention", 0).state_dict(), d / "fused.pt")
+    plan = ck.diagnose(d / "fused.pt", m.build("SeparateWrapped", 1)).plan
+    assert [f.kind for f in plan] == ["split-keys"]
+    case("split-keys", "SeparateWrapped", plan)
     # extract-weights + strip-prefix: a whole pickled DataParallel model.
     torch.save(torch.nn.DataParallel(m.build("Net", 0)), d / "whole.pt")
     case("extract-weights+strip-prefix", "Net",
@@ -367,6 +397,11 @@ def test_apply_and_snippet_are_bit_identical(workdir):
         assert torch.equal(state[v], ref[next(k for k in ref if k.endswith(("_v", "original1")))])
     folded = applied["fold-weight-norm+strip-prefix"]["conv.weight"]
     assert torch.allclose(folded, torch._weight_norm(old["conv.weight_v"], old["conv.weight_g"], 0))
+    sep = _models().build("SeparateWrapped", 0).state_dict()
+    qkv = [sep[f"attn.{n}_proj.weight"] for n in "qkv"]
+    assert torch.equal(applied["fuse-keys"]["attn.in_proj_weight"], torch.cat(qkv))
+    fused = _models().build("FusedAttention", 0).state_dict()["attn.in_proj_weight"]
+    assert torch.equal(applied["split-keys"]["attn.k_proj.weight"], fused[8:16])
     assert applied["cast-dtype-meta"]["fc.weight"].dtype == torch.float32
     assert not applied["meta"]["fc.weight"].is_meta
 

@@ -20,6 +20,7 @@ from ..checkpoint import TensorInfo
 from ..fixes.kinds import renamer
 from ..loadhooks import renamed_names
 from .families import FAMILY, Family, find_families, rename_pattern
+from .joins import Joins, find_joins
 from .keys import (
     SLOT,
     escape_replacement,
@@ -134,9 +135,11 @@ class Alignment:
     # checkpoint name -> model key, for tensors saved under parametrizations.weight_norm's
     # names that an old-style weight_norm model calls weight_g / weight_v
     weight_norm_renames: dict[str, str] = field(default_factory=dict)
-    # (g, v, model key): weight-norm pairs (named as the key steps leave them) that make
-    # one plain weight of a model without weight norm
-    folds: list[tuple[str, str, str]] = field(default_factory=list)
+    # tensors stored as several where the model holds one, or the other way round (see
+    # joins.py), named as the key steps leave the checkpoint's keys:
+    folds: list[tuple[str, str, str]] = field(default_factory=list)  # (g, v, model key)
+    fused: list[tuple[tuple[str, ...], str]] = field(default_factory=list)  # (parts, model key)
+    split: list[tuple[str, tuple[tuple[str, int], ...]]] = field(default_factory=list)
     collisions: bool = False  # two checkpoint keys land on one name
 
     @property
@@ -568,6 +571,7 @@ def align(ckpt: dict[str, TensorInfo], model: ModelSide) -> Alignment:
     """Match an entry's keys to the model's; classify every key of either side."""
     m_infos = model.infos
     result = Alignment(ckpt, model)
+    joins: Joins | None = None  # found with the renames, settled once keys are classified
     originals = list(ckpt)
     names = originals
     counted = _count_set(names, m_infos)
@@ -591,10 +595,10 @@ def align(ckpt: dict[str, TensorInfo], model: ModelSide) -> Alignment:
                 cur_infos = ckpt
             else:
                 cur_infos = {n: ckpt[o] for n, o in zip(names, originals) if n not in m_infos}
-            result.folds = _fold_triples(unmatched_c, cur_infos, unmatched_m, m_infos)
-            if result.folds:  # neither side is a rename
-                done_c = {k for g, v, _ in result.folds for k in (g, v)}
-                done_m = {mk for _, _, mk in result.folds}
+            joins = find_joins(unmatched_c, cur_infos, unmatched_m, m_infos)
+            if joins:  # neither side is a rename
+                done_c = joins.checkpoint_names()
+                done_m = joins.model_keys()
                 unmatched_c = [c for c in unmatched_c if c not in done_c]
                 unmatched_m = [m for m in unmatched_m if m not in done_m]
             weight_norm = _weight_norm_pairs(unmatched_c, cur_infos, unmatched_m, m_infos)
@@ -657,54 +661,42 @@ def align(ckpt: dict[str, TensorInfo], model: ModelSide) -> Alignment:
                 result.unexpected_mapped[orig] = name
     _classify(result, landing)
     _unflag_hook_renames(result)
-    if result.folds:
-        _settle_folds(result)
+    if joins:
+        _settle_joins(result, joins)
     return result
 
 
-def _fold_triples(unmatched_c: list[str], c_infos: dict[str, TensorInfo],
-                  unmatched_m: list[str], m_infos: dict[str, TensorInfo]
-                  ) -> list[tuple[str, str, str]]:
-    """(g, v, model key) for each missing plain weight whose module's weight-norm pair
-    (``weight_g``/``weight_v``, or ``parametrizations.weight.original0/1``) is unmatched in
-    the checkpoint: a model built without weight norm (or after ``remove_weight_norm``),
-    whose weight the pair folds into. Found before renames are searched: ``weight_v`` has
-    the weight's shape, and renaming it alone would load a direction as the weight."""
-    from ..fixes.kinds import norm_dims
-
-    if not any("_g" in k or ".original0" in k for k in unmatched_c):
-        return []
-    c_set = set(unmatched_c)
-    out = []
-    for mk in unmatched_m:
-        mod, _, leaf = mk.rpartition(".")
-        pre = mod + "." if mod else ""
-        for g, v in ((f"{pre}{leaf}_g", f"{pre}{leaf}_v"),
-                     (f"{pre}parametrizations.{leaf}.original0",
-                      f"{pre}parametrizations.{leaf}.original1")):
-            if (g in c_set and v in c_set and c_infos[v].shape == m_infos[mk].shape
-                    and norm_dims(c_infos[g].shape, c_infos[v].shape) is not None):
-                out.append((g, v, mk))
-                break
-    return out
-
-
-def _settle_folds(result: Alignment) -> None:
-    """Neither side of a fold stays missing or unexpected; the model key reads "renamed"
-    (a fix gives it its value)."""
+def _settle_joins(result: Alignment, joins: Joins) -> None:
+    """Neither side of a fold, fusion or split stays missing or unexpected; each model key
+    it serves reads "renamed" (a fix gives it its value), with a note saying how."""
     file_key = {mapped: k for k, mapped in result.unexpected_mapped.items()}
-    folds = [f for f in result.folds
-             if f[0] in file_key and f[1] in file_key and f[2] in result.status]
-    result.folds = folds
-    gone = {file_key[k] for g, v, _ in folds for k in (g, v)}
+    status, missing = result.status, set(result.missing)
+
+    def ready(names: list[str], served: list[str]) -> bool:
+        return all(n in file_key for n in names) and all(m in missing for m in served)
+
+    result.folds = [f for f in joins.folds if ready([f[0], f[1]], [f[2]])]
+    result.fused = [f for f in joins.fused if ready(list(f[0]), [f[1]])]
+    result.split = [f for f in joins.split if ready([f[0]], [t for t, _ in f[1]])]
+    notes: dict[str, str] = {}
+    for g, v, mk in result.folds:
+        notes[mk] = f"folded from {file_key[g]} and {file_key[v]} (weight norm)"
+    for parts, mk in result.fused:
+        notes[mk] = "concatenated from " + ", ".join(file_key[p] for p in parts)
+    for source, targets in result.split:
+        start = 0
+        for mk, rows in targets:
+            notes[mk] = f"rows {start}:{start + rows} of {file_key[source]}"
+            start += rows
+    settled = Joins(result.folds, result.fused, result.split)
+    gone = {file_key[k] for k in settled.checkpoint_names()}
     result.unexpected = [k for k in result.unexpected if k not in gone]
     for k in gone:
         del result.unexpected_mapped[k]
-    folded = {mk for _, _, mk in folds}
-    result.missing = [k for k in result.missing if k not in folded]
-    for g, v, mk in folds:
-        result.status[mk] = "renamed"
-        result.notes[mk] = f"folded from {file_key[g]} and {file_key[v]} (weight norm)"
+    result.missing = [k for k in result.missing if k not in notes]
+    for mk, note in notes.items():
+        status[mk] = "renamed"
+        result.notes[mk] = note
 
 
 def _hook_renames(result: Alignment, names: list[str], unmatched_c: list[str]

@@ -14,10 +14,12 @@ from .kinds import (
     ExtractWeights,
     Fix,
     FoldWeightNorm,
+    FuseKeys,
     MapLocation,
     RenameKeys,
     ResizeCopy,
     SelectEntry,
+    SplitKeys,
     StripPrefix,
     Transpose,
 )
@@ -41,6 +43,7 @@ def __getattr__(name: str) -> Any:
 
 __all__ = [
     "FIX_KINDS", "AddPrefix", "AllowGlobals", "CastDtype", "CodeContext", "DropKeys",
-    "ExtractWeights", "Fix", "FoldWeightNorm", "LoadResult", "MapLocation", "Plan",
-    "RenameKeys", "ResizeCopy", "SelectEntry", "StripPrefix", "Transpose", "extract_weights",
+    "ExtractWeights", "Fix", "FoldWeightNorm", "FuseKeys", "LoadResult", "MapLocation", "Plan",
+    "RenameKeys", "ResizeCopy", "SelectEntry", "SplitKeys", "StripPrefix", "Transpose",
+    "extract_weights",
 ]

@@ -822,16 +822,165 @@ def _folded_info(g: TensorInfo, v: TensorInfo) -> TensorInfo:
     return TensorInfo(v.shape, v.dtype, v.device, v.nbytes, v.layout, source)
 
 
+class _JoinedSource:
+    """Tensors of several sources, concatenated along dimension 0 on read."""
+
+    __slots__ = ("parts",)
+
+    def __init__(self, parts: tuple[Any, ...]) -> None:
+        self.parts = parts
+
+    def load(self) -> torch.Tensor:
+        import torch
+
+        return torch.cat([p.load() for p in self.parts])
+
+
+class _RowsSource:
+    """Rows ``start:stop`` of another source's tensor, as a tensor of their own."""
+
+    __slots__ = ("inner", "start", "stop")
+
+    def __init__(self, inner: Any, start: int, stop: int) -> None:
+        self.inner = inner
+        self.start = start
+        self.stop = stop
+
+    def load(self) -> torch.Tensor:
+        return self.inner.load()[self.start:self.stop].clone()
+
+
+@dataclass(frozen=True)
+class FuseKeys(Fix):
+    """Concatenate tensors stored apart into the one tensor the model holds, along the
+    first dimension: separate q/k/v projections into a fused ``in_proj_weight`` or
+    ``qkv.weight`` (in the order given: query, key, value)."""
+
+    groups: tuple[tuple[tuple[str, ...], str], ...]
+    kind: ClassVar[str] = "fuse-keys"
+    maps_keys: ClassVar[bool] = True  # several keys become one: no alignment maps it
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "groups", tuple((tuple(p), t) for p, t in self.groups))
+
+    def describe(self) -> str:
+        targets = tuple(t for _, t in self.groups)
+        return (f"Concatenate separately stored parts into {_plural(len(targets), 'tensor')} "
+                f"({_short(targets)}), in query, key, value order.")
+
+    def code(self, ctx: CodeContext = CodeContext()) -> list[str]:
+        lines = ["fuse = ["]
+        lines += [f"    ({list(parts)!r}, {target!r})," for parts, target in self.groups]
+        lines += [
+            "]",
+            "for parts, target in fuse:",
+            f"    {ctx.sd}[target] = torch.cat([{ctx.sd}.pop(k) for k in parts])",
+        ]
+        return lines
+
+    def transform(self, entries: dict[str, V], model: Mapping[str, TensorInfo]) -> dict[str, V]:
+        out: dict[str, Any] = dict(entries)
+        for parts, target in self.groups:
+            gone = [k for k in parts if k not in out]
+            if gone:
+                raise FixError(f"Cannot build {target!r}: the checkpoint has no key "
+                               f"{gone[0]!r}.")
+            values = [out.pop(k) for k in parts]
+            rest = {tuple(v.shape[1:]) for v in values}
+            if len(rest) != 1 or any(len(v.shape) == 0 for v in values):
+                raise FixError(f"Cannot build {target!r}: its parts differ beyond their first "
+                               f"dimension ({', '.join(str(list(v.shape)) for v in values)}).")
+            if _is_info(values[0]):
+                first = values[0]
+                sources = tuple(v.source for v in values)
+                source = _JoinedSource(sources) if all(s is not None for s in sources) else None
+                out[target] = TensorInfo((sum(v.shape[0] for v in values), *first.shape[1:]),
+                                         first.dtype, first.device,
+                                         sum(v.nbytes for v in values), first.layout, source)
+            else:
+                import torch
+
+                out[target] = torch.cat(values)
+        return out
+
+    def problems(self, entries: Mapping[str, Any], model: Mapping[str, TensorInfo]) -> list[str]:
+        keys = tuple(k for parts, _ in self.groups for k in parts)
+        return _absent(keys, entries, "fuse-keys")
+
+
+@dataclass(frozen=True)
+class SplitKeys(Fix):
+    """Split one stored tensor into the tensors the model holds apart, along the first
+    dimension, by the model's sizes: a fused ``in_proj_weight`` or ``qkv.weight`` into
+    separate query, key and value projections."""
+
+    groups: tuple[tuple[str, tuple[tuple[str, int], ...]], ...]  # source, ((part, rows), ...)
+    kind: ClassVar[str] = "split-keys"
+    maps_keys: ClassVar[bool] = True  # one key becomes several: no alignment maps it
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "groups", tuple(
+            (s, tuple((str(t), int(n)) for t, n in parts)) for s, parts in self.groups))
+
+    def describe(self) -> str:
+        sources = tuple(s for s, _ in self.groups)
+        return (f"Split {_plural(len(sources), 'fused tensor')} ({_short(sources)}) into the "
+                "separate query, key and value tensors the model holds.")
+
+    def code(self, ctx: CodeContext = CodeContext()) -> list[str]:
+        lines = ["split = ["]
+        lines += [f"    ({source!r}, {[t for t, _ in parts]!r}, {[n for _, n in parts]!r}),"
+                  for source, parts in self.groups]
+        lines += [
+            "]",
+            "for source, targets, rows in split:",
+            f"    pieces = torch.split({ctx.sd}.pop(source), rows)",
+            "    for target, piece in zip(targets, pieces):",
+            f"        {ctx.sd}[target] = piece.clone()",
+        ]
+        return lines
+
+    def transform(self, entries: dict[str, V], model: Mapping[str, TensorInfo]) -> dict[str, V]:
+        out: dict[str, Any] = dict(entries)
+        for source, parts in self.groups:
+            if source not in out:
+                raise FixError(f"Cannot split {source!r}: the checkpoint has no such key.")
+            value = out.pop(source)
+            rows = [n for _, n in parts]
+            if len(value.shape) == 0 or value.shape[0] != sum(rows):
+                raise FixError(f"Cannot split {source!r} into {rows} rows: it has shape "
+                               f"{list(value.shape)}.")
+            start = 0
+            for (target, n) in parts:
+                if _is_info(value):
+                    size = DTYPE_SIZES.get(value.dtype, 1)
+                    count = n
+                    for d in value.shape[1:]:
+                        count *= d
+                    src = (_RowsSource(value.source, start, start + n)
+                           if value.source is not None else None)
+                    out[target] = TensorInfo((n, *value.shape[1:]), value.dtype, value.device,
+                                             count * size, value.layout, src)
+                else:
+                    out[target] = value[start:start + n].clone()
+                start += n
+        return out
+
+    def problems(self, entries: Mapping[str, Any], model: Mapping[str, TensorInfo]) -> list[str]:
+        return _absent(tuple(s for s, _ in self.groups), entries, "split-keys")
+
+
 FIX_KINDS: dict[str, type[Fix]] = {
     cls.kind: cls
     for cls in (
         SelectEntry, StripPrefix, AddPrefix, RenameKeys, Transpose, DropKeys,
         MapLocation, CastDtype, AllowGlobals, ExtractWeights, ResizeCopy, FoldWeightNorm,
+        FuseKeys, SplitKeys,
     )
 }
 
 __all__ = [
     "FIX_KINDS", "AddPrefix", "AllowGlobals", "CastDtype", "CodeContext", "DropKeys",
-    "ExtractWeights", "Fix", "FoldWeightNorm", "MapLocation", "RenameKeys", "ResizeCopy",
-    "SelectEntry", "StripPrefix", "Transpose",
+    "ExtractWeights", "Fix", "FoldWeightNorm", "FuseKeys", "MapLocation", "RenameKeys",
+    "ResizeCopy", "SelectEntry", "SplitKeys", "StripPrefix", "Transpose",
 ]

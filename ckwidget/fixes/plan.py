@@ -24,9 +24,11 @@ from .kinds import (
     ExtractWeights,
     Fix,
     FoldWeightNorm,
+    FuseKeys,
     MapLocation,
     ResizeCopy,
     SelectEntry,
+    SplitKeys,
     Transpose,
 )
 
@@ -39,9 +41,10 @@ if TYPE_CHECKING:  # pragma: no cover
 
 # A cast comes last so that it applies to every value, resized ones included (a resize
 # builds the model's tensor, in the model's dtype, around the overlapping slice).
-# A fold of weight-norm pairs names its keys as the renames leave them, and per-key fixes
-# name the weight it makes.
-_RANK = {FoldWeightNorm: 1.5, DropKeys: 2, Transpose: 3, ResizeCopy: 4, CastDtype: 5}
+# Folds, fusions and splits name their keys as the renames leave them, and per-key fixes
+# name the tensors they make.
+_RANK = {FoldWeightNorm: 1.5, FuseKeys: 1.5, SplitKeys: 1.5, DropKeys: 2, Transpose: 3,
+         ResizeCopy: 4, CastDtype: 5}
 
 
 def _rank(fix: Fix) -> float:

@@ -13,9 +13,11 @@ from ...fixes.kinds import (
     CastDtype,
     DropKeys,
     FoldWeightNorm,
+    FuseKeys,
     RenameKeys,
     ResizeCopy,
     SelectEntry,
+    SplitKeys,
     StripPrefix,
     Transpose,
 )
@@ -54,6 +56,7 @@ def check(ctx: Context) -> list[Finding]:
         out.append(_step_finding(ctx, step))
     out += _hook_renamed(ctx)
     out += _folds(ctx)
+    out += _fused_and_split(ctx)
     out += _transposed(ctx)
     out += _mismatched(ctx)
     out += _missing(ctx)
@@ -113,6 +116,34 @@ def _what_else(ctx: Context) -> str:
                 "checkpoint).")
     return ("this checkpoint belongs to a different model (or the wrong entry was chosen). "
             "Check the model class and its config, or pass entry=.")
+
+
+def _fused_and_split(ctx: Context) -> list[Finding]:
+    a = ctx.alignment
+    out = []
+    if a.fused:
+        targets = [mk for _, mk in a.fused]
+        lines = [f"{' + '.join(parts)} -> {mk}" for parts, mk in a.fused]
+        out.append(Finding(
+            "renamed", "error",
+            f"The model holds its attention's query, key and value projections in one tensor "
+            f"each ({summarise_keys(targets)}), and the file stores them apart "
+            f"({'; '.join(lines[:3])}{' and more' if len(lines) > 3 else ''}). Concatenate "
+            "them in query, key, value order.",
+            keys=targets, fixes=[FuseKeys(tuple(a.fused))],
+            details={"fused": [[list(p), mk] for p, mk in a.fused]}))
+    if a.split:
+        sources = [source for source, _ in a.split]
+        targets = [mk for _, parts in a.split for mk, _ in parts]
+        out.append(Finding(
+            "renamed", "error",
+            f"The file holds fused query, key and value projections "
+            f"({summarise_keys(sources)}) that the model keeps apart "
+            f"({summarise_keys(targets)}). Split each by the model's sizes, in query, key, "
+            "value order.",
+            keys=targets, fixes=[SplitKeys(tuple(a.split))],
+            details={"split": [[s, [list(p) for p in parts]] for s, parts in a.split]}))
+    return out
 
 
 def _hooks_note(ctx: Context) -> str:

@@ -1,0 +1,107 @@
+"""Attention projections stored apart for a model that fuses them, and the other way
+round: real files, real load_state_dict refusals, the plan applied and checked value by
+value."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+import ckwidget as ck
+from ckwidget.checkpoint import TensorInfo
+from ckwidget.diagnosis.joins import find_joins
+
+
+class Separate(nn.Module):
+    """Query, key and value as separate layers; key and value smaller (grouped-query)."""
+
+    def __init__(self, names=("q_proj", "k_proj", "v_proj"), kv: int = 8) -> None:
+        super().__init__()
+        for name, out in zip(names, (8, kv, kv)):
+            setattr(self, name, nn.Linear(8, out))
+        self.out_proj = nn.Linear(8, 8)
+
+
+class Fused(nn.Module):
+    """timm-style: one qkv layer."""
+
+    def __init__(self, kv: int = 8) -> None:
+        super().__init__()
+        self.qkv = nn.Linear(8, 8 + 2 * kv)
+        self.out_proj = nn.Linear(8, 8)
+
+
+def wrap(block: nn.Module) -> nn.Module:
+    model = nn.Module()
+    model.blocks = nn.ModuleList([block])
+    return model
+
+
+def refused(model: nn.Module, sd: dict) -> bool:
+    try:
+        model.load_state_dict(sd)
+    except RuntimeError:
+        return True
+    return False
+
+
+@pytest.mark.parametrize("kv", [8, 4])
+def test_separate_projections_are_concatenated_for_a_fused_layer(tmp_path, kv):
+    source = wrap(Separate(("query", "key", "value"), kv))
+    sd = source.state_dict()
+    torch.save(sd, tmp_path / "sep.pt")
+    model = wrap(Fused(kv))
+    assert refused(wrap(Fused(kv)), dict(sd))
+    report = ck.diagnose(tmp_path / "sep.pt", model)
+    assert [f.kind for f in report.plan] == ["fuse-keys"]
+    assert report.loadable_count == 2 and report.loadable_after_plan == 4
+    finding = next(f for f in report.findings if f.fixes == list(report.plan))
+    assert sorted(finding.keys) == ["blocks.0.qkv.bias", "blocks.0.qkv.weight"]
+    assert not any(f.kind in ("missing-keys", "unexpected-keys") for f in report.findings)
+    report.plan.apply(model)
+    b = source.blocks[0]
+    want = torch.cat([b.query.weight, b.key.weight, b.value.weight])
+    assert torch.equal(model.blocks[0].qkv.weight, want)
+
+
+def test_a_multihead_attention_gets_its_in_proj_from_separate_projections(tmp_path):
+    source = Separate()
+    torch.save({"attn." + k: v for k, v in source.state_dict().items()}, tmp_path / "sep.pt")
+    model = nn.Module()
+    model.attn = nn.MultiheadAttention(8, 2)
+    report = ck.diagnose(tmp_path / "sep.pt", model)
+    (fix,) = [f for f in report.plan if f.kind == "fuse-keys"]
+    assert {t for _, t in fix.groups} == {"attn.in_proj_weight", "attn.in_proj_bias"}
+    report.plan.apply(model)
+    assert torch.equal(model.attn.in_proj_bias,
+                       torch.cat([source.q_proj.bias, source.k_proj.bias, source.v_proj.bias]))
+
+
+@pytest.mark.parametrize("kv", [8, 4])
+def test_a_fused_tensor_is_split_by_the_models_sizes(tmp_path, kv):
+    source = wrap(Fused(kv))
+    torch.save({"module." + k: v for k, v in source.state_dict().items()}, tmp_path / "f.pt")
+    model = wrap(Separate(kv=kv))
+    report = ck.diagnose(tmp_path / "f.pt", model)
+    assert [f.kind for f in report.plan] == ["strip-prefix", "split-keys"]
+    assert report.loadable_after_plan == 8
+    rows = report.table.set_index("key")
+    assert rows.loc["blocks.0.k_proj.weight", "note"].startswith(f"rows 8:{8 + kv} of module.")
+    report.plan.apply(model)
+    w = source.blocks[0].qkv.weight
+    b = model.blocks[0]
+    assert torch.equal(b.q_proj.weight, w[:8]) and torch.equal(b.k_proj.weight, w[8:8 + kv])
+    assert torch.equal(b.v_proj.weight, w[8 + kv:])
+
+
+def test_parts_that_do_not_add_up_are_left_alone():
+    info = TensorInfo
+    c = {f"a.{n}.weight": info((8, 8), "float32", "cpu", 256) for n in ("q", "k", "v")}
+    m = {"a.qkv.weight": info((20, 8), "float32", "cpu", 640)}  # 24 rows stored
+    assert not find_joins(list(c), c, list(m), m)
+    m = {"a.qkv.weight": info((24, 4), "float32", "cpu", 384)}  # other columns
+    assert not find_joins(list(c), c, list(m), m)
+    m = {"a.qkv.weight": info((24, 8), "float32", "cpu", 768)}
+    assert find_joins(list(c), c, list(m), m).fused == [
+        (("a.q.weight", "a.k.weight", "a.v.weight"), "a.qkv.weight")]
