@@ -1,6 +1,7 @@
-"""Attention projections stored apart for a model that fuses them, and the other way
-round: real files, real load_state_dict refusals, the plan applied and checked value by
-value."""
+"""Tensors in another arrangement than the model's: attention projections stored apart for
+a model that fuses them (and the other way round), and values whose shapes differ only in
+size-1 dimensions. Real files, real load_state_dict refusals, the plan applied and
+checked value by value."""
 
 from __future__ import annotations
 
@@ -105,3 +106,57 @@ def test_parts_that_do_not_add_up_are_left_alone():
     m = {"a.qkv.weight": info((24, 8), "float32", "cpu", 768)}
     assert find_joins(list(c), c, list(m), m).fused == [
         (("a.q.weight", "a.k.weight", "a.v.weight"), "a.qkv.weight")]
+
+
+class ConvHead(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.body = nn.Linear(4, 8)
+        self.cls_token = nn.Parameter(torch.randn(1, 1, 8))
+        self.head = nn.Conv2d(8, 3, 1)
+
+
+class LinearHead(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.body = nn.Linear(4, 8)
+        self.cls_token = nn.Parameter(torch.randn(8))
+        self.head = nn.Linear(8, 3)
+
+
+def test_shapes_that_differ_in_size_one_dimensions_are_reshaped(tmp_path):
+    source = ConvHead()
+    torch.save(source.state_dict(), tmp_path / "conv.pt")
+    model = LinearHead()
+    assert refused(LinearHead(), source.state_dict())
+    report = ck.diagnose(tmp_path / "conv.pt", model)
+    (fix,) = report.plan
+    assert fix.kind == "reshape" and dict(fix.shapes) == {"cls_token": (8,), "head.weight": (3, 8)}
+    assert report.loadable_after_plan == 5
+    report.plan.apply(model)
+    assert torch.equal(model.head.weight, source.head.weight.reshape(3, 8))
+    x = torch.randn(2, 8)
+    assert torch.allclose(model.head(x), source.head(x[:, :, None, None]).flatten(1))
+
+
+def test_other_shape_differences_are_not_reshaped(tmp_path):
+    torch.save({"w": torch.randn(3, 8, 2)}, tmp_path / "w.pt")
+    model = nn.Module()
+    model.w = nn.Parameter(torch.randn(3, 16))  # same count, other values per row
+    report = ck.diagnose(tmp_path / "w.pt", model)
+    assert not any(f.kind == "reshape" for f in report.plan)
+
+
+def test_a_one_element_tensor_for_a_scalar_loads_as_torch_loads_it(tmp_path):
+    class Scaled(nn.Module):
+        def __init__(self, shape) -> None:
+            super().__init__()
+            self.register_buffer("scale", torch.full(shape, 2.0))
+
+    torch.save(Scaled((1,)).state_dict(), tmp_path / "one.pt")
+    Scaled(()).load_state_dict(torch.load(tmp_path / "one.pt"))  # torch's own allowance
+    report = ck.diagnose(tmp_path / "one.pt", Scaled(()))
+    assert report.loads_cleanly and report.headline == "All 1 model tensors load as is."
+    torch.save(Scaled(()).state_dict(), tmp_path / "zero.pt")  # not the other way round
+    assert refused(Scaled((1,)), torch.load(tmp_path / "zero.pt"))
+    assert [f.kind for f in ck.diagnose(tmp_path / "zero.pt", Scaled((1,))).plan] == ["reshape"]

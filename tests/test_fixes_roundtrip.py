@@ -93,6 +93,34 @@ MODELS = textwrap.dedent(
             self.out = nn.Conv1d(4, 2, 1)
 
 
+    class SpectralOld(nn.Module):  # weight_orig, weight_u, weight_v
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.utils.spectral_norm(nn.Conv1d(3, 4, 3))
+
+
+    class SpectralNew(nn.Module):  # parametrizations.weight.original, .0._u, .0._v
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.utils.parametrizations.spectral_norm(nn.Conv1d(3, 4, 3))
+
+
+    class ConvHead(nn.Module):  # a 1x1 convolution as the classifier, a (1, 1, d) token
+        def __init__(self):
+            super().__init__()
+            self.body = nn.Linear(4, 8)
+            self.token = nn.Parameter(torch.randn(1, 1, 8))
+            self.head = nn.Conv2d(8, 3, 1)
+
+
+    class LinearHead(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.body = nn.Linear(4, 8)
+            self.token = nn.Parameter(torch.randn(8))
+            self.head = nn.Linear(8, 3)
+
+
     class SeparateAttention(nn.Module):  # query, key, value as separate layers
         def __init__(self):
             super().__init__()
@@ -268,6 +296,16 @@ def build_cases(d: Path) -> list[dict]:
     plan = ck.diagnose(d / "wn_old.pt", m.build("WeightNormRemoved", 1)).plan
     assert [f.kind for f in plan] == ["strip-prefix", "fold-weight-norm"]
     case("fold-weight-norm+strip-prefix", "WeightNormRemoved", plan)
+    # spectral norm's two namings: a rename of three tensors per module, by patterns
+    torch.save(m.build("SpectralNew", 0).state_dict(), d / "sn_new.pt")
+    plan = ck.diagnose(d / "sn_new.pt", m.build("SpectralOld", 1)).plan
+    assert [f.kind for f in plan] == ["rename-keys"] and plan.fixes[0].patterns
+    case("spectral-norm-rename", "SpectralOld", plan)
+    # the same values in other size-1 dimensions
+    torch.save(m.build("ConvHead", 0).state_dict(), d / "conv_head.pt")
+    plan = ck.diagnose(d / "conv_head.pt", m.build("LinearHead", 1)).plan
+    assert [f.kind for f in plan] == ["reshape"]
+    case("reshape", "LinearHead", plan)
     # fused and separate attention projections, both ways
     torch.save(m.build("SeparateWrapped", 0).state_dict(), d / "separate.pt")
     plan = ck.diagnose(d / "separate.pt", m.build("FusedAttention", 1)).plan
@@ -397,6 +435,11 @@ def test_apply_and_snippet_are_bit_identical(workdir):
         assert torch.equal(state[v], ref[next(k for k in ref if k.endswith(("_v", "original1")))])
     folded = applied["fold-weight-norm+strip-prefix"]["conv.weight"]
     assert torch.allclose(folded, torch._weight_norm(old["conv.weight_v"], old["conv.weight_g"], 0))
+    conv = _models().build("ConvHead", 0).state_dict()
+    assert torch.equal(applied["reshape"]["head.weight"], conv["head.weight"][:, :, 0, 0])
+    sn = _models().build("SpectralNew", 0).state_dict()
+    assert torch.equal(applied["spectral-norm-rename"]["conv.weight_orig"],
+                       sn["conv.parametrizations.weight.original"])
     sep = _models().build("SeparateWrapped", 0).state_dict()
     qkv = [sep[f"attn.{n}_proj.weight"] for n in "qkv"]
     assert torch.equal(applied["fuse-keys"]["attn.in_proj_weight"], torch.cat(qkv))

@@ -1,4 +1,4 @@
-"""weight_norm's namings and other load hooks that rename keys, against real torch loads.
+"""weight and spectral norm's namings, and load hooks that rename keys, against real loads.
 
 ``torch.nn.utils.parametrizations.weight_norm`` stores ``parametrizations.weight.
 original0/1`` and its load hook accepts the old ``weight_g``/``weight_v``: a file of old
@@ -202,3 +202,45 @@ def test_a_pair_that_is_not_a_magnitude_is_not_folded(tmp_path):
     report = ck.diagnose(tmp_path / "odd.pt", plain(1))
     fold = [f for f in report.plan if f.kind == "fold-weight-norm"]
     assert fold and fold[0].folds == (("2.weight_g", "2.weight_v", "2.weight"),)
+
+
+def spectral(api, seed: int = 0) -> nn.Sequential:
+    torch.manual_seed(seed)
+    sn = api.spectral_norm
+    model = nn.Sequential(sn(nn.Conv2d(3, 4, 3)), nn.ReLU(), sn(nn.Linear(4, 2)))
+    model.train()
+    model[0](torch.randn(2, 3, 5, 5))  # a power iteration: u and v hold trained values
+    return model.eval()
+
+
+@pytest.mark.parametrize("saved, loaded", [(nn.utils, nn.utils.parametrizations),
+                                           (nn.utils.parametrizations, nn.utils)])
+def test_spectral_norm_namings_are_renamed_both_ways(tmp_path, saved, loaded):
+    source = spectral(saved)
+    torch.save(source.state_dict(), tmp_path / "sn.pt")
+    model = spectral(loaded, 1)
+    assert refused_strictly(spectral(loaded, 1), source.state_dict())
+    report = ck.diagnose(tmp_path / "sn.pt", model)
+    assert [f.kind for f in report.plan] == ["rename-keys"]
+    assert report.loadable_after_plan == 8
+    renamed = next(f for f in report.findings if f.kind == "renamed")
+    assert "spectral_norm" in renamed.message
+    report.plan.apply(model)
+    x = torch.randn(2, 3, 5, 5)
+    assert torch.allclose(model[0](x), source[0](x), atol=1e-6)
+
+
+def refused_strictly(model: nn.Module, sd: dict) -> bool:
+    try:
+        model.load_state_dict(sd)
+    except RuntimeError:
+        return True
+    return False
+
+
+def test_a_lone_v_is_not_taken_for_either_norm(tmp_path):
+    # weight_v alone (no g, no orig/u): neither naming's complete set, so no rename
+    torch.save({"0.weight_v": torch.randn(4, 3, 3, 3), "0.bias": torch.zeros(4)},
+               tmp_path / "v.pt")
+    report = ck.diagnose(tmp_path / "v.pt", spectral(nn.utils.parametrizations))
+    assert not any(f.kind == "rename-keys" for f in report.plan)

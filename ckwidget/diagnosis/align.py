@@ -17,7 +17,7 @@ from itertools import chain, compress, filterfalse, repeat
 from operator import attrgetter, eq, is_, ne, not_
 
 from ..checkpoint import TensorInfo
-from ..fixes.kinds import renamer
+from ..fixes.kinds import renamer, squeezed
 from ..loadhooks import renamed_names
 from .families import FAMILY, Family, find_families, rename_pattern
 from .joins import Joins, find_joins
@@ -32,6 +32,7 @@ from .keys import (
     templates_text,
 )
 from .model_side import ModelSide
+from .parametrizations import Renamed, find_renames, rename_patterns
 
 MAX_PREFIX_DEPTH = 4
 MAX_ROUNDS = 3
@@ -132,9 +133,8 @@ class Alignment:
     # model key -> the name the file gives it, which the model's own load hook renames
     # (weight_norm's weight_g -> parametrizations.weight.original0): no fix needed
     hook_renamed: dict[str, str] = field(default_factory=dict)
-    # checkpoint name -> model key, for tensors saved under parametrizations.weight_norm's
-    # names that an old-style weight_norm model calls weight_g / weight_v
-    weight_norm_renames: dict[str, str] = field(default_factory=dict)
+    # tensors stored under weight or spectral norm's other naming (parametrizations.py)
+    parametrized: list[Renamed] = field(default_factory=list)
     # tensors stored as several where the model holds one, or the other way round (see
     # joins.py), named as the key steps leave the checkpoint's keys:
     folds: list[tuple[str, str, str]] = field(default_factory=list)  # (g, v, model key)
@@ -346,34 +346,6 @@ def _prefix_rounds(
 
 
 # -- renames ----------------------------------------------------------------------------
-_WEIGHT_NORM_NEW = re.compile(r"(.*?)parametrizations\.([^.]+)\.original([01])")
-# (pattern, replacement) renaming weight_norm's parametrization names to the old ones,
-# and the ending each renames
-_WEIGHT_NORM_PATTERNS = (((r"parametrizations\.([^.]+)\.original0$", r"\1_g"), ".original0"),
-                         ((r"parametrizations\.([^.]+)\.original1$", r"\1_v"), ".original1"))
-
-
-def _weight_norm_pairs(unmatched_c: list[str], c_infos: dict[str, TensorInfo],
-                       unmatched_m: list[str], m_infos: dict[str, TensorInfo]
-                       ) -> list[tuple[str, str]]:
-    """(checkpoint key, model key) for tensors saved by ``parametrizations.weight_norm``
-    (``parametrizations.weight.original0/1``) that an old-style ``weight_norm`` model
-    names ``weight_g``/``weight_v``: the same two tensors, under other names. Both of a
-    module's pair, with the model's shapes, or neither."""
-    wanted = set(unmatched_m)
-    found: dict[tuple[str, str], list[tuple[str, str]]] = {}
-    for key in unmatched_c:
-        if "parametrizations." not in key:
-            continue
-        m = _WEIGHT_NORM_NEW.fullmatch(key)
-        if m is None:
-            continue
-        target = f"{m[1]}{m[2]}_{'gv'[int(m[3])]}"
-        if target in wanted and c_infos[key].shape == m_infos[target].shape:
-            found.setdefault((m[1], m[2]), []).append((key, target))
-    return [pair for pairs in found.values() if len(pairs) == 2 for pair in pairs]
-
-
 def _by_module(keys: list[str]) -> dict[str, list[str]]:
     out: dict[str, list[str]] = {}
     get = out.get
@@ -445,12 +417,12 @@ def _find_renames(cmods: dict[str, list[str]], c_infos: dict[str, TensorInfo],
 
 def _rename_step(families: list[Family], module_pairs: list[tuple[str, str]],
                  key_pairs: list[tuple[str, str]], c_by_module: dict[str, list[str]],
-                 names: list[str], weight_norm: list[tuple[str, str]] | None = None
+                 names: list[str], parametrized: list[Renamed] | None = None
                  ) -> tuple[KeyStep, list[str]]:
-    """A RenameKeys step (patterns for repeated layers and weight_norm's names, exact
-    pairs for the rest), and the names after it; a pattern that would touch other keys
-    falls back to pairs."""
-    intended: dict[str, str] = dict(weight_norm or ())
+    """A RenameKeys step (patterns for repeated layers and for weight and spectral norm's
+    namings, exact pairs for the rest), and the names after it; a pattern that would touch
+    other keys falls back to pairs."""
+    intended: dict[str, str] = {r.checkpoint: r.model for r in parametrized or ()}
     for family in families:
         intended.update(zip(family.c_keys, family.m_keys))
     for cmod, mmod in module_pairs:
@@ -469,9 +441,8 @@ def _rename_step(families: list[Family], module_pairs: list[tuple[str, str]],
         else:
             group.append(pair)
     patterns: list[tuple[str, str]] = [family.pattern() for family in families]
-    if weight_norm:
-        patterns += [pat for pat, n in _WEIGHT_NORM_PATTERNS
-                     if any(ck.endswith(n) for ck, _ in weight_norm)]
+    if parametrized:
+        patterns += rename_patterns(parametrized)
     exact: list[tuple[str, str]] = []
     patterned: set[str] = set()
     for (ct, mt), members in groups.items():
@@ -546,11 +517,21 @@ class HeadModules:
         return mod in self._names
 
 
+def _loads_into(stored: TensorInfo, model: TensorInfo) -> bool:
+    """Whether torch copies a tensor of ``stored``'s shape into ``model``'s: the same
+    shape, a lazy module's parameter (it takes any), or torch's own allowance of a
+    one-element 1-d tensor for a 0-d one."""
+    return (stored.shape == model.shape or model.layout == "lazy"
+            or (model.shape == () and stored.shape == (1,)))
+
+
 def mismatch_reason(key: str, cs: tuple[int, ...], ms: tuple[int, ...],
                     heads: Container[str], tied_vocab: bool = False) -> str:
-    """Why shapes differ: zero-size | head | vocab | kernel | config."""
+    """Why shapes differ: zero-size | reshape | head | vocab | kernel | config."""
     if 0 in cs and 0 not in ms:
         return "zero-size"
+    if squeezed(cs) == squeezed(ms):  # the same values: only size-1 dimensions differ
+        return "reshape"
     lowered = key.lower()
     mod = module_of(key)
     if len(cs) == len(ms) and cs[1:] == ms[1:] and cs[:1] != ms[:1]:
@@ -601,13 +582,13 @@ def align(ckpt: dict[str, TensorInfo], model: ModelSide) -> Alignment:
                 done_m = joins.model_keys()
                 unmatched_c = [c for c in unmatched_c if c not in done_c]
                 unmatched_m = [m for m in unmatched_m if m not in done_m]
-            weight_norm = _weight_norm_pairs(unmatched_c, cur_infos, unmatched_m, m_infos)
-            if weight_norm:  # known names first: the searches below see the rest
-                done_c = {c for c, _ in weight_norm}
-                done_m = {m for _, m in weight_norm}
+            parametrized = find_renames(unmatched_c, cur_infos, unmatched_m, m_infos)
+            if parametrized:  # known names first: the searches below see the rest
+                done_c = {r.checkpoint for r in parametrized}
+                done_m = {r.model for r in parametrized}
                 unmatched_c = [c for c in unmatched_c if c not in done_c]
                 unmatched_m = [m for m in unmatched_m if m not in done_m]
-                result.weight_norm_renames = dict(weight_norm)
+                result.parametrized = parametrized
             families = find_families(unmatched_c, cur_infos, unmatched_m, m_infos)
             if families:  # the rest are paired module by module
                 in_c = set(chain.from_iterable(f.c_keys for f in families))
@@ -617,11 +598,12 @@ def align(ckpt: dict[str, TensorInfo], model: ModelSide) -> Alignment:
             cmods = _by_module(unmatched_c)
             module_pairs, key_pairs = (_find_renames(cmods, cur_infos, unmatched_m, m_infos)
                                        if unmatched_c and unmatched_m else ([], []))
-            if families or module_pairs or key_pairs or weight_norm:
+            if families or module_pairs or key_pairs or parametrized:
                 step, mapped = _rename_step(families, module_pairs, key_pairs, cmods, names,
-                                            weight_norm)
+                                            parametrized)
                 result.families = families
-                result.rename_pairs = weight_norm + module_pairs + key_pairs
+                result.rename_pairs = [(r.checkpoint, r.model) for r in parametrized]
+                result.rename_pairs += module_pairs + key_pairs
                 result.rename_lines = [line for f in families for line in f.lines()]
                 result.rename_lines += rename_lines(result.rename_pairs)
                 result.step_keys.append(list(compress(originals, map(ne, names, mapped))))
@@ -771,9 +753,7 @@ def _classify(result: Alignment, landing: dict[str, str] | None,
     cinfos = list(map(ckpt.__getitem__, s_cks))
     # shapes and dtypes compared in one pass; the few keys that differ are sorted below
     odd = list(compress(range(len(s_mkeys)), map(ne, map(_META, cinfos), map(_META, minfos))))
-    # a lazy module's parameter takes whatever shape it is loaded with
-    differ_idx = [i for i in odd
-                  if cinfos[i].shape != minfos[i].shape and minfos[i].layout != "lazy"]
+    differ_idx = [i for i in odd if not _loads_into(cinfos[i], minfos[i])]
     differ = set(differ_idx)
     for i in odd:
         if i in differ:
@@ -781,8 +761,8 @@ def _classify(result: Alignment, landing: dict[str, str] | None,
         mk = s_mkeys[i]
         if minfos[i].layout == "lazy":
             notes[mk] = "lazy: the model takes the checkpoint's shape when it loads"
-            if cinfos[i].dtype == minfos[i].dtype:
-                continue
+        if cinfos[i].dtype == minfos[i].dtype:  # a shape torch accepts as it is
+            continue
         result.dtype_differs.append(mk)
         status[mk] = "renamed" if s_cks[i] != mk else "dtype-differs"
         notes[mk] = f"stored as {cinfos[i].dtype}, model uses {minfos[i].dtype}"
@@ -850,6 +830,7 @@ def _classify(result: Alignment, landing: dict[str, str] | None,
 
 REASON_NOTES = {
     "zero-size": "empty in the file (a ZeRO-3 partition?)",
+    "reshape": "same values, other size-1 dimensions",
     "head": "output head changed",
     "vocab": "vocabulary resized",
     "kernel": "kernel size differs",

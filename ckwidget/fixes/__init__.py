@@ -17,6 +17,7 @@ from .kinds import (
     FuseKeys,
     MapLocation,
     RenameKeys,
+    Reshape,
     ResizeCopy,
     SelectEntry,
     SplitKeys,
@@ -44,6 +45,6 @@ def __getattr__(name: str) -> Any:
 __all__ = [
     "FIX_KINDS", "AddPrefix", "AllowGlobals", "CastDtype", "CodeContext", "DropKeys",
     "ExtractWeights", "Fix", "FoldWeightNorm", "FuseKeys", "LoadResult", "MapLocation", "Plan",
-    "RenameKeys", "ResizeCopy", "SelectEntry", "SplitKeys", "StripPrefix", "Transpose",
+    "RenameKeys", "Reshape", "ResizeCopy", "SelectEntry", "SplitKeys", "StripPrefix", "Transpose",
     "extract_weights",
 ]

@@ -970,17 +970,71 @@ class SplitKeys(Fix):
         return _absent(tuple(s for s, _ in self.groups), entries, "split-keys")
 
 
+def squeezed(shape: tuple[int, ...]) -> tuple[int, ...]:
+    """A shape without its size-1 dimensions: two shapes with the same squeezed shape hold
+    the same values in the same order."""
+    return tuple(d for d in shape if d != 1)
+
+
+@dataclass(frozen=True)
+class Reshape(Fix):
+    """Give tensors the model's shape where they differ only in size-1 dimensions (a 1x1
+    convolution's ``(out, in, 1, 1)`` weight for a Linear's ``(out, in)``, a ``(1, 1, d)``
+    token for a ``(d,)`` one): the same values in the same order."""
+
+    shapes: tuple[tuple[str, tuple[int, ...]], ...]  # key -> the model's shape
+    kind: ClassVar[str] = "reshape"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "shapes", tuple((str(k), tuple(int(d) for d in shape))
+                                                 for k, shape in self.shapes))
+
+    def describe(self) -> str:
+        keys = tuple(k for k, _ in self.shapes)
+        return (f"Reshape {_plural(len(keys), 'tensor')} ({_short(keys)}) to the model's "
+                "shape (they differ only in size-1 dimensions).")
+
+    def code(self, ctx: CodeContext = CodeContext()) -> list[str]:
+        return [f"{ctx.sd}[{k!r}] = {ctx.sd}[{k!r}].reshape({list(shape)})"
+                for k, shape in self.shapes]
+
+    def transform(self, entries: dict[str, V], model: Mapping[str, TensorInfo]) -> dict[str, V]:
+        out: dict[str, Any] = dict(entries)
+        for k, shape in self.shapes:
+            v = out.get(k)
+            if v is None:
+                raise FixError(f"Cannot reshape {k!r}: the checkpoint has no such key.")
+            if squeezed(tuple(v.shape)) != squeezed(shape):
+                raise FixError(f"Cannot reshape {k!r} from {list(v.shape)} to {list(shape)}: "
+                               "they differ in more than size-1 dimensions.")
+            if _is_info(v):
+                out[k] = _mapped(v, _reshaper(shape), shape=shape)
+            else:
+                out[k] = v.reshape(shape)
+        return out
+
+    def problems(self, entries: Mapping[str, Any], model: Mapping[str, TensorInfo]) -> list[str]:
+        return _absent(tuple(k for k, _ in self.shapes), entries, "reshape")
+
+
+def _reshaper(shape: tuple[int, ...]) -> Callable[[torch.Tensor], torch.Tensor]:
+    def reshape(t: torch.Tensor) -> torch.Tensor:
+        return t.reshape(shape)
+
+    return reshape
+
+
 FIX_KINDS: dict[str, type[Fix]] = {
     cls.kind: cls
     for cls in (
         SelectEntry, StripPrefix, AddPrefix, RenameKeys, Transpose, DropKeys,
         MapLocation, CastDtype, AllowGlobals, ExtractWeights, ResizeCopy, FoldWeightNorm,
-        FuseKeys, SplitKeys,
+        FuseKeys, SplitKeys, Reshape,
     )
 }
 
 __all__ = [
     "FIX_KINDS", "AddPrefix", "AllowGlobals", "CastDtype", "CodeContext", "DropKeys",
     "ExtractWeights", "Fix", "FoldWeightNorm", "FuseKeys", "MapLocation", "RenameKeys",
-    "ResizeCopy", "SelectEntry", "SplitKeys", "StripPrefix", "Transpose",
+    "Reshape", "ResizeCopy", "SelectEntry", "SplitKeys", "StripPrefix", "Transpose",
 ]

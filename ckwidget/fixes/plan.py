@@ -26,6 +26,7 @@ from .kinds import (
     FoldWeightNorm,
     FuseKeys,
     MapLocation,
+    Reshape,
     ResizeCopy,
     SelectEntry,
     SplitKeys,
@@ -44,7 +45,7 @@ if TYPE_CHECKING:  # pragma: no cover
 # Folds, fusions and splits name their keys as the renames leave them, and per-key fixes
 # name the tensors they make.
 _RANK = {FoldWeightNorm: 1.5, FuseKeys: 1.5, SplitKeys: 1.5, DropKeys: 2, Transpose: 3,
-         ResizeCopy: 4, CastDtype: 5}
+         Reshape: 3, ResizeCopy: 4, CastDtype: 5}
 
 
 def _rank(fix: Fix) -> float:

@@ -15,6 +15,7 @@ from ...fixes.kinds import (
     FoldWeightNorm,
     FuseKeys,
     RenameKeys,
+    Reshape,
     ResizeCopy,
     SelectEntry,
     SplitKeys,
@@ -25,6 +26,7 @@ from ..align import KeyStep
 from ..contents import is_lora_key, mostly_lora, mostly_optimizer_state
 from ..context import Context
 from ..keys import group_keys, leaf_of, summarise_keys
+from ..parametrizations import describe as describe_parametrized
 
 KNOWN_PREFIXES = {
     "module.": "saved from a DataParallel / DistributedDataParallel wrapper",
@@ -210,11 +212,8 @@ def _step_finding(ctx: Context, step: KeyStep) -> Finding:
                 keys=keys, fixes=[fix], details={"renames": {old[:-1]: new[:-1]}})
     lines = ctx.alignment.rename_lines
     why = ""
-    if ctx.alignment.weight_norm_renames:
-        why = (" The file was saved with torch.nn.utils.parametrizations.weight_norm "
-               "(parametrizations.<name>.original0 and original1) and the model uses the "
-               "older torch.nn.utils.weight_norm (<name>_g and <name>_v): the same tensors "
-               "under other names.")
+    if ctx.alignment.parametrized:
+        why = " " + describe_parametrized(ctx.alignment.parametrized)
     return Finding(
         "renamed", "error",
         "Renamed modules or tensors (same shapes, same order, different names): "
@@ -279,6 +278,16 @@ def _mismatched(ctx: Context) -> list[Finding]:
                 "with DeepSpeed's zero_to_fp32.py (or save with "
                 "stage3_gather_16bit_weights_on_model_save) and load that file.",
                 keys=keys, details={"reason": reason, "shapes": detail}))
+        elif reason == "reshape":
+            shapes = tuple((k, tuple(ctx.model.infos[k].shape)) for k in keys)
+            out.append(Finding(
+                "shape-mismatch", "error",
+                f"{len(keys)} {'tensor holds' if len(keys) == 1 else 'tensors hold'} the "
+                "model's values in another shape that differs only in size-1 dimensions "
+                f"({detail}): a 1x1 convolution for a linear layer, "
+                "or a token or scale kept with extra dimensions. Reshape them; the values "
+                "stay as they are.",
+                keys=keys, fixes=[Reshape(shapes)], details={"reason": reason}))
         elif reason == "head":
             out.append(Finding(
                 "shape-mismatch", "warning",
@@ -334,7 +343,7 @@ def _missing(ctx: Context) -> list[Finding]:
         return out
     total = len(ctx.model.infos)
     loadable = len(a.loadable) + len(a.transposed) + sum(
-        1 for k in a.mismatched if a.reasons[k] in ("vocab",))
+        1 for k in a.mismatched if a.reasons[k] in ("vocab", "reshape"))
     if loadable == 0 and total:
         out.append(Finding(
             "missing-keys", "error",
