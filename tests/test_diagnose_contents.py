@@ -1,6 +1,7 @@
-"""The wrong file: a LoRA adapter, or an optimizer's state, where model weights were
-expected, and a base checkpoint for a model already wrapped with adapters. Each says what
-the file holds and the step that fixes it, not "belongs to a different model"."""
+"""The wrong file: a LoRA adapter, an optimizer's state or a quantized export where model
+weights were expected, and a base checkpoint for a model already wrapped with adapters.
+Each says what the file holds and the step that fixes it, not "belongs to a different
+model"."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import torch
 from torch import nn
 
 import ckwidget as ck
-from ckwidget.diagnosis.contents import mostly_lora, mostly_optimizer_state
+from ckwidget.diagnosis.contents import mostly_lora, mostly_optimizer_state, quantized_layers
 
 
 class Base(nn.Module):
@@ -86,3 +87,55 @@ def test_other_models_keys_are_not_mistaken_for_either():
     assert not mostly_lora(["floral.weight", "lora.weight", "explorA.weight"])
     assert mostly_lora(["x.lora_down.weight", "x.lora_up.weight", "x.alpha"])
     assert mostly_optimizer_state(["state.0.momentum_buffer", "state.1.momentum_buffer"])
+
+
+class Small(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.emb = nn.Embedding(10, 8)
+        self.l1 = nn.Linear(8, 8)
+        self.l2 = nn.Linear(8, 4)
+
+
+def int8_export(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """What bitsandbytes' Linear8bitLt saves: int8 codes, per-row scales, a format tag."""
+    out = dict(sd)
+    for layer in ("l1", "l2"):
+        w = out[f"{layer}.weight"]
+        scale = w.abs().amax(1)
+        out[f"{layer}.weight"] = (w / scale[:, None] * 127).round().to(torch.int8)
+        out[f"{layer}.SCB"] = scale
+        out[f"{layer}.weight_format"] = torch.tensor(0, dtype=torch.uint8)
+    return out
+
+
+def test_an_8bit_export_is_not_loaded_as_values(tmp_path):
+    torch.save(int8_export(Small().state_dict()), tmp_path / "int8.pt")
+    model = Small()
+    report = ck.diagnose(tmp_path / "int8.pt", model)
+    (q,) = [f for f in report.findings if f.kind == "dtype"]
+    assert q.severity == "error" and "bitsandbytes 8-bit" in q.message and q.keys == ["l1", "l2"]
+    # the codes are not counted as loading, and the plan leaves those layers alone
+    assert report.loadable_count == report.loadable_after_plan == 3
+    assert "(see the dtype finding)" in messages(report, "unexpected-keys")
+    before = model.l1.weight.clone()
+    report.plan.apply(model)
+    assert torch.equal(model.l1.weight, before)
+
+
+def test_a_gptq_export_names_its_scheme(tmp_path):
+    sd = {k: v for k, v in Small().state_dict().items() if not k.endswith("weight")
+          or k.startswith("emb")}
+    for layer, out in (("l1", 8), ("l2", 4)):
+        sd[f"{layer}.qweight"] = torch.zeros(1, out, dtype=torch.int32)
+        sd[f"{layer}.qzeros"] = torch.zeros(1, 1, dtype=torch.int32)
+        sd[f"{layer}.scales"] = torch.ones(1, out, dtype=torch.float16)
+    torch.save(sd, tmp_path / "gptq.pt")
+    report = ck.diagnose(tmp_path / "gptq.pt", Small())
+    assert "GPTQ/AWQ" in messages(report, "dtype")
+    assert report.loadable_after_plan == 3
+
+
+def test_a_parameter_named_like_a_scale_is_not_a_quantization():
+    assert quantized_layers(["norm.scales", "head.weight_format", "x.weight"]) is None
+    assert quantized_layers(["a.SCB", "a.weight"]) == ("bitsandbytes 8-bit", {"a": ["a.SCB"]})

@@ -1,7 +1,8 @@
-"""What a set of keys holds when it is not a model's own weights: LoRA adapters, or an
-optimizer's state. Both are met as "the wrong file" (an ``adapter_model.bin`` loaded
-into the base model, an ``optimizer.pt`` loaded as the model), and as "the wrong side" (a
-base checkpoint loaded into a model already wrapped with adapters); saying which turns
+"""What a set of keys holds when it is not a model's own weights: LoRA adapters, an
+optimizer's state, or a quantized model's codes and scales. They are met as "the wrong
+file" (an ``adapter_model.bin`` loaded into the base model, an ``optimizer.pt`` loaded as
+the model, an 8-bit export loaded into a float model), and as "the wrong side" (a base
+checkpoint loaded into a model already wrapped with adapters); saying which turns
 "belongs to a different model" into the step that fixes it.
 """
 
@@ -43,3 +44,35 @@ def mostly_optimizer_state(keys: Iterable[str]) -> bool:
 
 def is_lora_key(key: str) -> bool:
     return _LORA.search(key) is not None
+
+
+# Quantized layers' extra tensors: bitsandbytes 8-bit (SCB, weight_format), bitsandbytes
+# 4-bit (weight.absmax, weight.quant_map, weight.quant_state...), GPTQ and AWQ (qweight,
+# qzeros, scales, g_idx); group 1 is the layer's name
+_QUANT = re.compile(r"(?:(.*)\.)?(?:(SCB|weight_format)|weight\.(absmax|quant_map|nested_absmax|"
+                    r"nested_quant_map|quant_state\.bitsandbytes__\w+)|(qweight|qzeros|scales|"
+                    r"g_idx))")
+
+
+def quantized_layers(keys: Iterable[str]) -> tuple[str, dict[str, list[str]]] | None:
+    """(scheme, {layer: its quantization tensors}) when ``keys`` hold a quantized model's
+    layers (a layer counts when it has its scheme's telltale tensor), else None."""
+    layers: dict[str, list[str]] = {}
+    schemes: set[str] = set()
+    for key in keys:
+        m = _QUANT.fullmatch(key)
+        if m is None:
+            continue
+        layers.setdefault(m.group(1) or "", []).append(key)
+        if m.group(2) == "SCB":
+            schemes.add("bitsandbytes 8-bit")
+        elif m.group(3) and m.group(3) != "quant_map":
+            schemes.add("bitsandbytes 4-bit")
+        elif m.group(4) == "qweight":
+            schemes.add("GPTQ/AWQ")
+    if not schemes:
+        return None
+    telltale = ("SCB", "absmax", "quant_state", "qweight")
+    layers = {layer: found for layer, found in layers.items()
+              if any(t in k.rpartition(layer)[2] for k in found for t in telltale)}
+    return (" and ".join(sorted(schemes)), layers) if layers else None

@@ -291,6 +291,9 @@ def _summarise(ctx: Context, findings: list[Finding], plan: Any, model: Any) -> 
     elif ctx.entry == "":
         counts = Counter(a.status.values())
         as_is = counts["match"] + counts["dtype-differs"]
+        # a quantized file's codes would be copied, not its values (checks/architecture)
+        as_is -= sum(1 for k in ctx.notes.get("codes", ())
+                     if a.status.get(k) in ("match", "dtype-differs"))
     else:
         top = ckpt.entry("") if "" in ckpt.candidates else {}
         as_is = sum(1 for k, info in side.infos.items()

@@ -23,7 +23,7 @@ from ...fixes.kinds import (
     Transpose,
 )
 from ..align import KeyStep
-from ..contents import is_lora_key, mostly_lora, mostly_optimizer_state
+from ..contents import is_lora_key, mostly_lora, mostly_optimizer_state, quantized_layers
 from ..context import Context
 from ..keys import group_keys, leaf_of, summarise_keys
 from ..parametrizations import describe as describe_parametrized
@@ -59,6 +59,7 @@ def check(ctx: Context) -> list[Finding]:
     out += _hook_renamed(ctx)
     out += _folds(ctx)
     out += _fused_and_split(ctx)
+    out += _quantized(ctx)
     out += _transposed(ctx)
     out += _mismatched(ctx)
     out += _missing(ctx)
@@ -146,6 +147,55 @@ def _fused_and_split(ctx: Context) -> list[Finding]:
             keys=targets, fixes=[SplitKeys(tuple(a.split))],
             details={"split": [[s, [list(p) for p in parts]] for s, parts in a.split]}))
     return out
+
+
+_QUANTIZED_FORMS = {
+    "bitsandbytes 8-bit": "int8 codes with per-row scales (SCB)",
+    "bitsandbytes 4-bit": "packed 4-bit codes with block scales (absmax, quant_map)",
+    "GPTQ/AWQ": "packed integer codes with zero points and scales (qweight, qzeros, scales)",
+}
+
+
+def _quantization(ctx: Context) -> tuple[str, dict[str, list[str]]] | None:
+    """The file's quantized layers (by their names in the model's namespace), found once
+    per diagnosis."""
+    if "quantized" not in ctx.notes:
+        a = ctx.alignment
+        ctx.notes["quantized"] = (quantized_layers(a.unexpected_mapped.values())
+                                  if a.unexpected else None)
+    return ctx.notes["quantized"]
+
+
+def _quantized_weights(ctx: Context) -> list[str]:
+    """Model weights that the quantized layers' codes land on."""
+    found = _quantization(ctx)
+    if found is None:
+        return []
+    pairs = ctx.alignment.pairs
+    return [w for w in (f"{layer}.weight" if layer else "weight" for layer in found[1])
+            if w in pairs]
+
+
+def _quantized(ctx: Context) -> list[Finding]:
+    found = _quantization(ctx)
+    if found is None:
+        return []
+    scheme, layers = found
+    forms = "; ".join(_QUANTIZED_FORMS[s] for s in scheme.split(" and "))
+    codes = _quantized_weights(ctx)
+    ctx.notes["codes"] = codes  # weights that would get codes: not counted as loading
+    drop = [k for keys in layers.values() for k in keys] + codes
+    return [Finding(
+        "dtype", "error",
+        f"The checkpoint is quantized ({scheme}): {len(layers)} layers store {forms} in "
+        f"place of their weights ({summarise_keys(list(layers))}), and the model is not "
+        "quantized. load_state_dict would copy the codes as if they were values. Load the "
+        "file the way it was saved (transformers' from_pretrained with its quantization "
+        "config; auto-gptq or autoawq for GPTQ/AWQ; dequantize() then gives float weights), "
+        "or use the original floating-point checkpoint. The plan loads the other tensors and "
+        "leaves the quantized layers at their initial values.",
+        keys=list(layers), fixes=[DropKeys(tuple(dict.fromkeys(drop)), "quantized layers")],
+        details={"scheme": scheme, "layers": list(layers)})]
 
 
 def _hooks_note(ctx: Context) -> str:
@@ -383,7 +433,10 @@ def _unexpected(ctx: Context) -> list[Finding]:
     if not a.unexpected:
         return []
     mapped = [a.unexpected_mapped[k] for k in a.unexpected]
-    if mostly_lora(a.unexpected):
+    if _quantization(ctx) is not None:
+        what = ("Most are the quantization's codes and scales (see the dtype finding); the "
+                "plan leaves them out.")
+    elif mostly_lora(a.unexpected):
         what = ("They are LoRA adapter weights, which a model without adapters has no "
                 "place for; the plan loads the rest and leaves them out. To use them, merge "
                 "them into the weights (PEFT: merge_and_unload) or load into the model "
@@ -407,7 +460,10 @@ def _unexpected(ctx: Context) -> list[Finding]:
 def _dtypes(ctx: Context) -> list[Finding]:
     a = ctx.alignment
     groups: dict[tuple[str, str], list[str]] = {}
+    codes = set(_quantized_weights(ctx))  # not values: the quantization finding says so
     for k in a.dtype_differs:
+        if k in codes:
+            continue
         groups.setdefault((a.ckpt[a.pairs[k]].dtype, ctx.model.infos[k].dtype), []).append(k)
     out = []
     for (src, dst), keys in groups.items():
