@@ -160,3 +160,18 @@ def test_a_one_element_tensor_for_a_scalar_loads_as_torch_loads_it(tmp_path):
     torch.save(Scaled(()).state_dict(), tmp_path / "zero.pt")  # not the other way round
     assert refused(Scaled((1,)), torch.load(tmp_path / "zero.pt"))
     assert [f.kind for f in ck.diagnose(tmp_path / "zero.pt", Scaled((1,))).plan] == ["reshape"]
+
+
+def test_position_embeddings_for_another_size_say_so(tmp_path):
+    class Vit(nn.Module):
+        def __init__(self, patches: int) -> None:
+            super().__init__()
+            self.pos_embed = nn.Parameter(torch.zeros(1, patches + 1, 16))
+            self.proj = nn.Linear(16, 16)
+
+    torch.save(Vit(196).state_dict(), tmp_path / "vit224.pt")  # 224 px, trained
+    report = ck.diagnose(tmp_path / "vit224.pt", Vit(576))  # built for 384 px
+    (finding,) = [f for f in report.findings if f.kind == "shape-mismatch"]
+    assert finding.severity == "warning" and finding.keys == ["pos_embed"]
+    assert "another image size" in finding.message and "resample_abs_pos_embed" in finding.message
+    assert [f.kind for f in report.plan] == ["drop-keys"] and report.loadable_after_plan == 2

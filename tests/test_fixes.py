@@ -252,3 +252,51 @@ def test_cast_applies_to_resized_tensors_too(tmp_path):
     assert all(v.dtype == "bfloat16" for v in plan.simulate(
         Checkpoint.from_state_dict(net.state_dict()), {
             k: describe_tensor(v) for k, v in target.state_dict().items()}).values())
+
+
+class _Separate(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.q_proj, self.k_proj, self.v_proj, self.out_proj = (nn.Linear(8, 8) for _ in range(4))
+
+
+class _SeparateWrapped(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.attn = _Separate()
+
+
+class _Fused(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.attn = nn.MultiheadAttention(8, 2)
+
+
+def _weight_normed() -> nn.Module:
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        return nn.Sequential(nn.utils.weight_norm(nn.Conv1d(3, 4, 3)))
+
+
+@pytest.mark.parametrize("source, target, kind", [
+    (_weight_normed, lambda: nn.Sequential(nn.Conv1d(3, 4, 3)), "fold-weight-norm"),
+    (_SeparateWrapped, _Fused, "fuse-keys"),
+    (_Fused, _SeparateWrapped, "split-keys"),
+    (lambda: nn.Sequential(nn.Conv2d(8, 3, 1)), lambda: nn.Sequential(nn.Linear(8, 3)),
+     "reshape"),
+])
+def test_a_saved_repair_loads_strictly_and_equals_the_apply(tmp_path, source, target, kind):
+    import ckwidget as ck
+
+    torch.save(source().state_dict(), tmp_path / "src.pt")
+    model = target()
+    report = ck.diagnose(tmp_path / "src.pt", model)
+    assert [f.kind for f in report.plan] == [kind]
+    saved = report.plan.save(tmp_path / "fixed.safetensors", model=model)
+    fresh = target()
+    fresh.load_state_dict(load_file(str(saved)))  # strict: every key in place
+    report.plan.apply(model)
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, fresh.state_dict()[k]), k

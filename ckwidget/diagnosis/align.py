@@ -44,6 +44,9 @@ LEAF_ALIASES = {"gamma": "weight", "beta": "bias", "kernel": "weight", "w": "wei
 HEAD_NAMES = {"fc", "head", "heads", "classifier", "cls", "logits", "out", "output",
               "fc_out", "last_linear", "final", "score", "pred", "predictions", "linear_head",
               "classification_head", "cls_head"}
+# position embeddings and relative position tables: sized by the image or sequence length
+POSITION_HINTS = ("pos_embed", "position_embedding", "pos_emb", "positional_embedding",
+                  "relative_position_bias_table", "position_ids", "wpe")
 VOCAB_HINTS = ("embed", "wte", "word", "tok", "lm_head", "vocab", "shared", "decoder")
 
 
@@ -527,11 +530,15 @@ def _loads_into(stored: TensorInfo, model: TensorInfo) -> bool:
 
 def mismatch_reason(key: str, cs: tuple[int, ...], ms: tuple[int, ...],
                     heads: Container[str], tied_vocab: bool = False) -> str:
-    """Why shapes differ: zero-size | reshape | head | vocab | kernel | config."""
+    """Why shapes differ: zero-size | reshape | positions | head | vocab | kernel |
+    config."""
     if 0 in cs and 0 not in ms:
         return "zero-size"
     if squeezed(cs) == squeezed(ms):  # the same values: only size-1 dimensions differ
         return "reshape"
+    if (len(cs) == len(ms) and sum(a != b for a, b in zip(cs, ms)) == 1
+            and any(h in key.lower() for h in POSITION_HINTS)):
+        return "positions"
     lowered = key.lower()
     mod = module_of(key)
     if len(cs) == len(ms) and cs[1:] == ms[1:] and cs[:1] != ms[:1]:
@@ -831,6 +838,7 @@ def _classify(result: Alignment, landing: dict[str, str] | None,
 REASON_NOTES = {
     "zero-size": "empty in the file (a ZeRO-3 partition?)",
     "reshape": "same values, other size-1 dimensions",
+    "positions": "positions for another image size or sequence length",
     "head": "output head changed",
     "vocab": "vocabulary resized",
     "kernel": "kernel size differs",

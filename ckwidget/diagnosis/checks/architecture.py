@@ -338,6 +338,16 @@ def _mismatched(ctx: Context) -> list[Finding]:
                 "or a token or scale kept with extra dimensions. Reshape them; the values "
                 "stay as they are.",
                 keys=keys, fixes=[Reshape(shapes)], details={"reason": reason}))
+        elif reason == "positions":
+            out.append(Finding(
+                "shape-mismatch", "warning",
+                f"Position embeddings for another image size or sequence length ({detail}). "
+                "Interpolate them to the model's grid (timm: resample_abs_pos_embed or "
+                "dynamic_img_size; Hugging Face ViT: interpolate_pos_encoding=True), or build "
+                "the model for the checkpoint's size. The plan skips them, so they keep the "
+                "model's initial values.",
+                keys=keys, fixes=[DropKeys(tuple(keys), "positions for another size")],
+                details={"reason": reason}))
         elif reason == "head":
             out.append(Finding(
                 "shape-mismatch", "warning",
