@@ -139,3 +139,25 @@ def test_a_gptq_export_names_its_scheme(tmp_path):
 def test_a_parameter_named_like_a_scale_is_not_a_quantization():
     assert quantized_layers(["norm.scales", "head.weight_format", "x.weight"]) is None
     assert quantized_layers(["a.SCB", "a.weight"]) == ("bitsandbytes 8-bit", {"a": ["a.SCB"]})
+
+
+class Normed(nn.Module):
+    def __init__(self, norm: nn.Module) -> None:
+        super().__init__()
+        self.fc = nn.Linear(4, 8)
+        self.norm = norm
+
+
+def test_batchnorm_statistics_without_a_batchnorm_say_what_they_are(tmp_path):
+    torch.save(Normed(nn.BatchNorm1d(8)).state_dict(), tmp_path / "bn.pt")
+    report = ck.diagnose(tmp_path / "bn.pt", Normed(nn.LayerNorm(8)))
+    assert "BatchNorm running statistics" in messages(report, "unexpected-keys")
+    torch.save(Normed(nn.LayerNorm(8)).state_dict(), tmp_path / "ln.pt")
+    model = Normed(nn.BatchNorm1d(8))
+    report = ck.diagnose(tmp_path / "ln.pt", model)
+    (missing,) = [f for f in report.findings if f.kind == "missing-keys"]
+    assert missing.severity == "warning" and "mean 0, variance 1" in missing.message
+    assert sorted(missing.keys) == ["norm.num_batches_tracked", "norm.running_mean",
+                                    "norm.running_var"]
+    report.plan.apply(model)
+    assert torch.equal(model.norm.running_var, torch.ones(8))  # kept: as the finding says

@@ -149,6 +149,7 @@ def _fused_and_split(ctx: Context) -> list[Finding]:
     return out
 
 
+_RUNNING_STATS = ("running_mean", "running_var", "num_batches_tracked")
 _QUANTIZED_FORMS = {
     "bitsandbytes 8-bit": "int8 codes with per-row scales (SCB)",
     "bitsandbytes 4-bit": "packed 4-bit codes with block scales (absmax, quant_map)",
@@ -413,6 +414,7 @@ def _missing(ctx: Context) -> list[Finding]:
                                    "checkpoint_example": list(a.ckpt)[:5]}))
         return out
     counters = all(leaf_of(k) == "num_batches_tracked" for k in missing)
+    statistics = not counters and all(leaf_of(k) in _RUNNING_STATS for k in missing)
     if mostly_lora(missing):
         msg = (f"{len(missing)} model tensors are LoRA adapter weights "
                f"({summarise_keys(missing)}) and the file does not hold them: it is the base "
@@ -421,6 +423,15 @@ def _missing(ctx: Context) -> list[Finding]:
                "fresh fine-tune starts so); to use trained adapters, load their own file next "
                "(PEFT: set_peft_model_state_dict, or PeftModel.from_pretrained on the base "
                "model).")
+        severity = "warning"
+    elif statistics:
+        msg = (f"{len(missing)} BatchNorm running statistics are not in the file "
+               f"({summarise_keys(missing)}): it was saved from normalisation layers that "
+               "keep none (track_running_stats=False, or GroupNorm/LayerNorm in their place). "
+               "In eval mode the model would normalise with its initial statistics (mean 0, "
+               "variance 1), not the training data's. The plan loads the rest with "
+               "strict=False; run some training batches through the model in train mode to "
+               "estimate them, or build the layers as the checkpoint's were.")
         severity = "warning"
     elif counters:
         msg = (f"{len(missing)} BatchNorm counters (num_batches_tracked) are not in the file "
@@ -451,6 +462,10 @@ def _unexpected(ctx: Context) -> list[Finding]:
                 "place for; the plan loads the rest and leaves them out. To use them, merge "
                 "them into the weights (PEFT: merge_and_unload) or load into the model "
                 "wrapped with the same adapter config.")
+    elif all(leaf_of(k) in _RUNNING_STATS for k in a.unexpected):
+        what = ("They are BatchNorm running statistics for layers the model builds without "
+                "them (another normalisation, or track_running_stats=False); the plan leaves "
+                "them out. Check that the model's normalisation layers are the checkpoint's.")
     elif mostly_optimizer_state(a.unexpected):
         what = ("They are an optimizer's state (per-parameter moments and steps), not "
                 "weights; the plan leaves them out. Load them into the optimizer with "
