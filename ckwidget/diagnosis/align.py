@@ -583,18 +583,16 @@ def align(ckpt: dict[str, TensorInfo], model: ModelSide) -> Alignment:
                 cur_infos = ckpt
             else:
                 cur_infos = {n: ckpt[o] for n, o in zip(names, originals) if n not in m_infos}
+            # known layouts and namings first: the searches below see the rest
             joins = find_joins(unmatched_c, cur_infos, unmatched_m, m_infos)
             if joins:  # neither side is a rename
-                done_c = joins.checkpoint_names()
-                done_m = joins.model_keys()
-                unmatched_c = [c for c in unmatched_c if c not in done_c]
-                unmatched_m = [m for m in unmatched_m if m not in done_m]
+                unmatched_c, unmatched_m = _without(unmatched_c, unmatched_m,
+                                                    joins.checkpoint_names(), joins.model_keys())
             parametrized = find_renames(unmatched_c, cur_infos, unmatched_m, m_infos)
-            if parametrized:  # known names first: the searches below see the rest
-                done_c = {r.checkpoint for r in parametrized}
-                done_m = {r.model for r in parametrized}
-                unmatched_c = [c for c in unmatched_c if c not in done_c]
-                unmatched_m = [m for m in unmatched_m if m not in done_m]
+            if parametrized:
+                unmatched_c, unmatched_m = _without(
+                    unmatched_c, unmatched_m, {r.checkpoint for r in parametrized},
+                    {r.model for r in parametrized})
                 result.parametrized = parametrized
             families = find_families(unmatched_c, cur_infos, unmatched_m, m_infos)
             if families:  # the rest are paired module by module
@@ -653,6 +651,13 @@ def align(ckpt: dict[str, TensorInfo], model: ModelSide) -> Alignment:
     if joins:
         _settle_joins(result, joins)
     return result
+
+
+def _without(unmatched_c: list[str], unmatched_m: list[str], found_c: set[str],
+             found_m: set[str]) -> tuple[list[str], list[str]]:
+    """Both sides' unmatched keys, less those a search has explained."""
+    return ([c for c in unmatched_c if c not in found_c],
+            [m for m in unmatched_m if m not in found_m])
 
 
 def _settle_joins(result: Alignment, joins: Joins) -> None:

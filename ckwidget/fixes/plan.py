@@ -301,7 +301,9 @@ class Plan:
             from .apply import check_load
 
             strict = self.strict if strict is None else strict
-            _, load_problems = check_load(rename_like_hooks(entries, renames), infos, strict)
+            if renames:
+                entries = rename_like_hooks(entries, renames)
+            _, load_problems = check_load(entries, infos, strict)
             problems += load_problems
         return problems
 
