@@ -24,6 +24,7 @@ ALL = [
     F.FuseKeys(((("a.q.weight", "a.k.weight", "a.v.weight"), "a.qkv.weight"),)),
     F.SplitKeys((("a.qkv.weight", (("a.q.weight", 8), ("a.k.weight", 4), ("a.v.weight", 4))),)),
     F.Reshape((("head.weight", (3, 8)),)),
+    F.UnfoldWeightNorm((("c.weight", "c.weight_g", "c.weight_v", (4, 1, 1)),)),
 ]
 
 
@@ -35,7 +36,7 @@ class Net(nn.Module):
 
 
 def test_every_kind_is_a_frozen_hashable_value_with_a_sentence():
-    assert {f.kind for f in ALL} == set(F.FIX_KINDS) and len(F.FIX_KINDS) == 15
+    assert {f.kind for f in ALL} == set(F.FIX_KINDS) and len(F.FIX_KINDS) == 16
     for fix in ALL:
         assert isinstance(fix, F.Fix) and F.FIX_KINDS[fix.kind] is type(fix)
         assert hash(fix) == hash(type(fix)(**fix.__dict__))
@@ -117,6 +118,15 @@ def test_fold_weight_norm_previews_what_it_applies_and_refuses_what_it_cannot():
     assert torch.allclose(real["c.weight"], torch._weight_norm(v, sd["c.weight_g"], 0))
     assert torch.allclose(real["s.weight"],
                           sd["s.weight_v"] * 2.0 / sd["s.weight_v"].norm())
+    # and back: unfolding the folded weight gives g and v's direction again
+    unfold = F.UnfoldWeightNorm((("c.weight", "c.weight_g", "c.weight_v", (4, 1, 1)),))
+    back = F.Plan([fix, unfold], ckpt)
+    simulated, real = back.simulate(ckpt, {}), back._run(back.read(ckpt), {})
+    assert simulated["c.weight_g"].shape == (4, 1, 1) == tuple(real["c.weight_g"].shape)
+    assert torch.equal(simulated["c.weight_g"].source.load(), real["c.weight_g"])
+    assert torch.allclose(real["c.weight_g"], sd["c.weight_g"])
+    assert torch.allclose(real["c.weight_v"] / real["c.weight_v"].norm(dim=(1, 2), keepdim=True),
+                          v / v.norm(dim=(1, 2), keepdim=True))
     bad = Checkpoint.from_state_dict({"c.weight_g": torch.ones(4, 3, 1), "c.weight_v": v})
     with pytest.raises(FixError, match="no magnitude"):
         F.Plan([F.FoldWeightNorm((("c.weight_g", "c.weight_v", "c.weight"),))], bad).simulate(
@@ -286,6 +296,7 @@ def _weight_normed() -> nn.Module:
     (_Fused, _SeparateWrapped, "split-keys"),
     (lambda: nn.Sequential(nn.Conv2d(8, 3, 1)), lambda: nn.Sequential(nn.Linear(8, 3)),
      "reshape"),
+    (lambda: nn.Sequential(nn.Conv1d(3, 4, 3)), _weight_normed, "unfold-weight-norm"),
 ])
 def test_a_saved_repair_loads_strictly_and_equals_the_apply(tmp_path, source, target, kind):
     import ckwidget as ck

@@ -296,6 +296,10 @@ def build_cases(d: Path) -> list[dict]:
     plan = ck.diagnose(d / "wn_old.pt", m.build("WeightNormRemoved", 1)).plan
     assert [f.kind for f in plan] == ["strip-prefix", "fold-weight-norm"]
     case("fold-weight-norm+strip-prefix", "WeightNormRemoved", plan)
+    torch.save(m.build("WeightNormRemoved", 0).state_dict(), d / "wn_removed.pt")
+    plan = ck.diagnose(d / "wn_removed.pt", m.build("WeightNormNew", 1)).plan
+    assert [f.kind for f in plan] == ["unfold-weight-norm"]
+    case("unfold-weight-norm", "WeightNormNew", plan)
     # spectral norm's two namings: a rename of three tensors per module, by patterns
     torch.save(m.build("SpectralNew", 0).state_dict(), d / "sn_new.pt")
     plan = ck.diagnose(d / "sn_new.pt", m.build("SpectralOld", 1)).plan
@@ -435,6 +439,11 @@ def test_apply_and_snippet_are_bit_identical(workdir):
         assert torch.equal(state[v], ref[next(k for k in ref if k.endswith(("_v", "original1")))])
     folded = applied["fold-weight-norm+strip-prefix"]["conv.weight"]
     assert torch.allclose(folded, torch._weight_norm(old["conv.weight_v"], old["conv.weight_g"], 0))
+    removed = _models().build("WeightNormRemoved", 0).state_dict()["conv.weight"]
+    unfolded = applied["unfold-weight-norm"]
+    g = unfolded["conv.parametrizations.weight.original0"]
+    v = unfolded["conv.parametrizations.weight.original1"]
+    assert torch.equal(v, removed) and torch.allclose(torch._weight_norm(v, g, 0), removed)
     conv = _models().build("ConvHead", 0).state_dict()
     assert torch.equal(applied["reshape"]["head.weight"], conv["head.weight"][:, :, 0, 0])
     sn = _models().build("SpectralNew", 0).state_dict()

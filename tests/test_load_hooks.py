@@ -237,3 +237,17 @@ def test_a_lone_v_is_not_taken_for_either_norm(tmp_path):
                tmp_path / "v.pt")
     report = ck.diagnose(tmp_path / "v.pt", spectral(nn.utils.parametrizations))
     assert not any(f.kind == "rename-keys" for f in report.plan)
+
+
+@pytest.mark.parametrize("style", [old_style, new_style])
+def test_plain_weights_are_split_for_a_model_with_weight_norm(tmp_path, style):
+    source = plain()
+    torch.save(source.state_dict(), tmp_path / "plain.pt")
+    model = style(1)
+    report = ck.diagnose(tmp_path / "plain.pt", model)
+    assert [f.kind for f in report.plan] == ["unfold-weight-norm"]
+    assert report.loadable_after_plan == 8
+    assert not any(f.kind in ("missing-keys", "unexpected-keys") for f in report.findings)
+    report.plan.apply(model)
+    x = torch.randn(1, 3, 9)
+    assert torch.allclose(model(x), source(x), atol=1e-6)

@@ -143,6 +143,7 @@ class Alignment:
     folds: list[tuple[str, str, str]] = field(default_factory=list)  # (g, v, model key)
     fused: list[tuple[tuple[str, ...], str]] = field(default_factory=list)  # (parts, model key)
     split: list[tuple[str, tuple[tuple[str, int], ...]]] = field(default_factory=list)
+    unfolds: list[tuple[str, str, str, tuple[int, ...]]] = field(default_factory=list)
     collisions: bool = False  # two checkpoint keys land on one name
 
     @property
@@ -672,7 +673,11 @@ def _settle_joins(result: Alignment, joins: Joins) -> None:
     result.folds = [f for f in joins.folds if ready([f[0], f[1]], [f[2]])]
     result.fused = [f for f in joins.fused if ready(list(f[0]), [f[1]])]
     result.split = [f for f in joins.split if ready([f[0]], [t for t, _ in f[1]])]
+    result.unfolds = [f for f in joins.unfolds if ready([f[0]], [f[1], f[2]])]
     notes: dict[str, str] = {}
+    for w, g, v, _ in result.unfolds:
+        notes[g] = f"magnitude of {file_key[w]} (weight norm)"
+        notes[v] = f"direction: {file_key[w]} (weight norm)"
     for g, v, mk in result.folds:
         notes[mk] = f"folded from {file_key[g]} and {file_key[v]} (weight norm)"
     for parts, mk in result.fused:
@@ -682,7 +687,7 @@ def _settle_joins(result: Alignment, joins: Joins) -> None:
         for mk, rows in targets:
             notes[mk] = f"rows {start}:{start + rows} of {file_key[source]}"
             start += rows
-    settled = Joins(result.folds, result.fused, result.split)
+    settled = Joins(result.folds, result.fused, result.split, result.unfolds)
     gone = {file_key[k] for k in settled.checkpoint_names()}
     result.unexpected = [k for k in result.unexpected if k not in gone]
     for k in gone:

@@ -305,7 +305,7 @@ def _summarise(ctx: Context, findings: list[Finding], plan: Any, model: Any) -> 
         after = len(a.loadable) + len(a.transposed)
     clean = (not blockers and ctx.entry == "" and not a.missing and not a.unexpected
              and not a.mismatched and not a.transposed and not a.steps and not a.folds
-             and not a.fused and not a.split and not side.is_meta)
+             and not a.fused and not a.split and not a.unfolds and not side.is_meta)
     errors = [f for f in findings if f.severity == "error"]
     if any(f.kind == "malicious" for f in findings):
         status = "unsafe"

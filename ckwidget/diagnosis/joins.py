@@ -11,7 +11,8 @@ one key with one key, and here that would load a part as the whole):
   (``nn.MultiheadAttention``'s ``in_proj_weight``, a ``qkv`` layer): concatenated (fix
   ``fuse-keys``);
 - the other way round, a fused tensor for a model with separate projections: split by
-  the model's sizes (fix ``split-keys``).
+  the model's sizes (fix ``split-keys``), and a plain weight for a model with weight norm:
+  split into magnitude and direction (fix ``unfold-weight-norm``).
 
 Names are checked in the namespace the key steps (prefixes) leave, and shapes must add
 up exactly; nothing is guessed from shapes alone.
@@ -19,6 +20,7 @@ up exactly; nothing is guessed from shapes alone.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 from ..checkpoint import TensorInfo
@@ -41,18 +43,21 @@ class Joins:
     fused: list[tuple[tuple[str, ...], str]] = field(default_factory=list)  # (parts, model key)
     split: list[tuple[str, tuple[tuple[str, int], ...]]] = field(default_factory=list)
     # split: (checkpoint key, ((model key, rows), ...))
+    unfolds: list[tuple[str, str, str, tuple[int, ...]]] = field(default_factory=list)
+    # unfolds: (checkpoint weight, model g, model v, g's shape)
 
     def __bool__(self) -> bool:
-        return bool(self.folds or self.fused or self.split)
+        return bool(self.folds or self.fused or self.split or self.unfolds)
 
     def checkpoint_names(self) -> set[str]:
         return ({k for g, v, _ in self.folds for k in (g, v)}
                 | {k for parts, _ in self.fused for k in parts}
-                | {source for source, _ in self.split})
+                | {source for source, _ in self.split} | {w for w, _, _, _ in self.unfolds})
 
     def model_keys(self) -> set[str]:
         return ({mk for _, _, mk in self.folds} | {mk for _, mk in self.fused}
-                | {mk for _, parts in self.split for mk, _ in parts})
+                | {mk for _, parts in self.split for mk, _ in parts}
+                | {k for _, g, v, _ in self.unfolds for k in (g, v)})
 
 
 def _rows_add_up(whole: tuple[int, ...], parts: list[tuple[int, ...]]) -> bool:
@@ -70,6 +75,20 @@ def _fused_source(mk: str) -> tuple[str, str] | None:
     scope, _, name = mod.rpartition(".")
     if leaf in ("weight", "bias") and name in FUSED_MODULES:
         return scope, leaf
+    return None
+
+
+_NEW_G = re.compile(r"(.*?)parametrizations\.([^.]+)\.original0")
+
+
+def _unfold_names(mk: str) -> tuple[str, str] | None:
+    """(plain weight, direction) for model key ``mk`` when it names a weight-norm
+    magnitude (``weight_g``, or ``parametrizations.weight.original0``)."""
+    if mk.endswith("_g"):
+        return mk[:-2], mk[:-2] + "_v"
+    m = _NEW_G.fullmatch(mk)
+    if m is not None:
+        return m[1] + m[2], f"{m[1]}parametrizations.{m[2]}.original1"
     return None
 
 
@@ -93,6 +112,13 @@ def find_joins(unmatched_c: list[str], c_infos: dict[str, TensorInfo],
                 joins.folds.append((g, v, mk))
                 break
         else:
+            unfold = _unfold_names(mk)
+            if unfold is not None:
+                w, v = unfold
+                if (w in c_set and v in m_set and c_infos[w].shape == m_infos[v].shape
+                        and norm_dims(want, m_infos[v].shape) is not None):
+                    joins.unfolds.append((w, mk, v, tuple(want)))
+                continue
             fused = _fused_source(mk)
             if fused is not None:
                 scope, part_leaf = fused

@@ -23,6 +23,7 @@ from .kinds import (
     SplitKeys,
     StripPrefix,
     Transpose,
+    UnfoldWeightNorm,
 )
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -46,5 +47,5 @@ __all__ = [
     "FIX_KINDS", "AddPrefix", "AllowGlobals", "CastDtype", "CodeContext", "DropKeys",
     "ExtractWeights", "Fix", "FoldWeightNorm", "FuseKeys", "LoadResult", "MapLocation", "Plan",
     "RenameKeys", "Reshape", "ResizeCopy", "SelectEntry", "SplitKeys", "StripPrefix", "Transpose",
-    "extract_weights",
+    "UnfoldWeightNorm", "extract_weights",
 ]

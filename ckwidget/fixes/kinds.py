@@ -822,6 +822,87 @@ def _folded_info(g: TensorInfo, v: TensorInfo) -> TensorInfo:
     return TensorInfo(v.shape, v.dtype, v.device, v.nbytes, v.layout, source)
 
 
+def weight_norm_magnitude(w: torch.Tensor, g_shape: tuple[int, ...]) -> torch.Tensor:
+    """``||w||`` over the dimensions where a weight-norm magnitude of ``g_shape`` has size
+    1 (all of them for a 0-d one), shaped as that magnitude: what ``weight_norm`` stores
+    as ``g`` when it wraps a layer whose weight is ``w``."""
+    import torch
+
+    dims = [d for d in range(w.dim()) if len(g_shape) == 0 or g_shape[d] == 1]
+    return torch.linalg.vector_norm(w, dim=dims, keepdim=True).reshape(g_shape)
+
+
+@dataclass(frozen=True)
+class UnfoldWeightNorm(Fix):
+    """Split plain weights into the magnitude and direction of a model with weight norm
+    (``weight_g``/``weight_v``, or ``parametrizations.weight.original0/1``): ``g = ||w||``
+    shaped as the model's ``g``, ``v = w``; what ``weight_norm`` does to a layer it wraps,
+    so the layer computes the same weight."""
+
+    unfolds: tuple[tuple[str, str, str, tuple[int, ...]], ...]  # (weight, g, v, g shape)
+    kind: ClassVar[str] = "unfold-weight-norm"
+    maps_keys: ClassVar[bool] = True  # one key becomes two: no alignment maps it
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "unfolds", tuple(
+            (str(w), str(g), str(v), tuple(int(d) for d in shape))
+            for w, g, v, shape in self.unfolds))
+
+    def describe(self) -> str:
+        weights = tuple(w for w, _, _, _ in self.unfolds)
+        return (f"Split {_plural(len(weights), 'plain weight')} ({_short(weights)}) into "
+                "weight norm's magnitude and direction: g = ||w||, v = w.")
+
+    def code(self, ctx: CodeContext = CodeContext()) -> list[str]:
+        lines = ["unfolds = ["]
+        lines += [f"    ({w!r}, {g!r}, {v!r}, {list(shape)!r}),"
+                  for w, g, v, shape in self.unfolds]
+        lines += [
+            "]",
+            "for w_key, g_key, v_key, g_shape in unfolds:  # g = ||w||, v = w, as weight_norm",
+            f"    w = {ctx.sd}.pop(w_key)",
+            "    dims = [d for d in range(w.dim()) if not g_shape or g_shape[d] == 1]",
+            f"    {ctx.sd}[g_key] = torch.linalg.vector_norm(w, dim=dims, keepdim=True)"
+            ".reshape(g_shape)",
+            f"    {ctx.sd}[v_key] = w",
+        ]
+        return lines
+
+    def transform(self, entries: dict[str, V], model: Mapping[str, TensorInfo]) -> dict[str, V]:
+        out: dict[str, Any] = dict(entries)
+        for w_key, g_key, v_key, g_shape in self.unfolds:
+            if w_key not in out:
+                raise FixError(f"Cannot split {w_key!r} for weight norm: the checkpoint has "
+                               "no such key.")
+            w = out.pop(w_key)
+            if norm_dims(g_shape, tuple(w.shape)) is None:
+                raise FixError(f"Cannot split {w_key!r} for weight norm: a magnitude of shape "
+                               f"{list(g_shape)} does not fit a weight of shape "
+                               f"{list(w.shape)}.")
+            if _is_info(w):
+                count = 1
+                for d in g_shape:
+                    count *= d
+                size = DTYPE_SIZES.get(w.dtype, 1)
+                out[g_key] = _mapped(w, _magnitude(g_shape), shape=g_shape,
+                                     nbytes=count * size)
+                out[v_key] = w
+            else:
+                out[g_key] = weight_norm_magnitude(w, g_shape)
+                out[v_key] = w
+        return out
+
+    def problems(self, entries: Mapping[str, Any], model: Mapping[str, TensorInfo]) -> list[str]:
+        return _absent(tuple(w for w, _, _, _ in self.unfolds), entries, "unfold-weight-norm")
+
+
+def _magnitude(g_shape: tuple[int, ...]) -> Callable[[torch.Tensor], torch.Tensor]:
+    def magnitude(w: torch.Tensor) -> torch.Tensor:
+        return weight_norm_magnitude(w, g_shape)
+
+    return magnitude
+
+
 class _JoinedSource:
     """Tensors of several sources, concatenated along dimension 0 on read."""
 
@@ -1029,7 +1110,7 @@ FIX_KINDS: dict[str, type[Fix]] = {
     for cls in (
         SelectEntry, StripPrefix, AddPrefix, RenameKeys, Transpose, DropKeys,
         MapLocation, CastDtype, AllowGlobals, ExtractWeights, ResizeCopy, FoldWeightNorm,
-        FuseKeys, SplitKeys, Reshape,
+        FuseKeys, SplitKeys, Reshape, UnfoldWeightNorm,
     )
 }
 
@@ -1037,4 +1118,5 @@ __all__ = [
     "FIX_KINDS", "AddPrefix", "AllowGlobals", "CastDtype", "CodeContext", "DropKeys",
     "ExtractWeights", "Fix", "FoldWeightNorm", "FuseKeys", "MapLocation", "RenameKeys",
     "Reshape", "ResizeCopy", "SelectEntry", "SplitKeys", "StripPrefix", "Transpose",
+    "UnfoldWeightNorm",
 ]

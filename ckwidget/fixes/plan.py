@@ -31,6 +31,7 @@ from .kinds import (
     SelectEntry,
     SplitKeys,
     Transpose,
+    UnfoldWeightNorm,
 )
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -44,8 +45,8 @@ if TYPE_CHECKING:  # pragma: no cover
 # builds the model's tensor, in the model's dtype, around the overlapping slice).
 # Folds, fusions and splits name their keys as the renames leave them, and per-key fixes
 # name the tensors they make.
-_RANK = {FoldWeightNorm: 1.5, FuseKeys: 1.5, SplitKeys: 1.5, DropKeys: 2, Transpose: 3,
-         Reshape: 3, ResizeCopy: 4, CastDtype: 5}
+_RANK = {FoldWeightNorm: 1.5, UnfoldWeightNorm: 1.5, FuseKeys: 1.5, SplitKeys: 1.5,
+         DropKeys: 2, Transpose: 3, Reshape: 3, ResizeCopy: 4, CastDtype: 5}
 
 
 def _rank(fix: Fix) -> float:

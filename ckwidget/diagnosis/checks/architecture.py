@@ -21,6 +21,7 @@ from ...fixes.kinds import (
     SplitKeys,
     StripPrefix,
     Transpose,
+    UnfoldWeightNorm,
 )
 from ..align import KeyStep
 from ..contents import is_lora_key, mostly_lora, mostly_optimizer_state, quantized_layers
@@ -86,11 +87,24 @@ def _hook_renamed(ctx: Context) -> list[Finding]:
 
 def _folds(ctx: Context) -> list[Finding]:
     a = ctx.alignment
+    out = []
+    if a.unfolds:
+        weights = [w for w, _, _, _ in a.unfolds]
+        out.append(Finding(
+            "renamed", "error",
+            f"The model wraps {len(weights)} layers in weight norm (a magnitude g and a "
+            f"direction v for each weight), and the file holds their plain weights "
+            f"({summarise_keys(weights)}): saved without weight norm, or after "
+            "remove_weight_norm. Split each weight as weight_norm does when it wraps a "
+            "layer: g = ||w||, v = w.",
+            keys=[k for _, g, v, _ in a.unfolds for k in (g, v)],
+            fixes=[UnfoldWeightNorm(tuple(a.unfolds))],
+            details={"unfolds": [[w, g, v, list(s)] for w, g, v, s in a.unfolds]}))
     if not a.folds:
-        return []
+        return out
     targets = [mk for _, _, mk in a.folds]
     pairs = [f"{g} + {v} -> {mk}" for g, v, mk in a.folds]
-    return [Finding(
+    out.append(Finding(
         "renamed", "error",
         f"{len(a.folds)} weights were saved with weight norm, as a magnitude and a "
         f"direction ({'; '.join(pairs[:3])}{' and more' if len(pairs) > 3 else ''}), and the "
@@ -98,7 +112,8 @@ def _folds(ctx: Context) -> list[Finding]:
         "remove_weight_norm). Fold each pair into its weight: weight = g * v / ||v||, what "
         "weight norm computes.",
         keys=targets, fixes=[FoldWeightNorm(tuple(a.folds))],
-        details={"folds": [list(f) for f in a.folds]})]
+        details={"folds": [list(f) for f in a.folds]}))
+    return out
 
 
 def _what_else(ctx: Context) -> str:
