@@ -11,6 +11,8 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 
+from .align import _spread
+
 # PEFT (lora_A/lora_B, lora_embedding_A/B, lora_magnitude_vector), torchtune
 # (lora_a/lora_b), kohya and diffusers' older format (lora_down/lora_up, alpha)
 _LORA = re.compile(r"(?:^|[._])lora(?:_embedding)?_(?:A|B|a|b|up|down|magnitude_vector)"
@@ -18,16 +20,11 @@ _LORA = re.compile(r"(?:^|[._])lora(?:_embedding)?_(?:A|B|a|b|up|down|magnitude_
 _OPTIMIZER = re.compile(r"(?:^|\.)state\.\d+\.(?:exp_avg|exp_avg_sq|max_exp_avg_sq|step|"
                         r"momentum_buffer|square_avg|acc_delta|sum|mu|eta|ax|prev|"
                         r"step_size|exp_inf)$")
-_SAMPLE = 2000
-
-
 def _share(keys: Iterable[str], pattern: re.Pattern[str]) -> float:
-    listed = list(keys)
+    # an even spread (align's sample): adapters and optimizer state are uniform
+    listed = _spread(list(keys))
     if not listed:
         return 0.0
-    if len(listed) > _SAMPLE:  # an even spread: adapters and optimizer state are uniform
-        step = len(listed) / _SAMPLE
-        listed = [listed[int(i * step)] for i in range(_SAMPLE)]
     return sum(1 for k in listed if pattern.search(k)) / len(listed)
 
 
