@@ -109,3 +109,88 @@ def test_choose_takes_the_largest_like_a_heap_and_spreads_the_rest():
         rest = [i for i in range(n) if i not in top]
         step = len(rest) / spread
         assert set(got) - top == {rest[int(j * step)] for j in range(spread)}
+
+
+def _mixed_state_dict() -> dict[str, torch.Tensor]:
+    """Small tensors of every float dtype, with NaN and inf at the edges and inside; a
+    transposed view, a view at an offset into a shared storage, a bigger tensor that is
+    sampled rather than read whole, and integer tensors that are not examined."""
+    torch.manual_seed(3)
+    sd: dict[str, torch.Tensor] = {}
+    for dtype in (torch.float64, torch.float32, torch.float16, torch.bfloat16):
+        name = str(dtype).removeprefix("torch.")
+        for i in range(6):
+            t = torch.randn(3, 5).to(dtype)
+            if i == 1:
+                t[0, 0] = float("nan")  # the first value
+            if i == 2:
+                t[-1, -1] = float("-inf")  # the last
+            if i == 4:
+                t[1, 2:4] = float("nan")
+                t[2, 0] = float("inf")
+            sd[f"{name}.{i}.weight"] = t
+    base = torch.randn(40)
+    base[10] = float("nan")
+    base[30] = float("inf")
+    sd["shared.a"] = base[8:20]  # a view at an offset: only its own NaN counts
+    sd["shared.b"] = base[20:28]  # none of the storage's non-finite values
+    sd["transposed.weight"] = torch.randn(4, 6).t()
+    sd["transposed.weight"][0, 1] = float("nan")
+    big = torch.randn(3_000_000)
+    big[::1000] = float("nan")
+    sd["big.weight"] = big
+    sd["steps"] = torch.arange(10)
+    return sd
+
+
+def _exact(sd: dict[str, torch.Tensor]) -> dict[str, tuple[int, int]]:
+    out = {}
+    for k, t in sd.items():
+        if t.is_floating_point() and t.numel() < 1_000_000:
+            nan, inf = int(t.isnan().sum()), int(t.isinf().sum())
+            if nan or inf:
+                out[k] = (nan, inf)
+    return out
+
+
+def test_small_tensors_counted_from_their_bytes_match_torch(tmp_path, monkeypatch):
+    """Small tensors are counted from their raw bytes (one numpy pass per dtype); the
+    counts equal torch's, and the whole sample equals the one built tensor by tensor."""
+    from safetensors.torch import save_file
+
+    from ckwidget.diagnosis import sampling
+    from ckwidget.readers import open_checkpoint
+
+    sd = _mixed_state_dict()
+    torch.save(sd, tmp_path / "mixed.pt")
+    flat = {k: v.contiguous() for k, v in sd.items()}  # safetensors stores no views
+    save_file(flat, str(tmp_path / "mixed.safetensors"))
+    for name in ("mixed.pt", "mixed.safetensors"):
+        ckpt = open_checkpoint(tmp_path / name)
+        fast = sample_values(ckpt, "")
+        exact = _exact(sd)
+        got = {k: v for k, v in fast.nonfinite.items() if k != "big.weight"}
+        assert got == exact, name
+        assert list(got) == [k for k in ckpt.tensors if k in exact]  # the file's order
+        assert fast.nonfinite["big.weight"][0] > 0 and fast.error is None
+        with monkeypatch.context() as m:  # every tensor built and sampled instead
+            m.setattr(sampling._WholeReads, "take", lambda self, k, info, cap: None)
+            slow = sample_values(ckpt, "")
+        assert fast == slow, name
+
+
+def test_a_file_rewritten_after_opening_stops_the_sample_with_a_sentence(tmp_path):
+    """Bytes read for counting go through the same stamp check as any read: a file
+    written again since it was opened is not read through its old index."""
+    import os
+
+    from ckwidget.readers import open_checkpoint
+
+    path = tmp_path / "ckpt.pt"
+    torch.save({f"l.{i}.weight": torch.randn(4, 4) for i in range(5)}, path)
+    ckpt = open_checkpoint(path)
+    torch.save({f"l.{i}.weight": torch.randn(4, 4) for i in range(6)}, path)
+    os.utime(path, ns=(1, 1))  # a new mtime even on a coarse clock
+    sample = sample_values(ckpt, "")
+    assert sample.tensors == 0
+    assert sample.error is not None and "changed on disk" in sample.error

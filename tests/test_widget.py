@@ -509,6 +509,33 @@ def test_numeric_folding_in_numpy_equals_the_regex():
     assert _fold_ascii(".\u0663.x") is None  # not ASCII: the regex decides
 
 
+def test_patterns_by_form_equal_the_regex_key_by_key():
+    """Patterns worked out per form (digits masked) equal the one-key regex, whether the
+    keys' numbers are whole components, names with digits ("conv1", folded in the joined
+    text), empty keys, or characters the masking could confuse; and ``pattern_list``
+    picks either way with the same result, at scale too."""
+    import random
+
+    from ckwidget.ui.table import _NUM_PART, _patterns_by_form, pattern_list
+
+    def one_by_one(keys):
+        return [_NUM_PART.sub(".*", "." + k)[1:] if k else k for k in keys]
+
+    rng = random.Random(7)
+    parts = ["layers", "0", "12", "007", "99999", "conv1", "bn2", "3a", "a3", "weight",
+             "", "x", "1e5", "#", "*"]
+    for _ in range(3000):
+        keys = [".".join(rng.choice(parts) for _ in range(rng.randint(1, 5)))
+                for _ in range(rng.randint(1, 30))]
+        assert _patterns_by_form("\n".join(keys)) == one_by_one(keys), keys
+        assert pattern_list(keys) == one_by_one(keys), keys
+    for keys in ([f"m.layers.{i}.{w}" for i in range(20_000) for w in ("weight", "bias")],
+                 [f"layer{i % 4}.{i}.conv{i % 3}.weight" for i in range(20_000)],
+                 [*(f"h.{i}.w" for i in range(5000)), "stem.conv1.weight"],
+                 ["a.\x01.1", "b.\u0663", "c.2"]):
+        assert pattern_list(keys) == one_by_one(keys)
+
+
 @pytest.mark.filterwarnings("ignore:Widget.widgets is deprecated:DeprecationWarning")
 def test_close_closes_every_widget_inside_and_frees_the_report(resized) -> None:
     """ipywidgets keeps open widgets alive: after close() nothing of the debugger is

@@ -15,7 +15,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from heapq import nlargest
 from itertools import compress, islice, repeat
-from operator import attrgetter, eq, floordiv, gt, is_, is_not
+from operator import attrgetter, eq, floordiv, gt, is_not
 
 from ..checkpoint import Checkpoint, TensorInfo
 
@@ -49,8 +49,10 @@ def choose(sizes: list[int], largest: int = MAX_LARGEST, spread: int = MAX_SPREA
         return list(range(n))
     # heapq.nlargest(largest, range(n), key=sizes.__getitem__) without a call per index:
     # those above the ``largest``-th size, then the first of those equal to it
-    cut = nlargest(largest, sizes)[-1]
-    top = list(compress(range(n), map(gt, sizes, repeat(cut))))
+    biggest = nlargest(largest, sizes)
+    cut = biggest[-1]
+    # none is above the cut when the biggest all equal it (many alike tensors): no pass
+    top = [] if biggest[0] == cut else list(compress(range(n), map(gt, sizes, repeat(cut))))
     top += islice(compress(range(n), map(eq, sizes, repeat(cut))), largest - len(top))
     top.sort()
     # the other indexes, evenly spaced: the r-th of them is r plus the top ones before it
@@ -83,13 +85,13 @@ def sample_values(ckpt: Checkpoint, entry: str, budget: int = DEFAULT_BUDGET,
     # passes: 100,000 tensors take milliseconds)
     values = list(infos.values())
     sources = list(map(_SOURCE, values))
-    if all(map(is_, sources, repeat(None))):  # in-memory descriptions: nothing to read
+    unread = sources.count(None)
+    if unread == len(sources):  # in-memory descriptions: nothing to read
         return Sample()
     dtypes = list(map(_DTYPE, values))
     all_sizes = list(map(_NBYTES, values))
     kinds = set(dtypes)
-    if (FLOATS.keys() >= kinds and 0 not in all_sizes
-            and not any(map(is_, sources, repeat(None)))
+    if (not unread and FLOATS.keys() >= kinds and 0 not in all_sizes
             and set(map(_LAYOUT, values)) == {"strided"}):
         keys, sizes, usable = list(infos), all_sizes, None  # all of them (the common case)
     else:
@@ -117,24 +119,79 @@ def sample_values(ckpt: Checkpoint, entry: str, budget: int = DEFAULT_BUDGET,
     members = ckpt.members(entry) if members is None else members
     share = budget // len(chosen)
     deadline = time.perf_counter() + DEADLINE_S
+    found: dict[str, tuple[int, int]] = {}
+    whole = _WholeReads()  # small tensors read whole, as bytes: counted together below
     for k in chosen:
         info = infos[k]
         size = max(1, info.nbytes // max(1, info.numel))
         cap = max(1, share // size)
         try:
-            values = sample_tensor(ckpt.read(members.get(k, k)), cap)
+            raw = whole.take(k, info, cap)
+            if raw is None:
+                values = sample_tensor(ckpt.read(members.get(k, k)), cap)
         except Exception as exc:  # a value check must never break diagnosis
             out.error = f"values could not be read ({type(exc).__name__}: {str(exc)[:200]})"
             break
-        nan = int(np.isnan(values).sum())
-        inf = int(np.isinf(values).sum())
-        out.examined += int(values.size)
-        out.bytes_read += int(values.size) * size
+        if raw is None:
+            nan = int(np.isnan(values).sum())
+            inf = int(np.isinf(values).sum())
+            if nan or inf:
+                found[k] = (nan, inf)
+            count = int(values.size)
+        else:
+            count = info.numel
+        out.examined += count
+        out.bytes_read += count * size
         out.tensors += 1
-        if nan or inf:
-            out.nonfinite[k] = (nan, inf)
         if time.perf_counter() > deadline:
             out.error = (f"stopped after {out.tensors} of {len(chosen)} sampled tensors "
                          f"({DEADLINE_S} s)")
             break
+    found.update(whole.nonfinite())
+    out.nonfinite = {k: found[k] for k in chosen if k in found}  # in the file's order
     return out
+
+
+_LITTLE = {"float64": "<f8", "float32": "<f4", "float16": "<f2"}
+
+
+class _WholeReads:
+    """Tensors small enough to be examined whole, kept as their raw bytes per dtype and
+    counted in one numpy pass each: at 100,000 keys most sampled tensors are tiny, and a
+    torch tensor, a float64 copy and two reductions for each would cost more than the
+    reads."""
+
+    def __init__(self) -> None:
+        self.chunks: dict[str, tuple[list[str], list[object]]] = {}
+
+    def take(self, key: str, info: TensorInfo, cap: int) -> object | None:
+        """The tensor's bytes, kept for ``nonfinite``; None when it must be sampled (too
+        big, or its source has no plain bytes to give)."""
+        raw_of = getattr(info.source, "raw", None)
+        if raw_of is None or info.numel > cap or info.dtype not in FLOATS:
+            return None
+        raw = raw_of()
+        if raw is None or len(raw) != info.nbytes:
+            return None
+        keys, chunks = self.chunks.setdefault(info.dtype, ([], []))
+        keys.append(key)
+        chunks.append(raw)
+        return raw
+
+    def nonfinite(self) -> dict[str, tuple[int, int]]:
+        """(NaN, inf) counts of the kept tensors that hold any."""
+        import numpy as np
+
+        out: dict[str, tuple[int, int]] = {}
+        for dtype, (keys, chunks) in self.chunks.items():
+            raw = np.concatenate(chunks)
+            if dtype == "bfloat16":  # bfloat16 is float32's top half
+                values = (raw.view("<u2").astype("<u4") << 16).view("<f4")
+            else:
+                values = raw.view(_LITTLE[dtype])
+            starts = np.cumsum([0, *map(len, chunks[:-1])]) // FLOATS[dtype]
+            nans = np.add.reduceat(np.isnan(values), starts)  # every chunk holds values
+            infs = np.add.reduceat(np.isinf(values), starts)
+            for i in np.flatnonzero(nans + infs).tolist():
+                out[keys[i]] = (int(nans[i]), int(infs[i]))
+        return out

@@ -361,3 +361,11 @@ class SafetensorsSource:
         if sys.byteorder == "big" and width > 1:
             raw = raw.view(-1, width).flip(-1).reshape(-1)  # safetensors is little-endian
         return raw.view(dtype).reshape(shape)
+
+    def raw(self) -> Any:
+        """The tensor's bytes (safetensors stores them in order, little-endian)."""
+        import numpy as np
+
+        if self.nbytes == 0:
+            return np.zeros(0, np.uint8)
+        return np.frombuffer(self.file.buffer(), np.uint8, self.nbytes, self.offset)

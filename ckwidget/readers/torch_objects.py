@@ -99,6 +99,26 @@ class StorageTensorSource:
             flat = torch.frombuffer(raw, dtype=torch_dtype)
         return flat.as_strided(self.size, self.stride, self.offset)
 
+    def raw(self) -> Any | None:
+        """The view's elements as little-endian bytes, when they are one run of the
+        storage in order; else None (then ``load``). A check that only counts values
+        (non-finite ones) reads hundreds of small tensors: building a tensor for each
+        costs more than reading it."""
+        itemsize = DTYPE_SIZES.get(self.dtype)
+        if itemsize is None or not self.reader.little_endian:
+            return None
+        count = 1
+        for n, step in zip(reversed(self.size), reversed(self.stride)):
+            if n != 1 and step != count:
+                return None  # not laid out in order (a transpose, a slice with a step)
+            count *= n
+        raw = self.reader.buffer(self.storage)
+        start = self.offset * itemsize
+        end = start + count * itemsize
+        if len(raw) % itemsize or end > len(raw) or self.offset < 0:
+            return None  # ``load`` says what is wrong
+        return raw[start:end]
+
 
 _new = object.__new__
 _consume = deque(maxlen=0).extend  # runs a map for its effects, in C

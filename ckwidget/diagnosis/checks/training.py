@@ -23,10 +23,11 @@ TRAINING_ENTRIES = re.compile(
     r"^(lr_schedulers?|schedulers?|scheduler_state_dict|scaler|grad_scaler|amp|epoch|"
     r"global_step|step|iteration|iter|rng_state|rng_states|torch_rng_state|cuda_rng_state|"
     r"numpy_rng_state|random_state|python_rng_state|loops|callbacks|best_.*|optimizer.*)$")
-# the same names as the first component of a tensor key, one key per line
+# the same names as the first component of a tensor key, in keys joined by newlines with
+# one before and after (a leading newline lets ``re`` skip to line starts)
 _TRAINING_HEADS = re.compile(
-    TRAINING_ENTRIES.pattern.replace(".*", "[^.\n]*").replace("^(", "^(?:")
-    .replace(")$", r")(?=\.|$)"), re.MULTILINE)
+    TRAINING_ENTRIES.pattern.replace(".*", "[^.\n]*").replace("^(", "\n(")
+    .replace(")$", r")(?=[.\n])"))
 STATE_CLASSES = {
     "exp_avg": "Adam/AdamW", "exp_avg_sq": "Adam/AdamW", "momentum_buffer": "SGD",
     "square_avg": "RMSprop/Adadelta", "sum": "Adagrad", "acc_delta": "Adadelta",
@@ -129,7 +130,7 @@ def _training_heads(keys: list[str], text: str | None) -> list[str]:
     if text is None:  # a key holds a newline: one by one
         heads = dict.fromkeys(key.partition(".")[0] for key in keys)
         return [h for h in heads if TRAINING_ENTRIES.match(h)]
-    return list(dict.fromkeys(_TRAINING_HEADS.findall(text)))
+    return list(dict.fromkeys(_TRAINING_HEADS.findall(f"\n{text}\n")))
 
 
 def _check_optimizer(ctx: Context, root: str, state: dict[int, dict[str, str]]) -> list[Finding]:
