@@ -175,3 +175,35 @@ def test_position_embeddings_for_another_size_say_so(tmp_path):
     assert finding.severity == "warning" and finding.keys == ["pos_embed"]
     assert "another image size" in finding.message and "resample_abs_pos_embed" in finding.message
     assert [f.kind for f in report.plan] == ["drop-keys"] and report.loadable_after_plan == 2
+
+
+@pytest.mark.filterwarnings("ignore::FutureWarning")  # torch's old weight_norm, still met
+def test_keys_a_fix_makes_show_what_they_are_given(tmp_path):
+    """A model key served by a fold, an unfold, a fusion or a split shows, in the key
+    table's checkpoint columns, the shape and dtype the fix gives it (what the applied
+    model then holds), not an empty cell."""
+    from torch.nn.utils import parametrizations, weight_norm
+
+    def conv() -> nn.Module:
+        return nn.Conv1d(4, 6, 3)
+
+    old_style = weight_norm(conv())
+    cases = [
+        (wrap(Separate(kv=4)).state_dict(), wrap(Fused(kv=4))),  # fuse
+        (wrap(Fused(kv=4)).state_dict(), wrap(Separate(kv=4))),  # split
+        (old_style.state_dict(), conv()),  # fold
+        (conv().state_dict(), parametrizations.weight_norm(conv())),  # unfold
+    ]
+    made = ("concatenated from", "rows ", "folded from", "magnitude of", "direction:")
+    for i, (sd, model) in enumerate(cases):
+        torch.save(sd, tmp_path / f"{i}.pt")
+        report = ck.diagnose(tmp_path / f"{i}.pt", model)
+        rows = report.table.set_index("key")
+        given = [k for k, note in rows["note"].items() if str(note).startswith(made)]
+        assert given, i
+        report.plan.apply(model)
+        after = model.state_dict()
+        for key in given:
+            assert rows.loc[key, "checkpoint_shape"] == tuple(after[key].shape), (i, key)
+            assert rows.loc[key, "checkpoint_dtype"] == "float32", (i, key)
+            assert rows.loc[key, "status"] == "renamed"

@@ -47,6 +47,38 @@ def test_every_kind_is_a_frozen_hashable_value_with_a_sentence():
     assert len({*ALL, *ALL}) == len(ALL)
 
 
+def test_rename_rules_read_as_key_templates():
+    """The rules ckwidget writes (repeated layers, weight and spectral norm's namings)
+    read as key templates, and each template names exactly what its regex does: the
+    template, filled in, is a key the regex renames to the filled-in target. Other
+    patterns show as written, never with doubled backslashes."""
+    import re
+
+    from ckwidget.diagnosis.families import rename_pattern
+    from ckwidget.diagnosis.parametrizations import FAMILIES, _regex
+    from ckwidget.fixes.kinds import readable_rule
+
+    rules = [rename_pattern("blocks.\x00.ffn", "blocks.\x00.mlp"),
+             rename_pattern("enc.\x00.l.\x00.ffn", "encoder.\x00.layer.\x00.mlp"),
+             rename_pattern("a\\b+c.\x00", "d.\x00")]
+    rules += [(_regex(old), new.replace("{n}", r"\1"))
+              for pairs in FAMILIES.values() for old, new in pairs]
+    for pattern, replacement in rules:
+        text = readable_rule(pattern, replacement)
+        old, new = text.split(" -> ")
+        assert "\\\\" not in text and "(" not in text
+        sample_old = old.replace("{n}", "7").replace("…", "x.y.", 1).replace("…", ".z")
+        sample_new = new.replace("{n}", "7").replace("…", "x.y.", 1).replace("…", ".z")
+        if old.startswith("…"):  # a rule on a name inside the key, to its end
+            sample_old, sample_new = sample_old.removesuffix(".z"), sample_new.removesuffix(".z")
+        assert re.sub(pattern, replacement, sample_old) == sample_new, text
+    assert readable_rule(*rules[0]) == "blocks.{n}.ffn.… -> blocks.{n}.mlp.…"
+    assert readable_rule(r"^(.*)\.foo$", r"\1.bar") == r"'^(.*)\.foo$' -> '\1.bar'"
+    assert readable_rule(r"^a\.(\d+)\.b\.(\d+)\.", r"x.\g<2>.y.\g<1>.").startswith("'")
+    described = F.RenameKeys(patterns=(rules[0],)).describe()
+    assert described == "Rename checkpoint keys (1 rule: blocks.{n}.ffn.… -> blocks.{n}.mlp.…)."
+
+
 def test_plan_orders_dedupes_and_composes():
     plan = F.Plan([F.Transpose(("w",)), F.StripPrefix("module."), F.SelectEntry("model"),
                    F.StripPrefix("module.")])

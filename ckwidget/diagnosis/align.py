@@ -144,6 +144,8 @@ class Alignment:
     fused: list[tuple[tuple[str, ...], str]] = field(default_factory=list)  # (parts, model key)
     split: list[tuple[str, tuple[tuple[str, int], ...]]] = field(default_factory=list)
     unfolds: list[tuple[str, str, str, tuple[int, ...]]] = field(default_factory=list)
+    # model key -> what those joins give it (shape, dtype, device), for the table
+    joined: dict[str, TensorInfo] = field(default_factory=dict)
     collisions: bool = False  # two checkpoint keys land on one name
 
     @property
@@ -661,6 +663,15 @@ def _without(unmatched_c: list[str], unmatched_m: list[str], found_c: set[str],
             [m for m in unmatched_m if m not in found_m])
 
 
+def _made(like: TensorInfo, shape: tuple[int, ...]) -> TensorInfo:
+    """A tensor a fix makes from stored ones: their dtype and device, this shape."""
+    count = 1
+    for n in shape:
+        count *= n
+    size = like.nbytes // max(1, like.numel)
+    return TensorInfo(tuple(shape), like.dtype, like.device, count * size, like.layout)
+
+
 def _settle_joins(result: Alignment, joins: Joins) -> None:
     """Neither side of a fold, fusion or split stays missing or unexpected; each model key
     it serves reads "renamed" (a fix gives it its value), with a note saying how."""
@@ -675,17 +686,27 @@ def _settle_joins(result: Alignment, joins: Joins) -> None:
     result.split = [f for f in joins.split if ready([f[0]], [t for t, _ in f[1]])]
     result.unfolds = [f for f in joins.unfolds if ready([f[0]], [f[1], f[2]])]
     notes: dict[str, str] = {}
-    for w, g, v, _ in result.unfolds:
+    stored = {mapped: result.ckpt[k] for mapped, k in file_key.items()}
+    given = result.joined
+    for w, g, v, g_shape in result.unfolds:
         notes[g] = f"magnitude of {file_key[w]} (weight norm)"
         notes[v] = f"direction: {file_key[w]} (weight norm)"
+        given[g] = _made(stored[w], g_shape)
+        given[v] = stored[w]
     for g, v, mk in result.folds:
         notes[mk] = f"folded from {file_key[g]} and {file_key[v]} (weight norm)"
+        given[mk] = stored[v]
     for parts, mk in result.fused:
         notes[mk] = "concatenated from " + ", ".join(file_key[p] for p in parts)
+        first = stored[parts[0]]
+        rows = sum(stored[p].shape[0] for p in parts)
+        given[mk] = _made(first, (rows, *first.shape[1:]))
     for source, targets in result.split:
         start = 0
+        whole = stored[source]
         for mk, rows in targets:
             notes[mk] = f"rows {start}:{start + rows} of {file_key[source]}"
+            given[mk] = _made(whole, (rows, *whole.shape[1:]))
             start += rows
     settled = Joins(result.folds, result.fused, result.split, result.unfolds)
     gone = {file_key[k] for k in settled.checkpoint_names()}

@@ -35,8 +35,9 @@ def table_columns(a: Alignment, model_keys: list[str] | None = None,
         c_shapes = [c.shape for c in cinfos]
         c_dtypes = [c.dtype for c in cinfos]
         c_devices = [c.device for c in cinfos]
-    else:
-        cinfos = [None if c is None else ckpt[c] for c in ck_keys]
+    else:  # a key some fix makes from stored tensors shows what it is given
+        joined = a.joined.get
+        cinfos = [joined(m) if c is None else ckpt[c] for m, c in zip(model_keys, ck_keys)]
         c_shapes = [None if c is None else c.shape for c in cinfos]
         c_dtypes = [None if c is None else c.dtype for c in cinfos]
         c_devices = [None if c is None else c.device for c in cinfos]

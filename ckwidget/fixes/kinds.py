@@ -403,7 +403,7 @@ class RenameKeys(Fix):
             old, new = self.mapping[0]
             more = f" and {len(self.mapping) - 1} more" if len(self.mapping) > 1 else ""
             parts.append(f"{old!r} -> {new!r}{more}")
-        parts += [f"{p!r} -> {r!r}" for p, r in self.patterns[:2]]
+        parts += [readable_rule(p, r) for p, r in self.patterns[:2]]
         n = len(self.mapping) + len(self.patterns)
         return f"Rename checkpoint keys ({_plural(n, 'rule')}: {'; '.join(parts)})."
 
@@ -459,6 +459,39 @@ class RenameKeys(Fix):
             )
         out += [f"Renaming: {c}." for c in _collisions(list(entries), self.key)]
         return out
+
+
+_SLOTS = re.compile(r"\((?:\\d\+|\[\^\.\]\+)\)")  # (\d+) or ([^.]+): a name or number
+_GROUP_REFS = re.compile(r"\\g<\d+>|\\\d")
+_ESCAPED = re.compile(r"\\(.)")
+_LITERAL = re.compile(r"(?:[^\\^$.*+?()\[\]{}|]|\\[^\w])*")  # re.escape's output
+
+
+def readable_rule(pattern: str, replacement: str) -> str:
+    """A rename rule as people read it: ``blocks.{n}.ffn.… -> blocks.{n}.mlp.…`` for the
+    patterns ckwidget writes (anchored at the start of a key or of a name in it, literal
+    text around numbered or named slots, the slots used in order); any other pattern as
+    written, in quotes but without doubled backslashes."""
+    raw = f"'{pattern}' -> '{replacement}'"
+    if pattern.startswith("^"):
+        body, start = pattern[1:], ""
+    elif pattern.startswith("(?<![^.])"):
+        body, start = pattern[len("(?<![^.])"):], "…"
+    else:
+        return raw
+    end = "…"
+    if body.endswith("$") and not body.endswith("\\$"):
+        body, end = body[:-1], ""
+    slots = _SLOTS.split(body)
+    refs = _GROUP_REFS.split(replacement)
+    numbers = [int(r.strip("\\g<>")) for r in _GROUP_REFS.findall(replacement)]
+    if (numbers != list(range(1, len(slots))) or len(refs) != len(slots)
+            or not all(map(_LITERAL.fullmatch, slots))
+            or any("\\" in r.replace("\\\\", "") for r in refs)):
+        return raw
+    old = "{n}".join(_ESCAPED.sub(r"\1", part) for part in slots)
+    new = "{n}".join(r.replace("\\\\", "\\") for r in refs)
+    return f"{start}{old}{end} -> {start}{new}{end}"
 
 
 # -- per-key fixes (model namespace) ---------------------------------------------------
