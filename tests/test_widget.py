@@ -660,3 +660,25 @@ def test_closing_stops_the_distributions_overview_at_its_next_tensor(prefixed) -
     panel.start()  # inline: the debugger runs its jobs in the foreground here
     assert panel.progress.max > 1 and panel.progress.value == 1
     assert panel.overview == [] and panel.layers.figure is None  # its result went nowhere
+
+
+def test_waiting_for_background_jobs_keeps_to_one_deadline():
+    """``wait(timeout)`` gives up ``timeout`` seconds after it was called, however many
+    jobs run: a job that ends just in time does not earn the next one a full timeout."""
+    import threading
+    import time
+
+    from ckwidget.ui.widget import Jobs
+
+    errors: list[BaseException] = []
+    jobs = Jobs(background=True, on_error=lambda exc, name: errors.append(exc))
+    release = threading.Event()
+    jobs.submit("quick", lambda: time.sleep(1.0), lambda _: None)
+    jobs.submit("slow", lambda: release.wait(10), lambda _: None)
+    started = time.monotonic()
+    with pytest.raises(TimeoutError, match="ckwidget-slow"):
+        jobs.wait(1.5)
+    took = time.monotonic() - started
+    release.set()
+    jobs.wait(10)
+    assert 1.4 < took < 2.3 and not errors  # one deadline: not 1.0 + 1.5 s

@@ -107,7 +107,7 @@ class _Run:
                  "make_empty", "numels", "offsets", "puts", "refs", "rgs", "sizes",
                  "strides", "tag", "values", "where")
 
-    def __init__(self, puts: list[int], lo: int, hi: int, tag: Any, kind: Any,
+    def __init__(self, puts: Any, lo: int, hi: int, tag: Any, kind: Any,
                  location: Any, keys: list[str], numels: list[int], offsets: list[int],
                  sizes: list[Any], strides: list[Any], rgs: bytes, refs: list[Any],
                  make_empty: Callable[[], Any], values: list[Any],
@@ -149,7 +149,7 @@ class _Run:
         """The value the run's last PUT to ``index`` stored, or ``_NONE``."""
         where = self.where
         if where is None:  # a later PUT to the same index replaces the earlier one
-            where = self.where = dict(zip(self.puts, range(len(self.puts))))
+            where = self.where = dict(zip(_ints(self.puts), range(len(self.puts))))
         p = where.get(index)
         if p is None:
             return _NONE
@@ -188,6 +188,11 @@ class _Run:
 
 
 _NONE = object()
+
+
+def _ints(puts: Any) -> list[int]:
+    """PUT indexes as a list of ints (the numpy path keeps them as an array)."""
+    return puts if type(puts) is list else puts.tolist()
 
 
 class LazyMemo(dict):  # type: ignore[type-arg]
@@ -244,7 +249,7 @@ class LazyMemo(dict):  # type: ignore[type-arg]
         """Store every pending entry (an index stored directly since stays as it is:
         that store came later)."""
         for run in self._runs:
-            entries = dict(zip(run.puts, run.entries()))
+            entries = dict(zip(_ints(run.puts), run.entries()))
             for index in entries.keys() & _dict_keys(self):
                 del entries[index]
             _dict_update(self, entries)
@@ -427,7 +432,7 @@ class _Fields:
         self.shifts = np.array(shifts, np.uint32)[:, None]
 
     def read(self, starts: list[int], cols: list[tuple[bytes, ...]], k: int
-             ) -> tuple[int, list[int], bytes, int, int]:
+             ) -> tuple[int, Any, bytes, int, int]:
         """As ``_Family.fixed``, for rows of the six variable fields."""
         np = self.np
         rows = [c[:k] for c in cols]
@@ -447,7 +452,9 @@ class _Fields:
         puts = fields[:8]
         if not k:
             return 0, [], b"", 0, 0
-        return (k, puts.T.ravel().tolist(), fields[8].astype(np.uint8).tobytes(),
+        # the PUT indexes stay an array: a run's memo entries are pending (``LazyMemo``)
+        # and almost never read, so 800,000 int objects are made only if they are
+        return (k, puts.T.ravel(), fields[8].astype(np.uint8).tobytes(),
                 int(puts.min()), int(puts.max()))
 
 
@@ -485,7 +492,7 @@ class _Family:
         self.ops_hint = 28
 
     def fixed(self, starts: list[int], cols: list[tuple[bytes, ...]], k: int
-              ) -> tuple[int, list[int], bytes, int, int]:
+              ) -> tuple[int, Any, bytes, int, int]:
         """Of the first ``k`` rows: how many declare the lengths they matched (0: not the
         first; a key may hold any bytes), their PUT indexes in the order the opcodes store
         them, their requires_grad bytes, and the lowest and highest PUT index."""
@@ -611,7 +618,7 @@ def make_bulk_runner(data: bytes, memo: dict[int, Any], metastack: list[list[Any
         if k < len(cols[0]):
             cols = [c[:k] for c in cols]
             del sizes[k:], strides[k:]
-        if lowest <= fam.read_max and not set(puts).isdisjoint(fam.reads):
+        if lowest <= fam.read_max and not set(_ints(puts)).isdisjoint(fam.reads):
             return give_up()  # a unit reads what the run stores: the opcodes know
         i_tag, i_kind, i_loc, i_od, i_func = fam.reads
         try:
@@ -636,7 +643,7 @@ def make_bulk_runner(data: bytes, memo: dict[int, Any], metastack: list[list[Any
         run = _Run(puts, lowest, highest, tag, kind, location, keys, numels, offsets,
                    sizes, strides, rgs, refs, make_empty, values, dict_keys)
         if defer is None or not defer(run):  # stored now, in the opcodes' order
-            memo.update(zip(puts, run.entries()))
+            memo.update(zip(_ints(puts), run.entries()))
         calls[od.full] = calls.get(od.full, 0) + k
         calls[func_full] = calls.get(func_full, 0) + k
         stack.extend(chain.from_iterable(zip(values, dict_keys)))

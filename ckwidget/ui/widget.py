@@ -9,6 +9,7 @@ any exception raised in a callback is shown in the widget's error area.
 from __future__ import annotations
 
 import threading
+import time
 import traceback
 from collections.abc import Callable
 from pathlib import Path
@@ -91,14 +92,16 @@ class Jobs:
             pass
 
     def wait(self, timeout: float = 60.0) -> None:
-        """Block until queued background work has finished (tests, scripts)."""
+        """Block until queued background work has finished (tests, scripts), at most
+        ``timeout`` seconds in all (jobs queued meanwhile included)."""
+        deadline = time.monotonic() + timeout
         while True:
             with self._lock:
                 alive = [t for t in self._threads if t.is_alive()]
             if not alive:
                 return
             for t in alive:
-                t.join(timeout)
+                t.join(max(0.0, deadline - time.monotonic()))
                 if t.is_alive():
                     raise TimeoutError(f"{t.name} did not finish within {timeout} s")
 
