@@ -306,8 +306,11 @@ def _prefix_rounds(
     for _ in range(MAX_ROUNDS):
         if score == len(model):
             break
-        unmatched_c = list(filterfalse(model.__contains__, names))
-        unmatched_m = list(filterfalse(name_set.__contains__, model))
+        if score == 0 and len(name_set) == len(names):  # no name matches (a prefix on all)
+            unmatched_c, unmatched_m = list(names), list(model)
+        else:
+            unmatched_c = list(filterfalse(model.__contains__, names))
+            unmatched_m = list(filterfalse(name_set.__contains__, model))
         if not unmatched_c or not unmatched_m:
             break
         scored: list[tuple[int, int, KeyStep, list[str], set[str]]] = []
