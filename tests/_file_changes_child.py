@@ -37,6 +37,8 @@ def write(fmt: str, path: Path, sd: dict[str, torch.Tensor]) -> Path:
         save_file(sd, str(path))
     elif fmt == "npy":
         np.save(path, next(iter(sd.values())).numpy())
+    elif fmt == "npz-compressed":  # members read by decompressing, not through a map
+        np.savez_compressed(path, **{k: v.numpy() for k, v in sd.items()})
     elif fmt == "torch-tar":
         tar_checkpoint(path, sd, {})
     elif fmt == "dcp":
@@ -84,12 +86,12 @@ def change(kind: str, file: Path) -> None:
 
 def main(folder: Path) -> None:
     sd = tensors()
-    for fmt in ("torch-zip", "torch-legacy", "safetensors", "npy", "torch-tar", "hf-sharded",
-                "dcp"):
+    for fmt in ("torch-zip", "torch-legacy", "safetensors", "npy", "npz-compressed",
+                "torch-tar", "hf-sharded", "dcp"):
         for kind in ("unchanged", "rewritten-shorter", "replaced", "touched", "deleted"):
             case = {"format": fmt, "change": kind}
             print(json.dumps({**case, "start": True}), flush=True)
-            suffix = ".npy" if fmt == "npy" else ".ckpt"
+            suffix = {"npy": ".npy", "npz-compressed": ".npz"}.get(fmt, ".ckpt")
             path = write(fmt, folder / f"{fmt}-{kind}{suffix}", sd)
             ckpt = ck.open_checkpoint(path)
             keys = list(ckpt.tensors)

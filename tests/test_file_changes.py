@@ -13,8 +13,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-FORMATS = ("torch-zip", "torch-legacy", "safetensors", "npy", "torch-tar", "hf-sharded",
-           "dcp")
+FORMATS = ("torch-zip", "torch-legacy", "safetensors", "npy", "npz-compressed", "torch-tar",
+           "hf-sharded", "dcp")
 CHANGES = {"rewritten-shorter": "its size went from", "replaced": "another file now has its name",
            "touched": "it was written again", "deleted": "it can no longer be read"}
 

@@ -231,7 +231,7 @@ def _npz_member(
     budgets: Budgets,
     problems: dict[str, list[str]],
 ) -> TensorInfo | dict[str, Any] | None:
-    path, size = stamp.path, stamp.size
+    size = stamp.size
     if info.flag_bits & 0x1:
         raise _BadHeader("encrypted")
     if info.compress_type == zipfile.ZIP_STORED:
@@ -258,7 +258,7 @@ def _npz_member(
     if info.compress_type == zipfile.ZIP_STORED:
         source: Any = NpySource(stamp, start + header_len, dtype, shape, fortran)
     else:
-        source = NpzMemberSource(path, info.filename, header_len, dtype, shape, fortran)
+        source = NpzMemberSource(stamp, info.filename, header_len, dtype, shape, fortran)
     return _with_source(tensor, source)
 
 
@@ -332,18 +332,22 @@ class NpySource:
 class NpzMemberSource:
     """One compressed .npz member, decompressed on demand and never past its declared size."""
 
-    __slots__ = ("dtype", "fortran", "header_len", "member", "path", "shape")
+    __slots__ = ("dtype", "fortran", "header_len", "member", "shape", "stamp")
 
     def __init__(
-        self, path: Path, member: str, header_len: int, dtype: np.dtype,
+        self, stamp: FileStamp, member: str, header_len: int, dtype: np.dtype,
         shape: tuple[int, ...], fortran: bool,
     ) -> None:
-        self.path = path
+        self.stamp = stamp  # the archive as indexed: checked before each read
         self.member = member
         self.header_len = header_len
         self.dtype = dtype
         self.shape = tuple(shape)
         self.fortran = fortran
+
+    @property
+    def path(self) -> Path:
+        return self.stamp.path
 
     def load(self) -> torch.Tensor:
         import numpy as np
@@ -353,6 +357,7 @@ class NpzMemberSource:
         for s in self.shape:
             count *= s
         nbytes = count * self.dtype.itemsize
+        self.stamp.verify()  # another archive under the same name is not this one
         try:
             with zipfile.ZipFile(self.path) as zf, zf.open(self.member) as fh:
                 fh.read(self.header_len)
