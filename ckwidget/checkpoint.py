@@ -36,7 +36,13 @@ DTYPE_SIZES: dict[str, int] = {
 
 
 class TensorSource(Protocol):
-    """Where a tensor's bytes live; ``load`` reads them (memory-mapped where possible)."""
+    """Where a tensor's bytes live; ``load`` reads them (memory-mapped where possible).
+
+    A source may also offer ``raw()``: the elements' little-endian bytes as a numpy
+    uint8 array when they lie in order in the file, else None. Checks that only count
+    values (non-finite ones, see ``diagnosis.sampling``) read small tensors that way,
+    without building a tensor for each.
+    """
 
     def load(self) -> torch.Tensor:  # pragma: no cover - protocol
         ...
