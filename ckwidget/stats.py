@@ -173,6 +173,40 @@ def collect_stats(
     return out
 
 
+def model_tensors(model: Any, keys: Iterable[str]) -> dict[str, Any]:
+    """The model's current tensors under these state-dict keys (detached), found through
+    their modules: the Distributions tab wants a few hundred of a model's 100,000, and
+    ``model.state_dict()`` makes them all. Where a module on the way customises its
+    state dict (its own saving, state-dict hooks), ``state_dict()`` gives them, as its
+    names may not be attributes; keys the model does not have are left out."""
+    import torch.nn as nn
+
+    def plain(module: Any) -> bool:
+        cls = type(module)
+        return (isinstance(module, nn.Module) and cls.state_dict is nn.Module.state_dict
+                and cls._save_to_state_dict is nn.Module._save_to_state_dict
+                and not module._state_dict_hooks and not module._state_dict_pre_hooks)
+
+    keys = list(keys)
+    out: dict[str, Any] = {}
+    for key in keys:
+        *path, leaf = key.split(".")
+        module = model
+        for name in path:
+            module = module._modules.get(name) if plain(module) else None
+            if module is None:
+                break
+        if module is None or not plain(module):
+            tensors = model.state_dict()
+            return {k: tensors[k] for k in keys if k in tensors}
+        tensor = module._parameters.get(leaf)
+        if tensor is None and leaf not in module._non_persistent_buffers_set:
+            tensor = module._buffers.get(leaf)
+        if tensor is not None:
+            out[key] = tensor.detach()
+    return out
+
+
 def model_stats(
     tensors: Mapping[str, Any],
     keys: Iterable[str] | None = None,

@@ -118,3 +118,47 @@ def test_collect_stats_reports_progress_and_cancels() -> None:
     assert seen == [(1, 5), (2, 5), (3, 5)]
     table = stats.stats_table(out)
     assert list(table["mean"]) == [0.0, 1.0, 2.0]
+
+
+class _Packed(torch.nn.Module):
+    """Saves its weight under another name, as quantized and fused layers do."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.weight = torch.nn.Parameter(torch.randn(3, 3))
+
+    def _save_to_state_dict(self, destination, prefix, keep_vars):
+        destination[prefix + "packed"] = self.weight.detach() * 2
+
+
+def _models() -> list[torch.nn.Module]:
+    torch.manual_seed(0)
+    plain = torch.nn.Sequential(torch.nn.Linear(3, 3), torch.nn.BatchNorm1d(3),
+                                torch.nn.Sequential(torch.nn.Linear(3, 3)))
+    plain.register_buffer("scratch", torch.zeros(2), persistent=False)
+    tied = torch.nn.Module()
+    tied.embed = torch.nn.Embedding(5, 3)
+    tied.head = torch.nn.Linear(3, 5, bias=False)
+    tied.head.weight = tied.embed.weight
+    packed = torch.nn.Sequential(torch.nn.Linear(3, 3), _Packed())
+    hooked = torch.nn.Sequential(torch.nn.Linear(3, 3))
+    hooked[0]._register_state_dict_hook(
+        lambda module, sd, prefix, meta: sd.update({prefix + "weight": sd[prefix + "weight"] + 1}))
+    return [plain, tied, packed, hooked]
+
+
+def test_model_tensors_equal_what_state_dict_gives() -> None:
+    """Tensors looked up through their modules are exactly ``state_dict()``'s, for the
+    keys asked (tied, buffers, nested); a module that saves its own way or has a
+    state-dict hook is read through ``state_dict()``; unknown and non-persistent names
+    are left out."""
+    for model in _models():
+        sd = model.state_dict()
+        asked = [*sd, "nope.weight", "scratch", "0.missing"]
+        got = stats.model_tensors(model, asked)
+        assert list(got) == list(sd), type(model)
+        for k, v in sd.items():
+            assert torch.equal(got[k], v) and not got[k].requires_grad, k
+    tied = _models()[1]
+    got = stats.model_tensors(tied, ["head.weight"])
+    assert got["head.weight"].data_ptr() == tied.embed.weight.data_ptr()  # no copy

@@ -682,3 +682,40 @@ def test_waiting_for_background_jobs_keeps_to_one_deadline():
     release.set()
     jobs.wait(10)
     assert 1.4 < took < 2.3 and not errors  # one deadline: not 1.0 + 1.5 s
+
+
+PREFETCH_CHILD = """
+import sys
+import torch
+from torch import nn
+import ckwidget as ck
+
+torch.save({"module.w": torch.zeros(2)}, sys.argv[1])
+model = nn.Module()
+model.w = nn.Parameter(torch.ones(2))
+dbg = ck.debug(sys.argv[1], model)
+print("before", "plotly.graph_objs._figurewidget" in sys.modules)
+dbg._ipython_display_()  # what a notebook runs to show it
+import threading
+(thread,) = [t for t in threading.enumerate() if t.name == "ckwidget-prefetch-plotly"]
+thread.join(120)
+print("after", "plotly.graph_objs._figurewidget" in sys.modules)
+dbg._ipython_display_()
+print("again", [t.name for t in threading.enumerate() if "prefetch" in t.name])
+"""
+
+
+def test_showing_the_debugger_loads_the_plotting_library_in_the_background(tmp_path):
+    """The Distributions tab's plotly FigureWidget (whose import pulls in nbformat and
+    jsonschema: seconds) is imported on a background thread once the debugger is shown,
+    not when it is built (the time to first display) nor on the tab's first visit;
+    once per process."""
+    import subprocess
+    import sys
+
+    run = subprocess.run([sys.executable, "-c", PREFETCH_CHILD, str(tmp_path / "c.pt")],
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    lines = [line for line in run.stdout.splitlines()
+             if line.startswith(("before", "after", "again"))]
+    assert lines == ["before False", "after True", "again []"], run.stdout[-2000:]

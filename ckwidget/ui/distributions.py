@@ -38,8 +38,7 @@ class DistributionsPanel:
         self.ckpt = report.checkpoint
         self.entry = getattr(report, "entry", None)
         self._members: dict[str, str] | None = None
-        table = report.table
-        self.pairs = _pairs(table)
+        self.pairs = _pairs(report)
         self.overview: list[stats.TensorStats] = []
         self.model_overview: dict[str, stats.TensorStats] = {}
         self.progress = w.IntProgress(value=0, min=0, max=1, layout=w.Layout(width="260px"))
@@ -102,7 +101,7 @@ class DistributionsPanel:
         self.status.value = f"<span class='ck-hint'>Sampling {esc(label)}…</span>"
 
         def work() -> tuple[list[stats.TensorStats], dict[str, stats.TensorStats]]:
-            model_sd = self.dbg.model.state_dict()
+            model_sd = stats.model_tensors(self.dbg.model, [m for _, _, m in chosen if m])
             ck_stats: list[stats.TensorStats] = []
             model_stats: dict[str, stats.TensorStats] = {}
             for i, (label, ck_key, model_key) in enumerate(chosen):
@@ -144,7 +143,7 @@ class DistributionsPanel:
             raise KeyError(f"No key or module named {name!r} in the table.")
         members = _spread(members, MODULE_TENSORS)
         per = max(1, HIST_SAMPLE // len(members))
-        model_sd = self.dbg.model.state_dict()
+        model_sd = stats.model_tensors(self.dbg.model, [m for _, _, m in members if m])
         ck_parts: list[np.ndarray] = []
         model_parts: list[np.ndarray] = []
         for _label, ck_key, model_key in members:
@@ -195,19 +194,26 @@ class DistributionsPanel:
         self.start()
 
 
-def _pairs(table: Any) -> list[tuple[str, str, str]]:
-    """(label, checkpoint key, model key) per table row, in table order."""
-    def col(name: str) -> list[Any]:
-        if name in table.columns:
-            return table[name].tolist()
-        return [None] * len(table)
+def _pairs(report: Any) -> list[tuple[str, str, str]]:
+    """(label, checkpoint key, model key) per table row, in table order: from the
+    report's column lists (the tab is opened on the UI path; a DataFrame of 100,000 rows
+    is not needed for three columns), or its table when it has no columns."""
+    columns = getattr(report, "columns", None)
+    if isinstance(columns, dict) and "key" in columns:
+        keys = columns["key"]
 
-    out = []
-    for key, ck, mk in zip(col("key"), col("checkpoint_key"), col("model_key")):
-        ck_s = ck if isinstance(ck, str) else ""
-        mk_s = mk if isinstance(mk, str) else ""
-        out.append((str(key), ck_s, mk_s))
-    return out
+        def col(name: str) -> list[Any]:
+            return columns.get(name) or [None] * len(keys)
+    else:
+        table = report.table
+        keys = table["key"].tolist() if "key" in table.columns else []
+
+        def col(name: str) -> list[Any]:
+            return table[name].tolist() if name in table.columns else [None] * len(keys)
+
+    cks = [c if c.__class__ is str else "" for c in col("checkpoint_key")]
+    mks = [m if m.__class__ is str else "" for m in col("model_key")]
+    return list(zip(map(str, keys), cks, mks))
 
 
 def _spread(items: list[Any], limit: int) -> list[Any]:

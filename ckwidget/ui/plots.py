@@ -8,6 +8,7 @@ needs it) and otherwise an ``Output`` that displays a static ``go.Figure``.
 from __future__ import annotations
 
 import html
+import threading
 from collections import Counter
 from collections.abc import Sequence
 from typing import Any
@@ -37,6 +38,32 @@ def has_anywidget() -> bool:
     except ImportError:
         return False
     return True
+
+
+_prefetch_lock = threading.Lock()
+_prefetch_started = False
+
+
+def prefetch_figure_widget() -> threading.Thread | None:
+    """Import plotly's FigureWidget on a background thread, once per process; the thread,
+    or None when it started before (or cannot be used). That import pulls in nbformat
+    and jsonschema, seconds on some installs: started once the debugger is on screen,
+    it is over before most users open the Distributions tab."""
+    global _prefetch_started
+    with _prefetch_lock:
+        if _prefetch_started or not has_anywidget():
+            return None
+        _prefetch_started = True
+
+    def load() -> None:
+        try:
+            _go().FigureWidget  # noqa: B018 - plotly imports it on first access
+        except Exception:  # the tab says what is wrong when it draws
+            pass
+
+    thread = threading.Thread(target=load, name="ckwidget-prefetch-plotly", daemon=True)
+    thread.start()
+    return thread
 
 
 def histogram_figure(hist: Histogram, title: str) -> Any:

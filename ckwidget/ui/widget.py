@@ -21,6 +21,7 @@ from ..errors import CheckpointChangedError, CheckpointError
 from . import render
 from .export import code_html, copy_button, show_once, to_next_cell
 from .lifetime import close_tree, replace_children
+from .plots import prefetch_figure_widget
 from .style import esc, style_tag
 from .table import KeyTable, ordered_counts
 
@@ -538,8 +539,10 @@ class CheckpointDebugger(w.VBox):
         return bundle
 
     def _ipython_display_(self) -> None:
-        """Show once per cell run: ``%ckdebug`` displays and also returns the widget."""
+        """Show once per cell run: ``%ckdebug`` displays and also returns the widget;
+        then, with the widget on screen, the plotting library loads in the background."""
         show_once(self, self._repr_mimebundle_())
+        prefetch_figure_widget()
 
     def __repr__(self) -> str:
         return f"<CheckpointDebugger: {self.report.headline}>"
