@@ -37,3 +37,11 @@ def test_widget_open_prints_the_parts_of_the_first_display(tmp_path):
     assert "0 of 2000 model tensors would load as is; 1998 after the suggested plan" in text
     assert re.search(r"widget open, best of 1: [\d.]+ s wall", text), text
     assert re.search(r"host speed before each run: x[\d.]+ to x[\d.]+ of quiet", text), text
+
+
+def test_distributions_first_visit_prints_the_wait_and_draws():
+    text = _run(str(BENCH / "distributions_first_visit.py"), "--keys", "2000", "--read", "0")
+    assert re.search(r"2,000 keys, tab opened 0 s after the debugger was shown: [\d.]+ s on "
+                     r"the UI thread, charts drawn after [\d.]+ s; \d+ tensors in the "
+                     r"per-layer chart", text), text
+    assert "NOT DRAWN" not in text
