@@ -673,15 +673,15 @@ def test_waiting_for_background_jobs_keeps_to_one_deadline():
     errors: list[BaseException] = []
     jobs = Jobs(background=True, on_error=lambda exc, name: errors.append(exc))
     release = threading.Event()
-    jobs.submit("quick", lambda: time.sleep(1.0), lambda _: None)
+    jobs.submit("quick", lambda: time.sleep(2.0), lambda _: None)
     jobs.submit("slow", lambda: release.wait(10), lambda _: None)
     started = time.monotonic()
     with pytest.raises(TimeoutError, match="ckwidget-slow"):
-        jobs.wait(1.5)
+        jobs.wait(3.0)
     took = time.monotonic() - started
     release.set()
     jobs.wait(10)
-    assert 1.4 < took < 2.3 and not errors  # one deadline: not 1.0 + 1.5 s
+    assert 2.9 < took < 4.2 and not errors  # one deadline: not 2.0 + 3.0 s
 
 
 PREFETCH_CHILD = """
