@@ -163,9 +163,10 @@ def test_small_tensors_counted_from_their_bytes_match_torch(tmp_path, monkeypatc
 
     sd = _mixed_state_dict()
     torch.save(sd, tmp_path / "mixed.pt")
+    torch.save(sd, tmp_path / "legacy.pt", _use_new_zipfile_serialization=False)
     flat = {k: v.contiguous() for k, v in sd.items()}  # safetensors stores no views
     save_file(flat, str(tmp_path / "mixed.safetensors"))
-    for name in ("mixed.pt", "mixed.safetensors"):
+    for name in ("mixed.pt", "legacy.pt", "mixed.safetensors"):
         ckpt = open_checkpoint(tmp_path / name)
         fast = sample_values(ckpt, "")
         exact = _exact(sd)
