@@ -527,7 +527,7 @@ def test_patterns_by_form_equal_the_regex_key_by_key():
     for _ in range(3000):
         keys = [".".join(rng.choice(parts) for _ in range(rng.randint(1, 5)))
                 for _ in range(rng.randint(1, 30))]
-        assert _patterns_by_form("\n".join(keys)) == one_by_one(keys), keys
+        assert _patterns_by_form(keys, "\n".join(keys)) == one_by_one(keys), keys
         assert pattern_list(keys) == one_by_one(keys), keys
     for keys in ([f"m.layers.{i}.{w}" for i in range(20_000) for w in ("weight", "bias")],
                  [f"layer{i % 4}.{i}.conv{i % 3}.weight" for i in range(20_000)],

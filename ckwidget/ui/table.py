@@ -169,7 +169,7 @@ def pattern_list(values: list[str]) -> list[str]:
     if not values:
         return []
     if joined.isascii() and _MARK not in joined and _whole_numbers_only(values):
-        out = _patterns_by_form(joined)
+        out = _patterns_by_form(values, joined)
         if out is not None:
             return out
     return _fold_joined(joined)
@@ -196,12 +196,13 @@ def _whole_numbers_only(values: list[str], probes: int = 512) -> bool:
     return None not in [_form_pattern(form) for form in dict.fromkeys(forms)]
 
 
-def _patterns_by_form(joined: str) -> list[str] | None:
+def _patterns_by_form(values: list[str], joined: str) -> list[str] | None:
     """Patterns of ASCII keys from their forms (each digit masked, one ``translate``):
     100,000 keys of a model have a few dozen forms, and a form whose digit runs are all
     whole components ("layers.##.weight") gives the pattern of all its keys at once.
     Keys whose digits sit inside a component ("conv1") take the joined fold; None when
-    the keys have too many forms for this to pay."""
+    the keys have too many forms for this to pay. ``joined``: ``values`` joined by
+    newlines."""
     forms = joined.translate(_MASK_DIGITS).split("\n")
     patterns: dict[str, str | None] = dict.fromkeys(forms)
     if len(patterns) > _MAX_FORMS:
@@ -210,9 +211,8 @@ def _patterns_by_form(joined: str) -> list[str] | None:
         patterns[form] = _form_pattern(form)
     out = list(map(patterns.__getitem__, forms))
     if None in patterns.values():
-        keys = joined.split("\n")
         where = list(compress(range(len(out)), map(is_, out, repeat(None))))
-        for i, pattern in zip(where, _fold_joined("\n".join([keys[i] for i in where]))):
+        for i, pattern in zip(where, _fold_joined("\n".join([values[i] for i in where]))):
             out[i] = pattern
     return out  # type: ignore[return-value]
 
