@@ -187,7 +187,7 @@ def payloads(folder: Path) -> list[Payload]:
         ["copyreg._extension_registry.240"], needs=["ext:posix.system:240"])
     name = "py2-builtin-eval"
     add(name, call(glob("__builtin__", "eval"), text(_code(sentinel(name)), 0)),
-        ["__builtin__.eval"], 0)
+        ["builtins.eval"], 0)  # fix_imports maps the name: the mapped one runs
     name = "submodule-dotted-name"
     add(name, call(glob("subprocess", "os.system", "STACK_GLOBAL"),
                    text(_cmd(sentinel(name)))), ["subprocess.os.system"], 4)

@@ -481,7 +481,7 @@ def bomb_archive(path: Path, megabytes: int, declared: int | None) -> Path:
 
 
 @pytest.mark.parametrize(("megabytes", "message"), [(400, "decompression bomb"),
-                                                    (2000, "over the")])
+                                                    (3000, "over the")])
 def test_decompression_bomb(worker: Worker, tmp_path: Path, megabytes: int,
                             message: str) -> None:
     """About 1,000:1, declared honestly: refused by its ratio (or by its size) before a

@@ -54,10 +54,13 @@ def _index_name(path: Path, ckpt: Checkpoint | None) -> str:
 
 
 def _global_imports(names: tuple[str, ...]) -> tuple[list[str], list[str]]:
-    """``from module import name`` lines and the names to pass to safe_globals."""
+    """``from module import name`` lines and the ``(object, "name.in.file")`` pairs to pass
+    to safe_globals. The object is imported from where it lives in this environment
+    (numpy 2 keeps ``numpy.core``'s objects in ``numpy._core``), and the pair carries the
+    exact name the file uses, which is what torch's weights-only loader compares."""
     lines, refs, used = [], [], set()
     for dotted in names:
-        module, name = dotted.rsplit(".", 1)
+        module, name = _living_module(dotted), dotted.rsplit(".", 1)[1]
         alias = name
         n = 2
         while alias in used:
@@ -65,8 +68,19 @@ def _global_imports(names: tuple[str, ...]) -> tuple[list[str], list[str]]:
             n += 1
         used.add(alias)
         lines.append(f"from {module} import {name}" + (f" as {alias}" if alias != name else ""))
-        refs.append(alias)
+        refs.append(f"({alias}, {dotted!r})")
     return lines, refs
+
+
+def _living_module(dotted: str) -> str:
+    """The module to import a vetted global from here, for a name as a file spells it."""
+    module = dotted.rsplit(".", 1)[0]
+    if module in ("numpy.core.multiarray", "numpy._core.multiarray"):
+        import numpy
+
+        major = int(numpy.__version__.split(".", 1)[0])
+        return "numpy._core.multiarray" if major >= 2 else "numpy.core.multiarray"
+    return module
 
 
 def generate(
@@ -125,8 +139,8 @@ def generate(
             lines, refs = _global_imports(plan.allowed_globals)
             imports += lines
             read.append(
-                "# weights_only=True runs nothing from the file; these names are allowed "
-                "by exact match."
+                "# weights_only=True calls only allowlisted names: these are plain data "
+                "constructors, matched by the exact name in the file."
             )
             read.append(f"with torch.serialization.safe_globals([{', '.join(refs)}]):")
             read.append(f"    ckpt = {load}")

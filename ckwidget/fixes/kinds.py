@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from ..checkpoint import DTYPE_SIZES, TensorInfo
 from ..errors import FixError
-from ..readers.safety import is_malicious
+from ..readers.safety import is_malicious, is_vetted
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -172,6 +172,12 @@ class AllowGlobals(Fix):
             if is_malicious(name):
                 raise FixError(
                     f"{name} can run code or touch the system; ckwidget will not allowlist it."
+                )
+            if not is_vetted(name):
+                raise FixError(
+                    f"{name} is not a plain data constructor ckwidget has vetted; torch's "
+                    "weights-only loader would call it with arguments from the file, so "
+                    "ckwidget will not allowlist it (read the weights with extract-weights)."
                 )
 
     def describe(self) -> str:

@@ -11,6 +11,7 @@ the sentence that explains the break.
 
 from __future__ import annotations
 
+import _compat_pickle
 import codecs
 import re
 import struct
@@ -23,6 +24,29 @@ from typing import Any
 from ..errors import BudgetExceededError
 from .budgets import DEFAULT_BUDGETS, Budgets
 from .pickle_runs import MAX_KEY, LazyMemo, make_bulk_runner
+
+# Python 2 names that pickle's fix_imports maps before importing (protocols 0 to 2, the
+# default in pickle.load and torch.load), and torch.load's own module renames: the mapped
+# name is what gets imported and called.
+_TORCH_MODULE_MAPPING = {"torch.tensor": "torch._tensor"}
+
+
+def unpickled_name(module: str, name: str, protocol: int) -> tuple[str, str]:
+    """The (module, name) the real unpickler imports for a GLOBAL naming these, as
+    ``_pickle.c``'s ``find_class`` does with ``fix_imports=True`` and torch's
+    ``UnpicklerWrapper`` does before it."""
+    module = _TORCH_MODULE_MAPPING.get(module, module)
+    if protocol < 3:
+        mapped = _compat_pickle.NAME_MAPPING.get((module, name))
+        if mapped is not None:
+            return mapped
+        module = _compat_pickle.IMPORT_MAPPING.get(module, module)
+    return module, name
+
+
+COMPUTED = ("<computed while loading>", "callable")
+"""The (module, name) recorded for a callable or global name the stream computes with an
+earlier call (``getattr(__import__('os'), 'system')``): never known, never trusted."""
 
 
 class Global:
@@ -137,6 +161,7 @@ class PickleResult:
     globals: dict[str, int] = field(default_factory=dict)  # "module.name" -> count
     calls: dict[str, int] = field(default_factory=dict)  # "module.name" -> REDUCE/NEWOBJ count
     budget_exceeded: bool = False
+    backstop: bool = False  # stopped by the CPU-time backstop, not by a counted budget
     records: int = 0  # tensor records run as one step each (``fast``)
 
 
@@ -204,7 +229,9 @@ def run_pickle(
     max_memo = budgets.max_memo
     max_marks = budgets.max_mark_depth
     max_stack = budgets.max_stack
-    deadline = time.monotonic() + budgets.max_seconds
+    # a far backstop against a bug of ckwidget's own, in CPU time (never what decides a
+    # real file's outcome: the counted budgets above do)
+    backstop = time.process_time() + budgets.max_cpu_seconds
     call = state.call
     set_items = state.set_items
     append_items = state.append_items
@@ -239,9 +266,11 @@ def run_pickle(
                     raise BudgetExceededError(
                         f"The pickle runs more than {max_ops:,} opcodes; reading stopped."
                     )
-                if time.monotonic() > deadline:
+                if time.process_time() > backstop:
+                    res.backstop = True
                     raise BudgetExceededError(
-                        f"Reading the pickle took over {budgets.max_seconds:g} s; stopped."
+                        f"ckwidget stopped reading the pickle after {budgets.max_cpu_seconds:g} "
+                        "s of CPU time, a backstop against a fault of its own"
                     )
                 if memo_bound() > max_memo and len(memo) > max_memo:
                     raise BudgetExceededError(
@@ -395,17 +424,28 @@ def run_pickle(
                         stack.append(data[pos:pos + size].decode("utf-8", "surrogatepass"))
                         pos += size
                     elif op == 0x95:  # FRAME
+                        # as _pickle.c's load_frame: the frame's bytes must be there, then
+                        # opcodes are read on as one stream, across frame boundaries (the
+                        # pure-Python pickle.py would stop at a boundary instead)
                         if pos + 8 > n:
                             raise PickleError("FRAME is cut off", pos)
                         state.seen.add(op)
+                        size = frombytes(data[pos:pos + 8], "little")
                         pos += 8
+                        if size > n - pos:
+                            raise PickleError(
+                                f"a FRAME claims {size:,} bytes but {n - pos:,} follow", pos)
                     elif op == 0x93:  # STACK_GLOBAL
                         name = stack.pop()
                         module = stack.pop()
-                        if type(module) is not str or type(name) is not str:
-                            raise PickleError("STACK_GLOBAL needs two strings", pos)
                         state.seen.add(op)
-                        stack.append(get_global(module, name, pos))
+                        if type(module) is str and type(name) is str:
+                            stack.append(get_global(module, name, pos))
+                        elif type(module) is Call or type(name) is Call:
+                            # a name computed while loading: any module, any callable
+                            stack.append(get_global(*COMPUTED, pos))
+                        else:  # _pickle.c refuses it: "STACK_GLOBAL requires str"
+                            raise PickleError("STACK_GLOBAL needs two strings", pos)
                     elif op == 0x62:  # BUILD
                         value = stack.pop()
                         stack[-1] = state.build(stack[-1], value)
@@ -1015,6 +1055,8 @@ class _Machine:
         return g
 
     def get_global(self, module: str, name: str, pos: int) -> Global:
+        if self.res.protocol < 3 or module in _TORCH_MODULE_MAPPING:
+            module, name = unpickled_name(module, name, self.res.protocol)
         key = (module, name)
         g = self.gcache.get(key)
         if g is None:
@@ -1033,6 +1075,10 @@ class _Machine:
         return self.persistent_load(pid)
 
     def call(self, func: Any, args: Any, kind: str) -> Any:
+        if type(func) is Call:
+            # calling what an earlier call returned (getattr chains and the like): the
+            # callable is decided at load time, so it is recorded as such, never trusted
+            func = self.get_global(*COMPUTED, 0)
         if type(func) is Global:
             counts = self.res.calls
             counts[func.full] = counts.get(func.full, 0) + 1

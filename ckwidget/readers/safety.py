@@ -9,6 +9,7 @@ top-level module specs only.
 from __future__ import annotations
 
 import importlib.util
+import re
 import sys
 from dataclasses import dataclass, field
 
@@ -83,18 +84,56 @@ _DANGEROUS_BUILTINS = {
     "object", "classmethod", "staticmethod", "property",
 }
 _SAFE_FROM_DANGEROUS = {"torch.serialization._get_layout"}
-# Globals that are not torch's but are common and harmless to allowlist.
-KNOWN_HARMLESS_PREFIXES = (
-    "numpy.core.multiarray.", "numpy._core.multiarray.", "numpy.dtype", "numpy.dtypes.",
-    "numpy.ndarray", "numpy.core.numeric.", "argparse.Namespace", "omegaconf.",
-    "typing.", "collections.", "pathlib.PosixPath", "pathlib.WindowsPath", "enum.",
-    "datetime.", "decimal.Decimal", "fractions.Fraction", "uuid.UUID",
+
+# TorchScript's own data constructors: each returns its argument (torch/jit/_pickle.py).
+# TorchScript archives name them in data.pkl, constants.pkl and traced_inputs.pkl.
+TORCHSCRIPT_DATA_GLOBALS: frozenset[str] = frozenset(
+    f"torch.jit._pickle.{name}" for name in (
+        "build_intlist", "build_doublelist", "build_boollist", "build_tensorlist",
+        "build_tensor_from_id", "restore_type_tag",
+    )
 )
+
+# The only names beyond torch's own allowlist that allow-globals may ever name: pure data
+# constructors, which build a value from their arguments and do nothing else. torch's
+# weights-only unpickler *calls* every allowlisted name with arguments from the file, so a
+# name belongs here only if no argument can make it run code, touch a file, the network
+# or a process. Everything else a file names (denylisted or merely unknown) is read with
+# ckwidget's own reader instead (extract-weights): unknown means unsafe.
+VETTED_DATA_GLOBALS: frozenset[str] = frozenset({
+    # numpy arrays, scalars and dtypes (numpy 1 and numpy 2 module names)
+    "numpy.core.multiarray._reconstruct", "numpy._core.multiarray._reconstruct",
+    "numpy.core.multiarray.scalar", "numpy._core.multiarray.scalar",
+    "numpy.ndarray", "numpy.dtype",
+    # plain records and containers of the standard library
+    "argparse.Namespace", "collections.OrderedDict", "collections.Counter",
+    "collections.defaultdict", "collections.deque",
+    "builtins.set", "builtins.frozenset", "builtins.complex", "builtins.bytearray",
+    "builtins.slice", "builtins.range",
+    "datetime.datetime", "datetime.date", "datetime.time", "datetime.timedelta",
+    "datetime.timezone", "decimal.Decimal", "fractions.Fraction", "uuid.UUID",
+    "pathlib.Path", "pathlib.PosixPath", "pathlib.WindowsPath", "pathlib.PurePath",
+    "pathlib.PurePosixPath", "pathlib.PureWindowsPath",
+    # Lightning's hyper-parameter dict (a dict subclass with attribute access)
+    "lightning.fabric.utilities.data.AttributeDict",
+    "lightning_fabric.utilities.data.AttributeDict",
+    "pytorch_lightning.utilities.parsing.AttributeDict",
+}) | TORCHSCRIPT_DATA_GLOBALS
+_NUMPY_DTYPE_CLASS = re.compile(r"numpy\.dtypes\.[A-Z][A-Za-z0-9]*DType")
+
+
+def is_vetted(full: str) -> bool:
+    """May allow-globals name this? Only torch's own allowlist and the vetted pure data
+    constructors above: never a callable that could run code with the file's arguments."""
+    return (full in SAFE_GLOBALS or full in VETTED_DATA_GLOBALS
+            or _NUMPY_DTYPE_CLASS.fullmatch(full) is not None)
 
 
 def is_malicious(full: str) -> bool:
-    if full in _SAFE_FROM_DANGEROUS or full in SAFE_GLOBALS:
+    if full in _SAFE_FROM_DANGEROUS or full in SAFE_GLOBALS or full in VETTED_DATA_GLOBALS:
         return False
+    if full.startswith("<"):
+        return True  # a callable computed while loading (see pickle_vm.COMPUTED)
     module, _, name = full.rpartition(".")
     if module in ("builtins", "__builtin__", "__builtins__"):
         return name in _DANGEROUS_BUILTINS or name.startswith("_")
@@ -133,6 +172,11 @@ class GlobalsVerdict:
     missing: list[str] = field(default_factory=list)  # classes the file needs that are absent
     malicious: list[str] = field(default_factory=list)
 
+    @property
+    def unvetted(self) -> list[str]:
+        """Names torch would refuse that allow-globals may never name (not pure data)."""
+        return [n for n in self.unsafe if not is_vetted(n)]
+
 
 def classify_globals(names: dict[str, int] | list[str]) -> GlobalsVerdict:
     verdict = GlobalsVerdict()
@@ -141,11 +185,26 @@ def classify_globals(names: dict[str, int] | list[str]) -> GlobalsVerdict:
             verdict.safe.append(full)
         elif is_malicious(full):
             verdict.malicious.append(full)
-        elif is_importable(full):
+        elif is_vetted(full) or is_importable(full):
             verdict.unsafe.append(full)
         else:
             verdict.missing.append(full)
     return verdict
+
+
+def torchscript_names_removed(verdict: GlobalsVerdict) -> GlobalsVerdict:
+    """The verdict for a TorchScript archive's pickle, without the names TorchScript's own
+    loader defines (``__torch__.*`` classes from the archived code) or uses as data
+    constructors (``torch.jit._pickle.*``)."""
+    def own(name: str) -> bool:
+        return name.startswith("__torch__.") or name in TORCHSCRIPT_DATA_GLOBALS
+
+    return GlobalsVerdict(
+        safe=list(verdict.safe),
+        unsafe=[n for n in verdict.unsafe if not own(n)],
+        missing=[n for n in verdict.missing if not own(n)],
+        malicious=list(verdict.malicious),
+    )
 
 
 def _listing(names: list[str], limit: int = 8) -> str:
@@ -167,13 +226,29 @@ def globals_findings(verdict: GlobalsVerdict, calls: dict[str, int]) -> list[Fin
             details={"globals": verdict.malicious, "called": called},
         ))
     if verdict.unsafe:
+        unvetted = verdict.unvetted
+        if not unvetted:
+            advice = (
+                " They are plain data constructors (numpy values, standard-library records): "
+                "allowlisting exactly these names with torch.serialization.safe_globals is "
+                "safe, or let ckwidget read the tensors without them.")
+        else:
+            called = [g for g in unvetted if calls.get(g)]
+            advice = (
+                f" {_listing(unvetted)} {'is' if len(unvetted) == 1 else 'are'} not a plain "
+                "data constructor ckwidget has vetted"
+                + (", and the file calls " + ("it" if len(called) == 1 else "them")
+                   if called else "")
+                + ": torch's weights-only loader calls every name you allowlist with "
+                "arguments from the file, and pickle.load or weights_only=False would run "
+                f"{'it' if len(unvetted) == 1 else 'them'}. Do not allowlist "
+                f"{'it' if len(unvetted) == 1 else 'them'}; ckwidget reads the tensors "
+                "without running anything.")
         findings.append(Finding(
             "unsafe-globals", "warning",
             f"torch.load(weights_only=True) refuses this file: it names "
-            f"{_listing(verdict.unsafe)}, not on torch's allowlist. Allowlist exactly these "
-            "names with torch.serialization.safe_globals if you trust the file, or let "
-            "ckwidget read the tensors without them.",
-            details={"globals": verdict.unsafe},
+            f"{_listing(verdict.unsafe)}, not on torch's allowlist." + advice,
+            details={"globals": verdict.unsafe, "unvetted": unvetted},
         ))
     if verdict.missing:
         main = [g for g in verdict.missing if g.startswith("__main__.")]

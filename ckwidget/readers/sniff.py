@@ -51,7 +51,28 @@ def sniff_bytes(head: bytes, size: int, name: str = "") -> str:
         # protocol 0/1 pickles have no PROTO opcode; legacy torch files at protocol 0/1
         # start with the magic number as a LONG
         return "pickle"
+    if _runs_as_pickle(head, size):
+        return "pickle"
     return "unknown"
+
+
+def _runs_as_pickle(head: bytes, size: int) -> bool:
+    """Would pickle.load get somewhere with these bytes? Protocol 0 and 1 pickles may
+    start with any opcode (``V``, ``S``, ``N``...), so there is no magic number to look
+    for: the symbolic machine runs the first bytes, and a stream that names a global,
+    completes, or runs cleanly to the end of what was read is a pickle (and gets a
+    safety verdict), while text or binary junk breaks within a few bytes."""
+    from .pickle_vm import _OPNAMES, run_pickle
+
+    if head[0] not in _OPNAMES:
+        return False
+    res = run_pickle(head)
+    if res.globals or res.complete:
+        return True
+    # cut off by the end of the head, not broken: the rest of the file decides
+    return len(head) < size and res.error is not None and (
+        "ends before its STOP" in res.error or "cut off" in res.error
+        or "claims" in res.error)
 
 
 def _looks_like_safetensors(head: bytes, size: int) -> bool:

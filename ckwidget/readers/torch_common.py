@@ -152,6 +152,13 @@ def pickle_break_finding(tp: TorchPickle, what: str) -> Finding | None:
     if res.complete:
         return None
     kept = len(tp.flat.tensors)
+    if res.backstop:
+        return Finding(
+            "corrupt", "warning",
+            f"{res.error}; this says nothing about the file, which may well be intact. "
+            f"{kept} tensors were listed before it. Please report it to ckwidget.",
+            details={"error": res.error, "position": res.error_position, "backstop": True},
+        )
     if res.budget_exceeded:
         return Finding(
             "corrupt", "error",

@@ -22,10 +22,20 @@ from .torch_common import (
     tensor_keys_of_storage,
     view_problems_finding,
 )
-from .torch_objects import StorageBytes, StorageRef
+from .torch_objects import STORAGE_DTYPES, StorageBytes, StorageRef
 
 _WINDOW = 64 << 20
 _MAGIC_PREFIX = 64
+# The storage classes torch's legacy loader can rebuild: it reads ``storage_type.dtype``,
+# which only the typed storage classes have. For dtypes without one (uint16/32/64, float8,
+# float4, complex32, bits*) torch.save(..., _use_new_zipfile_serialization=False) writes
+# torch.storage.UntypedStorage, and torch.load then fails, weights_only True or False
+# ("type object 'torch.storage.UntypedStorage' has no attribute 'dtype'").
+_LEGACY_STORAGE_CLASSES = frozenset(
+    name for name in STORAGE_DTYPES if name not in ("UntypedStorage", "TypedStorage"))
+_LEGACY_STORAGE_MODULES = ("torch", "torch.cuda")
+_CLASSIC_DTYPES = frozenset(
+    STORAGE_DTYPES[name] for name in _LEGACY_STORAGE_CLASSES)
 
 
 class OffsetStorageBytes(StorageBytes):
@@ -182,11 +192,21 @@ def _read_legacy(path: Path, stamp: FileStamp, window: bytes, pos: int,
         if f:
             findings.append(f)
     protocol = tp.result.protocol
+    untyped = _storage_classes_torch_cannot_rebuild(tp)
     accepts = (tp.result.complete and tp.torch_accepts_globals and protocol >= 2
-               and tp.torch_reads_protocol
+               and tp.torch_reads_protocol and not untyped
                and not any(f.severity == "error" for f in findings))
     metadata["torch_weights_only_accepts"] = accepts
-    if accepts:
+    if untyped:
+        metadata["legacy_storage_classes_torch_cannot_rebuild"] = untyped
+        dtypes = sorted({i.dtype for i in tensors.values()} - _CLASSIC_DTYPES)
+        held = f" (it holds {', '.join(dtypes)}, which have no legacy storage class)" if (
+            dtypes) else ""
+        verdict = (
+            f"torch.load cannot read it at all, with weights_only=True or False: its "
+            f"storages are saved as {', '.join(untyped)}{held}, and torch's legacy loader "
+            f"fails with \"type object '{untyped[0]}' has no attribute 'dtype'\"")
+    elif accepts:
         verdict = "torch.load still reads it with weights_only=True"
     elif protocol >= 4:
         verdict = (f"torch.load(weights_only=True) cannot read its pickle protocol {protocol} "
@@ -200,11 +220,26 @@ def _read_legacy(path: Path, stamp: FileStamp, window: bytes, pos: int,
         "version", "warning",
         "This is torch's legacy serialization (before torch 1.6, or "
         f"_use_new_zipfile_serialization=False): {verdict}, and it cannot be memory-mapped "
-        "(mmap=True fails). Save it again with torch.save to get the zip format.",
-        details={"pickle_protocol": protocol, "torch_weights_only_accepts": accepts},
+        "(mmap=True fails). " + (
+            "ckwidget reads its tensors itself: save them with torch.save "
+            "(ckwidget.extract_weights, then torch.save) to get the zip format." if untyped
+            else "Save it again with torch.save to get the zip format."),
+        details={"pickle_protocol": protocol, "torch_weights_only_accepts": accepts,
+                 "storage_classes_torch_cannot_rebuild": untyped},
     ))
     return Checkpoint(path, "torch-legacy", tensors, tp.flat.candidates, metadata, findings,
                       size=size, members=tp.flat.members)
+
+
+def _storage_classes_torch_cannot_rebuild(tp: TorchPickle) -> list[str]:
+    """The storage classes the pickle's persistent ids name that torch's legacy loader
+    cannot rebuild (anything but the typed storage classes of torch and torch.cuda)."""
+    named = getattr(tp.context, "_dtypes", {})  # storage class -> (dtype, itemsize)
+    return sorted({
+        str(getattr(g, "full", g)) for g in named
+        if not (getattr(g, "module", None) in _LEGACY_STORAGE_MODULES
+                and getattr(g, "name", None) in _LEGACY_STORAGE_CLASSES)
+    })
 
 
 def _storage_offsets(path: Path, size: int, start: int, keys: list[Any],

@@ -203,11 +203,23 @@ def _read_torch_archive(path: Path, directory: ZipDirectory, prefix: str, pkl_na
     try:
         data = read_record(directory, pkl_entry, budgets, limit=budgets.max_pickle_bytes)
     except CorruptCheckpointError as exc:
-        if "CRC" not in str(exc):
+        if "in its local header" in str(exc):
+            # torch reads records by the directory's names and never looks at the local
+            # one: the pickle it would run is this one, so it is read and judged too
+            findings.append(Finding(
+                "corrupt", "error",
+                f"{exc} torch goes by the directory and loads it as {pkl_name}; ckwidget "
+                "reads it the same way to judge what it would run.",
+                details={"record": pkl_name, "local_name_differs": True}))
+            data = _pickle_by_directory(directory, pkl_entry, budgets, findings)
+        elif "CRC" not in str(exc):
             return _unreadable(path, directory, findings, metadata, exc)
-        findings.append(_crc_finding(exc, pkl_name))
-        data = read_record(directory, pkl_entry, budgets, limit=budgets.max_pickle_bytes,
-                           check_crc=False)
+        else:
+            findings.append(_crc_finding(exc, pkl_name))
+            data = read_record(directory, pkl_entry, budgets,
+                               limit=budgets.max_pickle_bytes, check_crc=False)
+        if data is None:
+            return _unreadable(path, directory, findings, metadata, exc)
     except BudgetExceededError as exc:
         return _unreadable(path, directory, findings, metadata, exc)
     reader = ZipStorageBytes(directory, prefix, little)
@@ -229,6 +241,7 @@ def _read_torch_archive(path: Path, directory: ZipDirectory, prefix: str, pkl_na
 
     fmt = "torchscript" if torchscript or tp.context.torchscript else "torch-zip"
     if fmt == "torchscript":
+        findings = _torchscript_globals(findings, tp)
         findings.append(Finding(
             "torchscript", "warning",
             "This is a TorchScript archive (torch.jit.save), not a torch.save checkpoint: "
@@ -255,6 +268,34 @@ def _read_torch_archive(path: Path, directory: ZipDirectory, prefix: str, pkl_na
         members=members,
         loader=_Loader(path, tensors, accepts and fmt == "torch-zip", directory.stamp),
     )
+
+
+def _pickle_by_directory(directory: ZipDirectory, entry: Any, budgets: Budgets,
+                         findings: list[Finding]) -> bytes | None:
+    """The pickle record read as torch reads it (by the directory's name and offsets),
+    CRC errors noted rather than fatal; None when even that cannot be read."""
+    try:
+        return read_record(directory, entry, budgets, limit=budgets.max_pickle_bytes,
+                           check_crc=False, check_name=False)
+    except (CheckpointError, BudgetExceededError) as exc:
+        findings.append(Finding("corrupt", "error", str(exc), details={"record": entry.name}))
+        return None
+
+
+def _torchscript_globals(findings: list[Finding], tp: Any) -> list[Finding]:
+    """A TorchScript archive names its own classes (``__torch__.*``, defined by the
+    archived code) and TorchScript's data constructors: neither is noise worth a finding.
+    Anything else it names is judged as in any pickle (``os.system`` stays malicious)."""
+    from .safety import globals_findings, torchscript_names_removed
+
+    kinds = ("malicious", "unsafe-globals", "missing-class")
+    kept = [f for f in findings if f.kind not in kinds or "record" in f.details
+            or f.message.startswith("In the duplicate")]
+    own = [f for f in findings if f not in kept]
+    if not own:
+        return findings
+    verdict = torchscript_names_removed(tp.verdict)
+    return [*globals_findings(verdict, tp.result.calls), *kept]
 
 
 def _unreadable(path: Path, directory: ZipDirectory, findings: list[Finding],

@@ -449,13 +449,16 @@ def _finish(path: Path, size: int, names: list[str], columns: tuple[Any, ...],
                         text, made)
 
 
-def data_offset(directory: ZipDirectory, entry: ZipEntry, fh=None, mapped: Any = None) -> int:
+def data_offset(directory: ZipDirectory, entry: ZipEntry, fh=None, mapped: Any = None,
+                check_name: bool = True) -> int:
     """Where a record's bytes start, from its local header (as torch computes it);
     checks that the local name agrees with the central one. ``mapped`` (the whole file,
     memory-mapped) spares opening the file: sampling reads hundreds of records."""
     if entry.data_offset is not None:
         return entry.data_offset
     at = entry.header_offset
+    if not check_name:  # torch's reader (miniz) takes the name from the directory only
+        return _offset_by_directory(directory, entry)
     own = mapped is None and fh is None
     if own:
         fh = open(directory.path, "rb")
@@ -479,6 +482,21 @@ def data_offset(directory: ZipDirectory, entry: ZipEntry, fh=None, mapped: Any =
     return entry.data_offset
 
 
+def _offset_by_directory(directory: ZipDirectory, entry: ZipEntry) -> int:
+    """Where the record's bytes start as torch computes it, whatever name its local header
+    gives (the name check is the caller's finding); not cached."""
+    with open(directory.path, "rb") as fh:
+        fh.seek(entry.header_offset)
+        head = fh.read(30)
+    if len(head) < 30 or head[:4] != _LOCAL:
+        raise CorruptCheckpointError(
+            f"Record {entry.name!r} has no local header where the directory says; "
+            "the archive is damaged."
+        )
+    name_len, extra_len = struct.unpack_from("<2H", head, 26)
+    return entry.header_offset + 30 + name_len + extra_len
+
+
 def _check_local(entry: ZipEntry, head: bytes, local_name: bytes) -> None:
     """The local header is where the directory says, and names the same record."""
     if len(head) < 30 or head[:4] != _LOCAL:
@@ -495,7 +513,7 @@ def _check_local(entry: ZipEntry, head: bytes, local_name: bytes) -> None:
 
 
 def read_record(directory: ZipDirectory, entry: ZipEntry, budgets: Budgets, *,
-                limit: int, check_crc: bool = True) -> bytes:
+                limit: int, check_crc: bool = True, check_name: bool = True) -> bytes:
     """The bytes of a small record (data.pkl, version...), decompressed within budgets."""
     if entry.flags & 0x01:
         raise CorruptCheckpointError(f"Record {entry.name!r} is encrypted; torch cannot read it.")
@@ -510,7 +528,7 @@ def read_record(directory: ZipDirectory, entry: ZipEntry, budgets: Budgets, *,
             f"Record {entry.name!r} claims a compression ratio of "
             f"{entry.size / entry.compressed_size:,.0f}:1 (a decompression bomb?)."
         )
-    start = data_offset(directory, entry)
+    start = data_offset(directory, entry, check_name=check_name)
     if start + entry.compressed_size > directory.file_size:
         raise CorruptCheckpointError(
             f"Record {entry.name!r} runs past the end of the file: the file is truncated."

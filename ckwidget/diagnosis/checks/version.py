@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from ...checkpoint import Finding
 from ...fixes.kinds import AllowGlobals, ExtractWeights
+from ...readers.safety import is_vetted
 from ..context import UNREPAIRABLE, Context
 
 VERSION_KEYS = ("torch_version", "pytorch-lightning_version", "lightning_version",
@@ -67,15 +68,23 @@ def check(ctx: Context) -> list[Finding]:
             f" torch {ver} still unpickles everything by default; pass weights_only=True "
             "and allowlist these names instead of trusting the whole file.")
         fixes: list = []
+        unvetted = [n for n in names if not is_vetted(n)]
         if reader:
             consequence += (f" Allowlisting would not help: {reader}. The plan reads the "
                             "tensors with ckwidget's safe reader instead.")
             fixes = list(extract)
-        elif not malicious and names:
-            try:
-                fixes = [AllowGlobals(names)]
-            except Exception:  # a name torch could never allowlist
-                fixes = []
+        elif malicious:
+            fixes = []
+        elif unvetted:
+            # never offered for a callable ckwidget has not vetted as pure data: torch's
+            # weights-only loader would call it with the file's arguments
+            why = (f"it names {', '.join(unvetted[:3])}"
+                   + (f" and {len(unvetted) - 3} more" if len(unvetted) > 3 else "")
+                   + ", which torch would have to call and ckwidget has not vetted")
+            fixes = [ExtractWeights(why)]
+            ctx.notes["needs_reader"] = why
+        elif names:
+            fixes = [AllowGlobals(names)]
         ctx.blockers.append(f.kind)
         out.append(_extend(f, consequence, fixes))
     for f in ctx.file_findings("missing-class"):
