@@ -12,14 +12,14 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from operator import eq
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from .errors import CheckpointError
+from .kinds import FINDING_KINDS, Severity
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
 
-Severity = Literal["error", "warning", "info"]
 SEVERITY_RANK: dict[str, int] = {"error": 0, "warning": 1, "info": 2}
 
 # Element sizes in bytes, by torch's dtype name (sub-byte types are packed per byte).
@@ -87,6 +87,10 @@ class Finding:
     keys: list[str] = field(default_factory=list)
     fixes: list[Any] = field(default_factory=list)
     details: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.kind not in FINDING_KINDS:  # the vocabulary is kinds.py's, nowhere else
+            raise ValueError(f"{self.kind!r} is not a finding kind (see ckwidget/kinds.py)")
 
     def __repr__(self) -> str:
         extra = f", {len(self.keys)} keys" if self.keys else ""

@@ -32,11 +32,12 @@ from .cli_format import (
     wrapped,
 )
 from .errors import CheckpointError, FixError
+from .kinds import NO_WEIGHTS_KINDS
 
 # Exit codes (documented in --help; CI pipelines depend on them).
 OK = 0            # check: loads as is. inspect: file readable and safe. fix: file written.
 FIXABLE = 1       # check: loads only after the suggested plan.
-UNREPAIRABLE = 2  # check/fix: the plan leaves model tensors missing (or --strict and
+CANNOT_LOAD = 2  # check/fix: the plan leaves model tensors missing (or --strict and
 #                   something would be dropped).
 BAD_FILE = 3      # unsafe (malicious) or broken file: not a checkpoint, truncated, corrupt
 #                   with no tensors, LFS pointer, HTML page, foreign format.
@@ -44,9 +45,6 @@ USAGE = 4         # a mistake in the command: bad option, missing path, bad --mo
 MODEL_FAILED = 5  # the --model module or factory raised, or did not return an nn.Module.
 INTERNAL = 70     # a bug in ckwidget (EX_SOFTWARE); the message asks for a report.
 
-# File findings after which the file holds no usable weights at all.
-BROKEN_FILE_KINDS = {"not-a-checkpoint", "lfs-pointer", "html-page", "truncated",
-                     "foreign-format"}
 # Fixes that leave checkpoint values out of the model (refused by --strict).
 DROPPING_FIXES = {"drop-keys", "resize-copy"}
 
@@ -132,7 +130,7 @@ def file_state(ckpt: Any) -> str:
     kinds = {f.kind for f in ckpt.findings}
     if "malicious" in kinds:
         return "unsafe"
-    if kinds & BROKEN_FILE_KINDS or ("corrupt" in kinds and not ckpt.tensors):
+    if kinds & NO_WEIGHTS_KINDS or ("corrupt" in kinds and not ckpt.tensors):
         return "broken"
     return "ok"
 
@@ -328,14 +326,14 @@ def exit_code(report: Any, strict: bool = False) -> int:
     dropping = any(f.kind in DROPPING_FIXES for f in report.plan)
     short_after = report.loadable_after_plan < report.model_tensor_count
     if report.status == "broken" or short_after or (strict and dropping):
-        return UNREPAIRABLE
+        return CANNOT_LOAD
     return FIXABLE
 
 
 VERDICTS = {
     OK: ("ok", "loads as is"),
     FIXABLE: ("fixable", "loads after the suggested plan"),
-    UNREPAIRABLE: ("cannot be repaired", "the plan does not give the model all it needs"),
+    CANNOT_LOAD: ("cannot be repaired", "the plan does not give the model all it needs"),
     BAD_FILE: ("unsafe or broken file", "no weights can be taken from it safely"),
 }
 
@@ -344,7 +342,7 @@ def _verdict(code: int, report: Any, strict: bool) -> str:
     word, why = VERDICTS[code]
     if code == BAD_FILE:
         word = "unsafe file" if report.status == "unsafe" else "broken file"
-    if code == UNREPAIRABLE and strict and (
+    if code == CANNOT_LOAD and strict and (
             report.loadable_after_plan == report.model_tensor_count):
         why = "--strict, and the plan leaves checkpoint values out"
     return f"{word} (exit {code}): {why}"
@@ -437,8 +435,8 @@ def cmd_check(args: argparse.Namespace) -> int:
     _print_report(out, report, code, args, "check")
     if args.code:
         _print_code(out, report, args.path)
-    if code in (FIXABLE, UNREPAIRABLE) and len(report.plan) and not args.code:
-        partial = " --allow-partial" if code == UNREPAIRABLE else ""
+    if code in (FIXABLE, CANNOT_LOAD) and len(report.plan) and not args.code:
+        partial = " --allow-partial" if code == CANNOT_LOAD else ""
         out()
         out(st_dim(out, f"Next: ckwidget fix {args.path} --model {args.model} -o "
                         f"repaired.safetensors{partial}  (--code shows the plain torch)"))
@@ -464,6 +462,12 @@ def _check_output(args: argparse.Namespace) -> Path:
         raise UsageError(f"{args.output!r} is a folder; give -o a file name.")
     if not target.parent.exists():
         raise UsageError(f"The folder {str(target.parent)!r} does not exist.")
+    from .fixes.save import save_format
+
+    try:  # the same rule Plan.save keeps: by the suffix, a contradiction refused
+        args.format = save_format(target, args.format)
+    except FixError as exc:
+        raise UsageError(clean(exc)) from None
     return target
 
 
@@ -481,7 +485,7 @@ def cmd_fix(args: argparse.Namespace) -> int:
     if code == BAD_FILE:
         out(out.style("Nothing written: no weights can be taken from this file safely.", "red"))
         return code
-    if code == UNREPAIRABLE and not args.allow_partial:
+    if code == CANNOT_LOAD and not args.allow_partial:
         out(out.style("Nothing written: the repaired file would not give the model all it "
                       "needs. --allow-partial writes it anyway.", "red"))
         return code
@@ -495,7 +499,7 @@ def cmd_fix(args: argparse.Namespace) -> int:
         written = plan.save(target, format=args.format, model=save_model)
     except FixError as exc:
         print(f"ckwidget: {clean(exc)}", file=sys.stderr)
-        return UNREPAIRABLE
+        return CANNOT_LOAD
     from .readers import open_checkpoint
 
     saved = open_checkpoint(written)
@@ -581,8 +585,9 @@ def build_parser() -> argparse.ArgumentParser:
     model_options(p)
     p.add_argument("-o", "--output", required=True, metavar="OUT",
                    help="where to write the repaired checkpoint (a new file)")
-    p.add_argument("--format", choices=("safetensors", "torch"), default="safetensors",
-                   help="file format to write (default: safetensors)")
+    p.add_argument("--format", choices=("safetensors", "torch"), default=None,
+                   help="file format to write (default: by the suffix of -o: .pt, .pth, "
+                        ".bin, .ckpt are torch, anything else safetensors)")
     p.add_argument("--allow-partial", action="store_true",
                    help="write even when some model tensors would keep their initial values")
     p.set_defaults(run=cmd_fix)

@@ -143,6 +143,10 @@ def runs(tmp_path_factory):
         "fix_dp": [_script(), "fix", "dp.pt", "-m", m, "-o", "dp.safetensors", "--code"],
         "fix_head": [*py, "fix", "head.pt", "-m", "models.py:build_on", "-o", "head_fixed.pt",
                      "--format", "torch", "--allow-partial"],
+        # no --format: the suffix of -o chooses (a .pt name gets a file torch.load reads)
+        "fix_dp_pt": [*py, "fix", "dp.pt", "-m", m, "-o", "repaired.pt"],
+        "fix_mismatch": [*py, "fix", "dp.pt", "-m", m, "-o", "wrong.pt",
+                         "--format", "safetensors"],
         # -X importtime lists every module imported: inspect must not import torch.
         "inspect_trunc": [sys.executable, "-X", "importtime", "-m", "ckwidget", "inspect",
                           "trunc.pt"],
@@ -217,6 +221,23 @@ def test_fix_partial_torch_file_keeps_loaded_tensors_only(runs):
     assert all(torch.equal(sd[k], source[k]) for k in sd)
 
 
+def test_fix_to_a_pt_name_writes_a_file_torch_load_reads(runs):
+    files, results = runs
+    out, _ = _ok(results["fix_dp_pt"], cli.OK)
+    assert "torch, 9 tensors" in out and "torch.load(path, weights_only=True)" in out
+    sd = torch.load(files["dp"].parent / "repaired.pt", weights_only=True)
+    source = _source_state()
+    assert sorted(sd) == sorted(source) and all(torch.equal(sd[k], source[k]) for k in sd)
+
+
+def test_fix_refuses_a_format_that_contradicts_the_suffix(runs):
+    files, results = runs
+    rc, out, err = results["fix_mismatch"]
+    assert rc == cli.USAGE, (out, err)
+    assert "'wrong.pt' names a torch file" in err and "Traceback" not in err
+    assert not (files["dp"].parent / "wrong.pt").exists()
+
+
 def test_inspect_never_imports_torch_and_reports_broken_files(runs):
     _, results = runs
     rc, out, err = results["inspect_trunc"]
@@ -272,9 +293,9 @@ def test_exit_codes_for_each_scenario(files, capsys):
     m = f"{files['clean'].parent / 'models.py'}:build"
     cases = [
         (["check", str(files["clean"]), "-m", m], cli.OK, "All 9 model tensors load as is"),
-        (["check", str(files["head"]), "-m", m], cli.UNREPAIRABLE, "cannot be repaired"),
+        (["check", str(files["head"]), "-m", m], cli.CANNOT_LOAD, "cannot be repaired"),
         (["check", str(files["extra"]), "-m", m], cli.FIXABLE, "aux.weight"),
-        (["check", str(files["extra"]), "-m", m, "--strict"], cli.UNREPAIRABLE, "--strict"),
+        (["check", str(files["extra"]), "-m", m, "--strict"], cli.CANNOT_LOAD, "--strict"),
         (["check", str(files["trunc"]), "-m", m], cli.BAD_FILE, "broken file"),
         (["check", str(files["evil"]), "-m", m], cli.BAD_FILE, "unsafe file"),
     ]
@@ -288,7 +309,7 @@ def test_check_json_and_code(files, capsys):
     m = f"{files['clean'].parent / 'models.py'}:build"
     code, out, _ = _main(capsys, "check", str(files["head"]), "-m", m, "--json")
     doc = json.loads(out)
-    assert code == doc["exit_code"] == cli.UNREPAIRABLE
+    assert code == doc["exit_code"] == cli.CANNOT_LOAD
     assert doc["entry"] == "state_dict" and doc["model_class"] == "Net"
     assert doc["model_tensor_count"] == 9 and doc["loadable_after_plan"] == 7
     assert {k["key"] for k in doc["keys"] if k["status"] == "shape-mismatch"} == {
@@ -321,7 +342,7 @@ def test_mistakes_give_one_sentence_and_distinct_codes(files, capsys, tmp_path):
         (["fix", str(files["evil"]), "-m", f"{models}:build", "-o", str(tmp_path / "x.pt")],
          cli.BAD_FILE, ""),
         (["fix", str(files["head"]), "-m", f"{models}:build", "-o", str(tmp_path / "y.pt")],
-         cli.UNREPAIRABLE, ""),
+         cli.CANNOT_LOAD, ""),
     ]
     for argv, code, words in cases:
         got, out, err = _main(capsys, *argv)

@@ -343,3 +343,31 @@ def test_a_saved_repair_loads_strictly_and_equals_the_apply(tmp_path, source, ta
     report.plan.apply(model)
     for k, v in model.state_dict().items():
         assert torch.equal(v, fresh.state_dict()[k]), k
+
+
+def test_save_format_follows_the_suffix_and_refuses_a_contradiction(tmp_path):
+    from ckwidget.fixes.save import save_format
+
+    assert save_format("a.pt") == save_format("b.PTH") == save_format("c.bin") == "torch"
+    assert save_format("d.safetensors") == save_format("e") == "safetensors"
+    assert save_format("f.pt", "torch") == "torch"
+    with pytest.raises(FixError, match="names a torch file"):
+        save_format("g.pt", "safetensors")
+    with pytest.raises(FixError, match="names a safetensors file"):
+        save_format("h.safetensors", "torch")
+    with pytest.raises(FixError, match="choose 'safetensors' or 'torch'"):
+        save_format("i.pt", "onnx")
+
+
+def test_plan_save_by_suffix_writes_what_the_name_says(tmp_path):
+    import torch
+    from safetensors.torch import load_file
+
+    src = torch.nn.Linear(2, 2)
+    torch.save({"module." + k: v for k, v in src.state_dict().items()}, tmp_path / "dp.pt")
+    plan = F.Plan([F.StripPrefix("module.")], tmp_path / "dp.pt")
+    as_torch = torch.load(plan.save(tmp_path / "out.pt"), weights_only=True)
+    as_safetensors = load_file(plan.save(tmp_path / "out.safetensors"))
+    for sd in (as_torch, as_safetensors):
+        assert sd.keys() == src.state_dict().keys()
+        assert all(torch.equal(sd[k], v) for k, v in src.state_dict().items())

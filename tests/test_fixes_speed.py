@@ -9,7 +9,7 @@ import pytest
 
 from ckwidget.checkpoint import TensorInfo
 from ckwidget.fixes import RenameKeys, Transpose
-from ckwidget.fixes.kinds import renamer
+from ckwidget.rules import renamer
 
 KEYS = [
     "blocks.0.ffn.weight", "blocks.12.ffn.bias", "blocks.3.attn.weight", "h.0.mlp.c_fc.weight",

@@ -9,17 +9,10 @@ from pathlib import Path
 import nbformat
 
 from ckwidget.fixes import FIX_KINDS
+from ckwidget.kinds import FINDING_KINDS
 
 ROOT = Path(__file__).resolve().parent.parent
 DOC = ROOT / "docs" / "reference.md"
-# The finding kinds of DESIGN.md's public contract.
-FINDING_KINDS = [
-    "not-a-checkpoint", "lfs-pointer", "html-page", "truncated", "corrupt", "foreign-format",
-    "sharded", "torchscript", "malicious", "unsafe-globals", "missing-class", "version",
-    "device", "meta-model", "nested", "prefix", "renamed", "missing-keys", "unexpected-keys",
-    "shape-mismatch", "transposed", "dtype", "tied-weights", "optimizer", "nonfinite",
-    "preprocessing",
-]
 NOTEBOOK = {"02": "02_why_checkpoints_fail", "03": "03_real_world", "04": "04_api"}
 
 
@@ -48,6 +41,16 @@ def test_every_finding_and_fix_kind_has_a_row_with_a_notebook_section() -> None:
     for kind in [*FINDING_KINDS, *FIX_KINDS]:
         assert kind in table, f"docs/reference.md has no row for {kind}"
         assert re.search(r"\b0[234] §\d", table[kind]), f"{kind}: no notebook section cited"
+
+
+def test_the_kinds_are_the_designs() -> None:
+    """kinds.py and DESIGN.md's table of finding kinds name the same kinds."""
+    design = ROOT.parent / "shared" / "DESIGN.md"
+    if not design.exists():  # a clone without the shared folder: the doc rows still count
+        return
+    table = re.search(r"Finding `kind` values.*?\n\n(.*?)\n\n", design.read_text(), re.S)
+    named = set(re.findall(r"`([a-z-]+)`", table.group(1))) if table else set()
+    assert named == set(FINDING_KINDS), sorted(named ^ set(FINDING_KINDS))
 
 
 def test_cited_sections_exist() -> None:

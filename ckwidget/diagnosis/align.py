@@ -17,8 +17,8 @@ from itertools import chain, compress, filterfalse, repeat
 from operator import attrgetter, eq, is_, ne, not_
 
 from ..checkpoint import TensorInfo
-from ..fixes.kinds import renamer, squeezed
 from ..loadhooks import renamed_names
+from ..rules import renamer, squeezed
 from .families import FAMILY, Family, find_families, rename_pattern
 from .joins import Joins, find_joins
 from .keys import (

@@ -9,15 +9,6 @@ from ..checkpoint import Checkpoint, Finding, TensorInfo
 from .align import Alignment
 from .model_side import ModelSide
 
-# File findings after which torch.load cannot read the file as it is.
-LOAD_BLOCKERS = {
-    "not-a-checkpoint", "lfs-pointer", "html-page", "truncated", "foreign-format",
-    "torchscript", "malicious", "unsafe-globals", "missing-class", "corrupt", "sharded",
-}
-# File findings that no fix repairs: the bytes are not usable weights.
-UNREPAIRABLE = {"not-a-checkpoint", "lfs-pointer", "html-page", "truncated", "corrupt",
-                "foreign-format", "malicious"}
-
 
 @dataclass
 class Context:

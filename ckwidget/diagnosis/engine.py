@@ -13,9 +13,10 @@ from typing import Any
 from ..checkpoint import Checkpoint, Finding, TensorInfo, describe_tensor, sort_findings
 from ..errors import CheckpointError
 from ..gcpause import gc_paused
+from ..kinds import UNREPAIRABLE_KINDS
 from .align import _leading, _spread, align
 from .checks import architecture, corruption, format, hardware, preprocessing, training, version
-from .context import UNREPAIRABLE, Context
+from .context import Context
 from .model_side import ModelSide, describe_model
 from .planner import choose_fixes
 from .report import Report
@@ -226,15 +227,14 @@ def _count_after(ctx: Context, plan: Any) -> int:
     When the plan's key mapping is the alignment's own and its other fixes name their
     keys, only those keys are simulated: every other key keeps the shape the alignment
     already compared (a cast changes dtypes, never shapes)."""
-    from ..fixes.kinds import CastDtype, DropKeys, ResizeCopy, Transpose
+    from ..fixes.kinds import CastDtype, Transpose
     from .checks.architecture import step_fix
 
     a, side = ctx.alignment, ctx.model
     per_key = [f for f in plan if not f.load_time and not f.maps_keys]
     if (plan.extracts or (plan.entry or "") != ctx.entry or a.collisions
             or [f for f in plan if f.maps_keys] != [step_fix(s) for s in a.steps]
-            or not all(isinstance(f, (CastDtype, DropKeys, ResizeCopy, Transpose))
-                       for f in per_key)):
+            or not all(f.keyed for f in per_key)):
         return _received(_simulate(ctx, plan), side)
     ckpt, pairs, status, infos = a.ckpt, a.pairs, a.status, side.infos
     reshaping = [f for f in per_key if not isinstance(f, CastDtype)]
@@ -298,7 +298,7 @@ def _summarise(ctx: Context, findings: list[Finding], plan: Any, model: Any) -> 
         top = ckpt.entry("") if "" in ckpt.candidates else {}
         as_is = sum(1 for k, info in side.infos.items()
                     if (c := top.get(k)) is not None and c.shape == info.shape)
-    unrepairable = blockers & UNREPAIRABLE
+    unrepairable = blockers & UNREPAIRABLE_KINDS
     try:
         after = 0 if unrepairable else _count_after(ctx, plan)
     except CheckpointError:

@@ -95,7 +95,7 @@ def _unfold_names(mk: str) -> tuple[str, str] | None:
 def find_joins(unmatched_c: list[str], c_infos: dict[str, TensorInfo],
                unmatched_m: list[str], m_infos: dict[str, TensorInfo]) -> Joins:
     """Folds, fusions and splits between the unmatched keys of each side."""
-    from ..fixes.kinds import norm_dims
+    from ..rules import norm_dims
 
     joins = Joins()
     c_set = set(unmatched_c)

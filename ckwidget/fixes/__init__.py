@@ -4,27 +4,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from .kinds import (
-    FIX_KINDS,
-    AddPrefix,
-    AllowGlobals,
-    CastDtype,
-    CodeContext,
-    DropKeys,
-    ExtractWeights,
-    Fix,
-    FoldWeightNorm,
-    FuseKeys,
-    MapLocation,
-    RenameKeys,
-    Reshape,
-    ResizeCopy,
-    SelectEntry,
-    SplitKeys,
-    StripPrefix,
-    Transpose,
-    UnfoldWeightNorm,
-)
+# every fix kind by its class name (AddPrefix, AllowGlobals...): kinds/__init__.py's
+# __all__, derived from its one KINDS tuple
+from .kinds import *  # noqa: F403
+from .kinds import FIX_KINDS, KINDS, CodeContext, Fix
 
 if TYPE_CHECKING:  # pragma: no cover
     from .apply import LoadResult
@@ -44,8 +27,6 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
-    "FIX_KINDS", "AddPrefix", "AllowGlobals", "CastDtype", "CodeContext", "DropKeys",
-    "ExtractWeights", "Fix", "FoldWeightNorm", "FuseKeys", "LoadResult", "MapLocation", "Plan",
-    "RenameKeys", "Reshape", "ResizeCopy", "SelectEntry", "SplitKeys", "StripPrefix", "Transpose",
-    "UnfoldWeightNorm", "extract_weights",
+    "FIX_KINDS", "KINDS", "CodeContext", "Fix", "LoadResult", "Plan", "extract_weights",  # noqa: F405
+    *(cls.__name__ for cls in KINDS),
 ]

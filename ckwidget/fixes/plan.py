@@ -16,22 +16,16 @@ from typing import TYPE_CHECKING, Any
 
 from ..checkpoint import Checkpoint, TensorInfo
 from ..errors import CheckpointError, FixError
+from ..kinds import UNREPAIRABLE_KINDS
 from ..loadhooks import HookRename, load_hooks_of, rename_like_hooks
 from .kinds import (
     AllowGlobals,
-    CastDtype,
     DropKeys,
     ExtractWeights,
     Fix,
-    FoldWeightNorm,
-    FuseKeys,
     MapLocation,
-    Reshape,
     ResizeCopy,
     SelectEntry,
-    SplitKeys,
-    Transpose,
-    UnfoldWeightNorm,
 )
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -45,17 +39,8 @@ if TYPE_CHECKING:  # pragma: no cover
 # builds the model's tensor, in the model's dtype, around the overlapping slice).
 # Folds, fusions and splits name their keys as the renames leave them, and per-key fixes
 # name the tensors they make.
-_RANK = {FoldWeightNorm: 1.5, UnfoldWeightNorm: 1.5, FuseKeys: 1.5, SplitKeys: 1.5,
-         DropKeys: 2, Transpose: 3, Reshape: 3, ResizeCopy: 4, CastDtype: 5}
-
-
 def _rank(fix: Fix) -> float:
-    if fix.load_time:
-        return 0 if isinstance(fix, SelectEntry) else 0.5  # which container, then how
-    rank = _RANK.get(type(fix))
-    if rank is not None:
-        return rank
-    return 1 if fix.maps_keys else 6
+    return type(fix).rank
 
 
 def _ordered(fixes: Iterable[Fix]) -> list[Fix]:
@@ -364,26 +349,31 @@ class Plan:
     def save(
         self,
         path: str | os.PathLike[str],
-        format: str = "safetensors",
+        format: str | None = None,
         *,
         model: nn.Module | None = None,
     ) -> Path:
-        """Write the repaired state dict to a new file atomically; never over the source."""
+        """Write the repaired state dict to a new file atomically; never over the source.
+
+        Args:
+            path: the new file (refused if it is the source checkpoint).
+            format: "safetensors" or "torch"; None chooses by the suffix (.pt, .pth,
+                .bin, .ckpt: torch; otherwise safetensors). A format that contradicts
+                the suffix is refused.
+            model: the model, needed only when the plan resizes tensors into its own.
+        """
         from .save import save_plan
 
         return save_plan(self, path, format=format, model=model)
 
 
-# File findings no fix repairs: the bytes are not weights any plan could load.
-UNLOADABLE = ("malicious", "lfs-pointer", "html-page", "not-a-checkpoint", "truncated",
-              "corrupt", "foreign-format")
 
 
 def file_problems(ckpt: Checkpoint) -> list[str]:
     """The file's own errors that stop any plan, each in the finding's own words."""
     out = []
     for f in ckpt.findings:
-        if f.severity == "error" and f.kind in UNLOADABLE and not f.details.get("crc"):
+        if f.severity == "error" and f.kind in UNREPAIRABLE_KINDS and not f.details.get("crc"):
             text = f.message.rstrip()
             out.append(f"{f.kind}: {text}" if text.endswith(".") else f"{f.kind}: {text}.")
     return out

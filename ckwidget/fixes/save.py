@@ -17,6 +17,27 @@ if TYPE_CHECKING:  # pragma: no cover
     from .plan import Plan
 
 FORMATS = ("safetensors", "torch")
+TORCH_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt")
+
+
+def save_format(path: str | os.PathLike[str], format: str | None = None) -> str:
+    """The format to write ``path`` in: ``format`` when given, else by the suffix
+    (``.pt``/``.pth``/``.bin``/``.ckpt``: torch; anything else: safetensors). A format
+    that contradicts the suffix is refused: ``repaired.pt`` holding safetensors bytes
+    would make ``torch.load`` fail later, far from the cause."""
+    suffix = Path(path).suffix.lower()
+    by_suffix = "torch" if suffix in TORCH_SUFFIXES else "safetensors"
+    if format is None:
+        return by_suffix
+    if format not in FORMATS:
+        raise FixError(f"Cannot save as {format!r}; choose 'safetensors' or 'torch'.")
+    if (suffix == ".safetensors" and format != "safetensors") or (
+            suffix in TORCH_SUFFIXES and format != "torch"):
+        raise FixError(
+            f"{Path(path).name!r} names a {by_suffix} file but the format asked for is "
+            f"{format!r}; give a {'.safetensors' if format == 'safetensors' else '.pt'} "
+            "name or leave the format out.")
+    return format
 
 
 def _same_file(a: Path, b: Path) -> bool:
@@ -57,7 +78,7 @@ def _unshared(sd: dict[str, Any]) -> dict[str, Any]:
 def save_plan(
     plan: Plan,
     path: str | os.PathLike[str],
-    format: str = "safetensors",
+    format: str | None = None,
     model: nn.Module | None = None,
 ) -> Path:
     """The checkpoint after the plan's transforms, in model key names, written atomically.
@@ -65,8 +86,7 @@ def save_plan(
     ``model`` is needed only for resize-copy (it supplies the values kept outside the
     overlap); the file is written to a temporary name in the target folder and renamed.
     """
-    if format not in FORMATS:
-        raise FixError(f"Cannot save as {format!r}; choose 'safetensors' or 'torch'.")
+    format = save_format(path, format)
     target = Path(path).expanduser()
     source = plan.path
     if source is not None and (_same_file(target, source) or (

@@ -467,9 +467,7 @@ class CheckpointDebugger(w.VBox):
         path = str(path).strip()
         if not path:
             raise CheckpointError("Type a path to save the repaired checkpoint to.")
-        fmt = format or ("torch" if Path(path).suffix in (".pt", ".pth", ".bin") else
-                         "safetensors")
-        written = self.plan.save(path, format=fmt, model=self.model)
+        written = self.plan.save(path, format=format, model=self.model)
         where = Path(written) if isinstance(written, (str, Path)) else Path(path)
         self.result_html.value = (
             f"<div class='ck-msg ck-result-ok'>Saved the repaired checkpoint to "

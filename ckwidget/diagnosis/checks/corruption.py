@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 from ...checkpoint import Finding
+from ...kinds import DAMAGED_FILE_KINDS
 from ..context import Context
 from ..keys import summarise_keys
 from ..sampling import sample_values
 
-FILE_KINDS = ("not-a-checkpoint", "lfs-pointer", "html-page", "truncated", "corrupt")
-
 
 def check(ctx: Context) -> list[Finding]:
     out = []
-    for f in ctx.file_findings(*FILE_KINDS):
+    for f in ctx.file_findings(*DAMAGED_FILE_KINDS):
         if f.severity == "error":
             ctx.blockers.append(f.kind)
         out.append(f)

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from ...checkpoint import Finding
 from ...fixes.kinds import AllowGlobals, ExtractWeights
+from ...kinds import UNREPAIRABLE_KINDS
 from ...readers.safety import is_vetted
-from ..context import UNREPAIRABLE, Context
+from ..context import Context
 
 VERSION_KEYS = ("torch_version", "pytorch-lightning_version", "lightning_version",
                 "transformers_version", "timm_version", "deepspeed_version")
@@ -28,7 +29,7 @@ def needs_reader(ctx: Context) -> str:
     meta = ctx.ckpt.metadata
     if ctx.ckpt.format not in TORCH_FORMATS or meta.get("read_by_ckwidget"):
         return ""
-    if ctx.file_findings("malicious", *UNREPAIRABLE):
+    if ctx.file_findings(*UNREPAIRABLE_KINDS):
         return ""
     protocol = meta.get("pickle_protocol")
     if isinstance(protocol, int) and protocol >= 4:
