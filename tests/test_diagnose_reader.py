@@ -51,7 +51,8 @@ def test_protocol_4_and_whole_models_are_read_by_ckwidget(tmp_path):
     with pytest.raises(Exception, match=r"149|Unsupported"):
         torch.load(p4, weights_only=True)  # the premise: plain torch refuses it
     report = ck.diagnose(p4, nn.Linear(3, 2))
-    assert report.loads_cleanly, "the state dict itself fits the model"
+    assert report.state_dict_fits, "the state dict itself fits the model"
+    assert not report.loads_cleanly, "but torch.load(weights_only=True) refuses the file"
     assert report.status == "fixable" and report.plan.fixes == [ExtractWeights()]
     assert "loads as is" not in report.headline and "ckwidget's reader" in report.headline
     assert report.loadable_count == 0 and report.loadable_after_plan == 2

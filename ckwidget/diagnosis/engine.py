@@ -336,8 +336,8 @@ def _summarise(ctx: Context, findings: list[Finding], plan: Any, model: Any) -> 
             headline += (" The model is on the meta device: load with assign=True "
                          "(report.plan.apply does).")
     name = type(model).__name__ if not isinstance(model, Mapping) else "state dict"
-    return Report(ckpt, ctx.entry, findings, plan, total, as_is, after, clean, status, headline,
-                  model_name=name, alignment=a)
+    return Report(ckpt, ctx.entry, findings, plan, total, as_is, after, clean and not reader,
+                  status, headline, model_name=name, alignment=a, state_dict_fits=clean)
 
 
 def _headline(total: int, as_is: int, after: int, n_fixes: int, clean: bool, status: str,

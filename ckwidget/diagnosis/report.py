@@ -30,10 +30,14 @@ class Report:
     model_tensor_count: int
     loadable_count: int
     loadable_after_plan: int
+    # plain model.load_state_dict(torch.load(path, weights_only=True)) succeeds as is
+    # (torch refusing the file makes it False); state_dict_fits asks only whether the
+    # keys and shapes fit
     loads_cleanly: bool
     status: str
     headline: str
     model_name: str = "model"
+    state_dict_fits: bool = False
     alignment: Any = field(default=None, repr=False)
     seconds: float = 0.0
     _columns: dict[str, list[Any]] | None = field(default=None, repr=False)

@@ -221,7 +221,11 @@ def _tensor_entries(
             beyond.append(key)
         elif _torch_can_hold(dtype, shape):
             source = SafetensorsSource(mapped, data_start + begin, nbytes, dtype, tuple(shape))
-        tensors[key] = TensorInfo(tuple(shape), dtype, "cpu", nbytes, "strided", source)
+        listed = tuple(shape)
+        if dtype == "float4_e2m1fn_x2" and listed and listed[-1] % 2 == 0:
+            # safetensors counts 4-bit values; torch's x2 dtype holds two per element
+            listed = (*listed[:-1], listed[-1] // 2)
+        tensors[key] = TensorInfo(listed, dtype, "cpu", nbytes, "strided", source)
     if bad:
         shown = "; ".join(f"{k!r}: {why}" for k, why in bad[:3])
         more = f" (and {len(bad) - 3} more)" if len(bad) > 3 else ""

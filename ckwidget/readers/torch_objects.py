@@ -219,6 +219,11 @@ class TorchPickleContext:
 
     # -- persistent ids -------------------------------------------------------------------
     def persistent_load(self, pid: Any) -> Any:
+        if (self.legacy and type(pid) is tuple and len(pid) == 4 and pid[0] == "module"
+                and type(pid[1]) is Global):
+            # a whole module saved in the legacy format: torch's loader returns the class
+            # (pid[1], named by a GLOBAL and judged as such), never calls anything here
+            return pid[1]
         if type(pid) is not tuple or len(pid) < 5 or pid[0] != "storage":
             return Call(None, pid, "pid")
         _, storage_type, key, location, numel = pid if len(pid) == 5 else pid[:5]

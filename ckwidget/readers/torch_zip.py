@@ -107,6 +107,10 @@ def read_zip(path: Path, head: bytes, budgets: Budgets) -> Checkpoint:
     prefix = first.split("/", 1)[0] if "/" in first else first
     pkl_name = f"{prefix}/data.pkl"
     if pkl_name not in directory.index:
+        from .torch_export import is_export_archive, read_export
+
+        if is_export_archive(directory, prefix):
+            return read_export(path, directory, prefix, budgets)
         others = [n for n in names if n.endswith("/data.pkl")]
         if not others:
             return _not_torch_zip(path, head, budgets, names)
