@@ -139,6 +139,7 @@ class Checkpoint:
             c: dict(m) for c, m in (members or {}).items()
         }
         self._loader = loader
+        self.verified: list[Finding] | None = None  # the last verify()'s findings
 
     # -- views -------------------------------------------------------------------------
     def members(self, candidate: str | None = None) -> dict[str, str]:
@@ -215,6 +216,24 @@ class Checkpoint:
         if self._loader is not None:
             return self._loader(full_keys, map_location)
         return load_from_sources(self.tensors, full_keys, map_location)
+
+    def verify(self, progress: Callable[[int, int], Any] | None = None) -> list[Finding]:
+        """Read every byte of the file(s) once and report what does not match.
+
+        torch zip archives: the CRC-32 of every record against the zip directory (torch
+        never checks them, so a damaged storage loads as wrong weights without a word);
+        safetensors files and sharded folders: every byte is read back, and the file must
+        still be the one opened. Other formats: nothing is read, nothing found.
+        Memory stays bounded (the bytes are streamed in chunks). ``progress``, if given,
+        is called as ``progress(bytes_done, bytes_total)`` with increasing counts, the
+        last one the total. The findings (``corrupt`` errors naming the record and its
+        tensors) are returned and kept as ``verified``; ``findings`` is left as it was.
+        Raises CheckpointChangedError if the file changed since it was opened.
+        """
+        from .readers.verify import verify
+
+        self.verified = verify(self, progress)
+        return list(self.verified)
 
     # -- constructors ------------------------------------------------------------------
     @classmethod

@@ -40,7 +40,8 @@ FIXABLE = 1       # check: loads only after the suggested plan.
 CANNOT_LOAD = 2  # check/fix: the plan leaves model tensors missing (or --strict and
 #                   something would be dropped).
 BAD_FILE = 3      # unsafe (malicious) or broken file: not a checkpoint, truncated, corrupt
-#                   with no tensors, LFS pointer, HTML page, foreign format.
+#                   with no tensors, bytes that fail their CRC, LFS pointer, HTML page,
+#                   foreign format.
 USAGE = 4         # a mistake in the command: bad option, missing path, bad --model, bad -o.
 MODEL_FAILED = 5  # the --model module or factory raised, or did not return an nn.Module.
 INTERNAL = 70     # a bug in ckwidget (EX_SOFTWARE); the message asks for a report.
@@ -56,8 +57,8 @@ exit codes:
   2  check/fix: it cannot be repaired: after the plan some model tensors are still
      missing or the wrong shape, or --strict and the plan drops checkpoint values
   3  the file is unsafe (names code that would run on load) or broken (not a
-     checkpoint, truncated, corrupt with no tensors, Git LFS pointer, HTML page,
-     another framework's format)
+     checkpoint, truncated, corrupt with no tensors, records that fail their CRC
+     (see --verify), Git LFS pointer, HTML page, another framework's format)
   4  usage error: bad option, missing file, bad --model, output path refused
   5  --model failed: importing MODULE or calling FACTORY raised, or it returned
      something that is not a torch.nn.Module
@@ -82,6 +83,12 @@ MODEL_HELP = (
     "file (models.py:Net); FACTORY is a function or class called with no arguments. "
     "It is built on the meta device when it allows (FACTORY(device='meta') or under "
     "torch.device('meta')), so a big model costs no memory.")
+
+
+VERIFY_HELP = ("read every byte of the file once: the CRC-32 of every record of a torch "
+               "zip archive (torch never checks them, so damaged weights load without a "
+               "word), every byte of safetensors files; a mismatch is a broken file (exit "
+               "3)")
 
 
 class UsageError(Exception):
@@ -130,9 +137,60 @@ def file_state(ckpt: Any) -> str:
     kinds = {f.kind for f in ckpt.findings}
     if "malicious" in kinds:
         return "unsafe"
-    if kinds & NO_WEIGHTS_KINDS or ("corrupt" in kinds and not ckpt.tensors):
+    if kinds & NO_WEIGHTS_KINDS or ("corrupt" in kinds and not ckpt.tensors) or (
+            _damaged(ckpt.findings)):
         return "broken"
     return "ok"
+
+
+def _damaged(findings: Sequence[Any]) -> bool:
+    """Whether some record's bytes fail their CRC: the weights are not what was saved
+    (torch loads them without a word), so no weights should be taken from the file."""
+    return any(f.severity == "error" and f.details.get("crc") for f in findings)
+
+
+def _verify(ckpt: Any) -> None:
+    """``--verify``: read every byte (CRCs of a zip archive, safetensors ranges) and add
+    what does not match to the file's findings; a progress line when stderr is a terminal."""
+    from .checkpoint import sort_findings
+    from .readers.verify import unreported
+
+    progress = _Progress(sys.stderr, ckpt.path.name) if _is_tty(sys.stderr) else None
+    try:
+        found = ckpt.verify(progress)
+    finally:
+        if progress is not None:
+            progress.close()
+    ckpt.findings = sort_findings([*ckpt.findings, *unreported(found, ckpt.findings)])
+
+
+def _is_tty(stream: TextIO) -> bool:
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
+class _Progress:
+    """One stderr line, rewritten whenever the whole percentage changes."""
+
+    def __init__(self, stream: TextIO, name: str) -> None:
+        self.stream = stream
+        self.name = clean(name)
+        self.shown = -1
+
+    def __call__(self, done: int, total: int) -> None:
+        percent = 100 * done // total if total else 100
+        if percent != self.shown:
+            self.shown = percent
+            self.stream.write(f"\rckwidget: verifying {self.name}: {percent:3d}% of "
+                              f"{human_bytes(total)}")
+            self.stream.flush()
+
+    def close(self) -> None:
+        if self.shown >= 0:
+            self.stream.write("\r\x1b[K")
+            self.stream.flush()
 
 
 def _finding_doc(f: Any) -> dict[str, Any]:
@@ -276,6 +334,8 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 
     try:
         ckpt = open_checkpoint(path)
+        if args.verify:
+            _verify(ckpt)
     except CheckpointError as exc:
         return _unreadable(args, path, exc)
     out = _Out()
@@ -307,6 +367,8 @@ def _diagnose(args: argparse.Namespace) -> tuple[Any, Any, Any, bool] | int:
 
     try:
         ckpt = open_checkpoint(path)
+        if args.verify:
+            _verify(ckpt)
     except CheckpointError as exc:
         return _unreadable(args, path, exc)
     if args.entry and args.entry not in ckpt.candidates and not ckpt.members(args.entry):
@@ -319,13 +381,14 @@ def _diagnose(args: argparse.Namespace) -> tuple[Any, Any, Any, bool] | int:
 
 def exit_code(report: Any, strict: bool = False) -> int:
     """The check verdict as an exit code (see EXIT_CODES_HELP)."""
-    if report.status == "unsafe" or file_state(report.checkpoint) != "ok":
+    if (report.status == "unsafe" or file_state(report.checkpoint) != "ok"
+            or _damaged(report.findings)):
         return BAD_FILE
     if report.loads_cleanly:
         return OK
     dropping = any(f.kind in DROPPING_FIXES for f in report.plan)
     short_after = report.loadable_after_plan < report.model_tensor_count
-    if report.status == "broken" or short_after or (strict and dropping):
+    if report.status in ("broken", "partial") or short_after or (strict and dropping):
         return CANNOT_LOAD
     return FIXABLE
 
@@ -342,7 +405,11 @@ def _verdict(code: int, report: Any, strict: bool) -> str:
     word, why = VERDICTS[code]
     if code == BAD_FILE:
         word = "unsafe file" if report.status == "unsafe" else "broken file"
-    if code == CANNOT_LOAD and strict and (
+    if code == CANNOT_LOAD and report.status == "partial":
+        word = "partial"
+        why = ("values are not finite" if report.finding("nonfinite") else
+               "some model tensors keep their initial values while learned values go unused")
+    elif code == CANNOT_LOAD and strict and (
             report.loadable_after_plan == report.model_tensor_count):
         why = "--strict, and the plan leaves checkpoint values out"
     return f"{word} (exit {code}): {why}"
@@ -543,6 +610,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print a JSON document instead")
     p.add_argument("--all", action="store_true",
                    help="list every tensor and metadata entry (no grouping, no row limit)")
+    p.add_argument("--verify", action="store_true", help=VERIFY_HELP)
     p.set_defaults(run=cmd_inspect)
 
     def model_options(p: argparse.ArgumentParser) -> None:
@@ -562,6 +630,8 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--code", action="store_true",
                        help="print the plan as plain torch code")
         p.add_argument("--all", action="store_true", help="list every key that needs attention")
+        p.add_argument("--verify", action="store_true",
+                       help=VERIFY_HELP + "; files up to 512 MiB are verified without it")
 
     p = sub.add_parser(
         "check", formatter_class=fmt, help="will it load into my model? (exit code says)",

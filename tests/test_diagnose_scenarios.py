@@ -304,7 +304,12 @@ def test_nan_weights(tmp_path):
     assert finding.severity == "error"
     assert set(finding.keys) == {"layers.1.weight", "conv.bias"}
     assert finding.details["counts"]["layers.1.weight"] == {"nan": 3, "inf": 0}
-    assert report.status == "broken"
+    # every tensor loads, but the values are not the model anyone wants: partial, said
+    # on the headline and on the damaged rows of the table
+    assert report.status == "partial"
+    assert "2 tensors hold NaN/Inf: " in report.headline and "conv.bias" in report.headline
+    notes = dict(zip(report.table["key"], report.table["note"]))
+    assert notes["conv.bias"].startswith("holds NaN/Inf") and notes["conv.weight"] == ""
 
 
 def bn_first() -> nn.Module:

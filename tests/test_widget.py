@@ -150,7 +150,9 @@ def test_resized_head_plan_applies_and_keeps_head(resized) -> None:
     model = TinyNet(classes=5)
     head_before = model.head.weight.detach().clone()
     dbg = _open(path, model)
-    assert dbg.report.status in ("fixable", "broken")
+    # the head keeps its initial values while the file's head goes unused (and the
+    # fixture's NaN says so too): partial, never a green "fixable"
+    assert dbg.report.status == "partial"
     dbg.apply()
     for k in ("encoder.0.weight", "encoder.2.bias"):
         assert torch.equal(model.state_dict()[k], donor.state_dict()[k])

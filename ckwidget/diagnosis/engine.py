@@ -11,14 +11,16 @@ from operator import and_, eq
 from typing import Any
 
 from ..checkpoint import Checkpoint, Finding, TensorInfo, describe_tensor, sort_findings
-from ..errors import CheckpointError
+from ..errors import CheckpointError, FixError
 from ..gcpause import gc_paused
 from ..kinds import UNREPAIRABLE_KINDS
 from .align import _leading, _spread, align
 from .checks import architecture, corruption, format, hardware, preprocessing, training, version
 from .context import Context
+from .keys import summarise_keys
 from .model_side import ModelSide, describe_model
 from .planner import choose_fixes
+from .provenance import Provenance, trace_plan
 from .report import Report
 
 LIGHTNING_KEYS = ("lightning_version", "pytorch-lightning_version")
@@ -307,18 +309,32 @@ def _summarise(ctx: Context, findings: list[Finding], plan: Any, model: Any) -> 
              and not a.mismatched and not a.transposed and not a.steps and not a.folds
              and not a.fused and not a.split and not a.unfolds and not side.is_meta)
     errors = [f for f in findings if f.severity == "error"]
+    nonfinite = next((f for f in findings if f.kind == "nonfinite"), None)
+    prov = None
+    if not unrepairable and total and (after < total or a.unexpected or plan.partial):
+        try:  # the plan leaves something out: say exactly what, traced through its fixes
+            prov = trace_plan(ckpt, plan, side)
+        except (CheckpointError, FixError):
+            prov = None
     if any(f.kind == "malicious" for f in findings):
         status = "unsafe"
     elif clean and not errors and not reader:
         status = "ok"
     elif unrepairable or (total and after == 0) or any(
-            f.kind in ("nonfinite",) or (f.kind == "shape-mismatch" and not f.fixes)
-            for f in errors):
+            f.kind == "shape-mismatch" and not f.fixes for f in errors):
         status = "broken"
+    elif nonfinite is not None or (prov is not None and prov.partial):
+        status = "partial"
     else:
         status = "fixable"
     headline = _headline(total, as_is, after, len(plan), clean and not reader, status,
                          findings)
+    if prov is not None and status in ("fixable", "partial"):
+        headline += _provenance_sentence(prov)
+    if nonfinite is not None and status != "unsafe":
+        n = len(nonfinite.keys)
+        headline += (f" But {n} tensor{'s hold' if n != 1 else ' holds'} NaN/Inf: "
+                     f"{summarise_keys(nonfinite.keys)}.")
     if reader and status != "unsafe":
         if clean:
             headline = (f"The state dict fits the model (all {total} tensors), but "
@@ -337,7 +353,22 @@ def _summarise(ctx: Context, findings: list[Finding], plan: Any, model: Any) -> 
                          "(report.plan.apply does).")
     name = type(model).__name__ if not isinstance(model, Mapping) else "state dict"
     return Report(ckpt, ctx.entry, findings, plan, total, as_is, after, clean and not reader,
-                  status, headline, model_name=name, alignment=a, state_dict_fits=clean)
+                  status, headline, model_name=name, alignment=a, state_dict_fits=clean,
+                  _provenance=prov)
+
+
+def _provenance_sentence(prov: Provenance) -> str:
+    """What the plan leaves out, in plain words (empty when it leaves nothing out)."""
+    kept, unused = prov.kept_initial, prov.unused_learned
+    parts = []
+    if kept:
+        parts.append(f"{len(kept)} model tensor{'s keep their' if len(kept) != 1 else ' keeps its'}"
+                     f" initial value{'s' if len(kept) != 1 else ''} ({summarise_keys(kept)})")
+    if unused:
+        parts.append(f"{len(unused)} learned tensor{'s' if len(unused) != 1 else ''} in the "
+                     f"file {'are' if len(unused) != 1 else 'is'} not used "
+                     f"({summarise_keys(unused)})")
+    return (" " + "; ".join(parts) + ".") if parts else ""
 
 
 def _headline(total: int, as_is: int, after: int, n_fixes: int, clean: bool, status: str,

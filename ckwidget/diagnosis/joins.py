@@ -12,7 +12,14 @@ one key with one key, and here that would load a part as the whole):
   ``fuse-keys``);
 - the other way round, a fused tensor for a model with separate projections: split by
   the model's sizes (fix ``split-keys``), and a plain weight for a model with weight norm:
-  split into magnitude and direction (fix ``unfold-weight-norm``).
+  split into magnitude and direction (fix ``unfold-weight-norm``);
+- **a PEFT LoRA model's full state dict** (``get_peft_model(...).state_dict()``) for the
+  plain base model: each adapted layer's ``base_layer.weight``, ``lora_A`` and ``lora_B``
+  (``lora_embedding_A/B`` for embeddings) become the merged weight, the base layer's
+  bias moves to the plain name, and ``modules_to_save``'s trained copies replace their
+  frozen originals (fix ``merge-lora``, as ``merge_and_unload()``);
+- **a pruned model saved without** ``prune.remove``: ``weight_orig`` and ``weight_mask``
+  for a model without pruning (fix ``fold-prune-mask``: ``weight_orig * weight_mask``).
 
 Names are checked in the namespace the key steps (prefixes) leave, and shapes must add
 up exactly; nothing is guessed from shapes alone.
@@ -21,6 +28,7 @@ up exactly; nothing is guessed from shapes alone.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from ..checkpoint import TensorInfo
@@ -35,6 +43,65 @@ MHA_LEAVES = {"in_proj_weight": "weight", "in_proj_bias": "bias"}
 _FIRST = {names[0]: names for names in QKV_NAMES}
 
 
+# PEFT's LoRA tensors: lora_A/lora_B are modules (<module>.lora_A.<adapter>.weight in the
+# model's state dict, <module>.lora_A.weight in a saved adapter), the embedding's are
+# parameters (<module>.lora_embedding_A.<adapter>)
+_LORA_MODULE = re.compile(r"(.+)\.lora_([AB])\.(?:([^.]+)\.)?(weight|bias)")
+_LORA_EMBEDDING = re.compile(r"(.+)\.lora_embedding_([AB])(?:\.([^.]+))?")
+_SAVED_COPY = re.compile(r"(.+?)\.modules_to_save\.([^.]+)\.(.+)")
+_SAVED_ORIGINAL = re.compile(r"(.+?)\.original_module\.(.+)")
+
+
+@dataclass(frozen=True)
+class PeftModule:
+    """One module of a PEFT model's full state dict, as the plain model holds it: a LoRA
+    layer (``lora``: base weight, lora_A, lora_B, model weight, form, rank) with its base
+    layer's other tensors (``moves``), or a ``modules_to_save`` copy (``moves``) and its
+    frozen original (``drops``). ``form``: "linear", "transposed" (embeddings), "conv",
+    or "square" (2-D and square: Linear or Conv1D, which the check decides)."""
+
+    module: str
+    lora: tuple[str, str, str, str, str, int] | None = None
+    moves: tuple[tuple[str, str], ...] = ()  # (checkpoint name, model key), values as is
+    bias: tuple[str, str, str] | None = None  # (base bias, lora_B bias, model key)
+    drops: tuple[str, ...] = ()
+
+    def checkpoint_names(self) -> list[str]:
+        out = list(self.lora[:3]) if self.lora else []
+        out += [c for c, _ in self.moves]
+        if self.bias:
+            out += self.bias[:2]
+        return out + list(self.drops)
+
+    def model_keys(self) -> list[str]:
+        out = [self.lora[3]] if self.lora else []
+        out += [m for _, m in self.moves]
+        return out + ([self.bias[2]] if self.bias else [])
+
+    def notes(self, file_key: Mapping[str, str]) -> dict[str, str]:
+        """Model key -> the table's note, naming the file's keys (``file_key``: name as
+        the key steps leave it -> key in the file)."""
+        out = {}
+        if self.lora:
+            base, a, b = (file_key.get(k, k) for k in self.lora[:3])
+            out[self.lora[3]] = f"merged from {base} + {b} @ {a} (LoRA)"
+        for c, m in self.moves:
+            what = "modules_to_save copy" if ".modules_to_save." in c else "LoRA base layer"
+            out[m] = f"from {file_key.get(c, c)} ({what})"
+        if self.bias:
+            base, extra = (file_key.get(k, k) for k in self.bias[:2])
+            out[self.bias[2]] = f"merged from {base} + {extra} (LoRA bias)"
+        return out
+
+    def given(self, stored: Mapping[str, TensorInfo]) -> dict[str, TensorInfo]:
+        """Model key -> what the merge gives it (shape, dtype, device), for the table."""
+        out = {self.lora[3]: stored[self.lora[0]]} if self.lora else {}
+        out.update({m: stored[c] for c, m in self.moves})
+        if self.bias:
+            out[self.bias[2]] = stored[self.bias[0]]
+        return out
+
+
 @dataclass
 class Joins:
     """What ``find_joins`` found, named as the key steps leave the checkpoint's keys."""
@@ -45,19 +112,26 @@ class Joins:
     # split: (checkpoint key, ((model key, rows), ...))
     unfolds: list[tuple[str, str, str, tuple[int, ...]]] = field(default_factory=list)
     # unfolds: (checkpoint weight, model g, model v, g's shape)
+    lora: list[PeftModule] = field(default_factory=list)  # a PEFT model's modules
+    masks: list[tuple[str, str, str]] = field(default_factory=list)  # (orig, mask, model key)
 
     def __bool__(self) -> bool:
-        return bool(self.folds or self.fused or self.split or self.unfolds)
+        return bool(self.folds or self.fused or self.split or self.unfolds or self.lora
+                    or self.masks)
 
     def checkpoint_names(self) -> set[str]:
         return ({k for g, v, _ in self.folds for k in (g, v)}
                 | {k for parts, _ in self.fused for k in parts}
-                | {source for source, _ in self.split} | {w for w, _, _, _ in self.unfolds})
+                | {source for source, _ in self.split} | {w for w, _, _, _ in self.unfolds}
+                | {k for m in self.lora for k in m.checkpoint_names()}
+                | {k for o, m, _ in self.masks for k in (o, m)})
 
     def model_keys(self) -> set[str]:
         return ({mk for _, _, mk in self.folds} | {mk for _, mk in self.fused}
                 | {mk for _, parts in self.split for mk, _ in parts}
-                | {k for _, g, v, _ in self.unfolds for k in (g, v)})
+                | {k for _, g, v, _ in self.unfolds for k in (g, v)}
+                | {k for m in self.lora for k in m.model_keys()}
+                | {mk for _, _, mk in self.masks})
 
 
 def _rows_add_up(whole: tuple[int, ...], parts: list[tuple[int, ...]]) -> bool:
@@ -100,10 +174,19 @@ def find_joins(unmatched_c: list[str], c_infos: dict[str, TensorInfo],
     joins = Joins()
     c_set = set(unmatched_c)
     m_set = set(unmatched_m)
+    joins.lora = find_peft_modules(unmatched_c, c_infos, unmatched_m, m_infos)
+    claimed = {k for m in joins.lora for k in m.model_keys()}
     for mk in unmatched_m:
+        if mk in claimed:
+            continue
         mod, _, leaf = mk.rpartition(".")
         pre = mod + "." if mod else ""
         want = m_infos[mk].shape
+        orig, mask = f"{pre}{leaf}_orig", f"{pre}{leaf}_mask"
+        if (orig in c_set and mask in c_set and c_infos[orig].shape == want
+                and c_infos[mask].shape == want):
+            joins.masks.append((orig, mask, mk))  # torch.nn.utils.prune, not removed
+            continue
         for g, v in ((f"{pre}{leaf}_g", f"{pre}{leaf}_v"),
                      (f"{pre}parametrizations.{leaf}.original0",
                       f"{pre}parametrizations.{leaf}.original1")):
@@ -147,3 +230,114 @@ def find_joins(unmatched_c: list[str], c_infos: dict[str, TensorInfo],
                         (source, tuple((t, m_infos[t].shape[0]) for t in targets)))
                     break
     return joins
+
+
+def _lora_form(w: tuple[int, ...], a: tuple[int, ...], b: tuple[int, ...],
+               embedding: bool) -> str | None:
+    """How B @ A updates a weight of shape ``w`` (see PeftModule), or None: no update."""
+    if embedding:  # lora_embedding_A (r, vocab), lora_embedding_B (dim, r)
+        ok = len(w) == len(a) == len(b) == 2 and a[0] == b[1] and (a[1], b[0]) == w
+        return "transposed" if ok else None
+    if len(w) == 4:
+        ok = (len(a) == len(b) == 4 and a[0] == b[1] and b[0] == w[0] and a[1] == w[1]
+              and a[2:] == w[2:] and b[2:] == (1, 1))
+        return "conv" if ok else None
+    if not (len(w) == len(a) == len(b) == 2 and a[0] == b[1]):
+        return None
+    made = (b[0], a[1])
+    if made == w:
+        return "square" if w[0] == w[1] else "linear"
+    return "transposed" if made == w[::-1] else None
+
+
+def find_peft_modules(unmatched_c: list[str], c_infos: dict[str, TensorInfo],
+                      unmatched_m: list[str], m_infos: dict[str, TensorInfo]
+                      ) -> list[PeftModule]:
+    """The modules of a PEFT model's full state dict, for a model without adapters: LoRA
+    layers whose base weight, lora_A and lora_B are all stored (one adapter: with several,
+    which one is active is not in the file), and ``modules_to_save`` copies. An adapter
+    file alone (no ``base_layer``) is not one: that is the wrong file, not a join."""
+    if not any("base_layer." in k or ".modules_to_save." in k for k in unmatched_c):
+        return []
+    c_set, m_set = set(unmatched_c), set(unmatched_m)
+    # module -> {(embedding?, "A"/"B", leaf): [(adapter, key)]}
+    factors: dict[str, dict[tuple[bool, str, str], list[tuple[str, str]]]] = {}
+    others: set[str] = set()  # modules with adapter tensors of another kind (DoRA's...)
+    base_layers: dict[str, list[str]] = {}  # module -> its base layer's tensors
+    for k in unmatched_c:
+        if ".base_layer." in k:
+            mod, _, rest = k.rpartition(".base_layer.")
+            base_layers.setdefault(mod, []).append(rest)
+        if "lora_" not in k:
+            continue
+        m = _LORA_MODULE.fullmatch(k)
+        if m is not None:
+            factors.setdefault(m[1], {}).setdefault((False, m[2], m[4]), []).append(
+                (m[3] or "", k))
+            continue
+        m = _LORA_EMBEDDING.fullmatch(k)
+        if m is not None:
+            factors.setdefault(m[1], {}).setdefault((True, m[2], "weight"), []).append(
+                (m[3] or "", k))
+        elif ".lora_" in k:
+            others.add(k.rpartition(".lora_")[0])
+    out: list[PeftModule] = []
+    for mod, parts in factors.items():
+        if mod in others or len({ad for found in parts.values() for ad, _ in found}) != 1:
+            continue  # DoRA and the like; or several adapters, of which one is active
+        base, target = f"{mod}.base_layer.weight", f"{mod}.weight"
+        if base not in c_set or target not in m_set or c_infos[base].shape != (
+                want := m_infos[target].shape):
+            continue
+        embedding = (True, "A", "weight") in parts
+        a_found = parts.get((embedding, "A", "weight"))
+        b_found = parts.get((embedding, "B", "weight"))
+        extra = parts.get((False, "B", "bias"))
+        if not a_found or not b_found or len(parts) != 2 + bool(extra):
+            continue
+        a, b = a_found[0][1], b_found[0][1]
+        form = _lora_form(want, c_infos[a].shape, c_infos[b].shape, embedding)
+        if form is None:
+            continue
+        moves = [(f"{mod}.base_layer.{rest}", f"{mod}.{rest}")
+                 for rest in base_layers.get(mod, ()) if rest != "weight"]
+        if not all(m in m_set and c_infos[c].shape == m_infos[m].shape for c, m in moves):
+            continue
+        bias = None
+        if extra:  # peft's lora_bias: lora_B's bias is added to the base bias
+            plain = f"{mod}.bias"
+            if (f"{mod}.base_layer.bias", plain) not in moves or (
+                    c_infos[extra[0][1]].shape != m_infos[plain].shape):
+                continue
+            moves.remove((f"{mod}.base_layer.bias", plain))
+            bias = (f"{mod}.base_layer.bias", extra[0][1], plain)
+        out.append(PeftModule(mod, (base, a, b, target, form, c_infos[a].shape[0]),
+                              tuple(moves), bias))
+    out += _saved_copies(unmatched_c, c_infos, m_set, m_infos)
+    return out
+
+
+def _saved_copies(unmatched_c: list[str], c_infos: dict[str, TensorInfo], m_set: set[str],
+                  m_infos: dict[str, TensorInfo]) -> list[PeftModule]:
+    """``modules_to_save``: the trained copy takes the plain names, the frozen original
+    is left out (what merge_and_unload keeps). One adapter's copy per module."""
+    copies: dict[str, dict[str, list[tuple[str, str]]]] = {}
+    originals: dict[str, list[str]] = {}
+    for k in unmatched_c:
+        if ".modules_to_save." in k:
+            m = _SAVED_COPY.fullmatch(k)
+            if m is not None:
+                copies.setdefault(m[1], {}).setdefault(m[2], []).append((k, f"{m[1]}.{m[3]}"))
+        elif ".original_module." in k:
+            m = _SAVED_ORIGINAL.fullmatch(k)
+            if m is not None:
+                originals.setdefault(m[1], []).append(k)
+    out = []
+    for mod, by_adapter in copies.items():
+        if len(by_adapter) != 1:
+            continue
+        (moves,) = by_adapter.values()
+        if all(m in m_set and c_infos[c].shape == m_infos[m].shape for c, m in moves):
+            out.append(PeftModule(mod, moves=tuple(moves),
+                                  drops=tuple(originals.get(mod, ()))))
+    return out

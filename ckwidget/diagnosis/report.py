@@ -8,10 +8,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..checkpoint import Checkpoint, Finding
+from .provenance import Provenance, trace_plan
 
 STATUS_WORDS = {
     "ok": "loads cleanly",
     "fixable": "does not load as is; the suggested plan fixes it",
+    "partial": "loads, but the model would not hold the checkpoint's values: some model "
+               "tensors keep their initial values while learned values go unused, or the "
+               "values are not finite",
     "broken": "cannot be loaded into this model as it is",
     "unsafe": "is unsafe to load with pickle",
 }
@@ -38,6 +42,7 @@ class Report:
     headline: str
     model_name: str = "model"
     state_dict_fits: bool = False
+    _provenance: Any = field(default=None, repr=False)
     alignment: Any = field(default=None, repr=False)
     seconds: float = 0.0
     _columns: dict[str, list[Any]] | None = field(default=None, repr=False)
@@ -56,6 +61,17 @@ class Report:
         return self._table
 
     @property
+    def provenance(self) -> Provenance:
+        """Where each model tensor's value comes from after the plan, and what becomes of
+        each checkpoint tensor of the entry (traced through the plan's own transforms)."""
+        if self._provenance is None:
+            a = self.alignment
+            if a is None or self.plan is None:
+                return Provenance()
+            self._provenance = trace_plan(self.checkpoint, self.plan, a.model)
+        return self._provenance
+
+    @property
     def columns(self) -> dict[str, list[Any]]:
         """The table as plain column lists, built from the alignment on first use (the
         summary, the plan and the findings do not need them)."""
@@ -66,8 +82,32 @@ class Report:
             from .table import table_columns
 
             with gc_paused(promote=True):
-                self._columns = table_columns(self.alignment)
+                self._columns = self._decorated(table_columns(self.alignment))
         return self._columns
+
+    def _decorated(self, cols: dict[str, list[Any]]) -> dict[str, list[Any]]:
+        """The alignment's columns plus what the report knows: provenance, NaN/Inf."""
+        cols["source"] = self._sources(cols)
+        self._mark_nonfinite(cols)
+        return cols
+
+    def _mark_nonfinite(self, cols: dict[str, list[Any]]) -> None:
+        """Rows whose checkpoint values hold NaN/Inf say so in their note."""
+        bad = self.finding("nonfinite")
+        if bad is None:
+            return
+        keys = set(bad.keys)
+        notes = cols["note"]
+        for i, c in enumerate(cols["checkpoint_key"]):
+            if c in keys:
+                notes[i] = f"holds NaN/Inf; {notes[i]}" if notes[i] else "holds NaN/Inf"
+
+    def _sources(self, cols: dict[str, list[Any]]) -> list[str]:
+        """The ``source`` column: a model row's provenance, a checkpoint-only row's fate."""
+        prov = self.provenance
+        model, ckpt = prov.model, prov.checkpoint
+        return [model.get(m, "") if m is not None else ckpt.get(c, "")
+                for m, c in zip(cols["model_key"], cols["checkpoint_key"])]
 
     def status_counts(self) -> dict[str, int]:
         """Rows of the table per status (no table or columns are built for it)."""
@@ -89,7 +129,7 @@ class Report:
             return {}
         from .table import attention_columns
 
-        return attention_columns(self.alignment, limit)
+        return self._decorated(attention_columns(self.alignment, limit))
 
     def by_kind(self, kind: str) -> list[Finding]:
         return [f for f in self.findings if f.kind == kind]

@@ -13,7 +13,7 @@ from .keys import module_of
 
 COLUMNS = ["key", "status", "checkpoint_key", "model_key", "checkpoint_shape", "model_shape",
            "checkpoint_dtype", "model_dtype", "checkpoint_device", "model_device", "module",
-           "note"]
+           "note", "source"]
 
 
 def table_columns(a: Alignment, model_keys: list[str] | None = None,

@@ -191,6 +191,10 @@ class Plan:
 
         return open_checkpoint(self.source), True
 
+    def entry_infos(self, ckpt: Checkpoint) -> dict[str, TensorInfo]:
+        """The selected container's tensors as the plan reads them, before any fix."""
+        return self._entries_infos(ckpt)
+
     def _entries_infos(self, ckpt: Checkpoint) -> dict[str, TensorInfo]:
         if self.extracts:
             from .helpers import module_tree_members

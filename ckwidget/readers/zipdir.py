@@ -578,3 +578,163 @@ def crc_matches(directory: ZipDirectory, entry: ZipEntry, chunk: int = 1 << 24) 
             for at in range(start, start + entry.size, chunk):
                 crc = zlib.crc32(mm[at:min(at + chunk, start + entry.size)], crc)
     return crc == entry.crc
+
+
+class RecordFailure:
+    """One record whose bytes do not match its directory entry (``verify_records``)."""
+
+    __slots__ = ("actual", "crc", "index", "name", "reason")
+
+    def __init__(self, index: int, name: str, reason: str, crc: int,
+                 actual: int | None = None) -> None:
+        self.index = index
+        self.name = name
+        self.reason = reason  # a clause: "fails its CRC check (...)", "runs past the end..."
+        self.crc = crc  # the CRC-32 the directory records
+        self.actual = actual  # the CRC-32 of the bytes as they are (None: not computed)
+
+    @property
+    def is_crc(self) -> bool:
+        return self.actual is not None
+
+    def __repr__(self) -> str:
+        return f"<RecordFailure {self.name!r}: {self.reason}>"
+
+
+VERIFY_CHUNK = 1 << 23  # bytes read (and CRC'd) at a time: the memory verify needs
+
+
+def verified_bytes(directory: ZipDirectory) -> int:
+    """The bytes ``verify_records`` reads: every record's data, encrypted ones left out."""
+    flags = directory.values("flags")
+    sizes = directory.values("compressed_size")
+    if not any(map((1).__and__, flags)):
+        return sum(sizes)
+    return sum(s for s, f in zip(sizes, flags) if not f & 1)
+
+
+def verify_records(directory: ZipDirectory, *, max_ratio: float = 200.0,
+                   chunk: int = VERIFY_CHUNK,
+                   on_bytes: Any = None) -> list[RecordFailure]:
+    """Stream every record's bytes once, in file order, and compare their CRC-32 (of the
+    inflated bytes for a deflated record) with the directory's; torch never does.
+
+    Memory stays at one ``chunk``: nothing is mapped (a file cut short meanwhile gives
+    a short read here, where a map would kill the process) and no record is held whole.
+    ``on_bytes(n)`` is told of ``n`` more bytes read, at most once per ``chunk`` bytes
+    and once at the end, so the counts add up to ``verified_bytes(directory)``.
+    Encrypted records are skipped (the open reports them); a record whose local header
+    is missing or whose data runs past the end of the file is a failure too."""
+    names = directory.names
+    offsets = directory.values("header_offset")
+    csizes = directory.values("compressed_size")
+    sizes = directory.values("size")
+    crcs = directory.values("crc")
+    methods = directory.values("method")
+    flags = directory.values("flags")
+    file_size = directory.file_size
+    made = directory._made if directory.recovered else {}
+    failures: list[RecordFailure] = []
+    pending = 0
+
+    def advance(n: int) -> None:
+        nonlocal pending
+        pending += n
+        if pending >= chunk and on_bytes is not None:
+            on_bytes(pending)
+            pending = 0
+
+    order = sorted(range(len(names)), key=offsets.__getitem__)
+    largest = max(csizes, default=0)
+    buf = bytearray(max(1, min(chunk, largest)))
+    view = memoryview(buf)
+    with open(directory.path, "rb", buffering=1 << 16) as fh:
+        for i in order:
+            if flags[i] & 1:
+                continue
+            csize, name = csizes[i], names[i]
+
+            def fail(reason: str, actual: int | None = None, *, i: int = i,
+                     name: str = name) -> None:
+                failures.append(RecordFailure(i, name, reason, crcs[i], actual))
+
+            made_entry = made.get(i)
+            if made_entry is not None and made_entry.data_offset is not None:
+                start = made_entry.data_offset
+            else:
+                at = offsets[i]
+                fh.seek(at)
+                head = fh.read(30)
+                if len(head) < 30 or head[:4] != _LOCAL:
+                    fail("has no local header where the directory says")
+                    advance(csize)
+                    continue
+                name_len, extra_len = struct.unpack_from("<2H", head, 26)
+                start = at + 30 + name_len + extra_len
+            if start + csize > file_size:
+                fail(f"runs past the end of the file ({start + csize - file_size:,} of its "
+                     f"{csize:,} bytes are missing)")
+                advance(csize)
+                continue
+            method = methods[i]
+            if method not in (0, 8):
+                advance(csize)  # torch cannot read it either: the open says so
+                continue
+            if method == 8 and csize and sizes[i] / csize > max_ratio:
+                fail(f"claims a compression ratio of {sizes[i] / csize:,.0f}:1, over the "
+                     f"{max_ratio:,.0f}:1 budget, so it was not inflated")
+                advance(csize)
+                continue
+            inflater = zlib.decompressobj(-15) if method == 8 else None
+            fh.seek(start)
+            remaining, crc, produced, short = csize, 0, 0, False
+            while remaining:
+                n = fh.readinto(view[:min(len(buf), remaining)])
+                if not n:
+                    short = True
+                    break
+                remaining -= n
+                advance(n)
+                if inflater is None:
+                    crc = zlib.crc32(view[:n], crc)
+                    continue
+                try:
+                    piece = inflater.decompress(view[:n], chunk)
+                    while True:
+                        produced += len(piece)
+                        crc = zlib.crc32(piece, crc)
+                        if produced > sizes[i] or not inflater.unconsumed_tail:
+                            break
+                        piece = inflater.decompress(inflater.unconsumed_tail, chunk)
+                except zlib.error as exc:
+                    fail(f"cannot be decompressed ({exc})")
+                    short = True
+                    break
+                if produced > sizes[i]:
+                    fail(f"inflates past the {sizes[i]:,} bytes its directory entry declares")
+                    short = True
+                    break
+            if remaining:
+                advance(remaining)  # the counts still add up to the total
+            if short:
+                if not (failures and failures[-1].index == i):
+                    fail("ends early: the file was cut short while it was read")
+                continue
+            if inflater is not None:
+                try:
+                    rest = inflater.flush()
+                except zlib.error as exc:
+                    fail(f"cannot be decompressed ({exc})")
+                    continue
+                produced += len(rest)
+                crc = zlib.crc32(rest, crc)
+                if produced != sizes[i]:
+                    fail(f"inflates to {produced:,} bytes, not the {sizes[i]:,} its directory "
+                         "entry declares")
+                    continue
+            if crc != crcs[i]:
+                fail(f"fails its CRC check (the directory records {crcs[i]:08x}, its bytes "
+                     f"give {crc:08x})", crc)
+    if pending and on_bytes is not None:
+        on_bytes(pending)
+    return failures

@@ -7,6 +7,7 @@ import html
 STATUS_COLOURS = {
     "ok": "#2e7d32",
     "fixable": "#b26a00",
+    "partial": "#c62828",
     "broken": "#c62828",
     "unsafe": "#6a1b9a",
 }
@@ -23,12 +24,13 @@ CSS = """
   background: var(--jp-layout-color2, #f5f5f5); border-radius: 4px; }
 .ck-root .ck-status-ok .ck-header, .ck-header.ck-status-ok { border-left-color: #2e7d32; }
 .ck-header.ck-status-fixable { border-left-color: #b26a00; }
-.ck-header.ck-status-broken { border-left-color: #c62828;
+.ck-header.ck-status-broken, .ck-header.ck-status-partial { border-left-color: #c62828;
   background: rgba(198, 40, 40, 0.08); }
 .ck-header.ck-status-unsafe { border-left-color: #6a1b9a;
   background: rgba(106, 27, 154, 0.10); }
 .ck-header.ck-status-unsafe .ck-headline { color: #6a1b9a; }
-.ck-header.ck-status-broken .ck-headline { color: #b71c1c; }
+.ck-header.ck-status-broken .ck-headline,
+.ck-header.ck-status-partial .ck-headline { color: #b71c1c; }
 .ck-file { font-weight: 600; font-size: 14px; word-break: break-all; }
 .ck-root .ck-headline, .ck-root .ck-planline, .ck-root .ck-message,
 .ck-root .ck-fixlist li, .ck-root .ck-result, .ck-root .ck-error,
@@ -42,7 +44,7 @@ CSS = """
   font-size: 11px; font-weight: 600; text-transform: uppercase; margin-right: 6px;
   vertical-align: middle; }
 .ck-pill-ok { background: #2e7d32; } .ck-pill-fixable { background: #b26a00; }
-.ck-pill-broken { background: #c62828; } .ck-pill-unsafe { background: #6a1b9a; }
+.ck-pill-broken, .ck-pill-partial { background: #c62828; } .ck-pill-unsafe { background: #6a1b9a; }
 .ck-error { color: #b71c1c; background: #fdecea; border: 1px solid #f5c6cb;
   border-radius: 4px; padding: 6px 10px; margin: 4px 0; white-space: pre-wrap; }
 .ck-error:empty { display: none; }
@@ -96,7 +98,7 @@ CSS = """
 .ck-root pre.ck-code { white-space: pre; word-break: normal; overflow-wrap: normal;
   overflow-x: auto; }
 .ck-result { font-size: 13px; margin: 4px 0; }
-.ck-result-ok { color: #1b5e20; } .ck-result-bad { color: #b71c1c; }
+.ck-result-ok { color: #1b5e20; } .ck-result-bad, .ck-result-partial { color: #b71c1c; }
 .ck-hint { color: var(--jp-ui-font-color2, #666); font-size: 12px; }
 .ck-root .ck-fix { width: auto !important; height: auto !important;
   min-height: var(--jp-widgets-inline-height, 28px); margin: 2px 0; }

@@ -457,7 +457,9 @@ class CheckpointDebugger(w.VBox):
             )
             raise
         self.last_result = result
-        self.result_html.value = _result_html(result, self.model_name)
+        bad = self.report.finding("nonfinite") if self.report is not None else None
+        self.result_html.value = _result_html(result, self.model_name,
+                                              list(bad.keys) if bad is not None else [])
         if self._dist is not None:
             self._dist.model_changed()
         return result
@@ -553,7 +555,7 @@ STATIC_NOTE = (
 )
 
 
-def _result_html(result: Any, model_name: str) -> str:
+def _result_html(result: Any, model_name: str, nonfinite: list[str] | None = None) -> str:
     loaded = list(getattr(result, "loaded", []) or [])
     missing = list(getattr(result, "missing", []) or [])
     unexpected = list(getattr(result, "unexpected", []) or [])
@@ -567,7 +569,11 @@ def _result_html(result: Any, model_name: str) -> str:
                      f"{esc(_short(unexpected))}.")
     if mismatched:
         parts.append(f"{len(mismatched):,} had mismatched shapes: {esc(_short(mismatched))}.")
-    cls = "ck-result-ok" if not (missing or mismatched) else "ck-result-partial"
+    if nonfinite:
+        parts.append(f"But {len(nonfinite):,} of the checkpoint's tensors hold NaN/Inf: "
+                     f"{esc(_short(nonfinite))}; the model's outputs will not be finite.")
+    cls = ("ck-result-bad" if nonfinite else
+           "ck-result-ok" if not (missing or mismatched) else "ck-result-partial")
     return f"<div class='ck-msg {cls}'>{' '.join(parts)}</div>"
 
 

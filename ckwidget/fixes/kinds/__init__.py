@@ -5,7 +5,8 @@ torch lines that do it (``code``), and a pure ``transform`` of a state dict. The
 ``transform`` runs on :class:`~ckwidget.checkpoint.TensorInfo` values (a preview that
 reads no bytes) and on real tensors (an apply), so the preview cannot drift from what
 the apply does. One module per family: ``load_time`` (how the file is read), ``keys``
-(prefixes, renames), ``tensors`` (per-key changes), ``joins`` (tensors merged or split).
+(prefixes, renames), ``tensors`` (per-key changes), ``joins`` (tensors merged or split),
+``adapters`` (what training libraries leave: LoRA layers, pruning masks).
 
 How to add a fix kind:
 
@@ -19,6 +20,7 @@ How to add a fix kind:
 
 from __future__ import annotations
 
+from .adapters import FoldPruneMask, MergeLora
 from .base import FLOATING_DTYPES, CodeContext, Fix
 from .joins import FoldWeightNorm, FuseKeys, SplitKeys, UnfoldWeightNorm, fold_weight_norm
 from .keys import AddPrefix, RenameKeys, StripPrefix, readable_rule
@@ -28,7 +30,7 @@ from .tensors import CastDtype, DropKeys, Reshape, ResizeCopy, Transpose, torch_
 KINDS: tuple[type[Fix], ...] = (
     SelectEntry, MapLocation, AllowGlobals, ExtractWeights,
     StripPrefix, AddPrefix, RenameKeys,
-    FoldWeightNorm, UnfoldWeightNorm, FuseKeys, SplitKeys,
+    FoldWeightNorm, UnfoldWeightNorm, FuseKeys, SplitKeys, MergeLora, FoldPruneMask,
     DropKeys, Transpose, Reshape, ResizeCopy, CastDtype,
 )
 FIX_KINDS: dict[str, type[Fix]] = {cls.kind: cls for cls in KINDS}

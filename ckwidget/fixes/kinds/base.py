@@ -90,6 +90,9 @@ class Fix:
     # 4 resizes, 5 casts, 6 anything else. Plans sort by it (stable within a rank).
     rank: ClassVar[float] = 6
     load_time: ClassVar[bool] = False  # changes how the file is read, not the dict
+    # What the fix does to the values it makes, as the table's ``source`` column says it
+    # ("transposed", "merged"...); empty for fixes that only move or drop values.
+    effect: ClassVar[str] = ""
     # The planner merges the fixes of a kind that ``merges`` into one (``merged``).
     merges: ClassVar[bool] = False
     # ``transform`` reads and changes only the entries named in ``keys``: a preview may

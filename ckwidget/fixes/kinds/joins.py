@@ -45,6 +45,7 @@ class FoldWeightNorm(Fix):
     folds: tuple[tuple[str, str, str], ...]
     kind: ClassVar[str] = "fold-weight-norm"
     rank: ClassVar[float] = 1.5
+    effect: ClassVar[str] = "folded"
     maps_keys: ClassVar[bool] = True  # two keys become one: the alignment cannot map it
 
     def __post_init__(self) -> None:
@@ -129,6 +130,7 @@ class UnfoldWeightNorm(Fix):
     unfolds: tuple[tuple[str, str, str, tuple[int, ...]], ...]  # (weight, g, v, g shape)
     kind: ClassVar[str] = "unfold-weight-norm"
     rank: ClassVar[float] = 1.5
+    effect: ClassVar[str] = "unfolded"
     maps_keys: ClassVar[bool] = True  # one key becomes two: no alignment maps it
 
     def __post_init__(self) -> None:
@@ -228,6 +230,7 @@ class FuseKeys(Fix):
     groups: tuple[tuple[tuple[str, ...], str], ...]
     kind: ClassVar[str] = "fuse-keys"
     rank: ClassVar[float] = 1.5
+    effect: ClassVar[str] = "merged"
     maps_keys: ClassVar[bool] = True  # several keys become one: no alignment maps it
 
     def __post_init__(self) -> None:
@@ -287,6 +290,7 @@ class SplitKeys(Fix):
     groups: tuple[tuple[str, tuple[tuple[str, int], ...]], ...]  # source, ((part, rows), ...)
     kind: ClassVar[str] = "split-keys"
     rank: ClassVar[float] = 1.5
+    effect: ClassVar[str] = "split"
     maps_keys: ClassVar[bool] = True  # one key becomes several: no alignment maps it
 
     def __post_init__(self) -> None:

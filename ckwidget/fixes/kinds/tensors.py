@@ -33,6 +33,7 @@ class Transpose(Fix):
     keys: tuple[str, ...]
     kind: ClassVar[str] = "transpose"
     rank: ClassVar[float] = 3
+    effect: ClassVar[str] = "transposed"
     merges: ClassVar[bool] = True
     keyed: ClassVar[bool] = True
 
@@ -165,6 +166,7 @@ class CastDtype(Fix):
     keys: tuple[str, ...] = ()
     kind: ClassVar[str] = "cast-dtype"
     rank: ClassVar[float] = 5
+    effect: ClassVar[str] = "cast"
     merges: ClassVar[bool] = True
     keyed: ClassVar[bool] = True
 
@@ -250,6 +252,7 @@ class ResizeCopy(Fix):
     keys: tuple[str, ...]
     kind: ClassVar[str] = "resize-copy"
     rank: ClassVar[float] = 4
+    effect: ClassVar[str] = "resized"
     merges: ClassVar[bool] = True
     keyed: ClassVar[bool] = True
 
@@ -324,6 +327,7 @@ class Reshape(Fix):
     shapes: tuple[tuple[str, tuple[int, ...]], ...]  # key -> the model's shape
     kind: ClassVar[str] = "reshape"
     rank: ClassVar[float] = 3
+    effect: ClassVar[str] = "reshaped"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "shapes", tuple((str(k), tuple(int(d) for d in shape))
