@@ -15,7 +15,16 @@ from ..errors import CheckpointError, FixError
 from ..gcpause import gc_paused
 from ..kinds import UNREPAIRABLE_KINDS
 from .align import _leading, _spread, align
-from .checks import architecture, corruption, format, hardware, preprocessing, training, version
+from .checks import (
+    architecture,
+    corruption,
+    format,
+    hardware,
+    integrity,
+    preprocessing,
+    training,
+    version,
+)
 from .context import Context
 from .keys import summarise_keys
 from .model_side import ModelSide, describe_model
@@ -74,7 +83,7 @@ def _diagnose(path_or_ckpt: Any, model: Any, optimizer: Any, sample_input: Any,
             f"{', '.join(repr(c) for c in ckpt.candidates[:6]) or 'none'}. Pass one of "
             "those as entry=, or leave entry out to let ckwidget choose.",
             details={"entry": entry, "candidates": list(ckpt.candidates)}))
-    for check in (format.check, corruption.check, version.check, hardware.check):
+    for check in (format.check, corruption.check, integrity.check, version.check, hardware.check):
         findings += check(ctx)
     if entry_infos or not ctx.blockers:
         findings += architecture.check(ctx)

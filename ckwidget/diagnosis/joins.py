@@ -256,7 +256,11 @@ def find_peft_modules(unmatched_c: list[str], c_infos: dict[str, TensorInfo],
     """The modules of a PEFT model's full state dict, for a model without adapters: LoRA
     layers whose base weight, lora_A and lora_B are all stored (one adapter: with several,
     which one is active is not in the file), and ``modules_to_save`` copies. An adapter
-    file alone (no ``base_layer``) is not one: that is the wrong file, not a join."""
+    file alone (no ``base_layer``) is not one: that is the wrong file, not a join.
+
+    When every key is a PEFT one, no prefix step explains ``base_model.model.`` (no key
+    fits the model once it is stripped), so the modules' own names are matched to the
+    model's with the leading components that make the most of them fit."""
     if not any("base_layer." in k or ".modules_to_save." in k for k in unmatched_c):
         return []
     c_set, m_set = set(unmatched_c), set(unmatched_m)
@@ -264,10 +268,22 @@ def find_peft_modules(unmatched_c: list[str], c_infos: dict[str, TensorInfo],
     factors: dict[str, dict[tuple[bool, str, str], list[tuple[str, str]]]] = {}
     others: set[str] = set()  # modules with adapter tensors of another kind (DoRA's...)
     base_layers: dict[str, list[str]] = {}  # module -> its base layer's tensors
+    copies: dict[str, dict[str, list[tuple[str, str]]]] = {}  # module -> adapter -> tensors
+    originals: dict[str, list[str]] = {}  # module -> modules_to_save's frozen original
     for k in unmatched_c:
         if ".base_layer." in k:
             mod, _, rest = k.rpartition(".base_layer.")
             base_layers.setdefault(mod, []).append(rest)
+        elif ".modules_to_save." in k:
+            m = _SAVED_COPY.fullmatch(k)
+            if m is not None:
+                copies.setdefault(m[1], {}).setdefault(m[2], []).append((k, m[3]))
+            continue
+        elif ".original_module." in k:
+            m = _SAVED_ORIGINAL.fullmatch(k)
+            if m is not None:
+                originals.setdefault(m[1], []).append(k)
+            continue
         if "lora_" not in k:
             continue
         m = _LORA_MODULE.fullmatch(k)
@@ -281,11 +297,19 @@ def find_peft_modules(unmatched_c: list[str], c_infos: dict[str, TensorInfo],
                 (m[3] or "", k))
         elif ".lora_" in k:
             others.add(k.rpartition(".lora_")[0])
+    saved = {mod: next(iter(by.values())) for mod, by in copies.items() if len(by) == 1}
+    strip = _module_prefix([*factors, *saved], lambda mod, plain: (
+        f"{plain}.weight" in m_set if mod in factors
+        else all(f"{plain}.{rest}" in m_set for _, rest in saved[mod])))
+    if strip is None:
+        return []
+    n = len(strip)
     out: list[PeftModule] = []
     for mod, parts in factors.items():
         if mod in others or len({ad for found in parts.values() for ad, _ in found}) != 1:
             continue  # DoRA and the like; or several adapters, of which one is active
-        base, target = f"{mod}.base_layer.weight", f"{mod}.weight"
+        plain = mod[n:] if mod.startswith(strip) else mod
+        base, target = f"{mod}.base_layer.weight", f"{plain}.weight"
         if base not in c_set or target not in m_set or c_infos[base].shape != (
                 want := m_infos[target].shape):
             continue
@@ -299,45 +323,38 @@ def find_peft_modules(unmatched_c: list[str], c_infos: dict[str, TensorInfo],
         form = _lora_form(want, c_infos[a].shape, c_infos[b].shape, embedding)
         if form is None:
             continue
-        moves = [(f"{mod}.base_layer.{rest}", f"{mod}.{rest}")
+        moves = [(f"{mod}.base_layer.{rest}", f"{plain}.{rest}")
                  for rest in base_layers.get(mod, ()) if rest != "weight"]
         if not all(m in m_set and c_infos[c].shape == m_infos[m].shape for c, m in moves):
             continue
         bias = None
         if extra:  # peft's lora_bias: lora_B's bias is added to the base bias
-            plain = f"{mod}.bias"
-            if (f"{mod}.base_layer.bias", plain) not in moves or (
-                    c_infos[extra[0][1]].shape != m_infos[plain].shape):
+            pair = (f"{mod}.base_layer.bias", f"{plain}.bias")
+            if pair not in moves or c_infos[extra[0][1]].shape != m_infos[pair[1]].shape:
                 continue
-            moves.remove((f"{mod}.base_layer.bias", plain))
-            bias = (f"{mod}.base_layer.bias", extra[0][1], plain)
-        out.append(PeftModule(mod, (base, a, b, target, form, c_infos[a].shape[0]),
+            moves.remove(pair)
+            bias = (pair[0], extra[0][1], pair[1])
+        out.append(PeftModule(plain, (base, a, b, target, form, c_infos[a].shape[0]),
                               tuple(moves), bias))
-    out += _saved_copies(unmatched_c, c_infos, m_set, m_infos)
-    return out
-
-
-def _saved_copies(unmatched_c: list[str], c_infos: dict[str, TensorInfo], m_set: set[str],
-                  m_infos: dict[str, TensorInfo]) -> list[PeftModule]:
-    """``modules_to_save``: the trained copy takes the plain names, the frozen original
-    is left out (what merge_and_unload keeps). One adapter's copy per module."""
-    copies: dict[str, dict[str, list[tuple[str, str]]]] = {}
-    originals: dict[str, list[str]] = {}
-    for k in unmatched_c:
-        if ".modules_to_save." in k:
-            m = _SAVED_COPY.fullmatch(k)
-            if m is not None:
-                copies.setdefault(m[1], {}).setdefault(m[2], []).append((k, f"{m[1]}.{m[3]}"))
-        elif ".original_module." in k:
-            m = _SAVED_ORIGINAL.fullmatch(k)
-            if m is not None:
-                originals.setdefault(m[1], []).append(k)
-    out = []
-    for mod, by_adapter in copies.items():
-        if len(by_adapter) != 1:
-            continue
-        (moves,) = by_adapter.values()
+    for mod, tensors in saved.items():  # the trained copy replaces the frozen original
+        plain = mod[n:] if mod.startswith(strip) else mod
+        moves = [(c, f"{plain}.{rest}") for c, rest in tensors]
         if all(m in m_set and c_infos[c].shape == m_infos[m].shape for c, m in moves):
-            out.append(PeftModule(mod, moves=tuple(moves),
+            out.append(PeftModule(plain, moves=tuple(moves),
                                   drops=tuple(originals.get(mod, ()))))
     return out
+
+
+def _module_prefix(modules: list[str], fits) -> str | None:
+    """The leading components (``""`` first, then up to three, as ``base_model.model.``)
+    whose removal makes the most ``modules`` fit the model; None when none does."""
+    votes: dict[str, int] = {}
+    for mod in modules:
+        cuts = [""] + [mod[:i + 1] for i, ch in enumerate(mod) if ch == "."][:3]
+        for cut in cuts:
+            if fits(mod, mod[len(cut):]):
+                votes[cut] = votes.get(cut, 0) + 1
+                break
+    if not votes:
+        return None
+    return max(votes, key=lambda cut: (votes[cut], cut == ""))
