@@ -350,7 +350,7 @@ def _module_prefix(modules: list[str], fits) -> str | None:
     whose removal makes the most ``modules`` fit the model; None when none does."""
     votes: dict[str, int] = {}
     for mod in modules:
-        cuts = [""] + [mod[:i + 1] for i, ch in enumerate(mod) if ch == "."][:3]
+        cuts = ["", *[mod[:i + 1] for i, ch in enumerate(mod) if ch == "."][:3]]
         for cut in cuts:
             if fits(mod, mod[len(cut):]):
                 votes[cut] = votes.get(cut, 0) + 1

@@ -200,6 +200,7 @@ def run_pickle(
     reducers: Mapping[str, Callable[..., Any]] | None = None,
     builders: Mapping[str, Callable[[Any, Any], Any]] | None = None,
     fast: bool | None = None,
+    _file_reading: bool = False,
 ) -> PickleResult:
     """Run one pickle stream symbolically from ``start`` to its STOP.
 
@@ -547,12 +548,37 @@ def run_pickle(
         # collection instead of going now.
         records.run = None  # type: ignore[assignment]
     res.opcodes = {_OPNAMES.get(o, f"0x{o:02x}") for o in state.seen}
+    if 0x95 in state.seen and not _file_reading:
+        _judge_file_reading(res, data, start, budgets)
     if not res.complete:
         # Keep what was built before the break: the outermost object under construction.
         bottom = metastack[0] if metastack else stack
         if bottom:
             res.root = bottom[0]
     return res
+
+
+FRAME_DIVERGENCE = ("<frames ending inside an opcode>", "stream")
+"""Recorded as a global (never trusted) when a stream's frames end inside an opcode: the
+file-reading and in-memory unpicklers then run different opcodes (pickle_frames)."""
+
+
+def _judge_file_reading(res: PickleResult, data: bytes, start: int, budgets: Budgets) -> None:
+    """A stream whose frames end inside an opcode is read as torch reads data.pkl (a file
+    without peek) too: what that reading names joins the result, and the divergence
+    itself is recorded as an untrusted global."""
+    from .pickle_frames import file_reading
+
+    end = min(len(data), start + budgets.max_pickle_bytes)
+    other = file_reading(data[:end], start, budgets.max_ops)
+    if other is None:
+        return
+    name = ".".join(FRAME_DIVERGENCE)
+    res.globals[name] = res.globals.get(name, 0) + 1
+    second = run_pickle(other, budgets, fast=False, _file_reading=True)
+    for table, more in ((res.globals, second.globals), (res.calls, second.calls)):
+        for key, n in more.items():
+            table[key] = table.get(key, 0) + n
 
 
 # -- tensor records: one step for ~30 opcodes ---------------------------------------------

@@ -76,7 +76,23 @@ _DANGEROUS_MODULES = (
     "_operator", "_posixsubprocess", "_winapi", "_ctypes", "_socket", "_signal", "_imp",
     "_frozen_importlib", "_frozen_importlib_external", "imp", "pkgutil", "_multiprocessing",
     "_posixshmem", "shelve", "dbm", "_sitebuiltins",
+    # modules whose functions run commands, Python code, or write files and sockets
+    # (seen in the pickle scanners' corpora): idlelib, doctest and pdb run code,
+    # collect_env and uuid run commands, logging handlers and codecs.open write files
+    "idlelib", "doctest", "mailcap", "imaplib", "_osx_support", "socketserver",
+    "logging", "codecs", "uuid", "pathlib", "lib2to3", "cgi", "cgitb", "xmlrpc",
+    "torch.utils.collect_env", "torch.utils.data.datapipes", "torch.utils.benchmark",
+    "torch.distributed.rpc", "torch.distributed.elastic", "torch.fx", "torch._dynamo",
+    "torch._inductor",
 )
+# A dangerous module reached as an attribute of a harmless one ("pathlib.os.system",
+# STACK_GLOBAL's dotted names at protocol 4): any later component counts.
+_DANGEROUS_PARTS = frozenset({
+    "os", "posix", "nt", "subprocess", "sys", "builtins", "__builtins__", "__builtin__",
+    "importlib", "runpy", "pty", "shutil", "socket", "ctypes", "pickle", "_pickle",
+    "marshal", "system", "popen", "eval", "exec", "__import__", "__globals__",
+    "__getattribute__", "__subclasses__", "__reduce__", "__reduce_ex__", "__code__",
+})
 _DANGEROUS_BUILTINS = {
     "eval", "exec", "compile", "open", "__import__", "getattr", "setattr", "delattr",
     "globals", "locals", "vars", "input", "breakpoint", "help", "memoryview", "print",
@@ -139,6 +155,8 @@ def is_malicious(full: str) -> bool:
         return name in _DANGEROUS_BUILTINS or name.startswith("_")
     if module.startswith("copyreg._extension_registry"):
         return True  # extension codes hide the real name: never trust them
+    if any(part in _DANGEROUS_PARTS for part in full.split(".")[1:]):
+        return True
     root = module.split(".")[0]
     for danger in _DANGEROUS_MODULES:
         if module == danger or module.startswith(danger + ".") or root == danger:
@@ -207,8 +225,18 @@ def torchscript_names_removed(verdict: GlobalsVerdict) -> GlobalsVerdict:
     )
 
 
+# What the pickle machine records for what no name can say (see pickle_vm).
+_SYNTHETIC = {
+    "<computed while loading>.callable":
+        "a callable computed while loading (the result of an earlier call, called)",
+    "<frames ending inside an opcode>.stream":
+        "frames that end inside an opcode (torch's file reading and pickle.loads run "
+        "different opcodes: a crafted stream)",
+}
+
+
 def _listing(names: list[str], limit: int = 8) -> str:
-    shown = ", ".join(names[:limit])
+    shown = ", ".join(_SYNTHETIC.get(n, n) for n in names[:limit])
     return shown + (f" and {len(names) - limit} more" if len(names) > limit else "")
 
 

@@ -139,6 +139,24 @@ def _read_plain_pickle(path: Path, size: int, window: bytes, budgets: Budgets) -
                       size=size, members=tp.flat.members)
 
 
+def _side_pickle_findings(results: list[tuple[str, Any]]) -> list[Finding]:
+    """Safety findings for the small pickles around a legacy file's main one."""
+    from .safety import classify_globals, globals_findings
+
+    out: list[Finding] = []
+    for which, res in results:
+        if res is None or not res.globals:
+            continue
+        verdict = classify_globals(res.globals)
+        verdict.safe = []
+        for f in globals_findings(verdict, res.calls):
+            f.message = (f"In the {which} pickle, which torch.load unpickles beside the "
+                         f"weights: {f.message}")
+            f.details["pickle"] = which
+            out.append(f)
+    return out
+
+
 def _read_legacy(path: Path, stamp: FileStamp, window: bytes, pos: int,
                  budgets: Budgets) -> Checkpoint:
     size = stamp.size
@@ -165,6 +183,7 @@ def _read_legacy(path: Path, stamp: FileStamp, window: bytes, pos: int,
     metadata.update(tp.metadata)
     broken = pickle_break_finding(tp, "The legacy pickle")
     offsets: dict[str, tuple[int, int]] = {}
+    keys_res = None
     if broken:
         broken.kind = "truncated" if tp.result.end >= len(window) >= size else "corrupt"
         findings.append(broken)
@@ -181,6 +200,11 @@ def _read_legacy(path: Path, stamp: FileStamp, window: bytes, pos: int,
                 "The list of storage keys after the main pickle is missing or damaged: the "
                 "file was cut off. Download or copy it again.",
             ))
+    # torch.load unpickles all five pickles of the file with the full unpickler: a call
+    # in the protocol number, the sys_info dict or the storage keys runs as surely as one
+    # in the weights
+    findings.extend(_side_pickle_findings(
+        [("protocol-version", proto), ("sys_info", sys_info), ("storage-keys", keys_res)]))
     reader.offsets = offsets
     tensors = _attach(tp.flat.tensors, reader)
     missing = {k for k in tp.context.storages if k not in offsets}

@@ -50,7 +50,8 @@ def _pruned(ctx: Context) -> list[Finding]:
     lines = [f"{o} * {m} -> {w}" for o, m, w in masks]
     return [Finding(
         "renamed", "error",
-        f"The file is {PRUNE_SENTENCE}. {len(masks)} tensors were pruned with "
+        f"The file is {PRUNE_SENTENCE}. {_count(len(masks), 'tensor')} "
+        f"{'were' if len(masks) != 1 else 'was'} pruned with "
         "torch.nn.utils.prune and are stored as the original values and a 0/1 mask "
         f"({'; '.join(lines[:3])}{' and more' if len(lines) > 3 else ''}); a pruned module "
         "computes its weight from them before each forward and does not save it, and the "
@@ -71,17 +72,28 @@ def _lora(ctx: Context) -> list[Finding]:
     forms = _forms(ctx, layers)
     ranks = sorted({m.lora[5] for m in layers})  # type: ignore[index]
     config, where, refused = adapter_config(ctx)
-    shown = [f"{m.module}.base_layer.weight + lora_B @ lora_A" for m in layers]
-    what = (f"The file is {MERGE_SENTENCE}. {len(layers)} adapted layers store their frozen "
-            f"base weight and a low-rank update beside it ({summarise_keys(shown, 3)})")
+    shown = [f"{m.lora[0]} + lora_B @ lora_A" for m in layers]  # type: ignore[index]
+    what = f"The file is {MERGE_SENTENCE}."
+    if layers:
+        what += (f" {_count(len(layers), 'adapted layer')} "
+                 f"{'store their' if len(layers) != 1 else 'stores its'} frozen base weight "
+                 f"and a low-rank update beside it ({summarise_keys(shown, 3)})")
     if copies:
-        what += (f", and {len(copies)} modules_to_save keep a trained copy beside the frozen "
-                 "original")
+        what += (f"{',' if layers else ''} {_count(len(copies), 'module')} of "
+                 f"modules_to_save {'keep a' if len(copies) != 1 else 'keeps its'} trained "
+                 "copy beside the frozen original")
     what += ("; loading only the base weights would give the model from before fine-tuning.")
     keys = [k for m in modules for k in m.model_keys()]
     details: dict[str, Any] = {"lora_layers": [m.module for m in layers], "ranks": ranks,
                                "modules_to_save": [m.module for m in copies]}
     alpha = None if config is None else _number(config.get("lora_alpha"))
+    if not layers:  # only modules_to_save copies: no scaling involved
+        return [Finding(
+            "renamed", "error",
+            f"{what} Keep the trained copies, as merge_and_unload() does.", keys=keys,
+            fixes=[MergeLora((), 1.0, renames=tuple(mv for m in copies for mv in m.moves),
+                             drops=tuple(d for m in copies for d in m.drops))],
+            details=details)]
     if alpha is None:
         r_text = " or ".join(map(str, ranks))
         reason = refused or (f"the file does not record lora_alpha and no {CONFIG_NAME} is "
@@ -130,12 +142,16 @@ def _lora(ctx: Context) -> list[Finding]:
     return [Finding(
         "renamed", "error",
         f"{what} Merge them: W + B @ A * scaling, scaling = {scales}"
-        + (f"; {transposed} layers (Conv1D's fan_in_fan_out, embeddings) take the "
-           "transposed update" if transposed else "")
+        + (f"; {_count(transposed, 'layer')} (Conv1D's fan_in_fan_out, embeddings) "
+           f"take{'s' if transposed == 1 else ''} the transposed update" if transposed else "")
         + ("; the modules_to_save copies replace their frozen originals" if copies else "")
         + ".",
         keys=keys, fixes=fixes,
         details={**details, "scaling": [f.scaling for f in fixes], "config": where})]
+
+
+def _count(n: int, word: str) -> str:
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
 
 
 def _unsettle(ctx: Context, modules: list[PeftModule], note: str) -> list[str]:
@@ -211,15 +227,27 @@ def _pattern_alpha(patterns: Any, module: str, default: float) -> float:
     if not isinstance(patterns, Mapping):
         return default
     for pattern, value in patterns.items():
-        number = _number(value)
-        if number is None or not isinstance(pattern, str) or len(pattern) > 500:
-            continue
-        try:
-            if re.match(rf"(.*\.)?({pattern})$", module):
-                return number
-        except re.error:
-            continue
+        if re.match(rf"(.*\.)?({pattern})$", module):  # names only: see _odd_pattern
+            return _number(value) or default
     return default
+
+
+_NAME = re.compile(r"[\w.\-]{1,300}")
+
+
+def _odd_pattern(patterns: Any) -> str:
+    """The first ``alpha_pattern`` entry ckwidget does not evaluate: a regular expression
+    beyond a module name (a file's own regex could take exponential time to match), or an
+    alpha that is no positive number."""
+    if patterns in (None, {}):
+        return ""
+    if not isinstance(patterns, Mapping):
+        return repr(patterns)[:80]
+    for pattern, value in patterns.items():
+        if not isinstance(pattern, str) or not _NAME.fullmatch(pattern) or _number(
+                value) is None:
+            return f"{str(pattern)[:80]!r}: {str(value)[:20]}"
+    return ""
 
 
 def adapter_config(ctx: Context) -> tuple[dict[str, Any] | None, str, str]:
@@ -242,6 +270,9 @@ def adapter_config(ctx: Context) -> tuple[dict[str, Any] | None, str, str]:
               and not config.get("rank_pattern")):
             refused = (f"the {where} says r = {r} while lora_A has rank "
                        f"{' or '.join(map(str, sorted(ranks)))}: it belongs to another run")
+        elif odd := _odd_pattern(config.get("alpha_pattern")):
+            refused = (f"the {where}'s alpha_pattern has an entry ckwidget does not evaluate "
+                       f"({odd}; it matches module names, not regular expressions)")
         if refused:
             config = None
     result = (config, where, refused)

@@ -135,22 +135,51 @@ class MergeLora(Fix):
 
     def describe(self) -> str:
         targets = tuple(t for _, _, _, t, _ in self.layers)
-        text = (f"Merge {_plural(len(targets), 'LoRA layer')} into the base weights "
-                f"({_short(targets)}): W + B @ A * {self.scaling:g}, as PEFT's "
-                "merge_and_unload() does")
+        parts = []
+        if targets:
+            parts.append(f"merge {_plural(len(targets), 'LoRA layer')} into the base "
+                         f"weights ({_short(targets)}): W + B @ A * {self.scaling:g}")
         if self.drops:
-            text += f"; keep the trained modules_to_save copies ({len(self.drops)} frozen " \
-                    "originals left out)"
-        return text + "."
+            parts.append("keep the trained modules_to_save copies "
+                         f"({_plural(len(self.drops), 'frozen original')} left out)")
+        if not parts:
+            parts.append("move the PEFT base layers' tensors to the plain names")
+        text = "; ".join(parts)
+        return f"{text[0].upper()}{text[1:]}, as PEFT's merge_and_unload() does."
 
     def code(self, ctx: CodeContext = CodeContext()) -> list[str]:
         sd = ctx.sd
+        lines: list[str] = []
+        if self.layers or self.biases:
+            lines.append(f"scaling = {self.scaling!r}"
+                         + (f"  # {self.alpha}" if self.alpha else ""))
+        if self.layers:
+            lines += self._layer_lines(sd)
+        if self.biases:
+            lines.append("lora_biases = [  # (base bias, lora_B bias, merged bias)")
+            lines += [f"    ({x!r}, {y!r}, {t!r})," for x, y, t in self.biases]
+            lines += [
+                "]",
+                "for base_key, b_key, bias_key in lora_biases:",
+                f"    bias = {sd}.pop(base_key)",
+                f"    {sd}[bias_key] = (bias + {sd}.pop(b_key) * scaling).to(bias.dtype)",
+            ]
+        if self.renames:
+            lines.append("moves = {  # the base layers' other tensors, modules_to_save copies")
+            lines += [f"    {old!r}: {new!r}," for old, new in self.renames]
+            lines += ["}", f"{sd} = {{moves.get(k, k): v for k, v in {sd}.items()}}"]
+        if self.drops:
+            lines.append("frozen = {  # modules_to_save's untrained originals")
+            lines += [f"    {k!r}," for k in self.drops]
+            lines += ["}", f"{sd} = {{k: v for k, v in {sd}.items() if k not in frozen}}"]
+        return lines
+
+    def _layer_lines(self, sd: str) -> list[str]:
         forms = {f for *_, f in self.layers}
         lines = ["lora = [  # (base weight, lora_A, lora_B, merged weight, form)"]
         lines += [f"    ({w!r}, {a!r}, {b!r}, {t!r}, {f!r})," for w, a, b, t, f in self.layers]
-        lines.append("]")
-        lines.append(f"scaling = {self.scaling!r}" + (f"  # {self.alpha}" if self.alpha else ""))
         lines += [
+            "]",
             "for base_key, a_key, b_key, w_key, form in lora:  # W + B @ A * scaling, as "
             "merge_and_unload()",
             f"    w, a, b = {sd}.pop(base_key), {sd}.pop(a_key), {sd}.pop(b_key)",
@@ -176,23 +205,6 @@ class MergeLora(Fix):
                 "        delta = delta.T",
             ]
         lines.append(f"    {sd}[w_key] = (w + (delta * scaling).to(dtype)).to(w.dtype)")
-        if self.biases:
-            lines.append("lora_biases = [  # (base bias, lora_B bias, merged bias)")
-            lines += [f"    ({x!r}, {y!r}, {t!r})," for x, y, t in self.biases]
-            lines += [
-                "]",
-                "for base_key, b_key, bias_key in lora_biases:",
-                f"    bias = {sd}.pop(base_key)",
-                f"    {sd}[bias_key] = (bias + {sd}.pop(b_key) * scaling).to(bias.dtype)",
-            ]
-        if self.renames:
-            lines.append("moves = {  # the base layers' other tensors, modules_to_save copies")
-            lines += [f"    {old!r}: {new!r}," for old, new in self.renames]
-            lines += ["}", f"{sd} = {{moves.get(k, k): v for k, v in {sd}.items()}}"]
-        if self.drops:
-            lines.append("frozen = {  # modules_to_save's untrained originals")
-            lines += [f"    {k!r}," for k in self.drops]
-            lines += ["}", f"{sd} = {{k: v for k, v in {sd}.items() if k not in frozen}}"]
         return lines
 
     def transform(self, entries: dict[str, V], model: Mapping[str, TensorInfo]) -> dict[str, V]:
