@@ -371,3 +371,45 @@ def test_plan_save_by_suffix_writes_what_the_name_says(tmp_path):
     for sd in (as_torch, as_safetensors):
         assert sd.keys() == src.state_dict().keys()
         assert all(torch.equal(sd[k], v) for k, v in src.state_dict().items())
+
+
+def test_a_meta_model_plan_says_assign_in_its_code_as_apply_does(tmp_path):
+    """The plan diagnose makes for a model on the meta device loads with assign=True in
+    apply and in the snippet alike, even when to_code() is not given the model."""
+    import ckwidget as ck
+
+    src = nn.Linear(3, 2)
+    torch.save(src.state_dict(), tmp_path / "w.pt")
+    with torch.device("meta"):
+        applied, coded = nn.Linear(3, 2), nn.Linear(3, 2)
+    report = ck.diagnose(tmp_path / "w.pt", applied)
+    assert report.plan.assign and "assign=True" in report.plan.to_code()
+    report.plan.apply(applied)
+    namespace = {"model": coded}
+    exec(report.plan.to_code(), namespace)
+    for k, v in src.state_dict().items():
+        assert torch.equal(applied.state_dict()[k], v) and torch.equal(coded.state_dict()[k], v)
+
+
+def test_allowlist_snippet_names_numpy_1_globals_exactly_under_numpy_2(tmp_path):
+    """A file written under numpy 1 names numpy.core.multiarray._reconstruct; under numpy
+    2 that import gives an object called numpy._core...: the snippet pairs the object with
+    the file's exact name, so torch accepts it."""
+    import numpy as np
+
+    import ckwidget as ck
+    from tests._hostile_files import replace_records
+
+    src = nn.Linear(2, 2)
+    path = tmp_path / "np1.pt"
+    torch.save({"model": src.state_dict(), "stats": np.arange(3.0)}, path)
+    replace_records(path, {"data.pkl": lambda old: old.replace(
+        b"numpy._core.multiarray", b"numpy.core.multiarray")})
+    report = ck.diagnose(path, nn.Linear(2, 2))
+    allow = next(f for f in report.plan.fixes if isinstance(f, F.AllowGlobals))
+    assert "numpy.core.multiarray._reconstruct" in allow.names
+    code = report.plan.to_code()
+    assert "(_reconstruct, 'numpy.core.multiarray._reconstruct')" in code
+    model = nn.Linear(2, 2)
+    exec(code, {"model": model})
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in src.state_dict().items())

@@ -94,7 +94,7 @@ def _diagnose(path_or_ckpt: Any, model: Any, optimizer: Any, sample_input: Any,
     findings += preprocessing.check(ctx)
     from ..fixes import Plan
 
-    suggested = Plan(fixes, source=ckpt)
+    suggested = Plan(fixes, source=ckpt, assign=side.is_meta)
     return _summarise(ctx, sort_findings(findings), suggested, model)
 
 

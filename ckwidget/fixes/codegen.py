@@ -173,7 +173,7 @@ def generate(
             body += lines
 
     strict = plan.strict
-    assign = bool(model is not None and meta_model(model))
+    assign = plan.assign or bool(model is not None and meta_model(model))
     call = f"{model_name}.load_state_dict(sd, strict={strict}"
     call += ", assign=True)" if assign else ")"
     load = [f"result = {call}"]

@@ -81,11 +81,16 @@ class Plan:
         self,
         fixes: Sequence[Fix] | Iterable[Fix] = (),
         source: str | os.PathLike[str] | Checkpoint | None = None,
+        *,
+        assign: bool = False,
     ) -> None:
         self.fixes: list[Fix] = _ordered(fixes)
         if isinstance(source, (str, os.PathLike)):
             source = Path(source)
         self.source: Path | Checkpoint | None = source
+        # load with assign=True: the model the plan was made for is on the meta device
+        # (apply also does so for any meta model; the snippet needs to be told)
+        self.assign = bool(assign)
 
     # -- the value ------------------------------------------------------------------
     def _find(self, kind: type[Fix]) -> Any:
@@ -131,7 +136,7 @@ class Plan:
 
     def with_fixes(self, fixes: Iterable[Fix]) -> Plan:
         """A new plan with ``fixes`` added (same source)."""
-        return Plan([*self.fixes, *fixes], self.source)
+        return Plan([*self.fixes, *fixes], self.source, assign=self.assign)
 
     def without(self, kind_or_fix: str | Fix | type[Fix]) -> Plan:
         """A new plan without one fix value, or without every fix of one kind."""
@@ -141,10 +146,10 @@ class Plan:
             kept = [f for f in self.fixes if not isinstance(f, kind_or_fix)]
         else:
             kept = [f for f in self.fixes if f.kind != kind_or_fix]
-        return Plan(kept, self.source)
+        return Plan(kept, self.source, assign=self.assign)
 
     def with_source(self, source: str | os.PathLike[str] | Checkpoint | None) -> Plan:
-        return Plan(self.fixes, source)
+        return Plan(self.fixes, source, assign=self.assign)
 
     def __len__(self) -> int:
         return len(self.fixes)
@@ -162,8 +167,7 @@ class Plan:
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Plan) and self.fixes == other.fixes and (
-            self.source == other.source
-        )
+            self.source == other.source) and self.assign == other.assign
 
     def __hash__(self) -> int:
         return hash(tuple(self.fixes))
@@ -173,7 +177,7 @@ class Plan:
 
     def __repr__(self) -> str:
         if not self.fixes:
-            return "<Plan: nothing to fix>"
+            return "<Plan: load with assign=True>" if self.assign else "<Plan: nothing to fix>"
         body = "\n".join(f"  {i}. {f.describe()}" for i, f in enumerate(self.fixes, 1))
         return f"<Plan of {len(self.fixes)} fixes:\n{body}>"
 
@@ -331,7 +335,7 @@ class Plan:
         result, load_problems = check_load(sd, infos, strict)
         if load_problems:
             raise FixError(_sentences(load_problems))
-        assign = meta_model(model)
+        assign = self.assign or meta_model(model)
         result.assign = assign
         load_atomically(
             model, sd, strict=strict, assign=assign, fresh=fresh, release_pages=owned
