@@ -25,6 +25,9 @@ ALL = [
     F.SplitKeys((("a.qkv.weight", (("a.q.weight", 8), ("a.k.weight", 4), ("a.v.weight", 4))),)),
     F.Reshape((("head.weight", (3, 8)),)),
     F.UnfoldWeightNorm((("c.weight", "c.weight_g", "c.weight_v", (4, 1, 1)),)),
+    F.MergeLora((("fc.base_layer.weight", "fc.lora_A.weight", "fc.lora_B.weight", "fc.weight",
+                  "linear"),), 2.0, renames=(("fc.base_layer.bias", "fc.bias"),)),
+    F.FoldPruneMask((("fc.weight_orig", "fc.weight_mask", "fc.weight"),)),
 ]
 
 
@@ -36,7 +39,7 @@ class Net(nn.Module):
 
 
 def test_every_kind_is_a_frozen_hashable_value_with_a_sentence():
-    assert {f.kind for f in ALL} == set(F.FIX_KINDS) and len(F.FIX_KINDS) == 16
+    assert {f.kind for f in ALL} == set(F.FIX_KINDS) and len(F.FIX_KINDS) == 18
     for fix in ALL:
         assert isinstance(fix, F.Fix) and F.FIX_KINDS[fix.kind] is type(fix)
         assert hash(fix) == hash(type(fix)(**fix.__dict__))

@@ -319,6 +319,25 @@ def build_cases(d: Path) -> list[dict]:
     plan = ck.diagnose(d / "fused.pt", m.build("SeparateWrapped", 1)).plan
     assert [f.kind for f in plan] == ["split-keys"]
     case("split-keys", "SeparateWrapped", plan)
+    # merge-lora: a PEFT-style full state dict (fc adapted), bfloat16 factors; and
+    # fold-prune-mask: torch.nn.utils.prune's weight_orig/weight_mask, as diagnose plans it
+    lora = {k: v for k, v in ref.items() if not k.startswith("fc.")}
+    lora.update({"fc.base_layer.weight": ref["fc.weight"], "fc.base_layer.bias": ref["fc.bias"],
+                 "fc.lora_A.default.weight": torch.randn(2, 6).bfloat16(),
+                 "fc.lora_B.default.weight": torch.randn(5, 2).bfloat16()})
+    torch.save(lora, d / "lora.pt")
+    case("merge-lora", "Net", F.Plan([F.MergeLora(
+        (("fc.base_layer.weight", "fc.lora_A.default.weight", "fc.lora_B.default.weight",
+          "fc.weight", "linear"),), 0.75, renames=(("fc.base_layer.bias", "fc.bias"),))],
+        d / "lora.pt"))
+    from torch.nn.utils import prune
+
+    pruned = m.build("Net", 0)
+    prune.l1_unstructured(pruned.fc, "weight", amount=0.5)
+    torch.save(pruned.state_dict(), d / "pruned.pt")
+    plan = ck.diagnose(d / "pruned.pt", m.build("Net", 1)).plan
+    assert [f.kind for f in plan] == ["fold-prune-mask"]
+    case("fold-prune-mask", "Net", plan)
     # extract-weights + strip-prefix: a whole pickled DataParallel model.
     torch.save(torch.nn.DataParallel(m.build("Net", 0)), d / "whole.pt")
     case("extract-weights+strip-prefix", "Net",

@@ -20,7 +20,7 @@ from ..checkpoint import TensorInfo
 from ..loadhooks import renamed_names
 from ..rules import renamer, squeezed
 from .families import FAMILY, Family, find_families, rename_pattern
-from .joins import Joins, find_joins
+from .joins import Joins, PeftModule, find_joins
 from .keys import (
     SLOT,
     escape_replacement,
@@ -144,6 +144,8 @@ class Alignment:
     fused: list[tuple[tuple[str, ...], str]] = field(default_factory=list)  # (parts, model key)
     split: list[tuple[str, tuple[tuple[str, int], ...]]] = field(default_factory=list)
     unfolds: list[tuple[str, str, str, tuple[int, ...]]] = field(default_factory=list)
+    lora: list[PeftModule] = field(default_factory=list)  # a PEFT model's modules (merge-lora)
+    masks: list[tuple[str, str, str]] = field(default_factory=list)  # (orig, mask, model key)
     # model key -> what those joins give it (shape, dtype, device), for the table
     joined: dict[str, TensorInfo] = field(default_factory=dict)
     collisions: bool = False  # two checkpoint keys land on one name
@@ -688,6 +690,8 @@ def _settle_joins(result: Alignment, joins: Joins) -> None:
     result.fused = [f for f in joins.fused if ready(list(f[0]), [f[1]])]
     result.split = [f for f in joins.split if ready([f[0]], [t for t, _ in f[1]])]
     result.unfolds = [f for f in joins.unfolds if ready([f[0]], [f[1], f[2]])]
+    result.lora = [m for m in joins.lora if ready(m.checkpoint_names(), m.model_keys())]
+    result.masks = [f for f in joins.masks if ready([f[0], f[1]], [f[2]])]
     notes: dict[str, str] = {}
     stored = {mapped: result.ckpt[k] for mapped, k in file_key.items()}
     given = result.joined
@@ -711,7 +715,14 @@ def _settle_joins(result: Alignment, joins: Joins) -> None:
             notes[mk] = f"rows {start}:{start + rows} of {file_key[source]}"
             given[mk] = _made(whole, (rows, *whole.shape[1:]))
             start += rows
-    settled = Joins(result.folds, result.fused, result.split, result.unfolds)
+    for module in result.lora:
+        notes.update(module.notes(file_key))
+        given.update(module.given(stored))
+    for orig, mask, mk in result.masks:
+        notes[mk] = f"folded from {file_key[orig]} * {file_key[mask]} (pruned)"
+        given[mk] = stored[orig]
+    settled = Joins(result.folds, result.fused, result.split, result.unfolds, result.lora,
+                    result.masks)
     gone = {file_key[k] for k in settled.checkpoint_names()}
     result.unexpected = [k for k in result.unexpected if k not in gone]
     for k in gone:

@@ -16,6 +16,7 @@ from ..gcpause import gc_paused
 from ..kinds import UNREPAIRABLE_KINDS
 from .align import _leading, _spread, align
 from .checks import (
+    adapters,
     architecture,
     corruption,
     format,
@@ -87,6 +88,7 @@ def _diagnose(path_or_ckpt: Any, model: Any, optimizer: Any, sample_input: Any,
         findings += check(ctx)
     if entry_infos or not ctx.blockers:
         findings += architecture.check(ctx)
+        findings += adapters.check(ctx)
     findings += training.check(ctx)
     # A file that names code to run gets no plan: nothing should read it.
     fixes = [] if "malicious" in ctx.blockers else choose_fixes(findings)
@@ -316,7 +318,8 @@ def _summarise(ctx: Context, findings: list[Finding], plan: Any, model: Any) -> 
         after = len(a.loadable) + len(a.transposed)
     clean = (not blockers and ctx.entry == "" and not a.missing and not a.unexpected
              and not a.mismatched and not a.transposed and not a.steps and not a.folds
-             and not a.fused and not a.split and not a.unfolds and not side.is_meta)
+             and not a.fused and not a.split and not a.unfolds and not a.lora
+             and not a.masks and not side.is_meta)
     errors = [f for f in findings if f.severity == "error"]
     nonfinite = next((f for f in findings if f.kind == "nonfinite"), None)
     prov = None

@@ -174,19 +174,22 @@ def find_joins(unmatched_c: list[str], c_infos: dict[str, TensorInfo],
     joins = Joins()
     c_set = set(unmatched_c)
     m_set = set(unmatched_m)
-    joins.lora = find_peft_modules(unmatched_c, c_infos, unmatched_m, m_infos)
+    text = "\n".join(unmatched_c) + "\n"  # one C-speed search for each layout below
+    if "base_layer." in text or ".modules_to_save." in text:
+        joins.lora = find_peft_modules(unmatched_c, c_infos, unmatched_m, m_infos)
+    if "_mask\n" in text:  # torch.nn.utils.prune, saved without prune.remove
+        for mask in unmatched_c:
+            if mask.endswith("_mask"):
+                mk, orig = mask[:-5], mask[:-5] + "_orig"
+                if (orig in c_set and mk in m_set and c_infos[orig].shape
+                        == c_infos[mask].shape == m_infos[mk].shape):
+                    joins.masks.append((orig, mask, mk))
     claimed = {k for m in joins.lora for k in m.model_keys()}
-    for mk in unmatched_m:
-        if mk in claimed:
-            continue
+    claimed.update(mk for _, _, mk in joins.masks)
+    for mk in [m for m in unmatched_m if m not in claimed] if claimed else unmatched_m:
         mod, _, leaf = mk.rpartition(".")
         pre = mod + "." if mod else ""
         want = m_infos[mk].shape
-        orig, mask = f"{pre}{leaf}_orig", f"{pre}{leaf}_mask"
-        if (orig in c_set and mask in c_set and c_infos[orig].shape == want
-                and c_infos[mask].shape == want):
-            joins.masks.append((orig, mask, mk))  # torch.nn.utils.prune, not removed
-            continue
         for g, v in ((f"{pre}{leaf}_g", f"{pre}{leaf}_v"),
                      (f"{pre}parametrizations.{leaf}.original0",
                       f"{pre}parametrizations.{leaf}.original1")):
@@ -261,8 +264,6 @@ def find_peft_modules(unmatched_c: list[str], c_infos: dict[str, TensorInfo],
     When every key is a PEFT one, no prefix step explains ``base_model.model.`` (no key
     fits the model once it is stripped), so the modules' own names are matched to the
     model's with the leading components that make the most of them fit."""
-    if not any("base_layer." in k or ".modules_to_save." in k for k in unmatched_c):
-        return []
     c_set, m_set = set(unmatched_c), set(unmatched_m)
     # module -> {(embedding?, "A"/"B", leaf): [(adapter, key)]}
     factors: dict[str, dict[tuple[bool, str, str], list[tuple[str, str]]]] = {}

@@ -70,9 +70,9 @@ def _lora(ctx: Context) -> list[Finding]:
     layers = [m for m in modules if m.lora]
     copies = [m for m in modules if not m.lora]
     forms = _forms(ctx, layers)
-    ranks = sorted({m.lora[5] for m in layers})  # type: ignore[index]
+    ranks = sorted({m.lora[5] for m in layers})
     config, where, refused = adapter_config(ctx)
-    shown = [f"{m.lora[0]} + lora_B @ lora_A" for m in layers]  # type: ignore[index]
+    shown = [f"{m.lora[0]} + lora_B @ lora_A" for m in layers]
     what = f"The file is {MERGE_SENTENCE}."
     if layers:
         what += (f" {_count(len(layers), 'adapted layer')} "
@@ -112,12 +112,12 @@ def _lora(ctx: Context) -> list[Finding]:
             "ck.diagnose(ckpt, model).",
             keys=keys, fixes=[DropKeys(tuple(dropped), "LoRA layers: lora_alpha unknown")],
             details={**details, "needs": "lora_alpha"})]
-    rslora = config.get("use_rslora") is True  # type: ignore[union-attr]
-    patterns = config.get("alpha_pattern") or {}  # type: ignore[union-attr]
+    rslora = config.get("use_rslora") is True
+    patterns = config.get("alpha_pattern") or {}
     by_scaling: dict[float, list[tuple[PeftModule, str]]] = {}
     alphas: dict[float, tuple[float, int]] = {}
     for m in layers:
-        r = m.lora[5]  # type: ignore[index]
+        r = m.lora[5]
         a = _pattern_alpha(patterns, m.module, alpha)
         scaling = a / math.sqrt(r) if rslora else a / r
         by_scaling.setdefault(scaling, []).append((m, forms[m.module]))
@@ -133,7 +133,7 @@ def _lora(ctx: Context) -> list[Finding]:
             moves += [mv for m in copies for mv in m.moves]
             drops = [d for m in copies for d in m.drops]
         fixes.append(MergeLora(
-            tuple((*m.lora[:4], form) for m, form in group),  # type: ignore[index]
+            tuple((*m.lora[:4], form) for m, form in group),
             scaling, renames=tuple(moves),
             biases=tuple(m.bias for m, _ in group if m.bias),
             drops=tuple(drops), alpha=f"{formula}, from {where}"))
@@ -170,23 +170,22 @@ def _unsettle(ctx: Context, modules: list[PeftModule], note: str) -> list[str]:
         a.status[mk] = "missing"
         a.notes[mk] = f"LoRA layer not merged ({note}): keeps its initial value"
         a.joined.pop(mk, None)
-    for c in back:
-        a.unexpected_mapped[in_file[c]] = c
+    stored = {c: in_file[c] for c in back if c in in_file}
+    a.unexpected_mapped.update({k: c for c, k in stored.items()})
     order = {k: i for i, k in enumerate(a.model.infos)}
-    a.missing = sorted([*a.missing, *served], key=order.__getitem__)
+    a.missing = sorted({*a.missing, *served}, key=order.__getitem__)
     file_order = {k: i for i, k in enumerate(a.ckpt)}
-    a.unexpected = sorted([*a.unexpected, *(in_file[c] for c in back)],
-                          key=file_order.__getitem__)
+    a.unexpected = sorted({*a.unexpected, *stored.values()}, key=file_order.__getitem__)
     gone = set(map(id, modules))
     a.lora = [m for m in a.lora if id(m) not in gone]
-    ctx.notes["unmerged_lora"] = {in_file[c] for c in back}
+    ctx.notes["unmerged_lora"] = set(stored.values())
     return back
 
 
 def _forms(ctx: Context, layers: list[PeftModule]) -> dict[str, str]:
     """Each layer's form; a square 2-D weight is Linear or Conv1D (fan_in_fan_out), by the
     model's own module, else by the config, else by the non-square layers' majority."""
-    forms = {m.module: m.lora[4] for m in layers}  # type: ignore[index]
+    forms = {m.module: m.lora[4] for m in layers}
     square = [mod for mod, f in forms.items() if f == "square"]
     if not square:
         return forms

@@ -1,0 +1,258 @@
+"""``load_state_dict`` with the same result as torch's, in time linear in the number of keys.
+
+torch's ``nn.Module.load_state_dict`` walks the module tree and, for every child of every
+module, builds the child's dict by scanning the whole of its parent's dict::
+
+    child_state_dict = {k: v for k, v in local_state_dict.items() if k.startswith(child_prefix)}
+
+A module with ``c`` children and ``n`` keys below it costs ``c * n``: a flat ModuleList of
+50,000 Linear layers (100,000 keys) spends about 20 minutes there.
+
+:func:`load_state_dict` is the same walk (the same calls, in the same order, with the same
+arguments: every module's ``_load_from_state_dict`` still receives exactly the dict torch
+would give it, its pre-hooks run inside it, post hooks run after its children, the error
+text is built the same way), except that the children's dicts of a module whose loading
+is torch's stock code are built together, by one pass that splits each key once on its
+prefix, instead of one scan per child. For such a module no code of anyone else holds
+its dict while its children load, so building the children's dicts before the first
+child loads gives each child the same dict as building it just before that child loads.
+
+Where that is not certain, torch's own per-child scan is kept for that module's children:
+a module whose class (or instance) defines its own ``_load_from_state_dict``, a module with
+load_state_dict pre-hooks (lazy modules, ``parametrizations.weight_norm``, ``spectral_norm``,
+user hooks; its hook could hold on to the dict), or a child name a single split cannot
+stand for. The whole load is torch's own ``model.load_state_dict`` when the model's class
+overrides ``load_state_dict``, when the state dict is not a plain mapping of string keys,
+or when the installed torch's ``load_state_dict`` is not the code this walk mirrors
+(checked once, on its source).
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import io
+import textwrap
+import tokenize
+from collections import OrderedDict
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # pragma: no cover
+    from torch import nn
+
+# The walk below mirrors these lines of torch's ``Module.load_state_dict`` (whitespace and
+# comments removed): the nested ``load`` function whole, then the lines around it.
+_LOAD_BODY = (
+    'local_metadata={}ifmetadataisNoneelsemetadata.get(prefix[:-1],{})'
+    'ifassign:local_metadata["assign_to_params_buffers"]=assign'
+    'module._load_from_state_dict(local_state_dict,prefix,local_metadata,True,'
+    'missing_keys,unexpected_keys,error_msgs'
+    '<comma>)'
+    'forname,childinmodule._modules.items():ifchildisnotNone:'
+    'child_prefix=prefix+name+"."'
+    'child_state_dict={k:vfork,vinlocal_state_dict.items()ifk.startswith(child_prefix)}'
+    'load(child,child_state_dict,child_prefix)'
+    'incompatible_keys=_IncompatibleKeys(missing_keys,unexpected_keys)'
+    'forhookinmodule._load_state_dict_post_hooks.values():'
+    'out=hook(module,incompatible_keys)'
+    '<check>'
+    '"Hooksregisteredwith``register_load_state_dict_post_hook``arenot"'
+    '"expectedtoreturnnewvalues,ifincompatible_keysneedtobemodified,"'
+    '"itshouldbedoneinplace."'
+    '<close>'
+    'load(self,state_dict)'
+)
+_LOAD_BODIES = tuple(
+    _LOAD_BODY.replace("<comma>", comma).replace("<check>", check).replace("<close>", close)
+    for comma in ("", ",")
+    for check, close in (("ifoutisnotNone:raiseAssertionError(", ")"),
+                         ("assertoutisNone,(", ")"))
+)
+_AROUND = (
+    "ifnotisinstance(state_dict,Mapping):raiseTypeError(",
+    'metadata=getattr(state_dict,"_metadata",None)state_dict=OrderedDict(state_dict)'
+    "ifmetadataisnotNone:state_dict._metadata=metadata",
+    'defload(module,local_state_dict,prefix=""',
+    "load(self,state_dict)",
+    "ifstrict:iflen(unexpected_keys)>0:error_msgs.insert(0,"
+    '"Unexpectedkey(s)instate_dict:{}.".format(",".join(f\'"{k}"\'forkinunexpected_keys)',
+    'iflen(missing_keys)>0:error_msgs.insert(0,"Missingkey(s)instate_dict:{}.".format('
+    '",".join(f\'"{k}"\'forkinmissing_keys)',
+    'iflen(error_msgs)>0:raiseRuntimeError("Error(s)inloadingstate_dictfor{}:\\n\\t{}"'
+    '.format(self.__class__.__name__,"\\n\\t".join(error_msgs))',
+    "return_IncompatibleKeys(missing_keys,unexpected_keys)",
+)
+_SKIP = {tokenize.COMMENT, tokenize.NL, tokenize.NEWLINE, tokenize.INDENT, tokenize.DEDENT,
+         tokenize.ENDMARKER}
+
+
+def _normalized_source(fn: Any) -> str | None:
+    """``fn``'s source without comments or whitespace, or None when it cannot be read."""
+    try:
+        source = textwrap.dedent(inspect.getsource(fn))
+        tokens = tokenize.generate_tokens(io.StringIO(source).readline)
+        text = "".join(t.string for t in tokens if t.type not in _SKIP)
+    except (OSError, TypeError, SyntaxError, tokenize.TokenError, IndentationError):
+        return None
+    return "".join(text.split())
+
+
+@functools.lru_cache(maxsize=4)
+def _mirrors(fn: Any) -> bool:
+    """Whether ``fn`` (torch's ``Module.load_state_dict``) is the code this module mirrors."""
+    text = _normalized_source(fn)
+    if text is None:
+        return False
+    at = 0
+    for part in _AROUND:
+        found = text.find(part, at)
+        if found < 0:
+            return False
+        at = found + len(part)
+    start = text.find('defload(module,local_state_dict,prefix=""')
+    body = text[text.index(":", start) + 1:]
+    return any(body.startswith(b) for b in _LOAD_BODIES)
+
+
+def supported() -> bool:
+    """Whether the installed torch's ``load_state_dict`` is the walk this module mirrors."""
+    from torch import nn
+
+    return _mirrors(nn.Module.load_state_dict)
+
+
+@functools.lru_cache(maxsize=1)
+def _stock_loaders() -> tuple[Any, ...]:
+    """torch's ``_load_from_state_dict`` implementations that keep no hold of the dict."""
+    from torch import nn
+    from torch.nn.modules.batchnorm import _NormBase
+    from torch.nn.modules.instancenorm import _InstanceNorm
+
+    return (nn.Module._load_from_state_dict, _NormBase._load_from_state_dict,
+            _InstanceNorm._load_from_state_dict)
+
+
+def fast_path(model: nn.Module, state_dict: Any) -> bool:
+    """Whether :func:`load_state_dict` takes its own walk for this model and dict."""
+    from torch import nn
+
+    return (
+        type(model).load_state_dict is nn.Module.load_state_dict
+        and "load_state_dict" not in vars(model)
+        and isinstance(state_dict, Mapping)
+        and supported()
+        and all(type(k) is str for k in state_dict)
+    )
+
+
+def load_state_dict(
+    model: nn.Module, state_dict: Mapping[str, Any], strict: bool = True, assign: bool = False
+) -> Any:
+    """``model.load_state_dict(state_dict, strict, assign)``: the same result, linear time.
+
+    Returns torch's ``_IncompatibleKeys``; raises what torch raises, with the same text.
+    """
+    if not fast_path(model, state_dict):
+        return model.load_state_dict(state_dict, strict=strict, assign=assign)
+    from torch.nn.modules.module import _IncompatibleKeys
+
+    stock = _stock_loaders()
+    missing_keys: list[str] = []
+    unexpected_keys: list[str] = []
+    error_msgs: list[str] = []
+
+    metadata = getattr(state_dict, "_metadata", None)
+    state_dict = OrderedDict(state_dict)
+    if metadata is not None:
+        state_dict._metadata = metadata  # type: ignore[attr-defined]
+
+    def load(module: Any, local_state_dict: dict[str, Any], prefix: str = "") -> None:
+        local_metadata = {} if metadata is None else metadata.get(prefix[:-1], {})
+        if assign:
+            local_metadata["assign_to_params_buffers"] = assign
+        module._load_from_state_dict(
+            local_state_dict, prefix, local_metadata, True,
+            missing_keys, unexpected_keys, error_msgs,
+        )
+        children = module._modules
+        groups = _groups(module, local_state_dict, prefix, stock) if children else None
+        for name, child in children.items():
+            if child is not None:
+                child_prefix = prefix + name + "."
+                if groups is None:  # torch's own scan
+                    child_state_dict = {
+                        k: v for k, v in local_state_dict.items() if k.startswith(child_prefix)
+                    }
+                else:
+                    child_state_dict = groups.pop(name, None)
+                    if child_state_dict is None:
+                        child_state_dict = {}
+                load(child, child_state_dict, child_prefix)
+
+        incompatible_keys = _IncompatibleKeys(missing_keys, unexpected_keys)
+        for hook in module._load_state_dict_post_hooks.values():
+            out = hook(module, incompatible_keys)
+            if out is not None:
+                raise AssertionError(
+                    "Hooks registered with ``register_load_state_dict_post_hook`` are not"
+                    "expected to return new values, if incompatible_keys need to be modified,"
+                    "it should be done inplace."
+                )
+
+    load(model, state_dict)
+    del load
+
+    if strict:
+        if len(unexpected_keys) > 0:
+            error_msgs.insert(
+                0,
+                "Unexpected key(s) in state_dict: {}. ".format(
+                    ", ".join(f'"{k}"' for k in unexpected_keys)
+                ),
+            )
+        if len(missing_keys) > 0:
+            error_msgs.insert(
+                0,
+                "Missing key(s) in state_dict: {}. ".format(
+                    ", ".join(f'"{k}"' for k in missing_keys)
+                ),
+            )
+    if len(error_msgs) > 0:
+        raise RuntimeError(
+            "Error(s) in loading state_dict for {}:\n\t{}".format(
+                model.__class__.__name__, "\n\t".join(error_msgs)
+            )
+        )
+    return _IncompatibleKeys(missing_keys, unexpected_keys)
+
+
+def _groups(
+    module: Any, local_state_dict: dict[str, Any], prefix: str, stock: tuple[Any, ...]
+) -> dict[str, dict[str, Any]] | None:
+    """Every child's dict in one pass over ``local_state_dict``, or None to scan per child.
+
+    A key belongs to child ``name`` when it starts with ``prefix + name + "."``; for a
+    name without a dot that is exactly: the key starts with ``prefix`` and the rest, split
+    once on its first dot, has ``name`` before the dot. Each group keeps the keys' order.
+    """
+    if (
+        type(module)._load_from_state_dict not in stock
+        or "_load_from_state_dict" in vars(module)
+        or module._load_state_dict_pre_hooks
+        or not all(type(n) is str and "." not in n for n in module._modules)
+    ):
+        return None
+    groups: dict[str, dict[str, Any]] = {}
+    cut = len(prefix)
+    for k, v in local_state_dict.items():
+        if type(k) is not str or not k.startswith(prefix):
+            continue  # torch's scan would not place it in any child either
+        head, dot, _ = k[cut:].partition(".")
+        if dot:
+            group = groups.get(head)
+            if group is None:
+                groups[head] = {k: v}
+            else:
+                group[k] = v
+    return groups
