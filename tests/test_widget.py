@@ -166,9 +166,14 @@ def test_export_puts_code_in_next_cell_when_a_shell_exists(prefixed, monkeypatch
     path, _ = prefixed
     dbg = _open(path, TinyNet(), model_name="net")
     monkeypatch.setattr("ckwidget.ui.export.current_shell", lambda: None)
+    dbg.apply()
+    applied = dbg.result_html.value
     code = dbg.export()
     assert code == dbg.last_code and "net" in code and str(path) in code
-    assert "Copy it" in dbg.result_html.value
+    # one line as a cell's last value, not the whole snippet as an escaped string
+    assert repr(code).startswith("<plain-torch code, ") and "\n" not in repr(code)
+    # said exactly what to do, in its own place: Apply's result stays where it was
+    assert "dbg.export()" in dbg.export_html.value and dbg.result_html.value == applied
 
     class Shell:
         def __init__(self) -> None:
@@ -181,7 +186,7 @@ def test_export_puts_code_in_next_cell_when_a_shell_exists(prefixed, monkeypatch
     monkeypatch.setattr("ckwidget.ui.export.current_shell", lambda: shell)
     dbg.export()
     assert shell.calls == [(code, False)]
-    assert "next cell" in dbg.result_html.value
+    assert "in a new cell below" in dbg.export_html.value
 
 
 def test_exported_code_runs_and_loads_the_same_weights(prefixed) -> None:
@@ -721,3 +726,33 @@ def test_showing_the_debugger_loads_the_plotting_library_in_the_background(tmp_p
     lines = [line for line in run.stdout.splitlines()
              if line.startswith(("before", "after", "again"))]
     assert lines == ["before False", "after True", "again []"], run.stdout[-2000:]
+
+
+def test_apply_updates_the_header_and_marks_resolved_findings(prefixed) -> None:
+    path, donor = prefixed
+    net = TinyNet()
+    dbg = _open(path, net, model_name="net")
+    assert dbg.applied_line.value == "" and "resolved by Apply" not in dbg.findings_html.value
+    dbg.apply()
+    assert "Applied at " in dbg.applied_line.value and "loaded into net" in dbg.applied_line.value
+    assert "ck-result-ok" in dbg.applied_line.value
+    assert "resolved by Apply" in dbg.findings_html.value  # the prefix finding
+    assert not dbg.apply_button.disabled and dbg.progress.value == ""
+    assert all(torch.equal(net.state_dict()[k], v) for k, v in donor.state_dict().items())
+
+
+def test_an_interrupted_apply_says_the_model_is_unchanged(prefixed, monkeypatch) -> None:
+    path, _ = prefixed
+    net = TinyNet()
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    dbg = _open(path, net, model_name="net")
+
+    def interrupted(*_a, **_k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(type(dbg.plan), "apply", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        dbg.apply()
+    assert "unchanged" in dbg.result_html.value and "Interrupted" in dbg.result_html.value
+    assert "is unchanged" in dbg.applied_line.value and not dbg.apply_button.disabled
+    assert all(torch.equal(net.state_dict()[k], v) for k, v in before.items())

@@ -106,7 +106,8 @@ def evidence_html(keys: Sequence[str], limit: int = EVIDENCE_LIMIT) -> str:
 
 
 def finding_html(
-    finding: Any, selected: Iterable[Any] = (), cache: dict[int, str] | None = None
+    finding: Any, selected: Iterable[Any] = (), cache: dict[int, str] | None = None,
+    resolved: bool = False,
 ) -> str:
     """One finding; ``cache`` keeps the (costly, at 100k keys) evidence block per finding."""
     chosen = set(selected)
@@ -124,9 +125,11 @@ def finding_html(
             mark = '<span class="ck-inplan">✓ in plan</span> ' if fix in chosen else "○ "
             rows.append(f"<li>{mark}{esc(fix_text(fix))}</li>")
         fixes = f'<ul class="ck-fixlist">{"".join(rows)}</ul>'
+    done = ('<span class="ck-resolved">✓ resolved by Apply</span> ' if resolved else "")
     return (
-        f'<div class="ck-finding ck-finding-{esc(finding.kind)}">'
-        f'<span class="ck-sev ck-sev-{sev}">{sev}</span> '
+        f'<div class="ck-finding ck-finding-{esc(finding.kind)}'
+        f'{" ck-finding-resolved" if resolved else ""}">'
+        f'{done}<span class="ck-sev ck-sev-{sev}">{sev}</span> '
         f'<span class="ck-kind">{esc(finding.kind)}</span>'
         f'<div class="ck-message">{esc(finding.message)}</div>'
         f"{evidence}{fixes}</div>"
@@ -134,9 +137,14 @@ def finding_html(
 
 
 def findings_html(
-    findings: Sequence[Any], selected: Iterable[Any] = (), cache: dict[int, str] | None = None
+    findings: Sequence[Any], selected: Iterable[Any] = (), cache: dict[int, str] | None = None,
+    applied: Iterable[Any] = (),
 ) -> str:
+    """The findings; with ``applied`` (the fixes of a plan applied to the model), those
+    whose every fix was applied are marked resolved."""
     if not findings:
         return '<div class="ck-hint">No findings: nothing stands in the way.</div>'
     chosen = list(selected)
-    return "".join(finding_html(f, chosen, cache) for f in findings)
+    done = list(applied)
+    return "".join(finding_html(f, chosen, cache, resolved=bool(
+        done and f.fixes and all(fix in done for fix in f.fixes))) for f in findings)

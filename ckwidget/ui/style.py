@@ -99,6 +99,10 @@ CSS = """
   overflow-x: auto; }
 .ck-result { font-size: 13px; margin: 4px 0; }
 .ck-result-ok { color: #1b5e20; } .ck-result-bad, .ck-result-partial { color: #b71c1c; }
+.ck-applied { font-size: 13px; margin-top: 2px; font-weight: 600; }
+.ck-applied:empty { display: none; }
+.ck-finding-resolved { opacity: 0.7; }
+.ck-resolved { font-weight: 700; font-size: 11px; margin-right: 6px; }
 .ck-hint { color: var(--jp-ui-font-color2, #666); font-size: 12px; }
 .ck-root .ck-fix { width: auto !important; height: auto !important;
   min-height: var(--jp-widgets-inline-height, 28px); margin: 2px 0; }

@@ -132,6 +132,7 @@ class CheckpointDebugger(w.VBox):
         self.model_name = model_name
         self.preview: Any = None
         self.last_result: Any = None
+        self.applied_plan: Any = None  # the plan last applied to the model, if any
         self.last_code = ""
         self.last_error: BaseException | None = None
         self._jobs = Jobs(background, self._show_error)
@@ -175,8 +176,11 @@ class CheckpointDebugger(w.VBox):
         )
         self.planline = _classes(w.HTML(self._plan_line()), "ck-planline")
         self.progress = _classes(w.HTML(""), "ck-busy")
+        # what Apply did to the model, kept in view (the result line below can change)
+        self.applied_line = _classes(w.HTML(""), "ck-applied")
         header = _classes(
-            w.VBox([self.header, self.headline, self.planline, self.progress]),
+            w.VBox([self.header, self.headline, self.planline, self.applied_line,
+                    self.progress]),
             "ck-header", f"ck-status-{status}",
         )
         self.error_area = _classes(w.HTML(""), "ck-error")
@@ -204,7 +208,9 @@ class CheckpointDebugger(w.VBox):
         return _classes(w.VBox([self.findings_html]), "ck-tab-diagnosis")
 
     def _findings(self) -> str:
-        return render.findings_html(self.report.findings, self.selected, self._evidence)
+        applied = self.applied_plan.fixes if self.applied_plan is not None else ()
+        return render.findings_html(self.report.findings, self.selected, self._evidence,
+                                    applied=applied)
 
     @property
     def key_table(self) -> KeyTable:
@@ -290,6 +296,7 @@ class CheckpointDebugger(w.VBox):
         self.export_button = _classes(w.Button(description="Export code", icon="code",
                                                layout=w.Layout(width="auto")), "ck-export")
         self.result_html = _classes(w.HTML(""), "ck-result")
+        self.export_html = _classes(w.HTML(""), "ck-export-result")
         self.save_path = _classes(
             w.Text(placeholder="repaired.safetensors", value=self._default_save_path(),
                    layout=w.Layout(width="360px")),
@@ -312,7 +319,7 @@ class CheckpointDebugger(w.VBox):
                 *fixes,
                 w.HTML("<b>Code</b> <span class='ck-hint'>(plain torch: the same as "
                        "Apply)</span>"),
-                self.snippet, buttons, self.result_html, save,
+                self.snippet, buttons, self.export_html, self.result_html, save,
             ]),
             "ck-tab-fix",
         )
@@ -436,33 +443,80 @@ class CheckpointDebugger(w.VBox):
             self.copy.code = code
 
     # -- actions -----------------------------------------------------------------------
-    def export(self, next_cell: bool = True) -> str:
-        """The plan as plain torch code; also put into the next cell when called in one."""
+    def export(self, next_cell: bool = True) -> ExportedCode:
+        """The plan as plain torch code; also put into the next cell when called in one.
+
+        A button click cannot create a cell (only a cell's own run can ask the front end
+        for one), so the button copies where it can and says exactly what to do."""
         self._show_code(self._code(self.plan))
         placed = to_next_cell(self.last_code) if next_cell else False
-        where = ("It is in the next cell." if placed
-                 else "Copy it from the code view above.")
-        self.result_html.value = f"<div class='ck-msg'>Code ready. {where}</div>"
-        return self.last_code
+        if placed:
+            where = "It is in a new cell below this one."
+        elif self.copy is not None:
+            where = ("Use “Copy code” and paste it into a cell, or run "
+                     "<code>dbg.export()</code> in a cell to get it in a new cell below.")
+        else:
+            where = ("Select it in the code view above and copy it, or run "
+                     "<code>dbg.export()</code> in a cell to get it in a new cell below.")
+        self.export_html.value = f"<div class='ck-msg'>Code ready. {where}</div>"
+        return ExportedCode(self.last_code, placed)
 
     def apply(self, strict: bool | None = None) -> Any:
         """Apply the selected plan to the model (atomic) and show what happened."""
         self._clear_error()
+        plan = self.plan
+        n = len(self.report.columns.get("key", ())) if self.report is not None else 0
+        self.progress.value = (f"<span class='ck-hint'>Applying the plan to "
+                               f"{esc(self.model_name)} ({n:,} keys)…</span>")
+        buttons = (self.apply_button, self.save_button, self.export_button)
+        for b in buttons:
+            b.disabled = True
         try:
-            result = self.plan.apply(self.model, strict=strict)
-        except Exception as exc:
+            result = plan.apply(self.model, strict=strict)
+        except BaseException as exc:  # an interrupt too: apply is atomic, say so
+            why = ("Interrupted" if isinstance(exc, KeyboardInterrupt)
+                   else error_sentence(exc))
             self.result_html.value = (
                 f"<div class='ck-msg ck-result-bad'>Not applied; the model is unchanged. "
-                f"{esc(error_sentence(exc))}</div>"
+                f"{esc(why)}</div>"
             )
+            self.applied_line.value = (
+                f"<span class='ck-result-bad'>Apply did not run to the end at "
+                f"{time.strftime('%H:%M')}; {esc(self.model_name)} is unchanged.</span>")
             raise
+        finally:
+            self.progress.value = ""
+            for b in buttons:
+                b.disabled = False
         self.last_result = result
+        self.applied_plan = plan
+        self._show_applied(result)
         bad = self.report.finding("nonfinite") if self.report is not None else None
         self.result_html.value = _result_html(result, self.model_name,
                                               list(bad.keys) if bad is not None else [])
         if self._dist is not None:
             self._dist.model_changed()
         return result
+
+    def _show_applied(self, result: Any) -> None:
+        """After Apply: the header says what the model now holds, the findings the plan
+        resolved are marked, and the Keys tab shows the keys as the plan loaded them."""
+        loaded = len(getattr(result, "loaded", []) or [])
+        total = self.report.model_tensor_count
+        kept = list(getattr(result, "missing", []) or [])
+        bad = self.report.finding("nonfinite")
+        ok = not kept and bad is None
+        text = (f"Applied at {time.strftime('%H:%M')}: {loaded:,} tensors loaded into "
+                f"{esc(self.model_name)}, atomically")
+        if kept:
+            text += f"; {len(kept):,} of its {total:,} tensors keep their initial values"
+        if bad is not None:
+            text += f"; {len(bad.keys):,} loaded tensors hold NaN/Inf"
+        self.applied_line.value = (
+            f"<span class='{'ck-result-ok' if ok else 'ck-result-bad'}'>{text}.</span>")
+        self.findings_html.value = self._findings()
+        if self._table_drawn and self.table_view.value != "With the plan":
+            self.table_view.value = "With the plan"  # redraws, previewing if needed
 
     def save(self, path: str, format: str | None = None) -> Path:
         """Write the repaired checkpoint to a new file (never over the source)."""
@@ -580,3 +634,23 @@ def _result_html(result: Any, model_name: str, nonfinite: list[str] | None = Non
 def _short(keys: list[Any], limit: int = 3) -> str:
     shown = ", ".join(str(k) for k in keys[:limit])
     return shown + (f" and {len(keys) - limit} more" if len(keys) > limit else "")
+
+
+class ExportedCode(str):
+    """The snippet ``export()`` returns: a plain string, shown in one line when it is a
+    cell's last value (the code itself is in the code view, or in the new cell)."""
+
+    placed: bool = False
+
+    def __new__(cls, code: str, placed: bool = False) -> ExportedCode:
+        obj = super().__new__(cls, code)
+        obj.placed = placed
+        return obj
+
+    def __repr__(self) -> str:
+        lines = self.count("\n") + (0 if self.endswith("\n") else 1)
+        where = "in a new cell below" if self.placed else "in the code view"
+        return f"<plain-torch code, {lines} lines, {where}; print() it to read it here>"
+
+    def _repr_pretty_(self, p: Any, cycle: bool) -> None:
+        p.text(repr(self))
