@@ -198,8 +198,17 @@ def _finding_doc(f: Any) -> dict[str, Any]:
             "keys": list(f.keys), "fixes": [getattr(x, "kind", str(x)) for x in f.fixes]}
 
 
-def _print_findings(out: _Out, findings: Sequence[Any], title: str = "Findings") -> None:
+def _print_findings(out: _Out, findings: Sequence[Any], title: str = "Findings",
+                    verbose: bool = True) -> None:
+    """The findings; without ``verbose``, info findings are counted in one line instead
+    (they stand in most reports, and the eye learns to skip a block that always says
+    them)."""
+    hidden = [] if verbose else [f for f in findings if f.severity == "info"]
+    findings = [f for f in findings if f not in hidden]
     if not findings:
+        if hidden:
+            out(f"  ({len(hidden)} info finding{'s' if len(hidden) != 1 else ''}: -v shows "
+                f"{'them' if len(hidden) != 1 else 'it'})")
         return
     out.heading(f"{title} ({len(findings)})")
     kind_w = max(len(clean(f.kind)) for f in findings)
@@ -211,6 +220,9 @@ def _print_findings(out: _Out, findings: Sequence[Any], title: str = "Findings")
         coloured = f"  {out.style.severity(label, f.severity)}  {out.style(kind, 'bold')}  "
         lines[0] = coloured + lines[0][len(prefix_plain):]
         out.lines(lines)
+    if hidden:
+        out(f"  ({len(hidden)} info finding{'s' if len(hidden) != 1 else ''} more: -v shows "
+            f"{'them' if len(hidden) != 1 else 'it'})")
 
 
 # -- inspect -----------------------------------------------------------------------------
@@ -274,7 +286,7 @@ def _tensor_rows(tensors: dict[str, Any], grouped: bool) -> list[list[str]]:
     return [row(name, n, info, info.nbytes * n) for name, n, info in groups]
 
 
-def _print_inspect(out: _Out, ckpt: Any, show_all: bool) -> None:
+def _print_inspect(out: _Out, ckpt: Any, show_all: bool, verbose: bool = True) -> None:
     st = out.style
     tensors = ckpt.tensors
     total = sum(i.nbytes for i in tensors.values())
@@ -319,7 +331,7 @@ def _print_inspect(out: _Out, ckpt: Any, show_all: bool) -> None:
         out.lines(table(rows[:limit], right=(size_col,)))
         if len(rows) > limit:
             out(f"  ... {len(rows) - limit} more rows (--all lists every tensor)")
-    _print_findings(out, ckpt.findings)
+    _print_findings(out, ckpt.findings, verbose=verbose)
     state = file_state(ckpt)
     if state != "ok":
         out()
@@ -342,7 +354,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     if args.json:
         out(json.dumps(inspect_document(ckpt), indent=2))
     else:
-        _print_inspect(out, ckpt, args.all)
+        _print_inspect(out, ckpt, args.all, args.verbose)
     return BAD_FILE if file_state(ckpt) != "ok" else OK
 
 
@@ -467,7 +479,7 @@ def _print_report(out: _Out, report: Any, code: int, args: argparse.Namespace,
     out(f"  {clean(report.headline)}")
     colour = "green" if code == OK else "yellow" if code == FIXABLE else "red"
     out("  verdict: " + st(_verdict(code, report, args.strict), colour))
-    _print_findings(out, report.findings)
+    _print_findings(out, report.findings, verbose=args.verbose)
     rows, total = _attention_rows(report, args.all)
     if rows and code != BAD_FILE:
         out.heading(f"Keys that need attention ({total})")
@@ -611,6 +623,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--all", action="store_true",
                    help="list every tensor and metadata entry (no grouping, no row limit)")
     p.add_argument("--verify", action="store_true", help=VERIFY_HELP)
+    p.add_argument("-v", "--verbose", action="store_true",
+                   help="show info findings too (by default they are counted)")
     p.set_defaults(run=cmd_inspect)
 
     def model_options(p: argparse.ArgumentParser) -> None:
@@ -632,6 +646,8 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--all", action="store_true", help="list every key that needs attention")
         p.add_argument("--verify", action="store_true",
                        help=VERIFY_HELP + "; files up to 512 MiB are verified without it")
+        p.add_argument("-v", "--verbose", action="store_true",
+                       help="show info findings too (by default they are counted)")
 
     p = sub.add_parser(
         "check", formatter_class=fmt, help="will it load into my model? (exit code says)",

@@ -151,6 +151,7 @@ def runs(tmp_path_factory):
         "inspect_trunc": [sys.executable, "-X", "importtime", "-m", "ckwidget", "inspect",
                           "trunc.pt"],
         "inspect_clean": [_script(), "inspect", "clean.pt"],
+        "inspect_clean_v": [_script(), "inspect", "clean.pt", "-v"],
         "inspect_json": [*py, "inspect", "dp.pt", "--json"],
     }
     procs = {k: subprocess.Popen(c, cwd=root, env=_env(), stdout=subprocess.PIPE,
@@ -255,7 +256,15 @@ def test_inspect_text_groups_layers(runs):
     assert "format    torch-zip" in out
     assert "9 tensors" in out and "float32 ×9" in out
     assert "layers.{0..2}.weight  ×3  float32  [8, 8]" in out
-    assert "head.weight" in out and "Findings" in out
+    # the one finding is info: counted, shown with -v
+    assert "head.weight" in out and "(1 info finding: -v shows it)" in out
+    assert "Findings" not in out
+
+
+def test_inspect_verbose_shows_info_findings(runs):
+    _, results = runs
+    out, _ = _ok(results["inspect_clean_v"], cli.OK)
+    assert "Findings (1)" in out and "info" in out and "-v shows" not in out
 
 
 def test_inspect_json_document(runs):
