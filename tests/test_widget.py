@@ -111,6 +111,9 @@ def test_toggle_updates_plan_preview_and_snippet_before_apply(prefixed) -> None:
     assert "With this fix: 6 of 6 model tensors would load, cleanly" in dbg.headline.value
     assert "ck-status-ok" in _classes(dbg.headline)
     assert "ck-st-renamed" not in dbg.table_html.value
+    # nothing needs attention with the plan: the attention view is empty, all rows match
+    assert "<tbody></tbody>" in dbg.table_html.value
+    dbg.attention_box.value = False
     assert "ck-st-match" in dbg.table_html.value
     # nothing was applied by toggling
     for k, v in model.state_dict().items():
@@ -236,6 +239,13 @@ def test_keys_tab_filters_and_pages(tmp_path) -> None:
     path = tmp_path / "deep.safetensors"
     save_file(sd, str(path))
     dbg = _open(path, Deep(extra=True))
+    dbg.tabs.selected_index = 1  # the Keys tab draws its first page when first shown
+    # it opens on the keys that need attention, those kept at their initial values first
+    assert dbg.attention_box.value and dbg.table_html.value.count("<tr>") == 4
+    html = dbg.table_html.value
+    assert html.index("extra.weight") < html.index("aux.table") and "blocks." not in html
+    assert dbg.status_buttons["match"].description == "match 300"
+    dbg.attention_box.value = False
     dbg.group_box.value = False
     assert dbg.table_html.value.count("<tr>") == 101  # header + 100 rows
     assert "page 1 of 4" in dbg.page_label.value
@@ -243,6 +253,12 @@ def test_keys_tab_filters_and_pages(tmp_path) -> None:
     assert "page 2 of 4" in dbg.page_label.value and dbg.page_index == 1
     dbg.prev_button.click()
     assert dbg.page_index == 0 and dbg.prev_button.disabled
+    dbg.last_button.click()
+    assert "page 4 of 4" in dbg.page_label.value and dbg.next_button.disabled
+    dbg.page_box.value = 2
+    assert dbg.page_index == 1 and "page 2 of 4" in dbg.page_label.value
+    dbg.first_button.click()
+    assert dbg.page_index == 0 and dbg.page_box.value == 1
     dbg.filter_text.value = "blocks.14"
     html = dbg.table_html.value
     assert "blocks.14.weight" in html and "blocks.3.weight" not in html

@@ -387,14 +387,14 @@ def _headline(total: int, as_is: int, after: int, n_fixes: int, clean: bool, sta
               findings: list[Finding]) -> str:
     if status == "unsafe":
         return "Unsafe: this file names code that would run on load; do not unpickle it."
-    first = f"{as_is} of {total} model tensors would load as is"
+    first = f"{as_is:,} of {total:,} model tensors would load as is"
     if clean:
-        return f"All {total} model tensors load as is."
+        return f"All {total:,} model tensors load as is."
     if n_fixes:
         fixes = f"{n_fixes} fix{'es' if n_fixes != 1 else ''}"
         if after == total:
-            return f"{first}; all {total} after the suggested plan ({fixes})."
-        return f"{first}; {after} after the suggested plan ({fixes})."
+            return f"{first}; all {total:,} after the suggested plan ({fixes})."
+        return f"{first}; {after:,} after the suggested plan ({fixes})."
     blocker = next((f for f in findings if f.severity == "error"), None)
     if blocker is not None and as_is == 0 and after == 0:
         return f"{first}: {blocker.kind.replace('-', ' ')}."

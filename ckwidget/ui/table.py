@@ -26,6 +26,11 @@ STATUSES = (
     "match", "missing", "unexpected", "shape-mismatch", "dtype-differs", "transposed",
     "renamed",
 )
+# Rows that need attention first: what keeps its initial value or fails, then what
+# changes on the way in, then what only moves, then what matches.
+_RANK = {"missing": 0, "shape-mismatch": 0, "unexpected": 1, "transposed": 2,
+         "dtype-differs": 2, "renamed": 3, "match": 4}
+ATTENTION = tuple(s for s in STATUSES if s != "match")
 _NUM_PART = re.compile(r"\.\d+(?=\.|$)")  # a numeric path component, after its dot
 _NUM_JOINED = re.compile(r"\.\d+(?=\.|$)", re.MULTILINE)  # the same, keys joined by newlines
 
@@ -94,7 +99,12 @@ class KeyTable:
             index=pd.RangeIndex(n),
         )
         derived["pattern"] = patterns(key)
-        self._df = derived
+        # keys kept at their initial value while learned values go unused come first
+        rank = derived["status"].map(_RANK).fillna(5).astype(np.int8)
+        source = _text(_col(df, "source"))
+        rank[source.eq("initial value").to_numpy()] = -1
+        order = np.argsort(rank.to_numpy(), kind="stable")
+        self._df = derived.iloc[order].reset_index(drop=True)
         self._haystack: pd.Series | None = None
         self._cache: tuple[tuple[str, tuple[str, ...], bool], pd.DataFrame, int] | None = None
 
@@ -344,6 +354,11 @@ def render_rows(rows: pd.DataFrame) -> str:
         alias = ""
         if ck_key and ck_key != label and ck_key != r.key:
             alias = f'<div class="ck-alias">in file: {esc(ck_key)}</div>'
+            # the note's "from <key in file>" says it again: once is enough
+            for said in (f"from {ck_key}; ", f"from {ck_key}"):
+                if note.startswith(said):
+                    note = note[len(said):]
+                    break
         status = esc(r.status)
         cls = _STATUS_CLASS.get(r.status, "ck-st-other")
         parts.append(

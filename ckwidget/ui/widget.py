@@ -23,7 +23,7 @@ from .export import code_html, copy_button, show_once, to_next_cell
 from .lifetime import close_tree, replace_children
 from .plots import prefetch_figure_widget
 from .style import esc, style_tag
-from .table import KeyTable, ordered_counts
+from .table import ATTENTION, KeyTable, ordered_counts
 
 TAB_NAMES = ("Diagnosis", "Keys", "Distributions", "Fix & export")
 
@@ -245,30 +245,50 @@ class CheckpointDebugger(w.VBox):
                        layout=w.Layout(width="auto")),
             "ck-group",
         )
+        # opens on the rows that need attention, when there are any (one click: all)
+        needs = any(n for s, n in counts.items() if s in ATTENTION)
+        self.attention_box = _classes(
+            w.Checkbox(value=needs, description="only keys that need attention",
+                       indent=False, layout=w.Layout(width="auto")),
+            "ck-attention",
+        )
         self.table_view = _classes(
             w.ToggleButtons(options=["As saved", "With the plan"], value="As saved",
                             style={"button_width": "auto"}),
             "ck-table-view",
         )
+        self.first_button = _classes(w.Button(description="⏮", tooltip="first page",
+                                              layout=w.Layout(width="36px")), "ck-first")
         self.prev_button = _classes(w.Button(description="◀", layout=w.Layout(width="36px")),
                                     "ck-prev")
         self.next_button = _classes(w.Button(description="▶", layout=w.Layout(width="36px")),
                                     "ck-next")
+        self.last_button = _classes(w.Button(description="⏭", tooltip="last page",
+                                             layout=w.Layout(width="36px")), "ck-last")
+        self.page_box = _classes(w.BoundedIntText(value=1, min=1, max=1, description="page",
+                                                  layout=w.Layout(width="130px")), "ck-goto")
         self.page_label = _classes(w.HTML(""), "ck-page")
         self.table_html = _classes(w.HTML(""), "ck-table")
         self.page_index = 0
-        for widget in (self.filter_text, self.group_box, self.table_view):
+        for widget in (self.filter_text, self.group_box, self.table_view, self.attention_box):
             widget.observe(self._guard(self._on_table_change), names="value")
         self.prev_button.on_click(self._guard(lambda _b: self._turn(-1)))
         self.next_button.on_click(self._guard(lambda _b: self._turn(+1)))
+        self.first_button.on_click(self._guard(lambda _b: self._go(0)))
+        self.last_button.on_click(self._guard(lambda _b: self._go(10**9)))
+        self.page_box.observe(self._guard(lambda c: self._go(c["new"] - 1)
+                                          if c["new"] - 1 != self.page_index else None),
+                              names="value")
         # the first page is drawn when the tab is first shown (see _on_tab)
         self._table_drawn = False
         self.table_html.value = '<div class="ck-hint">Loading keys…</div>'
-        controls = w.HBox([self.filter_text, self.group_box, self.table_view],
+        controls = w.HBox([self.filter_text, self.attention_box, self.group_box,
+                           self.table_view],
                           layout=w.Layout(flex_flow="row wrap", align_items="center"))
         filters = w.HBox(list(self.status_buttons.values()),
                          layout=w.Layout(flex_flow="row wrap"))
-        pager = w.HBox([self.prev_button, self.page_label, self.next_button],
+        pager = w.HBox([self.first_button, self.prev_button, self.page_label,
+                        self.next_button, self.last_button, self.page_box],
                        layout=w.Layout(align_items="center"))
         return _classes(w.VBox([controls, filters, pager, self.table_html]), "ck-tab-keys")
 
@@ -373,20 +393,36 @@ class CheckpointDebugger(w.VBox):
         self._render_table()
 
     def _turn(self, step: int) -> None:
-        self.page_index += step
+        self._go(self.page_index + step)
+
+    def _go(self, page: int) -> None:
+        self.page_index = page
         self._render_table()
 
     def _render_table(self) -> None:
         statuses = [s for s, b in self.status_buttons.items() if b.value]
-        page = self._current_table().page(
+        if not statuses and self.attention_box.value:
+            statuses = list(ATTENTION)
+        table = self._current_table()
+        page = table.page(
             self.page_index, self.filter_text.value, statuses, self.group_box.value
         )
         self.page_index = page.page
         self._table_drawn = True
         self.table_html.value = page.html
         self.page_label.value = f"<span class='ck-hint'>{esc(page.summary)}</span>"
-        self.prev_button.disabled = page.page == 0
-        self.next_button.disabled = page.page >= page.pages - 1
+        self.prev_button.disabled = self.first_button.disabled = page.page == 0
+        self.next_button.disabled = self.last_button.disabled = page.page >= page.pages - 1
+        self.page_box.max = page.pages
+        self.page_box.value = page.page + 1
+        self._show_counts(table)
+
+    def _show_counts(self, table: KeyTable) -> None:
+        """The status buttons count the rows of the view on screen (as saved, or with
+        the plan)."""
+        counts = table.status_counts()
+        for status, button in self.status_buttons.items():
+            button.description = f"{status} {counts.get(status, 0):,}"
 
     # -- plan and preview --------------------------------------------------------------
     def _on_toggle(self, _change: Any = None) -> None:
