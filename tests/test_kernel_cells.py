@@ -68,3 +68,41 @@ def test_rerunning_a_cell_closes_its_earlier_debuggers(tmp_path) -> None:
     finally:
         kc.stop_channels()
         km.shutdown_kernel(now=True)
+
+
+def _updates(kc, code: str, cell: str) -> list[dict]:
+    """Execute ``code``; the update_display_data messages it caused."""
+    request = kc.session.msg("execute_request",
+                             {"code": code, "silent": False, "store_history": True,
+                              "user_expressions": {}, "allow_stdin": False,
+                              "stop_on_error": True}, metadata={"cellId": cell})
+    kc.shell_channel.send(request)
+    found = []
+    while True:
+        io = kc.get_iopub_msg(timeout=60)
+        if io["parent_header"].get("msg_id") != request["header"]["msg_id"]:
+            continue
+        if io["msg_type"] == "update_display_data":
+            found.append(io["content"])
+        if io["msg_type"] == "status" and io["content"]["execution_state"] == "idle":
+            return found
+
+
+def test_a_closed_debugger_leaves_its_static_report_in_place(tmp_path) -> None:
+    """Closing a debugger (as re-running its cell does) replaces its output, by display
+    id, with the static report: a notebook saved afterwards reopens on the report, not on
+    a widget view whose model is gone."""
+    km, kc = start_new_kernel(kernel_name="python3")
+    try:
+        path = str(tmp_path / "dp.safetensors")
+        _run(kc, SETUP.replace('PATH', repr(path)), "setup")
+        _run(kc, OPEN.replace('PATH', repr(path)), "cell-a")
+        updates = _updates(kc, "made[-1].close()", "cell-b")
+        assert len(updates) == 1
+        data = updates[0]["data"]
+        assert "application/vnd.jupyter.widget-view+json" not in data
+        assert "was closed" in data["text/html"] and "ck-" in data["text/html"]
+        assert updates[0]["transient"]["display_id"]
+    finally:
+        kc.stop_channels()
+        km.shutdown_kernel(now=True)

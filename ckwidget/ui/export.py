@@ -34,7 +34,45 @@ def show_once(obj: Any, bundle: dict[str, Any]) -> None:
     if count is not None and getattr(obj, "_shown_at", None) == count:
         return
     obj._shown_at = count
-    display(bundle, raw=True)
+    # with a display id, the output can be replaced later (see ``leave_static``)
+    obj._display = display(bundle, raw=True, display_id=True)
+
+
+_OPEN: Any = None  # the debuggers on screen, for the kernel's exit
+
+
+def leave_static(obj: Any, bundle: dict[str, Any]) -> None:
+    """Replace ``obj``'s output with ``bundle`` (a static report without the widget view):
+    JupyterLab prefers a widget view even when its model is gone, so a notebook saved
+    after this shows the report on reopening, not "Error displaying widget"."""
+    handle = getattr(obj, "_display", None)
+    if handle is None:
+        return
+    obj._display = None
+    try:
+        handle.update(bundle, raw=True)
+    except Exception:  # the kernel is going away: nothing more can be shown
+        pass
+
+
+def register_open(obj: Any) -> None:
+    """Remember ``obj`` so that the kernel's exit leaves its output static too."""
+    global _OPEN
+    if _OPEN is None:
+        import atexit
+        import weakref
+
+        _OPEN = weakref.WeakSet()
+        atexit.register(_leave_all_static)
+    _OPEN.add(obj)
+
+
+def _leave_all_static() -> None:
+    for obj in list(_OPEN or ()):
+        try:
+            obj.leave_static()
+        except Exception:  # exiting: one failure must not stop the others
+            pass
 
 
 def to_next_cell(code: str, shell: Any | None = None) -> bool:

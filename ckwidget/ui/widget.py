@@ -19,7 +19,14 @@ import ipywidgets as w
 
 from ..errors import CheckpointChangedError, CheckpointError
 from . import render
-from .export import code_html, copy_button, show_once, to_next_cell
+from .export import (
+    code_html,
+    copy_button,
+    leave_static,
+    register_open,
+    show_once,
+    to_next_cell,
+)
 from .lifetime import close_tree, replace_children
 from .plots import prefetch_figure_widget
 from .style import esc, style_tag
@@ -598,6 +605,7 @@ class CheckpointDebugger(w.VBox):
         so without this a 100,000-key debugger keeps its checkpoint in memory until
         the kernel restarts. The model stays the caller's."""
         self._jobs.cancel(self.close_wait_s)  # no job writes into closed widgets
+        self.leave_static()
         for child in self.children:
             close_tree(child)
         close_tree(self.layout)
@@ -606,12 +614,12 @@ class CheckpointDebugger(w.VBox):
         self._evidence = {}
 
     # -- display -----------------------------------------------------------------------
-    def to_html(self) -> str:
+    def to_html(self, note: str | None = None) -> str:
         """A static report (front ends without widget support, saved notebooks)."""
         from .static import static_html
 
         return static_html(self.report, self.plan, self.model_name, self._key_table,
-                           self._evidence, note=STATIC_NOTE)
+                           self._evidence, note=STATIC_NOTE if note is None else note)
 
     def _repr_html_(self) -> str:
         return self.to_html()
@@ -628,16 +636,29 @@ class CheckpointDebugger(w.VBox):
         bundle["text/plain"] = repr(self)
         return bundle
 
+    def leave_static(self) -> None:
+        """Replace this debugger's output with the static report (on close, on its
+        cell's next run, at the kernel's exit): what a reopened notebook then shows."""
+        if getattr(self, "_display", None) is None:
+            return
+        leave_static(self, {"text/html": self.to_html(note=CLOSED_NOTE),
+                            "text/plain": repr(self)})
+
     def _ipython_display_(self) -> None:
         """Show once per cell run: ``%ckdebug`` displays and also returns the widget;
         then, with the widget on screen, the plotting library loads in the background."""
         show_once(self, self._repr_mimebundle_())
+        register_open(self)
         prefetch_figure_widget()
 
     def __repr__(self) -> str:
         return f"<CheckpointDebugger: {self.report.headline}>"
 
 
+CLOSED_NOTE = (
+    "The interactive checkpoint debugger that stood here was closed (or its kernel "
+    "stopped); this is its report. Run the cell again to open it."
+)
 STATIC_NOTE = (
     "Static view of the checkpoint debugger: this front end did not render the "
     "interactive widget (it needs ipywidgets 8). <code>dbg.apply()</code>, "
