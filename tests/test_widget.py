@@ -403,7 +403,8 @@ def test_displayed_once_per_cell(prefixed, monkeypatch) -> None:
     path, _ = prefixed
     dbg = _open(path, TinyNet())
     shown: list[dict] = []
-    monkeypatch.setattr("IPython.display.display", lambda b, raw=False: shown.append(b))
+    monkeypatch.setattr("IPython.display.display",
+                        lambda b, raw=False, display_id=None: shown.append(b))
 
     class Shell:
         execution_count = 7
