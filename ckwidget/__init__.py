@@ -25,7 +25,7 @@ _LAZY = {
     "NotACheckpointError": ("ckwidget.errors", "NotACheckpointError"),
     "CorruptCheckpointError": ("ckwidget.errors", "CorruptCheckpointError"),
     "BudgetExceededError": ("ckwidget.errors", "BudgetExceededError"),
-    "UnsafeCheckpointError": ("ckwidget.errors", "UnsafeCheckpointError"),
+    "CheckpointChangedError": ("ckwidget.errors", "CheckpointChangedError"),
     "FixError": ("ckwidget.errors", "FixError"),
     "diagnose": ("ckwidget.diagnosis", "diagnose"),
     "Report": ("ckwidget.diagnosis.report", "Report"),
@@ -39,6 +39,7 @@ __all__ = [
     "BudgetExceededError",
     "Budgets",
     "Checkpoint",
+    "CheckpointChangedError",
     "CheckpointError",
     "CorruptCheckpointError",
     "Finding",
@@ -47,7 +48,6 @@ __all__ = [
     "Plan",
     "Report",
     "TensorInfo",
-    "UnsafeCheckpointError",
     "debug",
     "diagnose",
     "extract_weights",
@@ -68,7 +68,6 @@ if TYPE_CHECKING:  # pragma: no cover
         CorruptCheckpointError,
         FixError,
         NotACheckpointError,
-        UnsafeCheckpointError,
     )
     from .fixes import Plan
     from .fixes.helpers import extract_weights

@@ -18,8 +18,6 @@ from typing import Any, TextIO
 _CODES = {"red": "31", "yellow": "33", "green": "32", "cyan": "36", "dim": "2", "bold": "1"}
 SEVERITY_COLOUR = {"error": "red", "warning": "yellow", "info": "cyan"}
 ICONS = {"error": "✖", "warning": "▲", "info": "ℹ"}
-STATUS_COLOUR = {"ok": "green", "fixable": "yellow", "partial": "red", "broken": "red",
-                 "unsafe": "red"}
 
 
 def clean(text: Any) -> str:

@@ -23,9 +23,5 @@ class BudgetExceededError(CheckpointError):
     """Reading stopped because the file asked for more than a safety budget allows."""
 
 
-class UnsafeCheckpointError(CheckpointError):
-    """The operation would need to execute code named in the file."""
-
-
 class FixError(CheckpointError):
     """A fix or plan cannot be applied; the model is left unchanged."""

@@ -139,13 +139,17 @@ def test_model_that_is_not_a_module_is_a_usage_error(ip, broken) -> None:
 
 
 def test_unreadable_file_is_a_usage_error_not_a_traceback(ip, tmp_path) -> None:
+    ip.user_ns["net"] = Net()
+    # an empty file opens: its finding says what it is
     path = tmp_path / "empty.pt"
     path.write_bytes(b"")
-    ip.user_ns["net"] = Net()
-    result = ip.run_cell(f"%ckdebug {path} net")
-    # an empty file still opens (its findings say what it is) or is a one-line UsageError
-    if not result.success:
-        assert isinstance(result.error_in_exec, UsageError)
+    result = ip.run_cell(f"dbg = %ckdebug {path} net")
+    assert result.success
+    assert "not-a-checkpoint" in ip.user_ns["dbg"].report.kinds
+    # a path that is not there is a one-line UsageError, not a traceback
+    result = ip.run_cell(f"%ckdebug {tmp_path / 'nowhere.pt'} net")
+    assert not result.success and isinstance(result.error_in_exec, UsageError)
+    assert "There is no file or folder" in str(result.error_in_exec)
 
 
 def test_unload_removes_the_magic(ip) -> None:

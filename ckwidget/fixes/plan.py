@@ -148,9 +148,6 @@ class Plan:
             kept = [f for f in self.fixes if f.kind != kind_or_fix]
         return Plan(kept, self.source, assign=self.assign)
 
-    def with_source(self, source: str | os.PathLike[str] | Checkpoint | None) -> Plan:
-        return Plan(self.fixes, source, assign=self.assign)
-
     def __len__(self) -> int:
         return len(self.fixes)
 

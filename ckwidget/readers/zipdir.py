@@ -10,7 +10,6 @@ caller. Records are kept column-wise; entry objects are made only for records in
 
 from __future__ import annotations
 
-import mmap
 import struct
 import sys
 import zlib
@@ -563,21 +562,6 @@ def read_record(directory: ZipDirectory, entry: ZipEntry, budgets: Budgets, *,
             f"Record {entry.name!r} fails its CRC check: its bytes were damaged after saving."
         )
     return data
-
-
-def crc_matches(directory: ZipDirectory, entry: ZipEntry, chunk: int = 1 << 24) -> bool:
-    """Check a stored record's CRC by streaming it (reads the record's bytes once)."""
-    start = data_offset(directory, entry)
-    if entry.method != 0 or start + entry.size > directory.file_size:
-        return False
-    crc = 0
-    with open(directory.path, "rb") as fh:
-        if entry.size == 0:
-            return entry.crc == 0
-        with mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as mm:
-            for at in range(start, start + entry.size, chunk):
-                crc = zlib.crc32(mm[at:min(at + chunk, start + entry.size)], crc)
-    return crc == entry.crc
 
 
 class RecordFailure:

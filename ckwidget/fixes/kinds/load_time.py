@@ -1,5 +1,7 @@
 """Load-time fix kinds: they change how the checkpoint is read (which container, onto
-which device, which globals torch may build, or ckwidget's own reader), not the dict."""
+which device, which globals torch may build, or ckwidget's own reader), not the dict.
+Their code is the snippet's reading step, which ``fixes/codegen.py`` writes from the
+plan as a whole (``Plan.entry``, ``map_location``, ``allowed_globals``, ``extracts``)."""
 
 from __future__ import annotations
 
@@ -10,7 +12,6 @@ from typing import TYPE_CHECKING, ClassVar
 from ...errors import FixError
 from ...readers.safety import is_malicious, is_vetted
 from .base import (
-    CodeContext,
     Fix,
     _plural,
     _short,
@@ -42,8 +43,6 @@ class SelectEntry(Fix):
             return "Use the checkpoint's top level as the state dict."
         return f"Use the weights stored under {self.entry!r} in the checkpoint."
 
-    def code(self, ctx: CodeContext = CodeContext()) -> list[str]:
-        return [f"{ctx.sd} = {entry_expr(ctx.ckpt, self.entry)}"]
 
 
 @dataclass(frozen=True)
@@ -58,8 +57,6 @@ class MapLocation(Fix):
     def describe(self) -> str:
         return f"Load every tensor onto {self.device!r} (map_location={self.device!r})."
 
-    def code(self, ctx: CodeContext = CodeContext()) -> list[str]:
-        return [f"map_location = {self.device!r}"]
 
 
 @dataclass(frozen=True)
@@ -93,16 +90,6 @@ class AllowGlobals(Fix):
             f"({_short(self.names)}) in torch.load's weights-only mode."
         )
 
-    def code(self, ctx: CodeContext = CodeContext()) -> list[str]:
-        lines = [import_line(n) for n in self.names]
-        names = ", ".join(n.rsplit(".", 1)[1] for n in self.names)
-        lines.append(f"with torch.serialization.safe_globals([{names}]):")
-        return lines
-
-
-def import_line(dotted: str) -> str:
-    module, name = dotted.rsplit(".", 1)
-    return f"from {module} import {name}"
 
 
 @dataclass(frozen=True)
@@ -130,5 +117,3 @@ class ExtractWeights(Fix):
             "code for this step needs ckwidget."
         )
 
-    def code(self, ctx: CodeContext = CodeContext()) -> list[str]:
-        return [f"{ctx.sd} = ckwidget.extract_weights({ctx.path})"]
