@@ -13,6 +13,7 @@ import re
 from collections import Counter, deque
 from collections.abc import Callable, Container
 from dataclasses import dataclass, field
+from functools import lru_cache
 from itertools import chain, compress, filterfalse, repeat
 from operator import attrgetter, eq, is_, ne, not_
 
@@ -48,6 +49,16 @@ HEAD_NAMES = {"fc", "head", "heads", "classifier", "cls", "logits", "out", "outp
 POSITION_HINTS = ("pos_embed", "position_embedding", "pos_emb", "positional_embedding",
                   "relative_position_bias_table", "position_ids", "wpe")
 VOCAB_HINTS = ("embed", "wte", "word", "tok", "lm_head", "vocab", "shared", "decoder")
+# What a module is for, by its own name: a token embedding and the output head often have
+# the same shape (GPT-2's wte and lm_head), and only their names tell them apart.
+OUTPUT_NAMES = HEAD_NAMES | {"lm_head", "embed_out", "unembed", "output_layer",
+                             "output_projection", "decoder"}
+# Tensors one layout of a module has and another lacks, with no learned values (GPT-2's
+# old masked_bias, BatchNorm's counter, BERT's position_ids): searching for a module's
+# counterpart, they neither need a partner nor stop the rest from pairing.
+OPTIONAL_LEAVES = frozenset({"num_batches_tracked", "masked_bias", "position_ids"})
+# Hugging Face's Conv1D layers (GPT-2, OpenAI GPT): weights stored as (in, out)
+CONV1D_NAMES = frozenset({"c_attn", "q_attn", "c_proj", "c_fc"})
 
 
 @dataclass(frozen=True)
@@ -149,6 +160,12 @@ class Alignment:
     # model key -> what those joins give it (shape, dtype, device), for the table
     joined: dict[str, TensorInfo] = field(default_factory=dict)
     collisions: bool = False  # two checkpoint keys land on one name
+    # renames the search of the leftovers found (module or key pairs, file -> model, in
+    # the namespace the prefix steps leave): by roles, shapes up to transposes, order
+    searched: list[tuple[str, str]] = field(default_factory=list)
+    # square 2-D weights in a checkpoint that stores others transposed, with nothing to
+    # tell their own orientation: kept out of the plan, never loaded silently
+    orientation_unknown: list[str] = field(default_factory=list)  # model keys
 
     @property
     def renamed(self) -> dict[str, str]:
@@ -240,7 +257,7 @@ def _propose_swaps(sample_c: list[str], sample_m: list[str], in_m: Callable[[str
         for p in heads_c:
             with_p = [k[len(p):] for k in sample_c if k.startswith(p)]
             for q in heads_m:
-                if p == q:
+                if p == q or _clash(_role(p[:-1]), _role(q[:-1])):
                     continue
                 n = sum(1 for rest in with_p if in_m(q + rest))
                 if n:
@@ -357,6 +374,36 @@ def _prefix_rounds(
 
 
 # -- renames ----------------------------------------------------------------------------
+def _role(module: str) -> str | None:
+    """What a module is for, by the last component of its name: "token" (embedding),
+    "position", "segment", "head" (output), or None when the name does not say."""
+    return _role_word(module.rpartition(".")[2])
+
+
+module_role = _role
+
+
+@lru_cache(maxsize=4096)
+def _role_word(name: str) -> str | None:
+    name = name.lower()
+    if name in OUTPUT_NAMES:
+        return "head"
+    if "type" in name or "segment" in name:
+        return "segment"
+    if (name == "wpe" or "position" in name or "_pos" in name
+            or (name.startswith("pos") and not name.startswith("pose"))):
+        return "position"
+    if "emb" in name or name in ("wte", "shared") or "tok" in name or "word" in name:
+        return "token"
+    return None
+
+
+def _clash(a: str | None, b: str | None) -> bool:
+    """Two modules whose names give them different roles (an embedding, an output head)
+    are not one module renamed, whatever their shapes."""
+    return a is not None and b is not None and a != b
+
+
 def _by_module(keys: list[str]) -> dict[str, list[str]]:
     out: dict[str, list[str]] = {}
     get = out.get
@@ -402,7 +449,9 @@ def _find_renames(cmods: dict[str, list[str]], c_infos: dict[str, TensorInfo],
             continue
         queue = sig_c.get(_signature(keys, m_infos))
         if queue:
-            cmod = queue.popleft()
+            cmod = _take(queue, _role(mod))
+            if cmod is None:
+                continue
             module_pairs.append((cmod, mod))
             used_c.add(cmod)
             used_m.add(mod)
@@ -424,6 +473,156 @@ def _find_renames(cmods: dict[str, list[str]], c_infos: dict[str, TensorInfo],
                 key_pairs.append((pick, mk))
                 ckeys.remove(pick)
     return module_pairs, key_pairs
+
+
+def _canon(shape: tuple[int, ...]) -> tuple[int, ...]:
+    """A shape up to size-1 dimensions and, for a matrix, its orientation: the shapes a
+    transpose or a reshape can turn into one another share it."""
+    dims = squeezed(shape)
+    return tuple(sorted(dims)) if len(dims) == 2 else dims
+
+
+def _realizable(stored: tuple[int, ...], want: tuple[int, ...]) -> bool:
+    """Whether one fix gives ``stored`` the shape ``want``: none, a transpose, a reshape."""
+    return (stored == want or (len(stored) == 2 and stored == want[::-1])
+            or squeezed(stored) == squeezed(want))
+
+
+@dataclass
+class _Unit:
+    """The leftover tensors of one module (or one top-level tensor), by aliased leaf."""
+
+    name: str
+    root: bool  # a top-level tensor: ``name`` is its key
+    leaves: dict[str, tuple[str, str]]  # aliased leaf -> (leaf as written, key)
+    role: str | None = None
+
+
+def _units(keys: list[str], infos: dict[str, TensorInfo]) -> dict[tuple, list[_Unit]]:
+    """Units by signature: their non-optional leaves (aliased: gamma is weight) with
+    shapes up to transposes and size-1 dimensions, in the order the keys come."""
+    mods: dict[str, dict[str, tuple[str, str]]] = {}
+    units: list[_Unit] = []
+    for k in keys:
+        mod, dot, leaf = k.rpartition(".")
+        if not dot:
+            units.append(_Unit(k, True, {"": ("", k)}))
+            continue
+        leaves = mods.get(mod)
+        if leaves is None:
+            leaves = mods[mod] = {}
+            units.append(_Unit(mod, False, leaves))
+        alias = LEAF_ALIASES.get(leaf, leaf)
+        if alias in leaves:  # weight and gamma both: not one module's layout
+            leaves[alias] = ("", "")
+        else:
+            leaves[alias] = (leaf, k)
+    out: dict[tuple, list[_Unit]] = {}
+    for unit in units:
+        if any(not key for _, key in unit.leaves.values()):
+            continue
+        sig = tuple(sorted((alias, _canon(infos[key].shape))
+                           for alias, (leaf, key) in unit.leaves.items()
+                           if leaf not in OPTIONAL_LEAVES))
+        if sig:
+            out.setdefault(sig, []).append(unit)
+    return out
+
+
+def _owner_role(model: ModelSide, unit: _Unit) -> str | None:
+    """A model unit's role: its name's, else its module type's (an nn.Embedding holds a
+    token embedding)."""
+    role = _role(unit.name)
+    if role is None and not unit.root and model.module is not None:
+        try:
+            owner = model.module.get_submodule(unit.name)
+        except (AttributeError, TypeError):
+            return None
+        if "Embedding" in type(owner).__name__:
+            return "token"
+    return role
+
+
+def _search_leftovers(left_c: list[str], c_infos: dict[str, TensorInfo],
+                      left_m: list[str], model: ModelSide,
+                      cmods: dict[str, list[str]]
+                      ) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+    """(module pairs, key pairs) among the keys every other search left unpaired, before
+    the plan would leave model tensors at their initial values while checkpoint tensors go
+    unused. A checkpoint module and a model module pair when their tensors have the same
+    roles (weight, bias, running statistics; gamma is weight) and shapes up to a transpose
+    or size-1 dimensions, tensors only one layout has (``OPTIONAL_LEAVES``) aside; among
+    modules alike, names that give a role (token embedding, output head) pair first, then
+    the rest by module order, and only when both sides hold as many (else which is which
+    is a guess). Linear in the number of leftovers; the plan's transposes and reshapes
+    follow from the shapes once the keys are renamed."""
+    m_infos = model.infos
+    c_units, m_units = _units(left_c, c_infos), _units(left_m, m_infos)
+    module_pairs: list[tuple[str, str]] = []
+    key_pairs: list[tuple[str, str]] = []
+    for sig, ms in m_units.items():
+        cs = c_units.get(sig)
+        if not cs:
+            continue
+        for u in cs:
+            u.role = _role(u.name)
+        for u in ms:
+            u.role = _owner_role(model, u)
+        matched: list[tuple[_Unit, _Unit]] = []
+        for role in {u.role for u in ms} - {None}:
+            cr = [u for u in cs if u.role == role]
+            mr = [u for u in ms if u.role == role]
+            if len(cr) == len(mr):
+                matched += zip(cr, mr)
+        done = {id(u) for pair in matched for u in pair}
+        rest_c = [u for u in cs if id(u) not in done]
+        rest_m = [u for u in ms if id(u) not in done]
+        if len(rest_c) == len(rest_m):
+            matched += [(c, m) for c, m in zip(rest_c, rest_m) if not _clash(c.role, m.role)]
+        for cu, mu in matched:
+            pairs = _unit_pairs(cu, mu, c_infos, m_infos)
+            if pairs is None:
+                continue
+            whole = (not cu.root and not mu.root and all(
+                k[len(cu.name):] == v[len(mu.name):] for k, v in pairs)
+                and len(cmods.get(cu.name, ())) == len(cu.leaves))
+            stray = [k for k in cmods.get(cu.name, ()) if k not in dict(pairs)]
+            if whole and not any(mu.name + k[len(cu.name):] in m_infos for k in stray):
+                module_pairs.append((cu.name, mu.name))
+            else:
+                key_pairs += pairs
+    return module_pairs, key_pairs
+
+
+def _unit_pairs(cu: _Unit, mu: _Unit, c_infos: dict[str, TensorInfo],
+                m_infos: dict[str, TensorInfo]) -> list[tuple[str, str]] | None:
+    """(checkpoint key, model key) for each tensor the two units share, or None when a
+    shape cannot become the model's by one transpose or reshape."""
+    out = []
+    for alias, (_, mk) in mu.leaves.items():
+        got = cu.leaves.get(alias)
+        if got is None:
+            continue  # an optional tensor the checkpoint's layout lacks
+        ck = got[1]
+        if not _realizable(c_infos[ck].shape, m_infos[mk].shape):
+            return None
+        out.append((ck, mk))
+    return out or None
+
+
+def _take(queue: deque[str], role: str | None, look: int = 8) -> str | None:
+    """The first module of ``queue`` (same signature, file order) for a model module of
+    this role: one of the same role if one of the next few is, else the first unless the
+    roles clash (a token embedding is not the output head, whatever the order)."""
+    first = queue[0]
+    if _role(first) == role:
+        return queue.popleft()
+    for i in range(1, min(look, len(queue))):
+        if _role(queue[i]) == role:
+            found = queue[i]
+            del queue[i]
+            return found
+    return None if _clash(_role(first), role) else queue.popleft()
 
 
 def _rename_step(families: list[Family], module_pairs: list[tuple[str, str]],
@@ -583,7 +782,9 @@ def align(ckpt: dict[str, TensorInfo], model: ModelSide) -> Alignment:
             names, name_set, unmatched_c, score = _hook_renames(result, names, unmatched_c)
         tied = model.tied
         unmatched_m = list(filterfalse(name_set.__contains__, m_infos)) if unmatched_c else []
+        waiting: list[str] = []  # tied keys whose partner is served
         if tied:  # a tied key whose partner is served is not waiting for a rename
+            waiting = [m for m in unmatched_m if m in tied and tied[m] in name_set]
             unmatched_m = [m for m in unmatched_m if not (m in tied and tied[m] in name_set)]
         if unmatched_c and unmatched_m:
             cur_infos: dict[str, TensorInfo]
@@ -611,6 +812,25 @@ def align(ckpt: dict[str, TensorInfo], model: ModelSide) -> Alignment:
             cmods = _by_module(unmatched_c)
             module_pairs, key_pairs = (_find_renames(cmods, cur_infos, unmatched_m, m_infos)
                                        if unmatched_c and unmatched_m else ([], []))
+            # Before anything is left at its initial value: search what is still unpaired
+            # by roles, shapes up to transposes, module order (only the leftovers).
+            left_c, left_m = _leftovers(unmatched_c, unmatched_m, cmods, module_pairs,
+                                        key_pairs)
+            if left_c and left_m:
+                more_mods, more_keys = _search_leftovers(left_c, cur_infos, left_m, model,
+                                                         cmods)
+                module_pairs += more_mods
+                key_pairs += more_keys
+                result.searched = more_mods + more_keys
+            if waiting and left_c:
+                def served_by(mk: str) -> TensorInfo | None:
+                    try:
+                        return ckpt[originals[names.index(mk)]]
+                    except ValueError:
+                        return None
+
+                key_pairs += _tied_copies(waiting, left_c, cur_infos, served_by, model,
+                                          {c for c, _ in key_pairs})
             if families or module_pairs or key_pairs or parametrized:
                 step, mapped = _rename_step(families, module_pairs, key_pairs, cmods, names,
                                             parametrized)
@@ -659,6 +879,71 @@ def align(ckpt: dict[str, TensorInfo], model: ModelSide) -> Alignment:
     if joins:
         _settle_joins(result, joins)
     return result
+
+
+def _tied_copies(waiting: list[str], left_c: list[str], c_infos: dict[str, TensorInfo],
+                 served_by: Callable[[str], TensorInfo | None],
+                 model: ModelSide, taken: set[str]) -> list[tuple[str, str]]:
+    """(checkpoint key, model key) for model keys tied to a served partner (``head``
+    shares ``tok_emb``'s weight) and a leftover checkpoint key of the same role that
+    shares storage with the tensor serving that partner (GPT-2 saves lm_head and wte as
+    one tensor): the file ties them as the model does, so the head loads from its own
+    name. ``served_by(model key)`` is the checkpoint tensor serving it."""
+    out: list[tuple[str, str]] = []
+    m_infos = model.infos
+    for mk in waiting:
+        role = _role(module_of(mk))
+        if role is None:
+            continue
+        serving = served_by(model.tied[mk])
+        if serving is None:
+            continue
+        for ck in left_c:
+            if (ck not in taken and _role(module_of(ck)) == role
+                    and c_infos[ck].shape == m_infos[mk].shape
+                    and _same_storage(c_infos[ck], serving)):
+                out.append((ck, mk))
+                taken.add(ck)
+                break
+    return out
+
+
+def _same_storage(a: TensorInfo, b: TensorInfo) -> bool:
+    """Whether two stored tensors are one: the same view of the same storage (a torch
+    file's storage record, or the same tensor in memory)."""
+    sa, sb = a.source, b.source
+    if sa is None or sb is None:
+        return False
+    if sa is sb:
+        return True
+    ta, tb = getattr(sa, "tensor", None), getattr(sb, "tensor", None)
+    if ta is not None and tb is not None:
+        try:
+            return (ta.data_ptr() == tb.data_ptr() and ta.shape == tb.shape
+                    and ta.stride() == tb.stride() and ta.dtype == tb.dtype)
+        except (AttributeError, RuntimeError):
+            return False
+    ra, rb = getattr(sa, "storage", None), getattr(sb, "storage", None)
+    if ra is None or rb is None:
+        return False
+    return (getattr(ra, "key", None) == getattr(rb, "key", None)
+            and getattr(sa, "offset", None) == getattr(sb, "offset", None)
+            and getattr(sa, "size", None) == getattr(sb, "size", None)
+            and getattr(sa, "stride", None) == getattr(sb, "stride", None))
+
+
+def _leftovers(unmatched_c: list[str], unmatched_m: list[str], cmods: dict[str, list[str]],
+               module_pairs: list[tuple[str, str]], key_pairs: list[tuple[str, str]]
+               ) -> tuple[list[str], list[str]]:
+    """Both sides' keys that the renames found so far leave unpaired."""
+    if not module_pairs and not key_pairs:
+        return unmatched_c, unmatched_m
+    done_c = {k for cmod, _ in module_pairs for k in cmods[cmod]}
+    done_c.update(c for c, _ in key_pairs)
+    done_m = {m for _, m in key_pairs}
+    m_mods = {mmod for _, mmod in module_pairs}
+    return ([c for c in unmatched_c if c not in done_c],
+            [m for m in unmatched_m if m not in done_m and m.rpartition(".")[0] not in m_mods])
 
 
 def _without(unmatched_c: list[str], unmatched_m: list[str], found_c: set[str],
@@ -859,7 +1144,13 @@ def _classify(result: Alignment, landing: dict[str, str] | None,
             else:
                 flat2d.append(mk)
         if square:  # only they need the families' votes
-            square = _square_transposed(model, flat2d, result.transposed, square)
+            square, unknown = _square_transposed(model, result.pairs, flat2d,
+                                                 result.transposed, square)
+            result.orientation_unknown = unknown
+            for mk in unknown:
+                notes[mk] = _join("square: nothing tells whether it is stored transposed "
+                                  "like other weights of the file; left out of the plan",
+                                  notes.get(mk))
     for mk in square:
         result.transposed.append(mk)
         result.square_transposed.append(mk)
@@ -895,25 +1186,50 @@ NEVER_TRANSPOSED = ("Embedding", "Norm")  # module types never stored transposed
 NEVER_HINTS = ("embed", "wte", "wpe", "norm", "ln_", "layernorm")  # the same, by name
 
 
-def _square_transposed(model: ModelSide, flat2d: list[str], transposed: list[str],
-                       square: list[str]) -> list[str]:
-    """The square weights stored transposed: those whose own family is, by majority.
+def _file_family(key: str) -> tuple[str, str]:
+    """A checkpoint tensor's layer family: its module's own name and its leaf (every
+    ``c_proj.weight`` of GPT-2, attention's and the MLP's alike); a numbered module
+    (``features.3``) stands for its container's."""
+    mod, _, leaf = key.rpartition(".")
+    name = mod.rpartition(".")[2]
+    if not name or name.isdigit():
+        name = template_only(mod)
+    return name, leaf
 
-    A weight's family is first its naming pattern (``h.{i}.attn.c_proj.weight``), then
-    the type of the module that owns it and the leaf name (every ``nn.Linear`` weight).
+
+def _square_transposed(model: ModelSide, pairs: dict[str, str], flat2d: list[str],
+                       transposed: list[str], square: list[str]
+                       ) -> tuple[list[str], list[str]]:
+    """(square weights stored transposed, square weights whose orientation nothing tells),
+    in a checkpoint that stores some other weights transposed.
+
+    A square weight's shape cannot show a transpose, so it follows evidence, first found
+    first: its layer family in the file (``_file_family``: GPT-2's square attn.c_proj
+    goes with the MLP's c_proj, which its shape shows transposed); its naming pattern in
+    the model; the file's Conv1D layers (c_attn, c_fc, c_proj: stored (in, out)) when the
+    model's module is known to be another type; and, to load it as it is, most weights of
+    its module type loading as they are. With none of these, its orientation is unknown:
+    the caller keeps it out of the plan rather than load it silently transposed or not.
     Embeddings and norms are never transposed: a square ``nn.Embedding(32, 32)`` next to
     transposed Conv1D-style weights keeps its layout.
     """
     owners = dict(zip(model.module_names, map(type, model.module_objects)))
+    by_family: dict[tuple[str, str], list[int]] = {}
     by_name: dict[str, list[int]] = {}
     by_type: dict[tuple[type, str], list[int]] = {}
+    conv1d = [0, 0]
     for vote, keys in ((0, flat2d), (1, transposed)):
         for k in keys:
+            family = _file_family(pairs.get(k, k))
+            by_family.setdefault(family, [0, 0])[vote] += 1
+            if family[0] in CONV1D_NAMES:
+                conv1d[vote] += 1
             by_name.setdefault(template_only(k), [0, 0])[vote] += 1
             owner = owners.get(module_of(k))
             if owner is not None:
                 by_type.setdefault((owner, leaf_of(k)), [0, 0])[vote] += 1
-    out = []
+    out: list[str] = []
+    unknown: list[str] = []
     for k in square:
         owner = owners.get(module_of(k))
         if owner is not None:
@@ -921,12 +1237,25 @@ def _square_transposed(model: ModelSide, flat2d: list[str], transposed: list[str
                 continue
         elif any(hint in k.lower() for hint in NEVER_HINTS):
             continue
-        votes = by_name.get(template_only(k))
-        if not votes and owner is not None:
-            votes = by_type.get((owner, leaf_of(k)))
-        if votes and votes[1] > votes[0]:
-            out.append(k)
-    return out
+        family = _file_family(pairs.get(k, k))
+        votes = by_family.get(family)
+        if not _decides(votes):
+            votes = by_name.get(template_only(k))
+        if (not _decides(votes) and family[0] in CONV1D_NAMES and owner is not None
+                and owner.__name__ != "Conv1D"):
+            votes = conv1d
+        if _decides(votes):
+            if votes[1] > votes[0]:
+                out.append(k)
+            continue
+        votes = by_type.get((owner, leaf_of(k))) if owner is not None else None
+        if not (votes and votes[0] > votes[1]):
+            unknown.append(k)
+    return out, unknown
+
+
+def _decides(votes: list[int] | None) -> bool:
+    return bool(votes) and votes[0] != votes[1]  # type: ignore[index]
 
 
 def _fmt(shape: tuple[int, ...]) -> str:

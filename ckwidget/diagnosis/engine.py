@@ -49,10 +49,23 @@ def diagnose(
 ) -> Report:
     """Why ``path_or_ckpt`` does or does not load into ``model``, and the plan that fixes it.
 
-    ``plan`` (used by ``Plan.preview``) diagnoses the checkpoint as it would be after
-    that plan's fixes. ``assume_materialized=True`` treats a model built on the meta
-    device as a shape template for a real one: no meta-model finding, and counts as if
-    its tensors had memory (the CLI builds models that way to compare shapes cheaply).
+    Args:
+        path_or_ckpt: a checkpoint file or folder, an opened Checkpoint, or a state dict.
+        model: the nn.Module (or a state dict of the shapes it expects) to load into;
+            nothing is loaded: only its keys, shapes, dtypes and devices are read.
+        optimizer: an optimizer whose saved state the file may hold; its param groups
+            are compared with the model's parameters.
+        sample_input: a batch of inputs, compared with the statistics the file records
+            (normalisation, image size, vocabulary).
+        entry: the container holding the weights ("state_dict", "model", "ema"...;
+            "" is the top level); chosen automatically by default.
+        map_location: the device the tensors should load on (as torch.load's).
+        plan: diagnose the checkpoint as it would be after this plan (``Plan.preview``).
+        assume_materialized: treat a model built on the meta device as a shape template
+            for a real one (the CLI builds models that way to compare shapes cheaply).
+
+    Returns a Report: ``status``, ``headline``, ``findings``, ``table``, ``plan`` and
+    ``provenance`` (where each model tensor's value would come from after the plan).
     """
     started = time.perf_counter()
     with gc_paused(promote=True):  # the report lives on

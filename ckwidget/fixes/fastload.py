@@ -29,46 +29,43 @@ or when the installed torch's ``load_state_dict`` is not the code this walk mirr
 
 from __future__ import annotations
 
+import ast
 import functools
 import inspect
 import io
+import re
+import sys
 import textwrap
 import tokenize
 from collections import OrderedDict
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # pragma: no cover
     from torch import nn
 
-# The walk below mirrors these lines of torch's ``Module.load_state_dict`` (whitespace and
-# comments removed): the nested ``load`` function whole, then the lines around it.
+# The walk below mirrors these lines of torch's ``Module.load_state_dict``, compared as
+# its tokens (string literals verbatim, no comments, no whitespace between tokens): the
+# nested ``load`` function whole (its post-hook check either raises AssertionError or
+# asserts; its message is read from the source), and the lines around it in order.
 _LOAD_BODY = (
-    'local_metadata={}ifmetadataisNoneelsemetadata.get(prefix[:-1],{})'
+    "local_metadata={}ifmetadataisNoneelsemetadata.get(prefix[:-1],{})"
     'ifassign:local_metadata["assign_to_params_buffers"]=assign'
-    'module._load_from_state_dict(local_state_dict,prefix,local_metadata,True,'
-    'missing_keys,unexpected_keys,error_msgs'
-    '<comma>)'
-    'forname,childinmodule._modules.items():ifchildisnotNone:'
+    "module._load_from_state_dict(local_state_dict,prefix,local_metadata,True,"
+    "missing_keys,unexpected_keys,error_msgs"
+)
+_LOAD_CHILDREN = (
+    ")forname,childinmodule._modules.items():ifchildisnotNone:"
     'child_prefix=prefix+name+"."'
-    'child_state_dict={k:vfork,vinlocal_state_dict.items()ifk.startswith(child_prefix)}'
-    'load(child,child_state_dict,child_prefix)'
-    'incompatible_keys=_IncompatibleKeys(missing_keys,unexpected_keys)'
-    'forhookinmodule._load_state_dict_post_hooks.values():'
-    'out=hook(module,incompatible_keys)'
-    '<check>'
-    '"Hooksregisteredwith``register_load_state_dict_post_hook``arenot"'
-    '"expectedtoreturnnewvalues,ifincompatible_keysneedtobemodified,"'
-    '"itshouldbedoneinplace."'
-    '<close>'
-    'load(self,state_dict)'
+    "child_state_dict={k:vfork,vinlocal_state_dict.items()ifk.startswith(child_prefix)}"
+    "load(child,child_state_dict,child_prefix)"
+    "incompatible_keys=_IncompatibleKeys(missing_keys,unexpected_keys)"
+    "forhookinmodule._load_state_dict_post_hooks.values():"
+    "out=hook(module,incompatible_keys)"
 )
-_LOAD_BODIES = tuple(
-    _LOAD_BODY.replace("<comma>", comma).replace("<check>", check).replace("<close>", close)
-    for comma in ("", ",")
-    for check, close in (("ifoutisnotNone:raiseAssertionError(", ")"),
-                         ("assertoutisNone,(", ")"))
-)
+_POST_CHECKS = {"ifoutisnotNone:raiseAssertionError(": False, "assertoutisNone,(": True}
+_STRINGS = re.compile(r"""((?:"[^"\\\n]*(?:\\.[^"\\\n]*)*")+),?\)load\(self,state_dict\)""")
 _AROUND = (
     "ifnotisinstance(state_dict,Mapping):raiseTypeError(",
     'metadata=getattr(state_dict,"_metadata",None)state_dict=OrderedDict(state_dict)'
@@ -76,10 +73,10 @@ _AROUND = (
     'defload(module,local_state_dict,prefix=""',
     "load(self,state_dict)",
     "ifstrict:iflen(unexpected_keys)>0:error_msgs.insert(0,"
-    '"Unexpectedkey(s)instate_dict:{}.".format(",".join(f\'"{k}"\'forkinunexpected_keys)',
-    'iflen(missing_keys)>0:error_msgs.insert(0,"Missingkey(s)instate_dict:{}.".format('
-    '",".join(f\'"{k}"\'forkinmissing_keys)',
-    'iflen(error_msgs)>0:raiseRuntimeError("Error(s)inloadingstate_dictfor{}:\\n\\t{}"'
+    '"Unexpected key(s) in state_dict: {}. ".format(", ".join(f\'"{k}"\'forkinunexpected_keys)',
+    'iflen(missing_keys)>0:error_msgs.insert(0,"Missing key(s) in state_dict: {}. ".format('
+    '", ".join(f\'"{k}"\'forkinmissing_keys)',
+    'iflen(error_msgs)>0:raiseRuntimeError("Error(s) in loading state_dict for {}:\\n\\t{}"'
     '.format(self.__class__.__name__,"\\n\\t".join(error_msgs))',
     "return_IncompatibleKeys(missing_keys,unexpected_keys)",
 )
@@ -87,39 +84,63 @@ _SKIP = {tokenize.COMMENT, tokenize.NL, tokenize.NEWLINE, tokenize.INDENT, token
          tokenize.ENDMARKER}
 
 
-def _normalized_source(fn: Any) -> str | None:
-    """``fn``'s source without comments or whitespace, or None when it cannot be read."""
+@dataclass(frozen=True)
+class _Torch:
+    """What the walk takes from torch's source: the post-hook check's message and form."""
+
+    post_hook_message: str
+    post_hook_assert: bool  # ``assert out is None, (...)``: skipped under ``python -O``
+
+
+def _tokens(fn: Any) -> str | None:
+    """``fn``'s source as its tokens joined (no comments, no whitespace outside strings)."""
     try:
         source = textwrap.dedent(inspect.getsource(fn))
         tokens = tokenize.generate_tokens(io.StringIO(source).readline)
-        text = "".join(t.string for t in tokens if t.type not in _SKIP)
-    except (OSError, TypeError, SyntaxError, tokenize.TokenError, IndentationError):
+        return "".join(t.string for t in tokens if t.type not in _SKIP)
+    except (OSError, TypeError, SyntaxError, tokenize.TokenError):
         return None
-    return "".join(text.split())
 
 
 @functools.lru_cache(maxsize=4)
-def _mirrors(fn: Any) -> bool:
-    """Whether ``fn`` (torch's ``Module.load_state_dict``) is the code this module mirrors."""
-    text = _normalized_source(fn)
+def _mirrors(fn: Any) -> _Torch | None:
+    """How ``fn`` (torch's ``Module.load_state_dict``) does what this module mirrors, or
+    None when it is not that code."""
+    text = _tokens(fn)
     if text is None:
-        return False
+        return None
     at = 0
     for part in _AROUND:
         found = text.find(part, at)
         if found < 0:
-            return False
+            return None
         at = found + len(part)
     start = text.find('defload(module,local_state_dict,prefix=""')
     body = text[text.index(":", start) + 1:]
-    return any(body.startswith(b) for b in _LOAD_BODIES)
+    if not body.startswith(_LOAD_BODY):
+        return None
+    body = body[len(_LOAD_BODY):].removeprefix(",")
+    if not body.startswith(_LOAD_CHILDREN):
+        return None
+    body = body[len(_LOAD_CHILDREN):]
+    for check, asserts in _POST_CHECKS.items():
+        if body.startswith(check):
+            strings = _STRINGS.match(body, len(check))
+            if strings is None:
+                return None
+            try:
+                message = ast.literal_eval(strings.group(1))
+            except (ValueError, SyntaxError):
+                return None
+            return _Torch(message, asserts) if isinstance(message, str) else None
+    return None
 
 
 def supported() -> bool:
     """Whether the installed torch's ``load_state_dict`` is the walk this module mirrors."""
     from torch import nn
 
-    return _mirrors(nn.Module.load_state_dict)
+    return _mirrors(nn.Module.load_state_dict) is not None
 
 
 @functools.lru_cache(maxsize=1)
@@ -153,11 +174,13 @@ def load_state_dict(
 
     Returns torch's ``_IncompatibleKeys``; raises what torch raises, with the same text.
     """
-    if not fast_path(model, state_dict):
+    from torch import nn
+
+    mirrored = _mirrors(nn.Module.load_state_dict)
+    if mirrored is None or not fast_path(model, state_dict):
         return model.load_state_dict(state_dict, strict=strict, assign=assign)
     from torch.nn.modules.module import _IncompatibleKeys
 
-    stock = _stock_loaders()
     missing_keys: list[str] = []
     unexpected_keys: list[str] = []
     error_msgs: list[str] = []
@@ -167,41 +190,9 @@ def load_state_dict(
     if metadata is not None:
         state_dict._metadata = metadata  # type: ignore[attr-defined]
 
-    def load(module: Any, local_state_dict: dict[str, Any], prefix: str = "") -> None:
-        local_metadata = {} if metadata is None else metadata.get(prefix[:-1], {})
-        if assign:
-            local_metadata["assign_to_params_buffers"] = assign
-        module._load_from_state_dict(
-            local_state_dict, prefix, local_metadata, True,
-            missing_keys, unexpected_keys, error_msgs,
-        )
-        children = module._modules
-        groups = _groups(module, local_state_dict, prefix, stock) if children else None
-        for name, child in children.items():
-            if child is not None:
-                child_prefix = prefix + name + "."
-                if groups is None:  # torch's own scan
-                    child_state_dict = {
-                        k: v for k, v in local_state_dict.items() if k.startswith(child_prefix)
-                    }
-                else:
-                    child_state_dict = groups.pop(name, None)
-                    if child_state_dict is None:
-                        child_state_dict = {}
-                load(child, child_state_dict, child_prefix)
-
-        incompatible_keys = _IncompatibleKeys(missing_keys, unexpected_keys)
-        for hook in module._load_state_dict_post_hooks.values():
-            out = hook(module, incompatible_keys)
-            if out is not None:
-                raise AssertionError(
-                    "Hooks registered with ``register_load_state_dict_post_hook`` are not"
-                    "expected to return new values, if incompatible_keys need to be modified,"
-                    "it should be done inplace."
-                )
-
-    load(model, state_dict)
-    del load
+    walk = _Walk(mirrored, metadata, assign, missing_keys, unexpected_keys, error_msgs)
+    walk.load(model, state_dict)
+    del walk
 
     if strict:
         if len(unexpected_keys) > 0:
@@ -225,6 +216,54 @@ def load_state_dict(
             )
         )
     return _IncompatibleKeys(missing_keys, unexpected_keys)
+
+
+class _Walk:
+    """torch's nested ``load`` function, with the per-child scan replaced where safe."""
+
+    def __init__(self, torch: _Torch, metadata: Any, assign: bool, missing_keys: list[str],
+                 unexpected_keys: list[str], error_msgs: list[str]) -> None:
+        from torch.nn.modules.module import _IncompatibleKeys
+
+        self.metadata = metadata
+        self.assign = assign
+        self.missing_keys = missing_keys
+        self.unexpected_keys = unexpected_keys
+        self.error_msgs = error_msgs
+        self.incompatible = _IncompatibleKeys
+        self.stock = _stock_loaders()
+        self.torch = torch
+
+    def load(self, module: Any, local_state_dict: dict[str, Any], prefix: str = "") -> None:
+        metadata = self.metadata
+        local_metadata = {} if metadata is None else metadata.get(prefix[:-1], {})
+        if self.assign:
+            local_metadata["assign_to_params_buffers"] = self.assign
+        module._load_from_state_dict(
+            local_state_dict, prefix, local_metadata, True,
+            self.missing_keys, self.unexpected_keys, self.error_msgs,
+        )
+        children = module._modules
+        groups = _groups(module, local_state_dict, prefix, self.stock) if children else None
+        for name, child in children.items():
+            if child is not None:
+                child_prefix = prefix + name + "."
+                if groups is None:  # torch's own scan
+                    child_state_dict = {
+                        k: v for k, v in local_state_dict.items() if k.startswith(child_prefix)
+                    }
+                else:
+                    child_state_dict = groups.pop(name, None)
+                    if child_state_dict is None:
+                        child_state_dict = {}
+                self.load(child, child_state_dict, child_prefix)
+
+        # Note that the hook can modify missing_keys and unexpected_keys.
+        incompatible_keys = self.incompatible(self.missing_keys, self.unexpected_keys)
+        for hook in module._load_state_dict_post_hooks.values():
+            out = hook(module, incompatible_keys)
+            if out is not None and not (self.torch.post_hook_assert and sys.flags.optimize):
+                raise AssertionError(self.torch.post_hook_message)
 
 
 def _groups(

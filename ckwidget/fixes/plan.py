@@ -75,7 +75,15 @@ def _resize_over_drop(fixes: list[Fix]) -> list[Fix]:
 
 
 class Plan:
-    """Ordered fixes for the checkpoint at ``source`` (a path or an opened Checkpoint)."""
+    """Ordered fixes for the checkpoint at ``source`` (a path or an opened Checkpoint).
+
+    Args:
+        fixes: fix values (StripPrefix("module."), Transpose((...)), ...), in any order:
+            the plan sorts them by each kind's ``rank``; at most one select-entry,
+            map-location and extract-weights.
+        source: the checkpoint the plan reads (a path, or an opened Checkpoint).
+        assign: load with ``assign=True`` (diagnose sets it for a meta-device model).
+    """
 
     def __init__(
         self,
@@ -309,8 +317,13 @@ class Plan:
     def apply(self, model: nn.Module, strict: bool | None = None) -> LoadResult:
         """Load the repaired checkpoint into ``model``; on any failure it is left untouched.
 
-        ``strict=None`` lets the plan decide (strict unless it has a drop-keys fix).
-        Models whose tensors are on the meta device are loaded with ``assign=True``.
+        Args:
+            model: the module to load into; on any failure (an interrupt included) it is
+                left bit for bit as it was.
+            strict: None lets the plan decide (strict unless it has a drop-keys fix).
+
+        Models whose tensors are on the meta device (or a plan made for one) load with
+        ``assign=True``. Returns what was loaded and what stayed missing or unused.
         """
         from .apply import check_load, load_atomically, meta_model, model_infos
 
@@ -346,7 +359,14 @@ class Plan:
         *,
         model: nn.Module | None = None,
     ) -> str:
-        """A runnable plain-torch snippet doing what ``apply`` does (see codegen)."""
+        """A runnable plain-torch snippet doing what ``apply`` does (see codegen).
+
+        Args:
+            model_name: the variable the snippet loads into.
+            path: the checkpoint path written into the snippet (default: the plan's).
+            model: the model, when the snippet should decide things from it (a meta
+                model's ``assign=True``); a plan made by diagnose already knows.
+        """
         from .codegen import generate
 
         return generate(self, model_name=model_name, path=path, model=model)

@@ -56,6 +56,11 @@ def open_checkpoint(
     Damaged, foreign and hostile files still open: their ``findings`` say what they are.
     Raises :class:`~ckwidget.errors.CheckpointError` (with one sentence) only when
     nothing at all can be described.
+
+    Args:
+        path: a checkpoint file (torch zip or legacy, safetensors, pickle, npz...) or
+            folder (Hugging Face shards, DCP, DeepSpeed).
+        budgets: the counted limits every reader keeps (see ``Budgets``).
     """
     p = Path(path).expanduser()
     if not p.exists():

@@ -39,10 +39,20 @@ def debug(
 ) -> Any:
     """Diagnose ``path_or_ckpt`` against ``model`` and return the debugger widget.
 
-    ``static=True`` returns a plain HTML report instead (front ends without widgets).
-    ``model_name`` is the variable name the generated code uses for the model.
     Running the same notebook cell again closes the debuggers its earlier run made
-    (their output is gone; closing frees the checkpoint description they hold).
+    (their output becomes the static report; closing frees what they hold).
+
+    Args:
+        path_or_ckpt: a checkpoint file or folder, an opened Checkpoint, or a state dict.
+        model: the nn.Module to load into (it is changed only by Apply).
+        optimizer: an optimizer whose saved state the file may hold (checked too).
+        sample_input: a batch of inputs, compared with the training statistics.
+        entry: the container holding the weights ("state_dict", "model"...); chosen
+            automatically by default.
+        map_location: the device tensors should load on.
+        model_name: the variable name the generated code uses for the model.
+        static: return a plain HTML report instead (front ends without widgets).
+        background: run previews and statistics on a background thread.
     """
     from ..diagnosis import diagnose
     from .lifetime import CELL_WIDGETS, current_cell

@@ -23,7 +23,7 @@ from ...fixes.kinds import (
     Transpose,
     UnfoldWeightNorm,
 )
-from ..align import KeyStep
+from ..align import KeyStep, module_role, rename_lines
 from ..contents import is_lora_key, mostly_lora, mostly_optimizer_state, quantized_layers
 from ..context import Context
 from ..keys import group_keys, leaf_of, summarise_keys
@@ -280,12 +280,25 @@ def _step_finding(ctx: Context, step: KeyStep) -> Finding:
     why = ""
     if ctx.alignment.parametrized:
         why = " " + describe_parametrized(ctx.alignment.parametrized)
+    details: dict = {"renames": lines}
+    searched = ctx.alignment.searched
+    if searched:
+        found = rename_lines(searched)
+        details["searched"] = found
+        which = ("These pairings were" if len(found) >= len(lines)
+                 else f"{len(found)} of these {len(lines)} pairings were")
+        why += (f" {which} found among the tensors nothing else paired: the same roles "
+                "(weight, bias, running statistics), shapes equal up to a transpose or "
+                "size-1 dimensions (see the transposed and shape findings), modules in the "
+                "same order, token embedding and output head by their names.")
     return Finding(
         "renamed", "error",
-        "Renamed modules or tensors (same shapes, same order, different names): "
+        "Renamed modules or tensors ("
+        + ("same order, different names, shapes equal or transposed" if searched
+           else "same shapes, same order, different names") + "): "
         + "; ".join(lines[:8]) + (f" and {len(lines) - 8} more" if len(lines) > 8 else "")
         + "." + why + " Rename the keys.",
-        keys=keys, fixes=[fix], details={"renames": lines})
+        keys=keys, fixes=[fix], details=details)
 
 
 def _swap_parts(step: KeyStep) -> tuple[str | None, str | None]:
@@ -306,8 +319,9 @@ def _count(n: int, total: int) -> str:
 
 def _transposed(ctx: Context) -> list[Finding]:
     a = ctx.alignment
+    out = _orientation_unknown(ctx)
     if not a.transposed:
-        return []
+        return out
     square = set(a.square_transposed)
     lines = [f"{line}: transposed" for line in group_keys(k for k in a.transposed
                                                           if k not in square)]
@@ -320,6 +334,33 @@ def _transposed(ctx: Context) -> list[Finding]:
         f"Conv1D keeps them; nn.Linear expects (out, in)): {shown}. Transpose them.",
         keys=list(a.transposed), fixes=[Transpose(tuple(a.transposed))],
         details={"lines": lines, "square": sorted(square)},
+    ), *out]
+
+
+def _orientation_unknown(ctx: Context) -> list[Finding]:
+    """Square weights in a file that stores other weights transposed, with nothing to
+    say which way they are stored: left out of the plan (never loaded silently either
+    way), the transpose offered as the alternative."""
+    a = ctx.alignment
+    keys = a.orientation_unknown
+    if not keys:
+        return []
+    stored = [a.pairs.get(k, k) for k in keys]
+    drop = DropKeys(tuple(keys), "square weights of unknown orientation")
+    flip = Transpose(tuple(keys))
+    return [Finding(
+        "transposed", "error",
+        f"Orientation unknown: {len(keys)} square 2-D weights ({summarise_keys(keys)}, "
+        f"stored as {summarise_keys(stored)}) cannot show by their shape whether they are "
+        "stored transposed, and the file stores other weights transposed while nothing "
+        "tells about these: no non-square weight of their own layer family, no Conv1D "
+        "naming, no majority of their module type loading as is. The plan leaves them "
+        "out, so they keep their initial values; if they were saved from Conv1D-style "
+        "(in, out) layers like their transposed siblings, transpose them (the alternative "
+        "fix), else load them as they are.",
+        keys=list(keys), fixes=[drop, flip],
+        details={"orientation_unknown": list(keys), "stored": stored,
+                 "alternatives": [flip]},
     )]
 
 
@@ -455,13 +496,33 @@ def _missing(ctx: Context) -> list[Finding]:
     else:
         msg = (f"{len(missing)} model tensors are not in the checkpoint and would keep their "
                f"initial values: {summarise_keys(missing)}. The plan loads the rest with "
-               "strict=False; train or initialise these, or find a checkpoint that has them.")
+               "strict=False; train or initialise these, or find a checkpoint that has them."
+               + _tied_in_file(ctx, missing))
         severity = "error"
     msg += _hooks_note(ctx)
     keep = DropKeys((), f"{len(missing)} model tensors keep their initial values")
     out.append(Finding("missing-keys", severity, msg, keys=missing, fixes=[keep],
                        details={"grouped": group_keys(missing)}))
     return out
+
+
+def _tied_in_file(ctx: Context, missing: list[str]) -> str:
+    """A sentence when a missing output head has the shape of a token embedding the file
+    serves: the file was saved from a model that ties the two (GPT-2 stores wte once)."""
+    a, infos = ctx.alignment, ctx.model.infos
+    heads = [k for k in missing[:64] if module_role(k.rpartition(".")[0]) == "head"]
+    for head in heads:
+        token = next((k for k, ck in a.pairs.items()
+                      if module_role(k.rpartition(".")[0]) == "token"
+                      and a.status.get(k) in ("match", "renamed", "dtype-differs")
+                      and infos[k].shape == infos[head].shape), None)
+        if token is not None:
+            return (f" The file holds no separate {head}: it was saved from a model that "
+                    f"ties its output head to the token embedding ({a.pairs[token]}, which "
+                    f"loads into {token}), as GPT-2 does. Tie them in the model before "
+                    f"loading (model.{head} = model.{token}), or the head keeps its initial "
+                    "values.")
+    return ""
 
 
 def _unexpected(ctx: Context) -> list[Finding]:
