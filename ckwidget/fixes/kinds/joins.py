@@ -33,7 +33,17 @@ def fold_weight_norm(g: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     if dims is None:
         raise FixError(f"A weight-norm magnitude of shape {list(g.shape)} does not fit a "
                        f"direction of shape {list(v.shape)}.")
-    return v * (g / torch.linalg.vector_norm(v, dim=dims, keepdim=True))
+    # torch's own kernel, as weight_norm and parametrizations.weight_norm compute it: the
+    # same formula written out differs from it in the last bit of some elements
+    return torch._weight_norm(v, g, kept_dim(tuple(g.shape), tuple(v.shape)))
+
+
+def kept_dim(g_shape: tuple[int, ...], v_shape: tuple[int, ...]) -> int:
+    """The ``dim`` weight_norm was made with (the one dimension ``g`` keeps), or -1 when
+    ``g`` norms the whole tensor (``dim=None``)."""
+    if len(g_shape) != len(v_shape):
+        return -1
+    return next((d for d, n in enumerate(g_shape) if n != 1), -1)
 
 
 @dataclass(frozen=True)
@@ -63,8 +73,10 @@ class FoldWeightNorm(Fix):
             "]",
             "for g_key, v_key, w_key in folds:  # weight = g * v / ||v||, as weight_norm does",
             f"    g, v = {ctx.sd}.pop(g_key), {ctx.sd}.pop(v_key)",
-            "    dims = [d for d in range(v.dim()) if g.dim() == 0 or g.shape[d] == 1]",
-            f"    {ctx.sd}[w_key] = v * (g / torch.linalg.vector_norm(v, dim=dims, keepdim=True))",
+            "    # the dimension g keeps (-1: g norms the whole tensor), then torch's own kernel",
+            "    kept = [d for d in range(g.dim()) if g.dim() == v.dim() and g.shape[d] != 1]",
+            "    dim = kept[0] if kept else -1",
+            f"    {ctx.sd}[w_key] = torch._weight_norm(v, g, dim)",
         ]
         return lines
 
@@ -116,8 +128,8 @@ def weight_norm_magnitude(w: torch.Tensor, g_shape: tuple[int, ...]) -> torch.Te
     as ``g`` when it wraps a layer whose weight is ``w``."""
     import torch
 
-    dims = [d for d in range(w.dim()) if len(g_shape) == 0 or g_shape[d] == 1]
-    return torch.linalg.vector_norm(w, dim=dims, keepdim=True).reshape(g_shape)
+    # torch's own kernel, as weight_norm computes g when it wraps a layer
+    return torch.norm_except_dim(w, 2, kept_dim(g_shape, tuple(w.shape))).reshape(g_shape)
 
 
 @dataclass(frozen=True)
@@ -151,8 +163,8 @@ class UnfoldWeightNorm(Fix):
             "]",
             "for w_key, g_key, v_key, g_shape in unfolds:  # g = ||w||, v = w, as weight_norm",
             f"    w = {ctx.sd}.pop(w_key)",
-            "    dims = [d for d in range(w.dim()) if not g_shape or g_shape[d] == 1]",
-            f"    {ctx.sd}[g_key] = torch.linalg.vector_norm(w, dim=dims, keepdim=True)"
+            "    kept = [d for d in range(w.dim()) if len(g_shape) == w.dim() and g_shape[d] != 1]",
+            f"    {ctx.sd}[g_key] = torch.norm_except_dim(w, 2, kept[0] if kept else -1)"
             ".reshape(g_shape)",
             f"    {ctx.sd}[v_key] = w",
         ]
