@@ -15,6 +15,9 @@ import textwrap
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, TextIO
 
+from .formatting import shape_text as _shape_text
+from .formatting import size_text
+
 _CODES = {"red": "31", "yellow": "33", "green": "32", "cyan": "36", "dim": "2", "bold": "1"}
 SEVERITY_COLOUR = {"error": "red", "warning": "yellow", "info": "cyan"}
 ICONS = {"error": "✖", "warning": "▲", "info": "ℹ"}
@@ -59,19 +62,13 @@ def width(stream: TextIO) -> int:
 
 
 def human_bytes(n: int | float) -> str:
-    """1536 -> '1.5 KiB'."""
-    n = float(n)
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(n) < 1024 or unit == "TiB":
-            return f"{int(n)} B" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} TiB"  # pragma: no cover
+    """1536 -> '1.5 KiB' (ckwidget.formatting, as every view writes sizes)."""
+    return size_text(n)
 
 
 def shape_text(shape: Sequence[int] | None) -> str:
-    if shape is None:
-        return "-"
-    return "[" + ", ".join(str(s) for s in shape) + "]"
+    """(8, 8) -> '8×8' (ckwidget.formatting); '-' for no shape."""
+    return _shape_text(shape, none="-")
 
 
 def table(rows: Sequence[Sequence[str]], header: Sequence[str] | None = None,

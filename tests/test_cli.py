@@ -255,7 +255,7 @@ def test_inspect_text_groups_layers(runs):
     out, _ = _ok(results["inspect_clean"], cli.OK)
     assert "format    torch-zip" in out
     assert "9 tensors" in out and "float32 ×9" in out
-    assert "layers.{0..2}.weight  ×3  float32  [8, 8]" in out
+    assert "layers.{0..2}.weight  ×3  float32  8×8" in out
     # the one finding is info: counted, shown with -v
     assert "head.weight" in out and "(1 info finding: -v shows it)" in out
     assert "Findings" not in out

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..checkpoint import Checkpoint, Finding
+from ..formatting import shape_text
 from .provenance import Provenance, trace_plan
 
 STATUS_WORDS = {
@@ -215,7 +216,7 @@ class Report:
 
 def _cell(v: Any) -> str:
     if isinstance(v, tuple):
-        return "(" + ", ".join(map(str, v)) + ")"
+        return shape_text(v)
     return str(v)
 
 

@@ -221,7 +221,7 @@ def load_state_dict(
 class _Walk:
     """torch's nested ``load`` function, with the per-child scan replaced where safe."""
 
-    def __init__(self, torch: _Torch, metadata: Any, assign: bool, missing_keys: list[str],
+    def __init__(self, mirrored: _Torch, metadata: Any, assign: bool, missing_keys: list[str],
                  unexpected_keys: list[str], error_msgs: list[str]) -> None:
         from torch.nn.modules.module import _IncompatibleKeys
 
@@ -232,7 +232,7 @@ class _Walk:
         self.error_msgs = error_msgs
         self.incompatible = _IncompatibleKeys
         self.stock = _stock_loaders()
-        self.torch = torch
+        self.mirrored = mirrored
 
     def load(self, module: Any, local_state_dict: dict[str, Any], prefix: str = "") -> None:
         metadata = self.metadata
@@ -262,8 +262,8 @@ class _Walk:
         incompatible_keys = self.incompatible(self.missing_keys, self.unexpected_keys)
         for hook in module._load_state_dict_post_hooks.values():
             out = hook(module, incompatible_keys)
-            if out is not None and not (self.torch.post_hook_assert and sys.flags.optimize):
-                raise AssertionError(self.torch.post_hook_message)
+            if out is not None and not (self.mirrored.post_hook_assert and sys.flags.optimize):
+                raise AssertionError(self.mirrored.post_hook_message)
 
 
 def _groups(
@@ -286,7 +286,7 @@ def _groups(
     cut = len(prefix)
     for k, v in local_state_dict.items():
         if type(k) is not str or not k.startswith(prefix):
-            continue  # torch's scan would not place it in any child either
+            continue  # in no child's dict (a stock loader raised on a non-string key)
         head, dot, _ = k[cut:].partition(".")
         if dot:
             group = groups.get(head)

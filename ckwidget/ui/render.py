@@ -9,7 +9,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from .style import esc, human_size
+from ..formatting import size_text
+from .style import esc
 from .table import group_keys
 
 EVIDENCE_LIMIT = 50
@@ -26,7 +27,7 @@ def header_meta(report: Any) -> str:
     """ "torch-zip · 1.2 MB · 130 tensors · entry 'state_dict'" as escaped HTML."""
     ckpt = report.checkpoint
     parts = [esc(ckpt.format)]
-    size = human_size(getattr(ckpt, "size", 0))
+    size = size_text(getattr(ckpt, "size", 0))
     if size and getattr(ckpt, "size", 0):
         parts.append(esc(size))
     parts.append(f"{len(ckpt.tensors):,} tensors")

@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 
 from ..diagnosis.keys import join_lines
+from ..formatting import shape_text as _shape_text
 
 PAGE_SIZE = 100
 STATUSES = (
@@ -54,12 +55,8 @@ class TablePage:
 
 
 def shape_text(shape: object) -> str:
-    """(3, 4) -> "3×4"; () -> "scalar"; None -> ""."""
-    if shape is None or (isinstance(shape, float) and np.isnan(shape)):
-        return ""
-    if isinstance(shape, (tuple, list)):
-        return "×".join(str(s) for s in shape) if shape else "scalar"
-    return str(shape)
+    """(3, 4) -> "3×4"; () -> "scalar"; None -> "" (ckwidget.formatting)."""
+    return _shape_text(shape)  # type: ignore[arg-type]
 
 
 def _col(df: pd.DataFrame, name: str) -> pd.Series:
