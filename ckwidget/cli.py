@@ -14,7 +14,7 @@ import sys
 import textwrap
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, NoReturn, TextIO
+from typing import TYPE_CHECKING, Any, NoReturn, TextIO
 
 from . import __version__
 from .cli_format import (
@@ -33,6 +33,9 @@ from .cli_format import (
 )
 from .errors import CheckpointError, FixError
 from .kinds import NO_WEIGHTS_KINDS
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .diagnosis.report import Report
 
 # Exit codes (documented in --help; CI pipelines depend on them).
 OK = 0            # check: loads as is. inspect: file readable and safe. fix: file written.
@@ -391,7 +394,7 @@ def _diagnose(args: argparse.Namespace) -> tuple[Any, Any, Any, bool] | int:
     return report, model, factory, stand_in
 
 
-def exit_code(report: Any, strict: bool = False) -> int:
+def exit_code(report: Report, strict: bool = False) -> int:
     """The check verdict as an exit code (see EXIT_CODES_HELP)."""
     if (report.status == "unsafe" or file_state(report.checkpoint) != "ok"
             or _damaged(report.findings)):
@@ -413,7 +416,7 @@ VERDICTS = {
 }
 
 
-def _verdict(code: int, report: Any, strict: bool) -> str:
+def _verdict(code: int, report: Report, strict: bool) -> str:
     word, why = VERDICTS[code]
     if code == BAD_FILE:
         word = "unsafe file" if report.status == "unsafe" else "broken file"
@@ -427,7 +430,7 @@ def _verdict(code: int, report: Any, strict: bool) -> str:
     return f"{word} (exit {code}): {why}"
 
 
-def _attention_rows(report: Any, show_all: bool) -> tuple[list[list[str]], int]:
+def _attention_rows(report: Report, show_all: bool) -> tuple[list[list[str]], int]:
     """Rows of report.table whose status is not "match" (the first 20 unless show_all)."""
     t = report.table
     if not len(t):
@@ -452,7 +455,7 @@ def _attention_rows(report: Any, show_all: bool) -> tuple[list[list[str]], int]:
     return rows, total
 
 
-def check_document(report: Any, code: int, path: str, model_spec: str) -> dict[str, Any]:
+def check_document(report: Report, code: int, path: str, model_spec: str) -> dict[str, Any]:
     """The machine-readable ``check --json`` document."""
     rows, _ = _attention_rows(report, show_all=True)
     return {
@@ -470,7 +473,7 @@ def check_document(report: Any, code: int, path: str, model_spec: str) -> dict[s
     }
 
 
-def _print_report(out: _Out, report: Any, code: int, args: argparse.Namespace,
+def _print_report(out: _Out, report: Report, code: int, args: argparse.Namespace,
                   command: str) -> None:
     st = out.style
     entry = f"  (entry {clean(report.entry)!r})" if report.entry else ""
@@ -493,7 +496,7 @@ def _print_report(out: _Out, report: Any, code: int, args: argparse.Namespace,
             out.lines(wrapped(f"  {i}. ", clean(fix.describe()), out.width))
 
 
-def _print_code(out: _Out, report: Any, path: str) -> None:
+def _print_code(out: _Out, report: Report, path: str) -> None:
     if not len(report.plan):
         return
     out.heading("The same in plain torch")

@@ -5,11 +5,15 @@ from __future__ import annotations
 import html
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..checkpoint import Checkpoint, Finding
 from ..formatting import shape_text
 from .provenance import Provenance, trace_plan
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..fixes.plan import Plan
+    from .align import Alignment
 
 STATUS_WORDS = {
     "ok": "loads cleanly",
@@ -31,7 +35,7 @@ class Report:
     checkpoint: Checkpoint
     entry: str
     findings: list[Finding]
-    plan: Any
+    plan: Plan
     model_tensor_count: int
     loadable_count: int
     loadable_after_plan: int
@@ -44,7 +48,7 @@ class Report:
     model_name: str = "model"
     state_dict_fits: bool = False
     _provenance: Any = field(default=None, repr=False)
-    alignment: Any = field(default=None, repr=False)
+    alignment: Alignment | None = field(default=None, repr=False)
     seconds: float = 0.0
     _columns: dict[str, list[Any]] | None = field(default=None, repr=False)
     _table: Any = field(default=None, repr=False)

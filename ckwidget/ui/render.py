@@ -7,23 +7,26 @@ through ``html.escape`` here; callers never build HTML from raw strings themselv
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..formatting import size_text
 from .style import esc
 from .table import group_keys
 
+if TYPE_CHECKING:  # pragma: no cover
+    from ..diagnosis.report import Report
+
 EVIDENCE_LIMIT = 50
 
 
-def source_label(report: Any) -> str:
+def source_label(report: Report) -> str:
     ckpt = report.checkpoint
     if getattr(ckpt, "path", None) is not None:
         return str(ckpt.path)
     return str(getattr(ckpt, "metadata", {}).get("name", "<in-memory checkpoint>"))
 
 
-def header_meta(report: Any) -> str:
+def header_meta(report: Report) -> str:
     """ "torch-zip · 1.2 MB · 130 tensors · entry 'state_dict'" as escaped HTML."""
     ckpt = report.checkpoint
     parts = [esc(ckpt.format)]
@@ -31,28 +34,28 @@ def header_meta(report: Any) -> str:
     if size and getattr(ckpt, "size", 0):
         parts.append(esc(size))
     parts.append(f"{len(ckpt.tensors):,} tensors")
-    entry = getattr(report, "entry", None)
+    entry = report.entry
     if entry:
         parts.append(f"entry {esc(repr(entry))}")
     return " · ".join(parts)
 
 
-def header_html(report: Any) -> str:
+def header_html(report: Report) -> str:
     return (
         f'<div class="ck-file">{esc(source_label(report))}</div>'
         f'<div class="ck-meta">{header_meta(report)}</div>'
     )
 
 
-def headline_html(report: Any) -> str:
-    status = str(getattr(report, "status", "broken"))
+def headline_html(report: Report) -> str:
+    status = report.status
     return (
         f'<span class="ck-pill ck-pill-{esc(status)}">{esc(status)}</span>'
         f"{esc(report.headline)}"
     )
 
 
-def plan_hint(report: Any, interactive: bool = True) -> str:
+def plan_hint(report: Report, interactive: bool = True) -> str:
     """The line under the headline before any toggle: what the suggested plan holds."""
     n = len(report.plan.fixes) if report.plan is not None else 0
     if n == 0:
@@ -63,20 +66,16 @@ def plan_hint(report: Any, interactive: bool = True) -> str:
     return f"Suggested plan: {fixes}; toggle them in Fix &amp; export."
 
 
-def preview_headline(preview: Any, n_fixes: int) -> str:
+def preview_headline(preview: Report, n_fixes: int) -> str:
     """The headline after a toggle: what would load with the selected fixes."""
-    status = str(getattr(preview, "status", ""))
+    status = preview.status
     if n_fixes == 0:
         phrase = "With no fixes"
     else:
         phrase = "With this fix" if n_fixes == 1 else f"With these {n_fixes} fixes"
-    loadable = getattr(preview, "loadable_count", None)
-    total = getattr(preview, "model_tensor_count", None)
-    if loadable is None or total is None:
-        text = f"{phrase}: {esc(preview.headline)}"
-    else:
-        clean = ", cleanly" if getattr(preview, "loads_cleanly", False) else ""
-        text = f"{phrase}: {loadable:,} of {total:,} model tensors would load{clean}."
+    loadable, total = preview.loadable_count, preview.model_tensor_count
+    clean = ", cleanly" if preview.loads_cleanly else ""
+    text = f"{phrase}: {loadable:,} of {total:,} model tensors would load{clean}."
     return f'<span class="ck-pill ck-pill-{esc(status)}">{esc(status)}</span>{text}'
 
 

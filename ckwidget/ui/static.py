@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
@@ -13,9 +13,12 @@ from .export import code_html
 from .style import esc, style_tag
 from .table import PAGE_SIZE, KeyTable
 
+if TYPE_CHECKING:  # pragma: no cover
+    from ..diagnosis.report import Report
+
 
 def static_html(
-    report: Any,
+    report: Report,
     plan: Any = None,
     model_name: str = "model",
     table: KeyTable | None = None,
@@ -27,7 +30,7 @@ def static_html(
     ``note`` is trusted HTML shown above the report (ckwidget's own text, never a file's).
     """
     plan = report.plan if plan is None else plan
-    status = str(getattr(report, "status", "broken"))
+    status = report.status
     summary, rows = _keys_section(report, table)
     try:
         code = plan.to_code(model_name=model_name)
@@ -51,7 +54,7 @@ def static_html(
     )
 
 
-def _keys_section(report: Any, table: KeyTable | None) -> tuple[str, str]:
+def _keys_section(report: Report, table: KeyTable | None) -> tuple[str, str]:
     """(summary, rows HTML) for the Keys section.
 
     With a key table: its first page, repeated layers grouped. Without one (the
@@ -80,7 +83,7 @@ def _keys_section(report: Any, table: KeyTable | None) -> tuple[str, str]:
 class StaticReport:
     """What ``ck.debug(..., static=True)`` returns: a Report shown as plain HTML."""
 
-    def __init__(self, report: Any, model_name: str = "model") -> None:
+    def __init__(self, report: Report, model_name: str = "model") -> None:
         self.report = report
         self.plan = report.plan
         self.model_name = model_name

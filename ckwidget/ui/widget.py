@@ -13,7 +13,7 @@ import time
 import traceback
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import ipywidgets as w
 
@@ -31,6 +31,9 @@ from .lifetime import close_tree, replace_children
 from .plots import prefetch_figure_widget
 from .style import esc, style_tag
 from .table import ATTENTION, KeyTable, ordered_counts
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..diagnosis.report import Report
 
 TAB_NAMES = ("Diagnosis", "Keys", "Distributions", "Fix & export")
 
@@ -126,7 +129,7 @@ class CheckpointDebugger(w.VBox):
 
     def __init__(
         self,
-        report: Any,
+        report: Report,
         model: Any,
         *,
         model_name: str = "model",
@@ -137,7 +140,7 @@ class CheckpointDebugger(w.VBox):
         self.report = report
         self.model = model
         self.model_name = model_name
-        self.preview: Any = None
+        self.preview: Report | None = None
         self.last_result: Any = None
         self.applied_plan: Any = None  # the plan last applied to the model, if any
         self.last_code = ""
@@ -175,7 +178,7 @@ class CheckpointDebugger(w.VBox):
 
     # -- layout ------------------------------------------------------------------------
     def _build(self) -> None:
-        status = str(getattr(self.report, "status", "broken"))
+        status = self.report.status
         self.style_html = w.HTML(style_tag())
         self.header = _classes(w.HTML(render.header_html(self.report)), "ck-file-info")
         self.headline = _classes(
@@ -228,10 +231,7 @@ class CheckpointDebugger(w.VBox):
 
     def _status_counts(self) -> dict[str, int]:
         """Keys per status, from the report's status column (no table needed)."""
-        counts = getattr(self.report, "status_counts", None)
-        if counts is not None:
-            return ordered_counts(counts())
-        return self.key_table.status_counts()
+        return ordered_counts(self.report.status_counts())
 
     def _build_keys(self) -> w.VBox:
         counts = self._status_counts()
@@ -352,7 +352,7 @@ class CheckpointDebugger(w.VBox):
         )
 
     def _default_save_path(self) -> str:
-        path = getattr(self.report.checkpoint, "path", None)
+        path = self.report.checkpoint.path
         if path is None:
             return "repaired.safetensors"
         p = Path(path)
@@ -456,7 +456,7 @@ class CheckpointDebugger(w.VBox):
         self.progress.value = "<span class='ck-hint'>Updating the preview…</span>"
         self._jobs.submit("preview", lambda: plan.preview(self.model), self._show_preview)
 
-    def _show_preview(self, preview: Any) -> None:
+    def _show_preview(self, preview: Report) -> None:
         self.preview = preview
         self._preview_table = None
         self.planline.value = self._plan_line()
@@ -464,7 +464,7 @@ class CheckpointDebugger(w.VBox):
         for cls in list(self.headline._dom_classes):
             if cls.startswith("ck-status-"):
                 self.headline.remove_class(cls)
-        self.headline.add_class(f"ck-status-{getattr(preview, 'status', 'broken')}")
+        self.headline.add_class(f"ck-status-{preview.status}")
         self.progress.value = ""
         if self.table_view.value == "With the plan":
             self._render_table()
