@@ -18,12 +18,11 @@ def check(ctx: Context) -> list[Finding]:
     if not ctx.entry_infos:
         return out
     sample = sample_values(ctx.ckpt, ctx.entry, infos=ctx.entry_infos, members=lambda: ctx.members)
-    ctx.notes["sample"] = sample
     if sample.nonfinite:
         keys = list(sample.nonfinite)
         nan = sum(n for n, _ in sample.nonfinite.values())
         inf = sum(i for _, i in sample.nonfinite.values())
-        coverage = ("every value" if sample.examined >= sample.total
+        coverage = ("all values examined" if sample.examined >= sample.total
                     else f"{sample.examined:,} of {sample.total:,} values sampled")
         out.append(Finding(
             "nonfinite", "error",

@@ -50,6 +50,23 @@ def recorded_facts(meta: Mapping[str, Any], limit: int = 40) -> dict[str, Any]:
     return facts
 
 
+def _what_to_compare(facts: Mapping[str, Any]) -> str:
+    """The parts of a pipeline the recorded facts speak about: image size for vision
+    configs, the tokenizer for text ones, normalisation for mean/std."""
+    names = " ".join(facts).lower()
+    parts = []
+    if any(w in names for w in ("mean", "std", "normali")):
+        parts.append("normalisation")
+    if any(w in names for w in ("image", "img", "crop", "resolution", "input_size",
+                                "interpolation")):
+        parts.append("image size")
+    if any(w in names for w in ("vocab", "max_position", "max_length", "max_seq")):
+        parts.append("tokenizer and sequence length")
+    if "num_classes" in names:
+        parts.append("number of classes")
+    return ", ".join(parts) or "inputs"
+
+
 def check(ctx: Context) -> list[Finding]:
     out: list[Finding] = []
     facts = recorded_facts(ctx.facts)
@@ -59,12 +76,13 @@ def check(ctx: Context) -> list[Finding]:
         out.append(Finding(
             "preprocessing", "info",
             f"The checkpoint records how its inputs looked: {shown}. Compare these with your "
-            "data pipeline (normalisation, image size, tokenizer).", details={"facts": facts}))
+            f"data pipeline ({_what_to_compare(facts)}).", details={"facts": facts}))
     if ctx.sample_input is None:
         if norm_layers:
             out.append(Finding(
                 "preprocessing", "info",
-                f"The model has {len(norm_layers)} normalisation layers with learned input "
+                f"The model has {len(norm_layers)} normalisation "
+                f"layer{'s' if len(norm_layers) != 1 else ''} with learned input "
                 "statistics. Pass sample_input= (a real batch from your pipeline) to compare "
                 "what reaches them with what the checkpoint saw in training, and to catch "
                 "non-finite or constant outputs.", details={"layers": norm_layers[:50]}))
