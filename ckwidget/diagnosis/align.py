@@ -475,6 +475,7 @@ def _find_renames(cmods: dict[str, list[str]], c_infos: dict[str, TensorInfo],
     return module_pairs, key_pairs
 
 
+@lru_cache(maxsize=4096)
 def _canon(shape: tuple[int, ...]) -> tuple[int, ...]:
     """A shape up to size-1 dimensions and, for a matrix, its orientation: the shapes a
     transpose or a reshape can turn into one another share it."""
@@ -490,42 +491,58 @@ def _realizable(stored: tuple[int, ...], want: tuple[int, ...]) -> bool:
 
 @dataclass
 class _Unit:
-    """The leftover tensors of one module (or one top-level tensor), by aliased leaf."""
+    """The leftover tensors of one module (or one top-level tensor)."""
 
     name: str
     root: bool  # a top-level tensor: ``name`` is its key
-    leaves: dict[str, tuple[str, str]]  # aliased leaf -> (leaf as written, key)
+    keys: list[str]
+    raw: tuple = ()  # (leaf, shape) of each key, in order: repeated layers share it
     role: str | None = None
 
+    def leaves(self) -> dict[str, str]:
+        """Aliased leaf (gamma is weight) -> key; a top-level tensor's leaf is ""."""
+        if self.root:
+            return {"": self.keys[0]}
+        n = len(self.name) + 1
+        return {LEAF_ALIASES.get(k[n:], k[n:]): k for k in self.keys}
 
-def _units(keys: list[str], infos: dict[str, TensorInfo]) -> dict[tuple, list[_Unit]]:
-    """Units by signature: their non-optional leaves (aliased: gamma is weight) with
-    shapes up to transposes and size-1 dimensions, in the order the keys come."""
-    mods: dict[str, dict[str, tuple[str, str]]] = {}
-    units: list[_Unit] = []
-    for k in keys:
-        mod, dot, leaf = k.rpartition(".")
-        if not dot:
-            units.append(_Unit(k, True, {"": ("", k)}))
-            continue
-        leaves = mods.get(mod)
-        if leaves is None:
-            leaves = mods[mod] = {}
-            units.append(_Unit(mod, False, leaves))
-        alias = LEAF_ALIASES.get(leaf, leaf)
-        if alias in leaves:  # weight and gamma both: not one module's layout
-            leaves[alias] = ("", "")
-        else:
-            leaves[alias] = (leaf, k)
+
+def _canonical(raw: tuple[tuple[str, tuple[int, ...]], ...]) -> tuple:
+    """A module's (leaf, shape) pairs as a signature: leaves aliased (gamma is weight),
+    optional ones left out, shapes up to transposes and size-1 dimensions; () when two
+    leaves alias to one (not one module's layout)."""
+    aliases = [LEAF_ALIASES.get(leaf, leaf) for leaf, _ in raw]
+    if len(set(aliases)) != len(aliases):
+        return ()
+    return tuple(sorted((alias, _canon(shape)) for (leaf, shape), alias in zip(raw, aliases)
+                        if leaf not in OPTIONAL_LEAVES))
+
+
+def _units(groups: dict[str, list[str]], infos: dict[str, TensorInfo]
+           ) -> dict[tuple, list[_Unit]]:
+    """Units by signature (``_canonical``), from keys grouped by module (``_by_module``),
+    in the order they come. Repeated layers share their raw (leaf, shape) pairs, so each
+    distinct module layout is judged once."""
     out: dict[tuple, list[_Unit]] = {}
-    for unit in units:
-        if any(not key for _, key in unit.leaves.values()):
+    seen: dict[tuple, tuple] = {}
+    for mod, ks in groups.items():
+        if not mod:  # top-level tensors: a unit each
+            for k in ks:
+                shape = infos[k].shape
+                out.setdefault((("", _canon(shape)),), []).append(
+                    _Unit(k, True, [k], (("", shape),)))
             continue
-        sig = tuple(sorted((alias, _canon(infos[key].shape))
-                           for alias, (leaf, key) in unit.leaves.items()
-                           if leaf not in OPTIONAL_LEAVES))
+        n = len(mod) + 1
+        raw = tuple([(k[n:], infos[k].shape) for k in ks])
+        sig = seen.get(raw)
+        if sig is None:
+            sig = seen[raw] = _canonical(raw)
         if sig:
-            out.setdefault(sig, []).append(unit)
+            group = out.get(sig)
+            if group is None:
+                out[sig] = [_Unit(mod, False, ks, raw)]
+            else:
+                group.append(_Unit(mod, False, ks, raw))
     return out
 
 
@@ -557,41 +574,81 @@ def _search_leftovers(left_c: list[str], c_infos: dict[str, TensorInfo],
     is a guess). Linear in the number of leftovers; the plan's transposes and reshapes
     follow from the shapes once the keys are renamed."""
     m_infos = model.infos
-    c_units, m_units = _units(left_c, c_infos), _units(left_m, m_infos)
+    if sum(map(len, cmods.values())) == len(left_c):  # nothing paired yet: reuse the groups
+        c_groups = cmods
+    else:
+        left = set(left_c)
+        c_groups = {mod: kept for mod, ks in cmods.items()
+                    if (kept := [k for k in ks if k in left])}
+    c_units, m_units = _units(c_groups, c_infos), _units(_by_module(left_m), m_infos)
     module_pairs: list[tuple[str, str]] = []
     key_pairs: list[tuple[str, str]] = []
     for sig, ms in m_units.items():
         cs = c_units.get(sig)
         if not cs:
             continue
+        roles = False
         for u in cs:
             u.role = _role(u.name)
-        for u in ms:
-            u.role = _owner_role(model, u)
+            roles = roles or u.role is not None
         matched: list[tuple[_Unit, _Unit]] = []
-        for role in {u.role for u in ms} - {None}:
-            cr = [u for u in cs if u.role == role]
-            mr = [u for u in ms if u.role == role]
-            if len(cr) == len(mr):
-                matched += zip(cr, mr)
-        done = {id(u) for pair in matched for u in pair}
-        rest_c = [u for u in cs if id(u) not in done]
-        rest_m = [u for u in ms if id(u) not in done]
-        if len(rest_c) == len(rest_m):
-            matched += [(c, m) for c, m in zip(rest_c, rest_m) if not _clash(c.role, m.role)]
+        if roles:  # else no model role can pair first or clash: none is needed
+            for u in ms:
+                u.role = _owner_role(model, u)
+            for role in {u.role for u in ms} - {None}:
+                cr = [u for u in cs if u.role == role]
+                mr = [u for u in ms if u.role == role]
+                if len(cr) == len(mr):
+                    matched += zip(cr, mr)
+            done = {id(u) for pair in matched for u in pair}
+            cs = [u for u in cs if id(u) not in done]
+            ms = [u for u in ms if id(u) not in done]
+        if len(cs) == len(ms):
+            matched += [(c, m) for c, m in zip(cs, ms) if not _clash(c.role, m.role)]
+        # repeated layers share their layouts: each pair of layouts is judged once, as
+        # True (the same leaves in the same order, shapes that fit: a module renamed as a
+        # whole), False (a shape that cannot fit) or None (pair the tensors one by one)
+        verdicts: dict[tuple, bool | None] = {}
         for cu, mu in matched:
+            layouts = (cu.raw, mu.raw)
+            if layouts in verdicts:
+                verdict = verdicts[layouts]
+            else:
+                verdict = verdicts[layouts] = _layouts_fit(cu, mu)
+            if verdict is False:
+                continue
+            if verdict and not cu.root and len(cmods.get(cu.name, ())) == len(cu.keys):
+                module_pairs.append((cu.name, mu.name))
+                continue
             pairs = _unit_pairs(cu, mu, c_infos, m_infos)
             if pairs is None:
                 continue
-            whole = (not cu.root and not mu.root and all(
-                k[len(cu.name):] == v[len(mu.name):] for k, v in pairs)
-                and len(cmods.get(cu.name, ())) == len(cu.leaves))
-            stray = [k for k in cmods.get(cu.name, ()) if k not in dict(pairs)]
-            if whole and not any(mu.name + k[len(cu.name):] in m_infos for k in stray):
+            if _whole(cu, mu, pairs, cmods, m_infos):
                 module_pairs.append((cu.name, mu.name))
             else:
                 key_pairs += pairs
     return module_pairs, key_pairs
+
+
+def _layouts_fit(cu: _Unit, mu: _Unit) -> bool | None:
+    """True when the units hold the same leaves in the same order with shapes one fix
+    makes the model's, False when a shape cannot fit, None when the leaves differ."""
+    if cu.root or mu.root or [leaf for leaf, _ in cu.raw] != [leaf for leaf, _ in mu.raw]:
+        return None
+    return all(cs == ms or _realizable(cs, ms) for (_, cs), (_, ms) in zip(cu.raw, mu.raw))
+
+
+def _whole(cu: _Unit, mu: _Unit, pairs: list[tuple[str, str]], cmods: dict[str, list[str]],
+           m_infos: dict[str, TensorInfo]) -> bool:
+    """Whether the pair renames as a module (every key of the checkpoint's module keeps
+    its leaf, none lands on another model key): a pattern for repeated layers."""
+    if cu.root or mu.root or len(cmods.get(cu.name, ())) != len(cu.keys):
+        return False
+    n, m = len(cu.name), len(mu.name)
+    if any(k[n:] != v[m:] for k, v in pairs):
+        return False
+    paired = {k for k, _ in pairs}
+    return not any(mu.name + k[n:] in m_infos for k in cu.keys if k not in paired)
 
 
 def _unit_pairs(cu: _Unit, mu: _Unit, c_infos: dict[str, TensorInfo],
@@ -599,12 +656,13 @@ def _unit_pairs(cu: _Unit, mu: _Unit, c_infos: dict[str, TensorInfo],
     """(checkpoint key, model key) for each tensor the two units share, or None when a
     shape cannot become the model's by one transpose or reshape."""
     out = []
-    for alias, (_, mk) in mu.leaves.items():
-        got = cu.leaves.get(alias)
-        if got is None:
+    c_leaves = cu.leaves()
+    for alias, mk in mu.leaves().items():
+        ck = c_leaves.get(alias)
+        if ck is None:
             continue  # an optional tensor the checkpoint's layout lacks
-        ck = got[1]
-        if not _realizable(c_infos[ck].shape, m_infos[mk].shape):
+        cs, ms = c_infos[ck].shape, m_infos[mk].shape
+        if cs != ms and not _realizable(cs, ms):
             return None
         out.append((ck, mk))
     return out or None
@@ -829,8 +887,10 @@ def align(ckpt: dict[str, TensorInfo], model: ModelSide) -> Alignment:
                     except ValueError:
                         return None
 
-                key_pairs += _tied_copies(waiting, left_c, cur_infos, served_by, model,
-                                          {c for c, _ in key_pairs})
+                paired = {c for c, _ in module_pairs}
+                taken = {c for c, _ in key_pairs}
+                left = [c for c in left_c if c not in taken and module_of(c) not in paired]
+                key_pairs += _tied_copies(waiting, left, cur_infos, served_by, model)
             if families or module_pairs or key_pairs or parametrized:
                 step, mapped = _rename_step(families, module_pairs, key_pairs, cmods, names,
                                             parametrized)
@@ -883,13 +943,14 @@ def align(ckpt: dict[str, TensorInfo], model: ModelSide) -> Alignment:
 
 def _tied_copies(waiting: list[str], left_c: list[str], c_infos: dict[str, TensorInfo],
                  served_by: Callable[[str], TensorInfo | None],
-                 model: ModelSide, taken: set[str]) -> list[tuple[str, str]]:
+                 model: ModelSide) -> list[tuple[str, str]]:
     """(checkpoint key, model key) for model keys tied to a served partner (``head``
     shares ``tok_emb``'s weight) and a leftover checkpoint key of the same role that
     shares storage with the tensor serving that partner (GPT-2 saves lm_head and wte as
     one tensor): the file ties them as the model does, so the head loads from its own
     name. ``served_by(model key)`` is the checkpoint tensor serving it."""
     out: list[tuple[str, str]] = []
+    taken: set[str] = set()
     m_infos = model.infos
     for mk in waiting:
         role = _role(module_of(mk))
@@ -1238,24 +1299,26 @@ def _square_transposed(model: ModelSide, pairs: dict[str, str], flat2d: list[str
         elif any(hint in k.lower() for hint in NEVER_HINTS):
             continue
         family = _file_family(pairs.get(k, k))
-        votes = by_family.get(family)
-        if not _decides(votes):
-            votes = by_name.get(template_only(k))
-        if (not _decides(votes) and family[0] in CONV1D_NAMES and owner is not None
+        verdict = _verdict(by_family.get(family))
+        if verdict is None:
+            verdict = _verdict(by_name.get(template_only(k)))
+        if (verdict is None and family[0] in CONV1D_NAMES and owner is not None
                 and owner.__name__ != "Conv1D"):
-            votes = conv1d
-        if _decides(votes):
-            if votes[1] > votes[0]:
+            verdict = _verdict(conv1d)
+        if verdict is not None:
+            if verdict:
                 out.append(k)
             continue
-        votes = by_type.get((owner, leaf_of(k))) if owner is not None else None
-        if not (votes and votes[0] > votes[1]):
+        if owner is None or _verdict(by_type.get((owner, leaf_of(k)))) is not False:
             unknown.append(k)
     return out, unknown
 
 
-def _decides(votes: list[int] | None) -> bool:
-    return bool(votes) and votes[0] != votes[1]  # type: ignore[index]
+def _verdict(votes: list[int] | None) -> bool | None:
+    """[as is, transposed] votes -> True (transposed), False (as is), None (no majority)."""
+    if not votes or votes[0] == votes[1]:
+        return None
+    return votes[1] > votes[0]
 
 
 def _fmt(shape: tuple[int, ...]) -> str:

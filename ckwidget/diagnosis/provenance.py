@@ -27,8 +27,19 @@ USED, BOOKKEEPING, UNUSED = "used", "bookkeeping", "unused"
 # training (BatchNorm's num_batches_tracked, swa_utils' n_averaged, optimizer steps).
 BOOKKEEPING_LEAVES = frozenset({
     "num_batches_tracked", "n_averaged", "step", "_step_count", "global_step", "steps",
-    "initial_step",
+    "initial_step", "masked_bias",
 })
+
+
+def _bookkeeping(key: str, info: TensorInfo) -> bool:
+    """Step counters, and the causal-mask buffers old GPT-2 files keep (``attn.bias`` of
+    shape (1, 1, n, n), ``attn.masked_bias``): constants, not learned values."""
+    leaf = key.rpartition(".")[2]
+    if leaf in BOOKKEEPING_LEAVES:
+        return True
+    shape = info.shape
+    return (leaf == "bias" and len(shape) == 4 and shape[:2] == (1, 1)
+            and shape[2] == shape[3] and key.endswith("attn.bias"))
 
 
 @dataclass
@@ -147,26 +158,10 @@ def trace(entries: Mapping[str, TensorInfo], plan: Any, model_infos: Mapping[str
             done.append("cast")  # load_state_dict's copy_ converts it
         out.model[key] = ", ".join([AS_IS, *done])
         used |= _origins(got)
-    for key in entries:
+    for key, info in entries.items():
         if key in used:
             out.checkpoint[key] = USED
-        elif key.rpartition(".")[2] in BOOKKEEPING_LEAVES:
-            out.checkpoint[key] = BOOKKEEPING
-        else:
-            out.checkpoint[key] = UNUSED
-    return out
-
-
-def all_loaded(model_infos: Mapping[str, TensorInfo], entries: Mapping[str, TensorInfo],
-               pairs: Mapping[str, str]) -> Provenance:
-    """The provenance of a plan that only maps keys and loads every model tensor from
-    the key alignment paired it with (the common case, without tracing 100,000 keys)."""
-    out = Provenance({k: AS_IS for k in model_infos})
-    used = set(pairs.values())
-    for key in entries:
-        if key in used:
-            out.checkpoint[key] = USED
-        elif key.rpartition(".")[2] in BOOKKEEPING_LEAVES:
+        elif _bookkeeping(key, info):
             out.checkpoint[key] = BOOKKEEPING
         else:
             out.checkpoint[key] = UNUSED

@@ -23,7 +23,7 @@ from ...fixes.kinds import (
     Transpose,
     UnfoldWeightNorm,
 )
-from ..align import KeyStep, module_role, rename_lines
+from ..align import OPTIONAL_LEAVES, KeyStep, module_role, rename_lines
 from ..contents import is_lora_key, mostly_lora, mostly_optimizer_state, quantized_layers
 from ..context import Context
 from ..keys import group_keys, leaf_of, summarise_keys
@@ -506,6 +506,14 @@ def _missing(ctx: Context) -> list[Finding]:
     return out
 
 
+def _legacy_buffer(key: str, shape: tuple[int, ...]) -> bool:
+    """A buffer one layout of a module saves and another does not, holding no learned
+    values: the optional leaves alignment pairs around, or a causal mask (1, 1, n, n)."""
+    leaf = leaf_of(key)
+    return leaf in OPTIONAL_LEAVES or (leaf == "bias" and len(shape) == 4
+                                       and shape[:2] == (1, 1) and shape[2] == shape[3])
+
+
 def _tied_in_file(ctx: Context, missing: list[str]) -> str:
     """A sentence when a missing output head has the shape of a token embedding the file
     serves: the file was saved from a model that ties the two (GPT-2 stores wte once)."""
@@ -542,6 +550,11 @@ def _unexpected(ctx: Context) -> list[Finding]:
         what = ("They are BatchNorm running statistics for layers the model builds without "
                 "them (another normalisation, or track_running_stats=False); the plan leaves "
                 "them out. Check that the model's normalisation layers are the checkpoint's.")
+    elif all(_legacy_buffer(k, a.ckpt[k].shape) for k in a.unexpected):
+        what = ("They are buffers an older layout of the same modules kept, with no learned "
+                "values (GPT-2's causal mask attn.bias and masked_bias, which newer "
+                "transformers versions compute instead of saving; counters); the plan "
+                "leaves them out.")
     elif mostly_optimizer_state(a.unexpected):
         what = ("They are an optimizer's state (per-parameter moments and steps), not "
                 "weights; the plan leaves them out. Load them into the optimizer with "
