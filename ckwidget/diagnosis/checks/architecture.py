@@ -39,6 +39,17 @@ KNOWN_PREFIXES = {
     "net.": "saved from a wrapper that holds the network as .net",
     "encoder.": "saved from a wrapper that holds the network as .encoder",
 }
+# transformers' base_model_prefix of common architectures: a task model
+# (BertForSequenceClassification) keeps its base model under it, and from_pretrained
+# adds or strips it by itself
+HF_BASE_PREFIXES = frozenset(f"{p}." for p in (
+    "bert", "roberta", "xlm_roberta", "distilbert", "albert", "electra", "deberta",
+    "transformer", "gpt_neox", "model", "vit", "swin", "convnext", "wav2vec2", "t5",
+    "bart", "mpnet", "camembert", "longformer", "funnel", "layoutlm", "beit", "deit",
+))
+# heads a fine-tuned task model adds on top of its base model
+TASK_HEADS = ("classifier.", "score.", "qa_outputs.", "cls.", "lm_head.", "pooler.",
+              "pre_classifier.")
 PRECISION = {"float64": 4, "float32": 3, "bfloat16": 2, "float16": 2,
              "float8_e4m3fn": 1, "float8_e5m2": 1}
 
@@ -250,7 +261,12 @@ def _step_finding(ctx: Context, step: KeyStep) -> Finding:
     fix = step_fix(step)
     total = len(ctx.entry_infos)
     if step.kind == "strip-prefix":
-        why = KNOWN_PREFIXES.get(step.prefix, "saved from a wrapper around the network")
+        why = KNOWN_PREFIXES.get(step.prefix)
+        if why is None and step.prefix in HF_BASE_PREFIXES and _hugging_face(ctx):
+            why = (f"transformers' base_model_prefix: a task model keeps its base model "
+                   f"under {step.prefix!r}, and from_pretrained strips or adds it by "
+                   "itself: <ModelClass>.from_pretrained(folder) is the one-line alternative")
+        why = why or "saved from a wrapper around the network"
         return Finding(
             "prefix", "error",
             f"{_count(len(keys), total)} checkpoint keys start with {step.prefix!r} "
@@ -311,6 +327,19 @@ def _swap_parts(step: KeyStep) -> tuple[str | None, str | None]:
 
     old = re.sub(r"\\(.)", r"\1", rx[1:])
     return old, repl.replace("\\\\", "\\")
+
+
+def _hugging_face(ctx: Context) -> bool:
+    """Whether the file comes from transformers (a config.json beside it, its metadata,
+    or a save_pretrained folder)."""
+    meta = ctx.ckpt.metadata
+    if meta.get("transformers_version") or meta.get("hf_config") or meta.get("index"):
+        return True
+    path = ctx.ckpt.path
+    if path is None:
+        return False
+    folder = path if path.is_dir() else path.parent
+    return (folder / "config.json").is_file()
 
 
 def _count(n: int, total: int) -> str:
@@ -555,6 +584,11 @@ def _unexpected(ctx: Context) -> list[Finding]:
                 "values (GPT-2's causal mask attn.bias and masked_bias, which newer "
                 "transformers versions compute instead of saving; counters); the plan "
                 "leaves them out.")
+    elif all(str(m).startswith(TASK_HEADS) for m in mapped):
+        what = ("They are the task head of a fine-tuned model (a classifier or an output "
+                "layer on top of the base model this model is); the plan leaves them out. "
+                "To use the head, load into the task model (e.g. "
+                "AutoModelForSequenceClassification) instead.")
     elif mostly_optimizer_state(a.unexpected):
         what = ("They are an optimizer's state (per-parameter moments and steps), not "
                 "weights; the plan leaves them out. Load them into the optimizer with "
@@ -589,7 +623,8 @@ def _dtypes(ctx: Context) -> list[Finding]:
                     f"as they are: cast them to {dst} first.")
         out.append(Finding(
             "dtype", "warning" if lossy or fixes else "info",
-            f"{len(keys)} tensors are stored as {src} and the model uses {dst} "
+            f"{len(keys)} tensor{'s are' if len(keys) != 1 else ' is'} stored as {src} "
+            f"and the model uses {dst} "
             f"({summarise_keys(keys, 4)}): {how}",
             keys=keys, fixes=fixes, details={"from": src, "to": dst, "lossy": lossy}))
     return out
