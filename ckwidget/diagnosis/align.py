@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from itertools import chain, compress, filterfalse, repeat
 from operator import attrgetter, eq, is_, ne, not_
+from typing import Any
 
 from ..checkpoint import TensorInfo
 from ..loadhooks import renamed_names
@@ -71,6 +72,16 @@ class KeyStep:
     patterns: tuple[tuple[str, str], ...] = ()
     origin: str = "prefix"  # "prefix" (leading components) or "rename" (modules, leaves)
     swap: tuple[str, str] | None = None  # a rename that replaces one literal prefix
+
+    def fix(self) -> Any:
+        """The plan's fix doing this step (StripPrefix, AddPrefix or RenameKeys)."""
+        from ..fixes.kinds import AddPrefix, RenameKeys, StripPrefix
+
+        if self.kind == "strip-prefix":
+            return StripPrefix(self.prefix)
+        if self.kind == "add-prefix":
+            return AddPrefix(self.prefix)
+        return RenameKeys(mapping=self.mapping, patterns=self.patterns)
 
     def mapper(self):
         if self.swap is not None:
@@ -185,7 +196,7 @@ class Alignment:
 
 
 # -- prefixes ---------------------------------------------------------------------------
-def _leading(key: str, depth: int = MAX_PREFIX_DEPTH) -> list[tuple[str, str]]:
+def leading_parts(key: str, depth: int = MAX_PREFIX_DEPTH) -> list[tuple[str, str]]:
     """(prefix with its dot, rest) for the first few leading components of key."""
     out = []
     pos = key.find(".")
@@ -195,7 +206,7 @@ def _leading(key: str, depth: int = MAX_PREFIX_DEPTH) -> list[tuple[str, str]]:
     return out
 
 
-def _spread(keys: list[str], n: int = SAMPLE) -> list[str]:
+def spread(keys: list[str], n: int = SAMPLE) -> list[str]:
     """At most n keys evenly spread over ``keys``: proposals come from a sample, and
     every proposal is then scored on all keys."""
     if len(keys) <= n:
@@ -212,15 +223,15 @@ def _propose(unmatched_c: list[str], unmatched_m: list[str],
     it has already (two sets of 100,000 names cost more than the whole sample)."""
     in_c = in_c or set(unmatched_c).__contains__
     in_m = in_m or set(unmatched_m).__contains__
-    sample_c, sample_m = _spread(unmatched_c), _spread(unmatched_m)
+    sample_c, sample_m = spread(unmatched_c), spread(unmatched_m)
     strip: Counter[str] = Counter()
     for k in sample_c:
-        for p, rest in _leading(k):
+        for p, rest in leading_parts(k):
             if in_m(rest):
                 strip[p] += 1
     add: Counter[str] = Counter()
     for k in sample_m:
-        for p, rest in _leading(k):
+        for p, rest in leading_parts(k):
             if in_c(rest):
                 add[p] += 1
     proposals: list[tuple[int, KeyStep]] = []
@@ -305,7 +316,7 @@ def _shapes_agree(changed: list[int], mapped: list[str], infos: list[TensorInfo]
     is a stray key, not a renamed one (``aux.weight`` is not the model's ``extra.weight``).
     ``changed`` holds the indices the step renamed."""
     landed = list(compress(changed, map(model.__contains__, map(mapped.__getitem__, changed))))
-    sample = _spread(landed)
+    sample = spread(landed)
     fit = sum(1 for i in sample if _fits(infos[i].shape, model[mapped[i]].shape))
     return fit > 0 and fit * 2 >= len(sample)
 
@@ -729,7 +740,7 @@ def _rename_step(families: list[Family], module_pairs: list[tuple[str, str]],
         fn = step.mapper()
         strays = _any_match([rx for rx, _ in patterns],
                             list(filterfalse(intended.__contains__, names)))
-        wrong = any(fn(n) != intended[n] for n in _spread(list(intended)))
+        wrong = any(fn(n) != intended[n] for n in spread(list(intended)))
         if strays or wrong:
             step = KeyStep("rename-keys", mapping=tuple(intended.items()), origin="rename")
     return step, mapped

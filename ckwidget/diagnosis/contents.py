@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 
-from .align import _spread
+from .align import spread
 
 # PEFT (lora_A/lora_B, lora_embedding_A/B, lora_magnitude_vector), torchtune
 # (lora_a/lora_b), kohya and diffusers' older format (lora_down/lora_up, alpha)
@@ -22,7 +22,7 @@ _OPTIMIZER = re.compile(r"(?:^|\.)state\.\d+\.(?:exp_avg|exp_avg_sq|max_exp_avg_
                         r"step_size|exp_inf)$")
 def _share(keys: Iterable[str], pattern: re.Pattern[str]) -> float:
     # an even spread (align's sample): adapters and optimizer state are uniform
-    listed = _spread(list(keys))
+    listed = spread(list(keys))
     if not listed:
         return 0.0
     return sum(1 for k in listed if pattern.search(k)) / len(listed)

@@ -14,22 +14,11 @@ from ..checkpoint import Checkpoint, Finding, TensorInfo, describe_tensor, sort_
 from ..errors import CheckpointError, FixError
 from ..gcpause import gc_paused
 from ..kinds import UNREPAIRABLE_KINDS
-from .align import _leading, _spread, align
-from .checks import (
-    adapters,
-    architecture,
-    corruption,
-    format,
-    hardware,
-    integrity,
-    preprocessing,
-    training,
-    version,
-)
+from . import checks
+from .align import align, leading_parts, spread
 from .context import Context
 from .keys import summarise_keys
 from .model_side import ModelSide, describe_model
-from .planner import choose_fixes
 from .provenance import Provenance, trace_plan
 from .report import Report
 
@@ -88,28 +77,12 @@ def _diagnose(path_or_ckpt: Any, model: Any, optimizer: Any, sample_input: Any,
     chosen, reason = choose_entry(ckpt, side, entry)
     entry_infos = _entry_infos(ckpt, chosen)
     alignment = align(entry_infos, side)
-    ctx = Context(ckpt, chosen, reason, side, alignment, optimizer, sample_input, map_location)
-    findings: list[Finding] = []
-    if entry is not None and not entry_infos:
-        findings.append(Finding(
-            "nested", "error",
-            f"The checkpoint has no container {entry!r} holding tensors; it has "
-            f"{', '.join(repr(c) for c in ckpt.candidates[:6]) or 'none'}. Pass one of "
-            "those as entry=, or leave entry out to let ckwidget choose.",
-            details={"entry": entry, "candidates": list(ckpt.candidates)}))
-    for check in (format.check, corruption.check, integrity.check, version.check, hardware.check):
-        findings += check(ctx)
-    if entry_infos or not ctx.blockers:
-        findings += architecture.check(ctx)
-        findings += adapters.check(ctx)
-    findings += training.check(ctx)
-    # A file that names code to run gets no plan: nothing should read it.
-    fixes = [] if "malicious" in ctx.blockers else choose_fixes(findings)
-    ctx.notes["plan_fixes"] = fixes
-    findings += preprocessing.check(ctx)
+    ctx = Context(ckpt, chosen, reason, side, alignment, optimizer, sample_input, map_location,
+                  requested_entry=entry)
+    findings = checks.run(ctx)
     from ..fixes import Plan
 
-    suggested = Plan(fixes, source=ckpt, assign=side.is_meta)
+    suggested = Plan(ctx.plan_fixes, source=ckpt, assign=side.is_meta)
     return _summarise(ctx, sort_findings(findings), suggested, model)
 
 
@@ -170,9 +143,9 @@ def _from_nested(obj: Mapping[str, Any]) -> Checkpoint:
 def _score(infos: Mapping[str, TensorInfo], model: Mapping[str, TensorInfo]) -> float:
     """Estimated model keys this container serves, with or without a prefix (sampled)."""
     keys = list(infos)
-    sample = _spread(keys)
+    sample = spread(keys)
     hits = sum(1 for key in sample
-               if key in model or any(rest in model for _, rest in _leading(key)))
+               if key in model or any(rest in model for _, rest in leading_parts(key)))
     return hits * len(keys) / max(1, len(sample))
 
 
@@ -234,13 +207,11 @@ def _received(received: Mapping[str, TensorInfo], side: ModelSide) -> int:
 def _simulate(ctx: Context, plan: Any) -> dict[str, TensorInfo]:
     """What the model receives after the plan. When the plan's key-mapping fixes are
     exactly the alignment's steps, the alignment already knows where every key lands."""
-    from .checks.architecture import step_fix
-
     a = ctx.alignment
     renames = ctx.model.load_hooks.renames
     if plan.extracts or (plan.entry or "") != ctx.entry:
         return plan.simulate(ctx.ckpt, ctx.model.infos, renames=renames)
-    if not a.collisions and [f for f in plan if f.maps_keys] == [step_fix(s) for s in a.steps]:
+    if not a.collisions and [f for f in plan if f.maps_keys] == [s.fix() for s in a.steps]:
         ckpt = a.ckpt
         landed = {mk: ckpt[ck] for mk, ck in a.pairs.items()}
         return plan.simulate(ctx.ckpt, ctx.model.infos, landed, keys_mapped=True)
@@ -254,12 +225,10 @@ def _count_after(ctx: Context, plan: Any) -> int:
     keys, only those keys are simulated: every other key keeps the shape the alignment
     already compared (a cast changes dtypes, never shapes)."""
     from ..fixes.kinds import CastDtype, Transpose
-    from .checks.architecture import step_fix
-
     a, side = ctx.alignment, ctx.model
     per_key = [f for f in plan if not f.load_time and not f.maps_keys]
     if (plan.extracts or (plan.entry or "") != ctx.entry or a.collisions
-            or [f for f in plan if f.maps_keys] != [step_fix(s) for s in a.steps]
+            or [f for f in plan if f.maps_keys] != [s.fix() for s in a.steps]
             or not all(f.keyed for f in per_key)):
         return _received(_simulate(ctx, plan), side)
     ckpt, pairs, status, infos = a.ckpt, a.pairs, a.status, side.infos
@@ -311,14 +280,14 @@ def _summarise(ctx: Context, findings: list[Finding], plan: Any, model: Any) -> 
     side, a, ckpt = ctx.model, ctx.alignment, ctx.ckpt
     total = len(side.infos)
     blockers = set(ctx.blockers)
-    reader = ctx.notes.get("needs_reader") or ""  # torch.load cannot read the file
+    reader = ctx.needs_reader  # torch.load cannot read the file
     if blockers or side.is_meta or reader:
         as_is = 0  # torch.load fails, or load_state_dict copies into nothing
     elif ctx.entry == "":
         counts = Counter(a.status.values())
         as_is = counts["match"] + counts["dtype-differs"]
         # a quantized file's codes would be copied, not its values (checks/architecture)
-        as_is -= sum(1 for k in ctx.notes.get("codes", ())
+        as_is -= sum(1 for k in ctx.codes
                      if a.status.get(k) in ("match", "dtype-differs"))
     else:
         top = ckpt.entry("") if "" in ckpt.candidates else {}

@@ -178,7 +178,7 @@ def _unsettle(ctx: Context, modules: list[PeftModule], note: str) -> list[str]:
     a.unexpected = sorted({*a.unexpected, *stored.values()}, key=file_order.__getitem__)
     gone = set(map(id, modules))
     a.lora = [m for m in a.lora if id(m) not in gone]
-    ctx.notes["unmerged_lora"] = set(stored.values())
+    ctx.unmerged_lora = set(stored.values())
     return back
 
 
@@ -253,7 +253,7 @@ def adapter_config(ctx: Context) -> tuple[dict[str, Any] | None, str, str]:
     """(config, where it came from, why one found was refused): ``ckpt.metadata``'s
     ``lora_alpha`` set by hand, the folder's adapter config as the reader records it,
     the file's own hyper-parameters, or ``adapter_config.json`` beside the file."""
-    cached = ctx.notes.get("adapter_config")
+    cached = ctx.adapter_config
     if cached is not None:
         return cached
     found = _find_config(ctx)
@@ -275,7 +275,7 @@ def adapter_config(ctx: Context) -> tuple[dict[str, Any] | None, str, str]:
         if refused:
             config = None
     result = (config, where, refused)
-    ctx.notes["adapter_config"] = result
+    ctx.adapter_config = result
     return result
 
 
@@ -311,7 +311,7 @@ def _unmerged(ctx: Context) -> list[Finding]:
     a = ctx.alignment
     if not a.unexpected or not any(".base_layer." in k for k in a.ckpt):
         return []
-    told = ctx.notes.get("unmerged_lora", ())
+    told = ctx.unmerged_lora
     left = [k for k in a.unexpected if is_lora_key(k) and k not in told]
     if not left:
         return []

@@ -9,23 +9,20 @@ from __future__ import annotations
 
 from ...checkpoint import Finding
 from ...fixes.kinds import (
-    AddPrefix,
     CastDtype,
     DropKeys,
     FoldWeightNorm,
     FuseKeys,
-    RenameKeys,
     Reshape,
     ResizeCopy,
     SelectEntry,
     SplitKeys,
-    StripPrefix,
     Transpose,
     UnfoldWeightNorm,
 )
 from ..align import OPTIONAL_LEAVES, KeyStep, module_role, rename_lines
 from ..contents import is_lora_key, mostly_lora, mostly_optimizer_state, quantized_layers
-from ..context import Context
+from ..context import NOT_YET, Context
 from ..keys import group_keys, leaf_of, summarise_keys
 from ..parametrizations import describe as describe_parametrized
 
@@ -186,11 +183,11 @@ _QUANTIZED_FORMS = {
 def _quantization(ctx: Context) -> tuple[str, dict[str, list[str]]] | None:
     """The file's quantized layers (by their names in the model's namespace), found once
     per diagnosis."""
-    if "quantized" not in ctx.notes:
+    if ctx.quantized is NOT_YET:
         a = ctx.alignment
-        ctx.notes["quantized"] = (quantized_layers(a.unexpected_mapped.values())
-                                  if a.unexpected else None)
-    return ctx.notes["quantized"]
+        ctx.quantized = (quantized_layers(a.unexpected_mapped.values())
+                         if a.unexpected else None)
+    return ctx.quantized
 
 
 def _quantized_weights(ctx: Context) -> list[str]:
@@ -210,7 +207,7 @@ def _quantized(ctx: Context) -> list[Finding]:
     scheme, layers = found
     forms = "; ".join(_QUANTIZED_FORMS[s] for s in scheme.split(" and "))
     codes = _quantized_weights(ctx)
-    ctx.notes["codes"] = codes  # weights that would get codes: not counted as loading
+    ctx.codes = codes  # weights that would get codes: not counted as loading
     drop = [k for keys in layers.values() for k in keys] + codes
     return [Finding(
         "dtype", "error",
@@ -242,14 +239,6 @@ def _path_expr(entry: str) -> str:
     return "][".join(repr(p) for p in entry.split("."))
 
 
-def step_fix(step: KeyStep):
-    if step.kind == "strip-prefix":
-        return StripPrefix(step.prefix)
-    if step.kind == "add-prefix":
-        return AddPrefix(step.prefix)
-    return RenameKeys(mapping=step.mapping, patterns=step.patterns)
-
-
 def _affected(ctx: Context, step: KeyStep) -> list[str]:
     """Checkpoint keys (as named in the file's entry) that this step renames."""
     a = ctx.alignment
@@ -258,7 +247,7 @@ def _affected(ctx: Context, step: KeyStep) -> list[str]:
 
 def _step_finding(ctx: Context, step: KeyStep) -> Finding:
     keys = _affected(ctx, step)
-    fix = step_fix(step)
+    fix = step.fix()
     total = len(ctx.entry_infos)
     if step.kind == "strip-prefix":
         why = KNOWN_PREFIXES.get(step.prefix)

@@ -219,7 +219,7 @@ def _cannot(why: str) -> Finding:
 def _load_weights(ctx: Context, twin: Any) -> int:
     """Load the checkpoint into ``twin`` through the plan's dict fixes; count loaded."""
     sd = ctx.ckpt.state_dict(ctx.entry, map_location="cpu")
-    fixes = [f for f in ctx.notes.get("plan_fixes", []) if not getattr(f, "load_time", False)]
+    fixes = [f for f in ctx.plan_fixes if not f.load_time]
     infos = {k: describe_tensor(v) for k, v in twin.state_dict(keep_vars=True).items()}
     for fix in fixes:
         sd = fix.transform(sd, infos)

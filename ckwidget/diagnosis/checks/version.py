@@ -58,7 +58,7 @@ def check(ctx: Context) -> list[Finding]:
         ctx.blockers.append(f.kind)
         out.append(f)
     reader = needs_reader(ctx)
-    ctx.notes["needs_reader"] = reader
+    ctx.needs_reader = reader
     extract = [ExtractWeights(reader)] if reader else []
     for f in ctx.file_findings("unsafe-globals"):
         names = tuple(str(n) for n in f.details.get("globals", ()))
@@ -83,7 +83,7 @@ def check(ctx: Context) -> list[Finding]:
                    + (f" and {len(unvetted) - 3} more" if len(unvetted) > 3 else "")
                    + ", which torch would have to call and ckwidget has not vetted")
             fixes = [ExtractWeights(why)]
-            ctx.notes["needs_reader"] = why
+            ctx.needs_reader = why
         elif names:
             fixes = [AllowGlobals(names)]
         ctx.blockers.append(f.kind)
