@@ -131,3 +131,16 @@ def _absent(keys: tuple[str, ...], entries: Mapping[str, Any], what: str) -> lis
     if not gone:
         return []
     return [f"{what}: the checkpoint has no key {_short(gone)} (after the earlier fixes)."]
+
+
+class MergesByKeys:
+    """For per-key fix kinds whose only field is ``keys``: the planner merges them into
+    one fix over the union of their keys, and a preview may simulate just those keys."""
+
+    merges: ClassVar[bool] = True
+    keyed: ClassVar[bool] = True
+
+    @classmethod
+    def merged(cls, fixes: list[Fix]) -> list[Fix]:
+        keys = dict.fromkeys(k for f in fixes for k in f.keys)  # type: ignore[attr-defined]
+        return [cls(tuple(keys))]  # type: ignore[call-arg]

@@ -13,6 +13,7 @@ from .base import (
     FLOATING_DTYPES,
     CodeContext,
     Fix,
+    MergesByKeys,
     V,
     _absent,
     _is_info,
@@ -27,20 +28,13 @@ if TYPE_CHECKING:  # pragma: no cover
 
 
 @dataclass(frozen=True)
-class Transpose(Fix):
+class Transpose(MergesByKeys, Fix):
     """Transpose 2-D weights stored the other way round (HF Conv1D vs nn.Linear)."""
 
     keys: tuple[str, ...]
     kind: ClassVar[str] = "transpose"
     rank: ClassVar[float] = 3
     effect: ClassVar[str] = "transposed"
-    merges: ClassVar[bool] = True
-    keyed: ClassVar[bool] = True
-
-    @classmethod
-    def merged(cls, fixes: list[Fix]) -> list[Fix]:
-        keys = dict.fromkeys(k for f in fixes for k in f.keys)  # type: ignore[attr-defined]
-        return [cls(tuple(keys))]
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "keys", tuple(self.keys))
@@ -246,20 +240,13 @@ def resize_into(current: torch.Tensor, stored: torch.Tensor) -> torch.Tensor:
 
 
 @dataclass(frozen=True)
-class ResizeCopy(Fix):
+class ResizeCopy(MergesByKeys, Fix):
     """Copy the overlapping slice of resized tensors; the rest keeps the model's values."""
 
     keys: tuple[str, ...]
     kind: ClassVar[str] = "resize-copy"
     rank: ClassVar[float] = 4
     effect: ClassVar[str] = "resized"
-    merges: ClassVar[bool] = True
-    keyed: ClassVar[bool] = True
-
-    @classmethod
-    def merged(cls, fixes: list[Fix]) -> list[Fix]:
-        keys = dict.fromkeys(k for f in fixes for k in f.keys)  # type: ignore[attr-defined]
-        return [cls(tuple(keys))]
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "keys", tuple(self.keys))
