@@ -74,8 +74,12 @@ def preview_headline(preview: Report, n_fixes: int) -> str:
     else:
         phrase = "With this fix" if n_fixes == 1 else f"With these {n_fixes} fixes"
     loadable, total = preview.loadable_count, preview.model_tensor_count
-    clean = ", cleanly" if preview.loads_cleanly else ""
+    bad = preview.finding("nonfinite")
+    clean = ", cleanly" if preview.loads_cleanly and bad is None else ""
     text = f"{phrase}: {loadable:,} of {total:,} model tensors would load{clean}."
+    if bad is not None:
+        n = len(bad.keys)
+        text += f" But {n:,} hold{'s' if n == 1 else ''} NaN/Inf."
     return f'<span class="ck-pill ck-pill-{esc(status)}">{esc(status)}</span>{text}'
 
 
