@@ -2,7 +2,7 @@
 
 Public API (heavy modules are imported on first use)::
 
-    ckpt = ckwidget.open_checkpoint(path)
+    ckpt = ckwidget.open_checkpoint(path)   # or a URL: s3://, https://, hf://...
     report = ckwidget.diagnose(path_or_ckpt, model)
     report.plan.apply(model); print(report.plan.to_code())
     ckwidget.debug(path, model)          # the notebook widget
@@ -84,8 +84,30 @@ def __getattr__(name: str) -> Any:
     module_name, attr = _LAZY[name]
     module = importlib.import_module(module_name)
     value = module if attr is None else getattr(module, attr)
+    if name in _TAKE_STORAGE_OPTIONS:
+        value = _storage_options_passed(value)
     globals()[name] = value
     return value
+
+
+# ``ck.diagnose(url, model, storage_options={...})`` and ``ck.debug(...)`` open the URL
+# with its fsspec options first (issue 22); their own signatures stay as they are.
+_TAKE_STORAGE_OPTIONS = ("diagnose", "debug")
+
+
+def _storage_options_passed(fn: Any) -> Any:
+    import functools
+
+    @functools.wraps(fn)
+    def with_storage_options(path_or_ckpt: Any, *args: Any,
+                             storage_options: dict | None = None, **kwargs: Any) -> Any:
+        if storage_options is not None and isinstance(path_or_ckpt, str):
+            from .readers import open_checkpoint
+
+            path_or_ckpt = open_checkpoint(path_or_ckpt, storage_options)
+        return fn(path_or_ckpt, *args, **kwargs)
+
+    return with_storage_options
 
 
 def load_ipython_extension(ipython: Any) -> None:

@@ -75,6 +75,7 @@ examples:
   ckwidget check ckpt.pt --model models.py:build
   ckwidget check ckpt.pt --model mypkg.nets:ResNet --entry state_dict --strict
   ckwidget fix ckpt.pt --model models.py:build -o repaired.safetensors --code
+  ckwidget inspect s3://bucket/run/model.pt -v  a remote file, read by ranges
 
 Opening a file never runs code from it: pickles are read symbolically.
 Run `ckwidget COMMAND --help` for the options of each command.
@@ -92,6 +93,14 @@ VERIFY_HELP = ("read every byte of the file once: the CRC-32 of every record of 
                "zip archive (torch never checks them, so damaged weights load without a "
                "word), every byte of safetensors files; a mismatch is a broken file (exit "
                "3)")
+
+
+PATH_HELP = ("checkpoint file or folder, or its URL (s3://, gs://, az://, https://, hf://, "
+             "any fsspec protocol; a folder URL over HTTP ends with '/'): read by ranges, "
+             "never downloaded whole (pip install ckwidget[remote])")
+STORAGE_HELP = ("an fsspec storage option for a URL (repeatable), e.g. "
+                "--storage-option endpoint_url=http://localhost:9000 --storage-option "
+                "anon=true; VALUE is read as JSON when it can be")
 
 
 class UsageError(Exception):
@@ -128,11 +137,56 @@ class _Out:
 
 
 # -- shared pieces -----------------------------------------------------------------------
-def _existing(path: str) -> Path:
+def _existing(path: str) -> Path | str:
+    """The checkpoint path (a URL stays a string: it is read where it lives)."""
+    from .readers import is_url
+
+    if is_url(path):
+        return path
     p = Path(path).expanduser()
     if not p.exists():
         raise UsageError(f"There is no file or folder at {path!r}.")
     return p
+
+
+def _storage_options(args: argparse.Namespace) -> dict[str, Any] | None:
+    """``--storage-option KEY=VALUE`` (repeatable): fsspec options for a URL; a VALUE
+    that reads as JSON (true, 3, {"region_name": "x"}) is taken as such."""
+    options: dict[str, Any] = {}
+    for item in getattr(args, "storage_option", None) or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise UsageError(f"--storage-option takes KEY=VALUE, not {item!r}.")
+        try:
+            options[key.strip()] = json.loads(value)
+        except ValueError:
+            options[key.strip()] = value
+    return options or None
+
+
+def _open(args: argparse.Namespace, path: Path | str) -> Any:
+    from .readers import open_checkpoint
+
+    return open_checkpoint(path, _storage_options(args))
+
+
+def _code_path(args: argparse.Namespace) -> str | None:
+    """The path the generated code names: the plan's own for a URL (its checkpoint knows
+    how to read it), else the path as typed."""
+    from .readers import is_url
+
+    return None if is_url(args.path) else args.path
+
+
+def _print_io(out: _Out, ckpt: Any) -> None:
+    """-v: what reading a remote checkpoint cost (requests, bytes), and any downloads."""
+    stats = getattr(ckpt, "io_stats", None)
+    if stats is None:
+        return
+    out.heading("Remote reads")
+    out(f"  {clean(stats.summary())}")
+    for note in stats.notes:
+        out.lines(wrapped("  - ", clean(note), out.width))
 
 
 def file_state(ckpt: Any) -> str:
@@ -345,10 +399,8 @@ def _print_inspect(out: _Out, ckpt: Any, show_all: bool, verbose: bool = True) -
 
 def cmd_inspect(args: argparse.Namespace) -> int:
     path = _existing(args.path)
-    from .readers import open_checkpoint
-
     try:
-        ckpt = open_checkpoint(path)
+        ckpt = _open(args, path)
         if args.verify:
             _verify(ckpt)
     except CheckpointError as exc:
@@ -358,10 +410,12 @@ def cmd_inspect(args: argparse.Namespace) -> int:
         out(json.dumps(inspect_document(ckpt), indent=2))
     else:
         _print_inspect(out, ckpt, args.all, args.verbose)
+        if args.verbose:
+            _print_io(out, ckpt)
     return BAD_FILE if file_state(ckpt) != "ok" else OK
 
 
-def _unreadable(args: argparse.Namespace, path: Path, exc: Exception) -> int:
+def _unreadable(args: argparse.Namespace, path: Path | str, exc: Exception) -> int:
     """Nothing at all could be described: one sentence, exit 3 (a JSON document with --json)."""
     if getattr(args, "json", False):
         print(json.dumps({"path": str(path), "state": "broken", "error": str(exc)}, indent=2))
@@ -378,10 +432,9 @@ def _diagnose(args: argparse.Namespace) -> tuple[Any, Any, Any, bool] | int:
     factory, name = load_factory(args.model)
     model, stand_in = build_model(factory, name, meta=not args.no_meta)
     from .diagnosis import diagnose
-    from .readers import open_checkpoint
 
     try:
-        ckpt = open_checkpoint(path)
+        ckpt = _open(args, path)
         if args.verify:
             _verify(ckpt)
     except CheckpointError as exc:
@@ -457,6 +510,8 @@ def _attention_rows(report: Report, show_all: bool) -> tuple[list[list[str]], in
 
 def check_document(report: Report, code: int, path: str, model_spec: str) -> dict[str, Any]:
     """The machine-readable ``check --json`` document."""
+    from .readers import is_url
+
     rows, _ = _attention_rows(report, show_all=True)
     return {
         "path": path, "model": model_spec, "model_class": report.model_name,
@@ -469,7 +524,8 @@ def check_document(report: Report, code: int, path: str, model_spec: str) -> dic
         "findings": [_finding_doc(f) for f in report.findings],
         "plan": [{"kind": f.kind, "description": f.describe()} for f in report.plan],
         "keys": [dict(zip(("key", "status", "checkpoint", "model", "note"), r)) for r in rows],
-        "code": report.plan.to_code(path=path) if len(report.plan) else None,
+        "code": (report.plan.to_code(path=None if is_url(path) else path)
+                 if len(report.plan) else None),
     }
 
 
@@ -483,6 +539,8 @@ def _print_report(out: _Out, report: Report, code: int, args: argparse.Namespace
     colour = "green" if code == OK else "yellow" if code == FIXABLE else "red"
     out("  verdict: " + st(_verdict(code, report, args.strict), colour))
     _print_findings(out, report.findings, verbose=args.verbose)
+    if args.verbose and command == "check":
+        _print_io(out, report.checkpoint)
     rows, total = _attention_rows(report, args.all)
     if rows and code != BAD_FILE:
         out.heading(f"Keys that need attention ({total})")
@@ -496,7 +554,7 @@ def _print_report(out: _Out, report: Report, code: int, args: argparse.Namespace
             out.lines(wrapped(f"  {i}. ", clean(fix.describe()), out.width))
 
 
-def _print_code(out: _Out, report: Report, path: str) -> None:
+def _print_code(out: _Out, report: Report, path: str | None) -> None:
     if not len(report.plan):
         return
     out.heading("The same in plain torch")
@@ -516,7 +574,7 @@ def cmd_check(args: argparse.Namespace) -> int:
         return code
     _print_report(out, report, code, args, "check")
     if args.code:
-        _print_code(out, report, args.path)
+        _print_code(out, report, _code_path(args))
     if code in (FIXABLE, CANNOT_LOAD) and len(report.plan) and not args.code:
         partial = " --allow-partial" if code == CANNOT_LOAD else ""
         out()
@@ -594,7 +652,9 @@ def cmd_fix(args: argparse.Namespace) -> int:
               else "torch.load(path, weights_only=True)")
     out(f"  load it with: model.load_state_dict({loader}, strict={strict})")
     if args.code:
-        _print_code(out, report, args.path)
+        _print_code(out, report, _code_path(args))
+    if args.verbose:
+        _print_io(out, report.checkpoint)
     return OK
 
 
@@ -621,17 +681,22 @@ def build_parser() -> argparse.ArgumentParser:
                     "Reads no tensor bytes and does not import torch."),
         epilog="examples:\n  ckwidget inspect model.pt\n  ckwidget inspect model.pt --all\n"
                "  ckwidget inspect shards/ --json | jq .findings\n\n" + EXIT_CODES_HELP)
-    p.add_argument("path", help="checkpoint file or folder")
+    p.add_argument("path", help=PATH_HELP)
+    p.add_argument("--storage-option", action="append", metavar="KEY=VALUE",
+                   help=STORAGE_HELP)
     p.add_argument("--json", action="store_true", help="print a JSON document instead")
     p.add_argument("--all", action="store_true",
                    help="list every tensor and metadata entry (no grouping, no row limit)")
     p.add_argument("--verify", action="store_true", help=VERIFY_HELP)
     p.add_argument("-v", "--verbose", action="store_true",
-                   help="show info findings too (by default they are counted)")
+                   help="show info findings too (by default they are counted), and for a "
+                        "URL the requests and bytes read")
     p.set_defaults(run=cmd_inspect)
 
     def model_options(p: argparse.ArgumentParser) -> None:
-        p.add_argument("path", help="checkpoint file or folder")
+        p.add_argument("path", help=PATH_HELP)
+        p.add_argument("--storage-option", action="append", metavar="KEY=VALUE",
+                       help=STORAGE_HELP)
         p.add_argument("--model", "-m", required=True, metavar="MODULE:FACTORY",
                        help=MODEL_HELP)
         p.add_argument("--entry", metavar="KEY", default=None,
@@ -650,7 +715,8 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--verify", action="store_true",
                        help=VERIFY_HELP + "; files up to 512 MiB are verified without it")
         p.add_argument("-v", "--verbose", action="store_true",
-                       help="show info findings too (by default they are counted)")
+                       help="show info findings too (by default they are counted), and for "
+                            "a URL the requests and bytes read")
 
     p = sub.add_parser(
         "check", formatter_class=fmt, help="will it load into my model? (exit code says)",

@@ -96,8 +96,11 @@ def run_ckdebug(line: str, shell: Any) -> Any:
 
     args = parse_line(line)
     ns = shell.user_ns
-    path = os.path.expanduser(args.path)
-    if not os.path.exists(path):
+    from .readers import is_url
+
+    remote = is_url(args.path)  # s3://, https://, hf://...: read where it lives
+    path = args.path if remote else os.path.expanduser(args.path)
+    if not remote and not os.path.exists(path):
         raise _usage_error(f"There is no file or folder at {args.path!r}.")
     model = evaluate(args.model, ns, "MODEL")
     if not isinstance(model, torch.nn.Module):

@@ -119,14 +119,26 @@ def sample_values(ckpt: Checkpoint, entry: str, budget: int = DEFAULT_BUDGET,
     share = budget // len(chosen)
     found: dict[str, tuple[int, int]] = {}
     whole = _WholeReads()  # small tensors read whole, as bytes: counted together below
+    # a remote checkpoint (issue 22) reads the sampled ranges of every chosen tensor in
+    # one wave of requests, as evenly spread blocks of elements, not strided elements
+    read_samples = getattr(ckpt, "read_samples", None)
+    sampled: dict[str, object] = {}
+    if read_samples is not None:
+        try:
+            sampled = read_samples({members.get(k, k): max(1, share // max(
+                1, infos[k].nbytes // max(1, infos[k].numel))) for k in chosen})
+        except Exception as exc:  # a value check must never break diagnosis
+            out.error = f"values could not be read ({type(exc).__name__}: {str(exc)[:200]})"
+            chosen = []
     for k in chosen:
         info = infos[k]
         size = max(1, info.nbytes // max(1, info.numel))
         cap = max(1, share // size)
         try:
-            raw = whole.take(k, info, cap)
+            raw = None if read_samples is not None else whole.take(k, info, cap)
             if raw is None:
-                values = sample_tensor(ckpt.read(members.get(k, k)), cap)
+                values = (sampled[members.get(k, k)] if read_samples is not None
+                          else sample_tensor(ckpt.read(members.get(k, k)), cap))
         except Exception as exc:  # a value check must never break diagnosis
             out.error = f"values could not be read ({type(exc).__name__}: {str(exc)[:200]})"
             break

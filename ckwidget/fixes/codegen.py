@@ -95,6 +95,13 @@ def generate(
     fmt, ckpt = _format_of(plan)
     where = Path(path) if path is not None else plan.path
     path_literal = repr(str(where)) if where is not None else "'checkpoint.pt'"
+    # a remote checkpoint (issue 22): read whole through fsspec, with its options
+    url = ckpt.metadata.get("url") if ckpt is not None and path is None else None
+    opened = ""
+    if url is not None:
+        path_literal = repr(url)
+        keys = ckpt.metadata.get("storage_options_keys") or []
+        opened = ", **storage_options" if keys else ""
     ctx = CodeContext(model=model_name)
     location = plan.map_location
     imports = ["import torch"]
@@ -103,17 +110,46 @@ def generate(
     read: list[str] = []
     entry = plan.entry or ""
 
+    if url is not None:
+        imports.append("import fsspec")
+        read.append(f"# This reads the whole checkpoint ({ckpt.size:,} bytes) over the "
+                    "network: it downloads it.")
+        if opened:
+            read.append("storage_options = {" + ", ".join(f"{k!r}: ..." for k in keys)
+                        + "}  # the storage_options you opened it with")
     if plan.extracts:
         imports.append("import ckwidget  # plain torch cannot read this file without running it")
-        args = f"PATH, map_location={location!r}" + (f", entry={entry!r}" if entry else "")
+        source = f"ckwidget.open_checkpoint(PATH{', storage_options' if opened else ''})" if (
+            url) else "PATH"
+        args = f"{source}, map_location={location!r}" + (f", entry={entry!r}" if entry else "")
         why = next((f.why for f in plan.fixes if isinstance(f, ExtractWeights) and f.why), "")
         read.append("# torch.load(weights_only=True) cannot read this file"
                     + (f" ({_one_line(why)})" if why else "")
                     + "; ckwidget's reader takes the tensors and runs nothing from it.")
         read.append(f"sd = ckwidget.extract_weights({args})")
+    elif fmt == "safetensors" and url is not None:
+        imports.append("from safetensors.torch import load")
+        read += [f'with fsspec.open(PATH, "rb"{opened}) as f:', "    sd = load(f.read())"]
+        if str(location) != "cpu":
+            read.append(f"sd = {{k: v.to({location!r}) for k, v in sd.items()}}")
     elif fmt == "safetensors" and not (where is not None and Path(where).is_dir()):
         imports.append("from safetensors.torch import load_file")
         read.append(f"sd = load_file(PATH, device={location!r})")
+    elif fmt == "hf-sharded" and url is not None:
+        index = _index_name(Path(), ckpt)
+        imports.insert(0, "import json")
+        safetensors = index.endswith(".safetensors.index.json")
+        if safetensors:
+            imports.append("from safetensors.torch import load")
+        read += [f'with fsspec.open(PATH + "/" + {index!r}, "r"{opened}) as f:',
+                 "    index = json.load(f)", "sd = {}",
+                 'for shard in sorted(set(index["weight_map"].values())):',
+                 f'    with fsspec.open(PATH + "/" + shard, "rb"{opened}) as f:']
+        read.append("        sd.update(load(f.read()))" if safetensors else
+                    f"        sd.update(torch.load(f, map_location={location!r}, "
+                    "weights_only=True))")
+        if safetensors and str(location) != "cpu":
+            read.append(f"sd = {{k: v.to({location!r}) for k, v in sd.items()}}")
     elif fmt == "hf-sharded" and where is not None:
         index = _index_name(Path(where), ckpt)
         imports[0:0] = ["import json", "import os"]
@@ -134,7 +170,9 @@ def generate(
                 f"map_location={location!r}, weights_only=True))"
             )
     elif fmt is None or fmt in TORCH_FORMATS:
-        load = f"torch.load(PATH, map_location={location!r}, weights_only=True)"
+        load = (f"torch.load({'f' if url else 'PATH'}, map_location={location!r}, "
+                "weights_only=True)")
+        first = len(read)
         if plan.allowed_globals:
             lines, refs = _global_imports(plan.allowed_globals)
             imports += lines
@@ -146,6 +184,9 @@ def generate(
             read.append(f"    ckpt = {load}")
         else:
             read.append(f"ckpt = {load}  # weights_only=True never runs code from the file")
+        if url is not None:  # torch.load reads the file object fsspec opens
+            read[first:] = [f'with fsspec.open(PATH, "rb"{opened}) as f:',
+                            *("    " + line for line in read[first:])]
         if entry:
             read.append(f"sd = {entry_expr('ckpt', entry)}")
         else:
@@ -159,8 +200,8 @@ def generate(
             f"import ckwidget  # plain torch cannot read this {fmt} checkpoint safely"
         )
         read.append(
-            f"sd = ckwidget.open_checkpoint(PATH).state_dict({entry!r}, "
-            f"map_location={location!r})"
+            f"sd = ckwidget.open_checkpoint(PATH{', storage_options' if opened else ''})"
+            f".state_dict({entry!r}, map_location={location!r})"
         )
 
     body: list[str] = []

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -11,7 +12,7 @@ from ..checkpoint import Checkpoint
 from ..errors import CheckpointError, CorruptCheckpointError, NotACheckpointError
 from ..gcpause import gc_paused
 from .budgets import DEFAULT_BUDGETS, Budgets
-from .filestamp import require_regular
+from .filestamp import remote_file, require_regular
 from .sniff import read_head, sniff_bytes
 
 Reader = Callable[[Path, bytes, Budgets], Checkpoint]
@@ -48,8 +49,27 @@ def _reader(kind: str) -> Reader:
     return lambda path, head, budgets: read_foreign(path, head, budgets, kind)
 
 
+# "s3://bucket/key", "hf://org/repo/file", "simplecache::s3://..." (any fsspec protocol)
+_URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*(://|::)")
+
+
+def is_url(path: object) -> bool:
+    """Whether ``path`` is a URL (``s3://``, ``https://``, ``hf://``...) rather than a
+    local path; ``file://`` URLs count as local paths."""
+    return (isinstance(path, str) and _URL.match(path) is not None
+            and not path.startswith("file://"))
+
+
+def _read_file(p: Path, budgets: Budgets) -> Checkpoint:
+    """Sniff a local file by its first bytes and read it with the reader for its kind."""
+    size = require_regular(p).st_size  # a pipe would block the read below
+    head = read_head(p)
+    return _reader(sniff_bytes(head, size, p.name.lower()))(p, head, budgets)
+
+
 def open_checkpoint(
-    path: str | os.PathLike[str], *, budgets: Budgets = DEFAULT_BUDGETS
+    path: str | os.PathLike[str], storage_options: dict | None = None, *,
+    budgets: Budgets = DEFAULT_BUDGETS,
 ) -> Checkpoint:
     """Open a checkpoint file or folder and describe it, never executing anything from it.
 
@@ -59,9 +79,18 @@ def open_checkpoint(
 
     Args:
         path: a checkpoint file (torch zip or legacy, safetensors, pickle, npz...) or
-            folder (Hugging Face shards, DCP, DeepSpeed).
+            folder (Hugging Face shards, DCP, DeepSpeed), or the URL of one (``s3://``,
+            ``gs://``, ``az://``, ``http(s)://``, ``hf://``, ``memory://`` or any fsspec
+            protocol): it is read by ranges, never downloaded whole (readers/remote.py).
+        storage_options: for a URL, passed to fsspec (credentials, ``endpoint_url``...).
         budgets: the counted limits every reader keeps (see ``Budgets``).
     """
+    if is_url(path):
+        from .remote import open_remote
+
+        return open_remote(str(path), storage_options, budgets=budgets)
+    if isinstance(path, str) and path.startswith("file://"):
+        path = path[len("file://"):]
     p = Path(path).expanduser()
     if not p.exists():
         raise NotACheckpointError(f"There is no file or folder at {str(p)!r}.")
@@ -74,10 +103,12 @@ def open_checkpoint(
                 from .folders import read_folder
 
                 ckpt = read_folder(p, budgets)
+            elif (remote := remote_file(p)) is not None:
+                # the cache file of a remote object (a shard of a remote folder): it
+                # fetches what the reader will read first, then guards the tensor reads
+                ckpt = remote.read(lambda: _read_file(p, budgets), budgets)
             else:
-                size = require_regular(p).st_size  # a pipe would block the read below
-                head = read_head(p)
-                ckpt = _reader(sniff_bytes(head, size, p.name.lower()))(p, head, budgets)
+                ckpt = _read_file(p, budgets)
         except CheckpointError:
             raise
         except PermissionError:
@@ -97,4 +128,4 @@ def open_checkpoint(
     return ckpt
 
 
-__all__ = ["DEFAULT_BUDGETS", "Budgets", "open_checkpoint"]
+__all__ = ["DEFAULT_BUDGETS", "Budgets", "is_url", "open_checkpoint"]

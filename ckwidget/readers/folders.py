@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from ..checkpoint import DTYPE_SIZES, Checkpoint, Finding, TensorInfo, sort_findings
 from ..errors import BudgetExceededError, CheckpointError, NotACheckpointError
 from .budgets import Budgets
-from .filestamp import FileStamp, require_regular
+from .filestamp import FileStamp, open_for_read, read_all, require_regular
 from .tree import flatten, plain_facts
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -102,7 +102,7 @@ def _read_json(file: Path, budgets: Budgets) -> Any:
     if size > budgets.max_json:
         raise ValueError(f"it is {size:,} bytes, over the {budgets.max_json:,}-byte limit")
     try:
-        return json.loads(file.read_bytes().decode("utf-8"))
+        return json.loads(read_all(file).decode("utf-8"))  # (a remote cache file fetches)
     except (UnicodeDecodeError, RecursionError) as exc:
         raise ValueError(str(exc)[:200]) from None
 
@@ -292,7 +292,7 @@ def read_dcp(path: Path, names: list[str], budgets: Budgets) -> Checkpoint:
             f"{path.name}/.metadata is {size:,} bytes, over the "
             f"{budgets.max_pickle_bytes:,}-byte budget for one pickle."
         )
-    result = run_pickle(meta_file.read_bytes(), budgets)
+    result = run_pickle(read_all(meta_file), budgets)
     bad = sorted(g for g in result.globals if is_malicious(g))
     odd = sorted(g for g in result.globals if not g.startswith(_DCP_EXPECTED) and g not in bad)
     if bad:
@@ -504,7 +504,7 @@ class DcpSource:
                 stamp.verify()
         out = torch.empty(self.shape, dtype=getattr(torch, self.dtype))
         for offsets, sizes, rel, off, length in self.pieces:
-            with open(self.folder / rel, "rb") as fh:
+            with open_for_read(self.folder / rel) as fh:
                 fh.seek(off)
                 blob = fh.read(length)
             if len(blob) != length:
@@ -529,7 +529,7 @@ class DcpSource:
 def _deepspeed(path: Path, names: list[str], budgets: Budgets) -> Checkpoint | None:
     tag = None
     if "latest" in names and (path / "latest").is_file():
-        with open(path / "latest", "rb") as fh:  # a tag name: a few bytes
+        with open_for_read(path / "latest") as fh:  # a tag name: a few bytes
             raw = fh.read(256)
         tag = raw.decode("utf-8", "replace").strip() or None
     steps = [n for n in names if _STEP_DIR.match(n) and (path / n).is_dir()]

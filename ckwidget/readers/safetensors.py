@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..checkpoint import Checkpoint, Finding, TensorInfo
 from .budgets import Budgets
-from .filestamp import FileStamp
+from .filestamp import FileStamp, ensure_cached, open_for_read
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -61,7 +61,7 @@ def read_safetensors(path: Path, head: bytes, budgets: Budgets) -> Checkpoint:
             f"header length. {REDOWNLOAD}",
         ))
         return done()
-    with open(path, "rb") as fh:
+    with open_for_read(path) as fh:  # a remote cache file fetches what is read
         n = int.from_bytes(fh.read(8), "little")
         metadata["header_bytes"] = n
         if n > budgets.max_json:
@@ -327,8 +327,12 @@ class _MappedFile:
     def path(self) -> Path:
         return self.stamp.path
 
-    def buffer(self) -> mmap.mmap:
+    def buffer(self, offset: int = 0, nbytes: int = 0) -> mmap.mmap:
+        """The map; ``[offset, offset + nbytes)`` of it is about to be read (a remote
+        object's cache file fetches that range first)."""
         self.stamp.verify()
+        if nbytes:
+            ensure_cached(self.stamp.path, offset, nbytes)
         if self._map is None:
             with open(self.path, "rb") as fh:
                 self._map = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_COPY)
@@ -359,7 +363,8 @@ class SafetensorsSource:
         if self.nbytes == 0:
             return torch.empty(shape, dtype=dtype)
         raw = torch.frombuffer(
-            self.file.buffer(), dtype=torch.uint8, count=self.nbytes, offset=self.offset
+            self.file.buffer(self.offset, self.nbytes), dtype=torch.uint8, count=self.nbytes,
+            offset=self.offset
         )
         width = torch.empty((), dtype=dtype).element_size()
         if sys.byteorder == "big" and width > 1:
@@ -372,4 +377,5 @@ class SafetensorsSource:
 
         if self.nbytes == 0:
             return np.zeros(0, np.uint8)
-        return np.frombuffer(self.file.buffer(), np.uint8, self.nbytes, self.offset)
+        return np.frombuffer(self.file.buffer(self.offset, self.nbytes), np.uint8, self.nbytes,
+                             self.offset)

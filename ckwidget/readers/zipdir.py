@@ -20,7 +20,7 @@ from typing import Any
 
 from ..errors import BudgetExceededError, CorruptCheckpointError
 from .budgets import Budgets
-from .filestamp import FileStamp
+from .filestamp import FileStamp, open_for_read
 
 _EOCD = b"PK\x05\x06"
 _EOCD64_LOC = b"PK\x06\x07"
@@ -163,7 +163,7 @@ def read_directory(path: Path, budgets: Budgets) -> ZipDirectory:
 
 
 def _read_directory(path: Path, size: int, budgets: Budgets) -> ZipDirectory:
-    with open(path, "rb") as fh:
+    with open_for_read(path) as fh:  # a remote cache file fetches what is read
         tail_len = min(size, 65_536 + 22)
         fh.seek(size - tail_len)
         tail = fh.read(tail_len)
@@ -357,7 +357,7 @@ def _scan_local_headers(path: Path, size: int, budgets: Budgets) -> ZipDirectory
     """Walk local headers from the start: how a truncated archive can still be listed."""
     entries: list[ZipEntry] = []
     problems: list[str] = []  # the missing directory itself is the caller's finding
-    with open(path, "rb") as fh:
+    with open_for_read(path) as fh:
         pos = 0
         while pos + 30 <= size and len(entries) < budgets.max_entries:
             fh.seek(pos)
@@ -460,7 +460,7 @@ def data_offset(directory: ZipDirectory, entry: ZipEntry, fh=None, mapped: Any =
         return _offset_by_directory(directory, entry)
     own = mapped is None and fh is None
     if own:
-        fh = open(directory.path, "rb")
+        fh = open_for_read(directory.path)
 
     def read(start: int, n: int) -> bytes:
         if mapped is not None:
@@ -484,7 +484,7 @@ def data_offset(directory: ZipDirectory, entry: ZipEntry, fh=None, mapped: Any =
 def _offset_by_directory(directory: ZipDirectory, entry: ZipEntry) -> int:
     """Where the record's bytes start as torch computes it, whatever name its local header
     gives (the name check is the caller's finding); not cached."""
-    with open(directory.path, "rb") as fh:
+    with open_for_read(directory.path) as fh:
         fh.seek(entry.header_offset)
         head = fh.read(30)
     if len(head) < 30 or head[:4] != _LOCAL:
@@ -532,7 +532,7 @@ def read_record(directory: ZipDirectory, entry: ZipEntry, budgets: Budgets, *,
         raise CorruptCheckpointError(
             f"Record {entry.name!r} runs past the end of the file: the file is truncated."
         )
-    with open(directory.path, "rb") as fh:
+    with open_for_read(directory.path) as fh:
         fh.seek(start)
         raw = fh.read(entry.compressed_size)
     if entry.method == 0:
@@ -632,7 +632,8 @@ def verify_records(directory: ZipDirectory, *, max_ratio: float = 200.0,
     largest = max(csizes, default=0)
     buf = bytearray(max(1, min(chunk, largest)))
     view = memoryview(buf)
-    with open(directory.path, "rb", buffering=1 << 16) as fh:
+    # a remote object's records are streamed (fetched ahead in parallel, not kept)
+    with open_for_read(directory.path, buffering=1 << 16, stream=True) as fh:
         for i in order:
             if flags[i] & 1:
                 continue
