@@ -18,6 +18,7 @@ from _browser import (
     server,
     server_env,
     shot,
+    tab,
     toggle_changes_headline,
 )
 
@@ -70,6 +71,11 @@ def test_quickstart_in_notebook7(notebook_server) -> None:
         expect(root.locator(".ck-headline")).to_contain_text("model tensors would load")
         expect(root.locator(".ck-finding").first).to_be_visible()
         shot(root, "notebook7-diagnosis.png")
+        tab(root, "Distributions")  # plotly JSON, drawn by the front end's own renderer
+        for chart in (".ck-layers", ".ck-hist"):
+            expect(root.locator(f"{chart} .js-plotly-plot .main-svg").first).to_be_visible(
+                timeout=60_000)
+        shot(root, "notebook7-distributions.png")
         toggle_changes_headline(root, expect)
         shot(root, "notebook7-fix.png")
     b.check_clean(known=[NOTEBOOK7_BUG])

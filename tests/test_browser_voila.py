@@ -18,6 +18,7 @@ from _browser import (
     server,
     server_env,
     shot,
+    tab,
     toggle_changes_headline,
 )
 
@@ -56,6 +57,11 @@ def test_quickstart_in_voila(voila_server) -> None:
         # code cells are stripped: the app shows outputs only
         assert page.get_by_text("%load_ext ckwidget").count() == 0
         shot(root, "voila-diagnosis.png")
+        tab(root, "Distributions")  # plotly JSON, drawn by the front end's own renderer
+        for chart in (".ck-layers", ".ck-hist"):
+            expect(root.locator(f"{chart} .js-plotly-plot .main-svg").first).to_be_visible(
+                timeout=60_000)
+        shot(root, "voila-distributions.png")
         toggle_changes_headline(root, expect)
         shot(root, "voila-fix.png")
     b.check_clean()

@@ -708,7 +708,7 @@ def test_waiting_for_background_jobs_keeps_to_one_deadline():
     assert 2.9 < took < 4.2 and not errors  # one deadline: not 2.0 + 3.0 s
 
 
-PREFETCH_CHILD = """
+NO_PLOTLY_CHILD = """
 import sys
 import torch
 from torch import nn
@@ -718,31 +718,30 @@ torch.save({"module.w": torch.zeros(2)}, sys.argv[1])
 model = nn.Module()
 model.w = nn.Parameter(torch.ones(2))
 dbg = ck.debug(sys.argv[1], model)
-print("before", "plotly.graph_objs._figurewidget" in sys.modules)
 dbg._ipython_display_()  # what a notebook runs to show it
-import threading
-(thread,) = [t for t in threading.enumerate() if t.name == "ckwidget-prefetch-plotly"]
-thread.join(120)
-print("after", "plotly.graph_objs._figurewidget" in sys.modules)
-dbg._ipython_display_()
-print("again", [t.name for t in threading.enumerate() if "prefetch" in t.name])
+panel = dbg.open_distributions()
+dbg.wait()
+(out,) = [c for c in panel.layers.box.children if hasattr(c, "outputs")]
+print("mime", sorted(out.outputs[0]["data"]))
+print("plotly", any(m == "plotly" or m.startswith("plotly.") for m in sys.modules))
 """
 
 
-def test_showing_the_debugger_loads_the_plotting_library_in_the_background(tmp_path):
-    """The Distributions tab's plotly FigureWidget (whose import pulls in nbformat and
-    jsonschema: seconds) is imported on a background thread once the debugger is shown,
-    not when it is built (the time to first display) nor on the tab's first visit;
-    once per process."""
+def test_the_charts_are_drawn_by_the_front_end_without_plotly_in_the_kernel(tmp_path):
+    """The Distributions tab's charts are plotly JSON in an Output (the front end's
+    plotly mime renderer draws them, its JavaScript loaded once per page), not
+    FigureWidgets that ship plotly's 5 MB bundle with each chart: showing the debugger
+    and drawing the tab imports no plotly in the kernel."""
     import subprocess
     import sys
 
-    run = subprocess.run([sys.executable, "-c", PREFETCH_CHILD, str(tmp_path / "c.pt")],
+    run = subprocess.run([sys.executable, "-c", NO_PLOTLY_CHILD, str(tmp_path / "c.pt")],
                          capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr[-2000:]
     lines = [line for line in run.stdout.splitlines()
-             if line.startswith(("before", "after", "again"))]
-    assert lines == ["before False", "after True", "again []"], run.stdout[-2000:]
+             if line.startswith(("mime", "plotly"))]
+    assert lines == ["mime ['application/vnd.plotly.v1+json', 'text/plain']",
+                     "plotly False"], run.stdout[-2000:]
 
 
 def test_apply_updates_the_header_and_marks_resolved_findings(prefixed) -> None:

@@ -4,20 +4,39 @@ from __future__ import annotations
 
 import html
 
-STATUS_COLOURS = {
+STATUS_COLOURS = {  # backgrounds of the status pills (white text: 4.5:1 or more)
     "ok": "#2e7d32",
-    "fixable": "#b26a00",
+    "fixable": "#8a5300",
     "partial": "#c62828",
     "broken": "#c62828",
     "unsafe": "#6a1b9a",
 }
 
+# Status colours for text, per theme: each keeps 4.5:1 or more on the theme's
+# backgrounds (JupyterLab Light: white and #eeeeee; Dark: #111111, #212121 and #424242,
+# the status tints included). tests/test_browser_theme.py measures them in both.
+TEXT_LIGHT = {"ok": "#1b5e20", "fixable": "#8a4b00", "broken": "#b71c1c",
+              "unsafe": "#6a1b9a", "info": "#0d47a1"}
+TEXT_DARK = {"ok": "#81c784", "fixable": "#ffb74d", "broken": "#ef9a9a",
+             "unsafe": "#ce93d8", "info": "#90caf9"}
+
+
+def _vars(colours: dict[str, str]) -> str:
+    return " ".join(f"--ck-{name}: {value};" for name, value in colours.items())
+
+
 MONO = ('ui-monospace, SFMono-Regular, Menlo, Consolas, "DejaVu Sans Mono", '
         '"Liberation Mono", monospace')
 
-# Fixed font stacks, not var(--jp-code-font-family): some front ends (Voila) define that
-# variable through another that is unset, which silently falls back to the text font.
+# Dark themes: JupyterLab marks its body (data-jp-theme-light="false"); VS Code its body
+# class. Fixed font stacks, not var(--jp-code-font-family): some front ends (Voila)
+# define that variable through another that is unset, which silently falls back to
+# the text font.
+DARK = ('body[data-jp-theme-light="false"] .ck-root, body.vscode-dark .ck-root, '
+        'body[data-vscode-theme-kind="vscode-dark"] .ck-root')
 CSS = """
+.ck-root { """ + _vars(TEXT_LIGHT) + """ --ck-tint: 0.08; }
+""" + DARK + """ { """ + _vars(TEXT_DARK) + """ --ck-tint: 0.16; }
 .ck-root { font-family: var(--jp-ui-font-family, system-ui, sans-serif);
   color: var(--jp-ui-font-color1, #1f1f1f); max-width: 1100px; }
 .ck-root .ck-header { border-left: 6px solid #888; padding: 6px 12px; margin-bottom: 6px;
@@ -25,12 +44,12 @@ CSS = """
 .ck-root .ck-status-ok .ck-header, .ck-header.ck-status-ok { border-left-color: #2e7d32; }
 .ck-header.ck-status-fixable { border-left-color: #b26a00; }
 .ck-header.ck-status-broken, .ck-header.ck-status-partial { border-left-color: #c62828;
-  background: rgba(198, 40, 40, 0.08); }
-.ck-header.ck-status-unsafe { border-left-color: #6a1b9a;
-  background: rgba(106, 27, 154, 0.10); }
-.ck-header.ck-status-unsafe .ck-headline { color: #6a1b9a; }
+  background: rgba(198, 40, 40, var(--ck-tint)); }
+.ck-header.ck-status-unsafe { border-left-color: #8e24aa;
+  background: rgba(142, 36, 170, var(--ck-tint)); }
+.ck-header.ck-status-unsafe .ck-headline { color: var(--ck-unsafe); }
 .ck-header.ck-status-broken .ck-headline,
-.ck-header.ck-status-partial .ck-headline { color: #b71c1c; }
+.ck-header.ck-status-partial .ck-headline { color: var(--ck-broken); }
 .ck-file { font-weight: 600; font-size: 14px; word-break: break-all; }
 .ck-root .ck-headline, .ck-root .ck-planline, .ck-root .ck-message,
 .ck-root .ck-fixlist li, .ck-root .ck-result, .ck-root .ck-error,
@@ -43,21 +62,25 @@ CSS = """
 .ck-pill { display: inline-block; padding: 0 8px; border-radius: 10px; color: white;
   font-size: 11px; font-weight: 600; text-transform: uppercase; margin-right: 6px;
   vertical-align: middle; }
-.ck-pill-ok { background: #2e7d32; } .ck-pill-fixable { background: #b26a00; }
-.ck-pill-broken, .ck-pill-partial { background: #c62828; } .ck-pill-unsafe { background: #6a1b9a; }
+.ck-pill-ok { background: """ + STATUS_COLOURS["ok"] + """; }
+.ck-pill-fixable { background: """ + STATUS_COLOURS["fixable"] + """; }
+.ck-pill-broken, .ck-pill-partial { background: """ + STATUS_COLOURS["broken"] + """; }
+.ck-pill-unsafe { background: """ + STATUS_COLOURS["unsafe"] + """; }
 .ck-error { color: #b71c1c; background: #fdecea; border: 1px solid #f5c6cb;
   border-radius: 4px; padding: 6px 10px; margin: 4px 0; white-space: pre-wrap; }
+""" + DARK.replace(".ck-root", ".ck-root .ck-error") + """ { color: var(--ck-broken);
+  background: rgba(229, 57, 53, 0.12); border-color: rgba(239, 154, 154, 0.5); }
 .ck-error:empty { display: none; }
 .ck-finding { border: 1px solid var(--jp-border-color2, #ddd); border-radius: 4px;
   padding: 6px 10px; margin: 6px 0; }
 .ck-finding:has(.ck-sev-error) { border-left: 4px solid #c62828; }
 .ck-finding:has(.ck-sev-warning) { border-left: 4px solid #b26a00; }
-.ck-finding-malicious, .ck-finding-unsafe-globals { border-left: 4px solid #6a1b9a !important;
-  background: rgba(106, 27, 154, 0.06); }
+.ck-finding-malicious, .ck-finding-unsafe-globals { border-left: 4px solid #8e24aa !important;
+  background: rgba(142, 36, 170, 0.06); }
 .ck-finding .ck-sev { display: inline-block; min-width: 56px; font-weight: 700;
   font-size: 11px; text-transform: uppercase; }
-.ck-sev-error { color: #c62828; } .ck-sev-warning { color: #b26a00; }
-.ck-sev-info { color: #1565c0; }
+.ck-sev-error { color: var(--ck-broken); } .ck-sev-warning { color: var(--ck-fixable); }
+.ck-sev-info { color: var(--ck-info); }
 .ck-kind { color: var(--jp-ui-font-color2, #666); font-family: """ + MONO + """;
   font-size: 12px; }
 .ck-finding summary { cursor: pointer; color: var(--jp-ui-font-color2, #555);
@@ -65,7 +88,7 @@ CSS = """
 .ck-evidence { font-family: """ + MONO + """; font-size: 12px; margin: 4px 0 0 16px; padding: 0; }
 .ck-evidence li { overflow-wrap: anywhere; }
 .ck-fixlist { margin: 4px 0 0 0; font-size: 12px; }
-.ck-fixlist .ck-inplan { color: #2e7d32; font-weight: 600; }
+.ck-fixlist .ck-inplan { color: var(--ck-ok); font-weight: 600; }
 .ck-table-grid { border-collapse: collapse; width: 100%; font-size: 12px; }
 .ck-table-grid th { text-align: left; border-bottom: 2px solid var(--jp-border-color1, #bbb);
   padding: 3px 6px; position: sticky; top: 0; background: var(--jp-layout-color1, white); }
@@ -76,9 +99,9 @@ CSS = """
   overflow-wrap: anywhere; min-width: 240px; }
 .ck-table-grid td.ck-sh { white-space: nowrap; }
 .ck-alias { color: var(--jp-ui-font-color2, #777); font-size: 11px; }
-.ck-count { color: #1565c0; font-weight: 600; font-family: sans-serif; }
+.ck-count { color: var(--ck-info); font-weight: 600; font-family: sans-serif; }
 .ck-dtype { color: var(--jp-ui-font-color2, #777); font-size: 11px; }
-.ck-none { color: var(--jp-ui-font-color3, #aaa); }
+.ck-none { color: var(--jp-ui-font-color2, #777); }
 .ck-note { color: var(--jp-ui-font-color2, #555); }
 .ck-badge { display: inline-block; padding: 0 6px; border-radius: 8px; font-size: 11px;
   white-space: nowrap; }
@@ -98,11 +121,8 @@ CSS = """
 .ck-root pre.ck-code { white-space: pre; word-break: normal; overflow-wrap: normal;
   overflow-x: auto; }
 .ck-result { font-size: 13px; margin: 4px 0; }
-.ck-result-ok { color: #1b5e20; } .ck-result-bad, .ck-result-partial { color: #b71c1c; }
-.ck-applied { font-size: 13px; margin-top: 2px; font-weight: 600; }
-.ck-applied:empty { display: none; }
-.ck-finding-resolved { opacity: 0.7; }
-.ck-resolved { font-weight: 700; font-size: 11px; margin-right: 6px; }
+.ck-result-ok { color: var(--ck-ok); }
+.ck-result-bad, .ck-result-partial { color: var(--ck-broken); }
 .ck-hint { color: var(--jp-ui-font-color2, #666); font-size: 12px; }
 .ck-root .ck-fix { width: auto !important; height: auto !important;
   min-height: var(--jp-widgets-inline-height, 28px); margin: 2px 0; }
@@ -115,23 +135,30 @@ CSS = """
 .ck-static h4 { margin: 10px 0 4px 0; font-size: 14px; }
 .ck-static-note { margin-bottom: 4px; }
 .ck-dist-note { padding: 6px 0; font-size: 13px; }
+.ck-dist-grid { max-height: 340px; }
+.ck-dist-grid .ck-table-grid td.ck-key { min-width: 120px; overflow-wrap: normal; }
+.ck-dist-grid .ck-table-grid td.ck-diff { white-space: normal; }
+.ck-dist-grid .ck-table-grid th { white-space: nowrap; }
+.ck-table-grid td.ck-num { text-align: right; white-space: nowrap;
+  font-variant-numeric: tabular-nums; }
+.ck-flag { display: inline-block; padding: 0 6px; border-radius: 8px; font-size: 11px;
+  white-space: nowrap; border: 1px solid currentColor; color: var(--ck-broken);
+  margin: 1px 2px 1px 0; }
+.ck-flag-initial { color: var(--ck-fixable); }
+.ck-table-grid tr.ck-flagged td { background: rgba(229, 57, 53, 0.05); }
+/* charts: plotly draws text and lines with inline colours; these follow the theme */
+.ck-chart .main-svg text:not(.hoverlayer *) {
+  fill: var(--jp-ui-font-color1, #1f1f1f) !important; }
+.ck-chart .main-svg .xtick text, .ck-chart .main-svg .ytick text {
+  fill: var(--jp-ui-font-color2, #555) !important; }
+.ck-chart .jp-RenderedPlotly, .ck-chart .jp-OutputArea-output { background: transparent; }
+.ck-chart:has(.js-plotly-plot .main-svg) > .ck-drawing { display: none; }
+.ck-drawing .ck-hint { padding: 8px 0; font-style: italic; }
 """
 
 
 def style_tag() -> str:
     return f"<style>{CSS}</style>"
-
-
-def human_size(nbytes: int | None) -> str:
-    """1536 -> "1.5 KB" (decimal units, as file managers show them)."""
-    if not nbytes:
-        return "0 B" if nbytes == 0 else ""
-    size = float(nbytes)
-    for unit in ("B", "KB", "MB", "GB", "TB"):
-        if size < 1000 or unit == "TB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1000
-    return ""  # pragma: no cover
 
 
 def esc(value: object) -> str:

@@ -28,7 +28,7 @@ from .export import (
     to_next_cell,
 )
 from .lifetime import close_tree, replace_children
-from .plots import prefetch_figure_widget
+from .plots import plotly_warmup
 from .style import esc, style_tag
 from .table import ATTENTION, KeyTable, ordered_counts
 
@@ -199,7 +199,8 @@ class CheckpointDebugger(w.VBox):
         self.diagnosis_tab = self._build_diagnosis()
         self.keys_tab = self._build_keys()
         self.dist_tab = _classes(
-            w.VBox([w.HTML('<div class="ck-hint">Loading statistics…</div>')]),
+            # issue 20: plotly_warmup() lets the front end ready plotly.js while the user reads
+            w.VBox([w.HTML('<div class="ck-hint">Loading statistics…</div>'), plotly_warmup()]),
             "ck-tab-distributions",
         )
         self.fix_tab = self._build_fix_tab()
@@ -554,7 +555,8 @@ class CheckpointDebugger(w.VBox):
         if kept:
             text += f"; {len(kept):,} of its {total:,} tensors keep their initial values"
         if bad is not None:
-            text += f"; {len(bad.keys):,} loaded tensors hold NaN/Inf"
+            n = len(bad.keys)
+            text += f"; {n:,} loaded tensor{'s hold' if n != 1 else ' holds'} NaN/Inf"
         self.applied_line.value = (
             f"<span class='{'ck-result-ok' if ok else 'ck-result-bad'}'>{text}.</span>")
         self.findings_html.value = self._findings()
@@ -646,10 +648,9 @@ class CheckpointDebugger(w.VBox):
 
     def _ipython_display_(self) -> None:
         """Show once per cell run: ``%ckdebug`` displays and also returns the widget;
-        then, with the widget on screen, the plotting library loads in the background."""
+        remembered, so the kernel's exit leaves the static report in its place."""
         show_once(self, self._repr_mimebundle_())
         register_open(self)
-        prefetch_figure_widget()
 
     def __repr__(self) -> str:
         return f"<CheckpointDebugger: {self.report.headline}>"
