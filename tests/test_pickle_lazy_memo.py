@@ -39,7 +39,8 @@ class _Thing:
 def _toy(puts: list[int]) -> _Run:
     """A run of ``len(puts) // 8`` units with distinct objects in every column."""
     k = len(puts) // SLOTS
-    return _Run(puts, min(puts), max(puts), "storage", ("kind",), "cpu",
+    return _Run(puts, min(puts), max(puts), "storage", [("kind", j % 2) for j in range(k)],
+                "cpu",
                 [f"key{j}" for j in range(k)], list(range(10, 10 + k)), list(range(k)),
                 [tuple([j, 2]) for j in range(k)], [tuple([2, 1]) for _ in range(k)],
                 bytes([0x88, 0x89] * k)[:k], [_Thing(f"ref{j}") for j in range(k)], dict,
@@ -84,7 +85,7 @@ def test_identity_relations_hold_whatever_is_read_first() -> None:
         assert args[2] is size is run.sizes[1] and args[3] is stride is run.strides[1]
         assert args[5] is empty and empty == {} and args[0] is run.refs[1]
         assert args[4] is False and lazy[5][4] is True  # NEWFALSE, NEWTRUE
-        assert pid == ("storage", ("kind",), "key1", "cpu", 11) and pid[1] is run.kind
+        assert pid == ("storage", ("kind", 1), "key1", "cpu", 11) and pid[1] is run.kinds[1]
         assert lazy[SLOTS + 1] is pid and lazy[SLOTS + 5] is args  # built once
         assert value is run.values[1] and key is run.keys[1]
         assert lazy[1] is not pid and lazy[4] is not empty  # fresh per unit
@@ -288,23 +289,30 @@ def test_the_memo_budget_counts_pending_entries(big: bytes, delta: int, twice: b
 
 
 def test_protocol_4_streams_keep_a_plain_memo() -> None:
-    """MEMOIZE calls len(memo) at every store: no Python-level len for those streams."""
+    """MEMOIZE calls len(memo) at every store: no Python-level len for those streams. A
+    stream whose bulk runs never fit keeps its plain dict too (whose reads cost less);
+    the first long run swaps in a LazyMemo with the same entries."""
     import torch
 
     data4 = _pickle_of(_save({"a": torch.ones(2), "b": torch.ones(3)}, pickle_protocol=4))
-    data2 = _pickle_of(_save({"a": torch.ones(2), "b": torch.ones(3)}))
-    seen = []
+    data2 = _pickle_of(_save({f"t{i}": torch.ones(i % 3 + 1) for i in range(40)}))
+    base = torch.zeros(50)
+    views = _pickle_of(_save({f"v{i}": base[i:] for i in range(40)}))  # shared storage
+    made: list[Any] = []
     real = pickle_vm._TensorRecords.__init__
 
     def spy(self: Any, *args: Any) -> None:
         real(self, *args)
-        seen.append(type(self.memo))
+        made.append(self)
 
     pickle_vm._TensorRecords.__init__ = spy  # type: ignore[method-assign]
     try:
-        run_both(data4)
-        run_both(data2)
-        run_both(data2, torch_meaning=False)
+        seen = []
+        for data, kw in ((data4, {}), (data2, {}), (data2, {"torch_meaning": False}),
+                         (views, {})):
+            made.clear()
+            run_both(data, **kw)
+            seen.append(type(made[-1].memo))
     finally:
         pickle_vm._TensorRecords.__init__ = real  # type: ignore[method-assign]
-    assert seen == [dict, LazyMemo, dict]
+    assert seen == [dict, LazyMemo, dict, dict]

@@ -22,7 +22,9 @@ import torch
 from test_pickle_fast import (
     READER,
     _memo_probe,
+    _mixed_dtypes,
     _pickle_of,
+    _resnet,
     _save,
     context_facts,
     result_facts,
@@ -193,6 +195,63 @@ def test_shared_storages_in_a_run(monkeypatch: pytest.MonkeyPatch) -> None:
     # and one whose view reads past the storage it now shares
     edited = big.replace(b"X\x04\x00\x00\x001003", b"X\x04\x00\x00\x001010", 1)
     three_ways(edited, monkeypatch)
+
+
+def test_runs_span_dtypes_and_scalars(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A run reads each unit's storage class (a state dict mixes dtypes record by record)
+    and takes 0-d tensors (no PUT after their empty size and stride): ResNet-style blocks
+    and a dtype mix are read in bulk almost whole."""
+    resnet = _pickle_of(_save(_resnet(60)))  # 7 tensors a block, 1 of them 0-d int64
+    counter = three_ways(resnet, monkeypatch)
+    assert counter.units > 0.9 * 7 * 60 and counter.runs < 20
+    three_ways(_memo_probe(resnet), monkeypatch)
+    mixed = _pickle_of(_save(_mixed_dtypes(500)))
+    counter = three_ways(mixed, monkeypatch)
+    assert counter.units > 0.9 * 500
+    three_ways(_memo_probe(mixed), monkeypatch)
+
+
+def test_empty_tuples_with_puts_and_tuples_without(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An empty size followed by a PUT, a size of one dimension with none: forms pickle
+    never writes, which the units must not read as the usual ones."""
+    state = _state(300)
+    data = _pickle_of(_save(state))
+    scalar = data.index(b"module.layers.150.scale")
+    empty = data.index(b"))", scalar + 40)  # its size and stride: EMPTY_TUPLE twice
+    put = b"r" + (70_000).to_bytes(4, "little")
+    for edited in (data[:empty + 1] + put + data[empty + 1:],
+                   data[:empty + 2] + put + data[empty + 2:]):
+        three_ways(edited, monkeypatch)
+    bias = data.index(b"module.layers.151.bias")
+    size = data.index(b"K\x03\x85r", bias)  # (3,) and its LONG_BINPUT
+    three_ways(data[:size + 3] + data[size + 8:], monkeypatch)
+
+
+def test_units_that_never_fit_cost_few_tries(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Storages shared record after record (BINGET keys, no unit fits): after a streak of
+    misses the bulk runner tries the general pattern less and less often; a run later in
+    the stream is still read in bulk."""
+    tries = [0]
+    general = pickle_runs._GENERAL
+
+    def counted(data: bytes, at: int) -> Any:
+        tries[0] += 1
+        return general(data, at)
+
+    state: dict[str, Any] = {}
+    for i in range(600):
+        base = torch.zeros(4, 6)
+        state[f"enc.{i}.weight"] = base
+        state[f"dec.{i}.weight_t"] = base.t()
+        state[f"dec.{i}.row"] = base[2]
+    state.update(_state(600, "tail"))
+    data = _pickle_of(_save(state))
+    monkeypatch.setattr(pickle_runs, "_GENERAL", counted)
+    counter = three_ways(data, monkeypatch)
+    assert counter.units > 400  # the tail
+    tries[0] = 0
+    _fast_facts(data)
+    assert tries[0] < 1800 // 20
 
 
 def _long_put(index: int) -> bytes:

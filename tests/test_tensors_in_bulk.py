@@ -40,12 +40,14 @@ pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 READER = StorageBytes()  # sources are compared by their slots; no bytes are read
 
 
-def reference_tensors_in_bulk(self: TorchPickleContext, tag: Any, kind: Any, location: Any,
+def reference_tensors_in_bulk(self: TorchPickleContext, tag: Any, kinds: list[Any],
+                              location: Any,
                               keys: list[str], numels: list[int], offsets: list[int],
                               sizes: list[tuple[int, ...]], strides: list[tuple[int, ...]],
                               shapes: list[bytes], od: Any
                               ) -> tuple[list[Any], Callable[[], Any], list[Any]] | None:
-    """``tensors_in_bulk`` as it was before the run was built in passes (one loop)."""
+    """``tensors_in_bulk`` as it was before the run was built in passes (one loop), with
+    each record's own storage class (runs mix dtypes)."""
     if (type(tag) is not str or tag != "storage" or type(location) is not str
             or type(od) is not Global or od.reducer is not _ordered_dict
             or not keys or min(numels) < 0 or min(offsets) < 0):
@@ -57,16 +59,14 @@ def reference_tensors_in_bulk(self: TorchPickleContext, tag: Any, kind: Any, loc
     made: list[str] = []  # storages added here, removed again if the run is refused
     refs: list[Any] = []
     values: list[Any] = []
-    kind_info = None
     new = _new
-    for key, numel, offset, size, stride, shape in zip(keys, numels, offsets, sizes,
-                                                      strides, shapes):
+    for key, numel, offset, size, stride, shape, kind in zip(keys, numels, offsets, sizes,
+                                                            strides, shapes, kinds):
         ref = get(key)
         if ref is None:
+            kind_info = self._dtypes.get(kind) if type(kind) is Global else None
             if kind_info is None:
-                kind_info = self._dtypes.get(kind) if type(kind) is Global else None
-                if kind_info is None:
-                    kind_info = self._storage_dtype(kind)
+                kind_info = self._storage_dtype(kind)
             ref = new(StorageRef)
             ref.key = key
             ref.dtype, ref.itemsize = kind_info
@@ -290,7 +290,11 @@ class RandomRuns:
                 location = None
             elif odd < 0.05:
                 od = _od(ok=False)
-        return {"tag": tag, "kind": rng.choice(self.kinds), "location": location,
+        kinds = [rng.choice(self.kinds)] * n  # one storage class, or one per record
+        if rng.random() < 0.3:
+            kinds = [rng.choice(self.kinds[:3]) if rng.random() < 0.9
+                     else rng.choice(self.kinds) for _ in range(n)]
+        return {"tag": tag, "kinds": kinds, "location": location,
                 "keys": keys, "numels": numels, "offsets": offsets, "sizes": sizes,
                 "strides": strides, "shapes": shapes, "od": od}
 
@@ -386,7 +390,8 @@ def _plain_call(keys: list[str], numels: list[int] | None = None,
                 offsets: list[int] | None = None, size: tuple[int, ...] = (2, 2),
                 stride: tuple[int, ...] = (2, 1), **kw: Any) -> dict[str, Any]:
     n = len(keys)
-    call = {"tag": "storage", "kind": Global("torch", "FloatStorage"), "location": "cpu",
+    kind = kw.pop("kind", Global("torch", "FloatStorage"))
+    call = {"tag": "storage", "kinds": [kind] * n, "location": "cpu",
             "keys": keys, "numels": numels or [4] * n, "offsets": offsets or [0] * n,
             "sizes": [size] * n, "strides": [stride] * n,
             "shapes": [repr((size, stride)).encode()] * n, "od": _od()}
@@ -396,11 +401,13 @@ def _plain_call(keys: list[str], numels: list[int] | None = None,
 
 @pytest.mark.parametrize("case", [
     "plain", "twice", "known", "past", "zero", "negative-size", "empty-past", "scalar",
-    "not-global", "offset-past", "known-then-past", "twice-then-past",
+    "not-global", "offset-past", "known-then-past", "twice-then-past", "mixed-kinds",
+    "mixed-not-global", "mixed-known",
 ])
 def test_each_odd_case_alone(case: str) -> None:
     """One run of each kind after a plain one, on both implementations."""
     kind = Global("torch", "FloatStorage")
+    half = Global("torch", "HalfStorage")
     first = _plain_call(["a", "b", "c"], kind=kind)
     calls = {
         "plain": _plain_call(["d", "e"], kind=kind),
@@ -417,6 +424,11 @@ def test_each_odd_case_alone(case: str) -> None:
         # a known storage's own numel decides, not the record's
         "known-then-past": _plain_call(["d", "a"], numels=[4, 1], offsets=[0, 0], kind=kind),
         "twice-then-past": _plain_call(["d", "d"], numels=[4, 1], kind=kind),
+        # a run that mixes storage classes, record by record (a state dict's dtypes)
+        "mixed-kinds": _plain_call(["d", "e", "f", "g"], numels=[4, 4, 4, 4],
+                                   kinds=[kind, half, kind, Global("torch", "LongStorage")]),
+        "mixed-not-global": _plain_call(["d", "e"], kinds=[kind, "FloatStorage"]),
+        "mixed-known": _plain_call(["d", "a", "e"], kinds=[half, kind, half]),
     }
     seen = same_calls(iter([first, calls[case]]), READER)
     assert seen["fast"] >= 1

@@ -250,12 +250,10 @@ def run_pickle(
         # bulk runs need BINPUT/LONG_BINPUT, which protocols 4 and 5 do not write (they
         # MEMOIZE): their streams keep a plain dict, whose len() is not a Python call
         bulk = data[start:start + 1] == b"\x80" and data[start + 1:start + 2] < b"\x04"
-        records = _TensorRecords(data, metastack, state, max_marks, max_string, bulk)
-        memo = records.memo  # a LazyMemo where runs are read in bulk
+        records = _TensorRecords(data, metastack, state, max_marks, max_string, max_memo,
+                                 bulk)
+        memo = records.memo  # a plain dict; a LazyMemo once runs are read in bulk
     run_record = records.run if records is not None else None
-    # at least len(memo), and no dearer: pending bulk entries are counted only near the
-    # budget (then exactly)
-    memo_bound = memo.bound if type(memo) is LazyMemo else memo.__len__
     try:
         try:
             while True:
@@ -273,7 +271,10 @@ def run_pickle(
                         f"ckwidget stopped reading the pickle after {budgets.max_cpu_seconds:g} "
                         "s of CPU time, a backstop against a fault of its own"
                     )
-                if memo_bound() > max_memo and len(memo) > max_memo:
+                # at least len(memo), and no dearer: pending bulk entries are counted
+                # only near the budget (then exactly)
+                if (memo.bound() if type(memo) is LazyMemo else len(memo)) > max_memo and (
+                        len(memo) > max_memo):
                     raise BudgetExceededError(
                         f"The pickle stores more than {max_memo:,} memo entries."
                     )
@@ -295,6 +296,7 @@ def run_pickle(
                             end = run_record(pos, stack)  # type: ignore[misc]
                             if end:
                                 pos = end
+                                memo = records.memo  # type: ignore[union-attr]
                                 if records.ops > _CHUNK_SIZE:  # type: ignore[union-attr]
                                     # a chunk's worth of opcodes: check the budgets now,
                                     # charging only the steps this chunk has run
@@ -357,6 +359,7 @@ def run_pickle(
                             end = run_record(pos, stack)  # type: ignore[misc]
                             if end:
                                 pos = end
+                                memo = records.memo  # type: ignore[union-attr]
                                 if records.ops > _CHUNK_SIZE:  # type: ignore[union-attr]
                                     # a chunk's worth of opcodes: check the budgets now,
                                     # charging only the steps this chunk has run
@@ -432,6 +435,7 @@ def run_pickle(
                             raise PickleError("FRAME is cut off", pos)
                         state.seen.add(op)
                         size = frombytes(data[pos:pos + 8], "little")
+                        state.frames.append((pos - 1, size))  # where it sits, how long
                         pos += 8
                         if size > n - pos:
                             raise PickleError(
@@ -549,7 +553,7 @@ def run_pickle(
         records.run = None  # type: ignore[assignment]
     res.opcodes = {_OPNAMES.get(o, f"0x{o:02x}") for o in state.seen}
     if 0x95 in state.seen and not _file_reading:
-        _judge_file_reading(res, data, start, budgets)
+        _judge_file_reading(res, data, start, budgets, state.frames)
     if not res.complete:
         # Keep what was built before the break: the outermost object under construction.
         bottom = metastack[0] if metastack else stack
@@ -563,11 +567,24 @@ FRAME_DIVERGENCE = ("<frames ending inside an opcode>", "stream")
 file-reading and in-memory unpicklers then run different opcodes (pickle_frames)."""
 
 
-def _judge_file_reading(res: PickleResult, data: bytes, start: int, budgets: Budgets) -> None:
+def _judge_file_reading(res: PickleResult, data: bytes, start: int, budgets: Budgets,
+                        frames: list[tuple[int, int]]) -> None:
     """A stream whose frames end inside an opcode is read as torch reads data.pkl (a file
     without peek) too: what that reading names joins the result, and the divergence
-    itself is recorded as an untrusted global."""
+    itself is recorded as an untrusted global.
+
+    The common case costs nothing: every frame ending where this run read the next FRAME
+    opcode, or where the stream stopped, ends between opcodes (the walk found an opcode
+    there), so both readings agree. Only other streams are walked byte by byte."""
     from .pickle_frames import file_reading
+
+    starts = {at for at, _ in frames}
+    ends = [at + 9 + size for at, size in frames]
+    # frames one after another (none starts inside another), each ending on an opcode
+    # this run read (the next FRAME) or at the stream's end
+    if res.complete and all(nxt[0] >= end for nxt, end in zip(frames[1:], ends)) and all(
+            end in starts or end == res.end for end in ends):
+        return
 
     end = min(len(data), start + budgets.max_pickle_bytes)
     other = file_reading(data[:end], start, budgets.max_ops)
@@ -595,25 +612,29 @@ _MAX_DIMS = 64  # sizes and strides longer than this go through the opcodes
 
 
 def _record_pattern() -> re.Pattern[bytes]:
-    """The bytes torch.save (protocol 2 and 3) writes for each tensor after BINGET of
+    """The bytes torch.save writes for each tensor after BINGET of
     ``torch._utils._rebuild_tensor_v2``: ``((`` storage-id tuple ``Q`` offset, size,
     stride, requires_grad, ``OrderedDict()``, ``tR``. Every element's opcode variants
-    (BINGET/LONG_BINGET, BINPUT/LONG_BINPUT or none, BININT1/2/BININT, the tuple forms) are
-    accepted; anything else is left to the opcode loop. Groups, in order: 1 'storage',
-    2 storage class, 3 key literal (length + digits), 4 its PUT, 5 key BINGET (a shared
+    (BINGET/LONG_BINGET, BINPUT/LONG_BINPUT, MEMOIZE (protocols 4 and 5) or none,
+    BININT1/2/BININT, BINUNICODE or SHORT_BINUNICODE keys, the tuple forms) are accepted;
+    anything else is left to the opcode loop. Groups, in order: 1 'storage', 2 storage
+    class, 3 key literal (opcode, length, digits), 4 its PUT, 5 key BINGET (a shared
     storage), 6 location, 7 numel, 8 PUT of the storage-id tuple, 9 offset, 10 size, 11 its
     PUT, 12 stride, 13 its PUT, 14 requires_grad, 15 OrderedDict, 16-18 PUTs of the empty
     OrderedDict, of the argument tuple and of the tensor."""
     get = rb"(h.|j....)"
-    put = rb"(q.|r....)?"
+    put = rb"(q.|r....|\x94)?"
     num = rb"(?:K.|M..|J....)"
     tup = (rb"(\)|" + num + rb"\x85|" + num + rb"{2}\x86|" + num + rb"{3}\x87|\("
            + num + rb"{0,%d}t)" % _MAX_DIMS)
-    # BINUNICODE's length is matched exactly: one alternative per count of digits
-    key = b"|".join(re.escape(bytes([k, 0, 0, 0])) + rb"\d{%d}" % k
-                    for k in range(1, _MAX_KEY_DIGITS + 1))
+    # the key's length is matched exactly: one alternative per count of digits
+    key = b"|".join(
+        [b"X" + re.escape(bytes([k, 0, 0, 0])) + rb"\d{%d}" % k
+         for k in range(1, _MAX_KEY_DIGITS + 1)]
+        + [b"\x8c" + re.escape(bytes([k])) + rb"\d{%d}" % k
+           for k in range(1, _MAX_KEY_DIGITS + 1)])
     return re.compile(
-        rb"\(\(" + get + get + rb"(?:X(" + key + rb")" + put + rb"|" + get + rb")" + get
+        rb"\(\(" + get + get + rb"(?:(" + key + rb")" + put + rb"|" + get + rb")" + get
         + rb"(" + num + rb")t" + put + rb"Q(" + num + rb")" + tup + put + tup + put
         + rb"([\x88\x89])" + get + rb"\)R" + put + rb"t" + put + rb"R" + put,
         re.DOTALL,
@@ -626,12 +647,16 @@ _RECORD = _record_pattern()
 _ARG_CODES = {0x68: "B", 0x6A: "I", 0x71: "B", 0x72: "I", 0x4B: "B", 0x4D: "H", 0x4A: "i"}
 _MAX_LAYOUTS = 1024  # layouts learned per stream (each costs a regex compile)
 _RECENT_LAYOUTS = 6  # layouts tried before the general pattern
+_MEMOIZED = -2  # where a layout's PUT is a MEMOIZE: stored at len(memo), no argument
+_MAX_SKIP = 128  # records left to the loop, at most, after a streak of misses
 
 
-def _layout(m: re.Match[bytes]) -> tuple[Any, ...]:
+def _layout(m: re.Match[bytes]) -> tuple[Any, ...] | None:
     """The fixed byte layout of the record ``m`` matched: a pattern that matches exactly
     the records with the same opcodes (only arguments differ), a struct that reads every
-    argument at once, and where each value sits in what the struct returns (-1: absent).
+    argument at once, and where each value sits in what the struct returns (-1: absent,
+    ``_MEMOIZED``: a PUT that is a MEMOIZE). None when its PUTs mix MEMOIZE with
+    BINPUT/LONG_BINPUT (torch.save never does).
 
     Returned as one tuple, read by ``_TensorRecords``: pattern.match, struct.unpack_from,
     length, opcode count, key is a literal, then value positions (key, key PUT, location,
@@ -652,6 +677,9 @@ def _layout(m: re.Match[bytes]) -> tuple[Any, ...]:
         if raw is None:
             return -1
         ops += 1
+        if raw == b"\x94":  # MEMOIZE
+            lit(raw)
+            return _MEMOIZED
         rx.append(re.escape(raw[:1]) + b"." * (len(raw) - 1))
         fmt.append("x" + _ARG_CODES[raw[0]])
         count[0] += 1
@@ -678,13 +706,17 @@ def _layout(m: re.Match[bytes]) -> tuple[Any, ...]:
         return start, count[0]
 
     g = m.groups()
+    puts = [g[i] for i in (3, 7, 10, 12, 15, 16, 17) if g[i] is not None]
+    if b"\x94" in puts and set(puts) != {b"\x94"}:
+        return None
     arg(g[0])
     arg(g[1])
     key_literal = g[2] is not None
     if key_literal:
-        digits = len(g[2]) - 4
-        rx.append(b"X" + re.escape(g[2][:4]) + rb"\d{%d}" % digits)
-        fmt.append(f"5x{digits}s")
+        head = 5 if g[2][0] == 0x58 else 2  # BINUNICODE, SHORT_BINUNICODE
+        digits = len(g[2]) - head
+        rx.append(re.escape(g[2][:head]) + rb"\d{%d}" % digits)
+        fmt.append(f"{head}x{digits}s")
         count[0] += 1
         ops += 1
         p_key = count[0] - 1
@@ -751,17 +783,29 @@ class _TensorRecords:
     the patterns do not match, or whose memo reads they cannot vouch for (an entry
     missing, or stored by the record itself), run through the opcode loop instead.
 
-    A record followed by the next dict key (BINUNICODE, PUT) and BINGET of the rebuild
-    function runs that key and the next record too, up to a chunk of opcodes, so the loop
-    checks its budgets as often as it would have. In a protocol 2 or 3 stream whose hooks
-    are a torch context's own, a run of such records and keys is first tried in bulk
-    (``pickle_runs``), up to the same point of the chunk; its memo entries are then left
-    pending in ``memo``, a ``LazyMemo``, until something reads them."""
+    In protocols 4 and 5 a record's PUTs are MEMOIZEs: the step stores at ``len(memo)``
+    as the loop does, when every memo read is of an entry below the record's first store
+    and the memo budget leaves room for all its stores (else the loop runs the record).
+
+    A record followed by the next dict key (BINUNICODE or SHORT_BINUNICODE, PUT or
+    MEMOIZE) and BINGET of the rebuild function runs that key and the next record too, up
+    to a chunk of opcodes, so the loop checks its budgets as often as it would have.
+    Records no layout fits cost a match of the general pattern each: after a streak of
+    such misses the next records go straight to the loop, twice as many after each miss
+    (up to ``_MAX_SKIP``), until a record runs here again; so a stream of records the
+    patterns never fit costs the plain loop and little more.
+
+    In a protocol 2 or 3 stream whose hooks are a torch context's own, a run of such
+    records and keys is first tried in bulk (``pickle_runs``), up to the same point of
+    the chunk; its memo entries are then left pending in ``memo``, a ``LazyMemo`` from
+    the first long run on (the loop takes the new ``memo`` after each step), until
+    something reads them."""
 
     __slots__ = ("count", "memo", "ops", "run")
 
     def __init__(self, data: bytes, metastack: list[list[Any]], state: _Machine,
-                 max_marks: int, max_string: int, bulk_runs: bool = True) -> None:
+                 max_marks: int, max_string: int, max_memo: int,
+                 bulk_runs: bool = True) -> None:
         self.ops = 0  # opcodes run here beyond the loop's one step per record
         self.count = 0  # records run (each calls the rebuild function once)
         general = _RECORD.match
@@ -781,26 +825,132 @@ class _TensorRecords:
         chunk = _CHUNK_SIZE
         me = self
         bulk = None
-        # the memo: a plain dict, or one where bulk runs leave their entries pending
+        # the memo: a plain dict, swapped for one where bulk runs leave their entries
+        # pending (a LazyMemo, whose reads cost a little more) at the first long run
         memo: dict[int, Any] = {}
+        self.memo = memo
+
+        def lazy() -> LazyMemo:
+            nonlocal memo
+            memo = LazyMemo()
+            dict.update(memo, self.memo)
+            self.memo = memo
+            return memo
+
         if (BULK_RECORDS and bulk_runs and max_string >= MAX_KEY
                 and func_reducer is not None):
             hook = _bulk_hook(state.persistent_load, func_reducer)
             if hook is not None:
-                memo = LazyMemo()
                 bulk = make_bulk_runner(data, memo, metastack, func, calls, hook, me,
-                                        mark_room, chunk)
-        self.memo = memo
+                                        mark_room, chunk, lazy)
+        seen_add = state.seen.add
+        misses = 0  # records in a row that no layout ran
+        skip = 0  # records left to the loop before the next try
+
+        def memoized(lay: tuple[Any, ...]) -> Callable[[int, list[Any]], int]:
+            """The step for a layout whose PUTs are MEMOIZEs (protocols 4 and 5): each
+            stores at ``len(memo)``, in the opcodes' order, once every read is known to be
+            of an entry below the first of them and the budget has room for them all."""
+            (match, unpack, length, nops, key_literal, p_key, p_key_put, p_loc, p_numel,
+             _pid_put, p_offset, size0, size1, p_size_put, stride0, stride1, p_stride_put,
+             p_rg, p_od, p_od_put, p_args_put, p_put, after_pid, after_od, after_all,
+             _) = lay
+            pick = itemgetter(0, 1, p_key, p_loc, p_numel, p_offset, p_rg, p_od)
+            key_put = p_key_put == _MEMOIZED
+            size_put = p_size_put == _MEMOIZED
+            stride_put = p_stride_put == _MEMOIZED
+            od_put = p_od_put == _MEMOIZED
+            args_put = p_args_put == _MEMOIZED
+            put = p_put == _MEMOIZED
+            stores = 1 + key_put + size_put + stride_put + od_put + args_put + put
+
+            def step(at: int, stack: list[Any]) -> int:
+                if match(data, at) is None:
+                    return -1
+                if len(metastack) >= mark_room:
+                    return 0
+                v = unpack(data, at)
+                i_storage, i_kind, key, i_loc, numel, offset, rg, i_od = pick(v)
+                low = len(memo)  # where the first MEMOIZE stores; the rest above it
+                if low + stores > max_memo or i_loc >= low or i_od >= low:
+                    return 0  # the loop raises at a MEMOIZE, or a read may see a store
+                try:
+                    storage = memo[i_storage]
+                    kind = memo[i_kind]
+                    key = key.decode("ascii") if key_literal else memo[key]
+                    location = memo[i_loc]
+                    od = memo[i_od]
+                except KeyError:
+                    return 0  # the loop reports the missing entry where it is read
+                seen_add(0x94)  # the storage id's MEMOIZE comes before any hook
+                if key_put:
+                    memo[len(memo)] = key
+                pid = (storage, kind, key, location, numel)
+                memo[len(memo)] = pid
+                try:
+                    ref = persistent(pid)
+                except BaseException as exc:
+                    stack.append(func)
+                    metastack.append(stack)
+                    raise _Unwind([pid], at + after_pid, exc) from None
+                size = v[size0:size1]
+                stride = v[stride0:stride1]
+                if size_put:
+                    memo[len(memo)] = size
+                if stride_put:
+                    memo[len(memo)] = stride
+                rg = rg == 0x88
+                try:
+                    if type(od) is Global and od.reducer is not None:
+                        calls[od.full] = calls.get(od.full, 0) + 1
+                        try:
+                            empty = od.reducer()
+                        except errors:
+                            empty = Call(od, (), "reduce")
+                    else:
+                        empty = call(od, (), "reduce")
+                except BaseException as exc:
+                    stack.append(func)
+                    metastack.append(stack)
+                    raise _Unwind([ref, offset, size, stride, rg, od], at + after_od,
+                                  exc) from None
+                if od_put:
+                    memo[len(memo)] = empty
+                args = (ref, offset, size, stride, rg, empty)
+                if args_put:
+                    memo[len(memo)] = args
+                calls[func_full] = calls.get(func_full, 0) + 1
+                if func_reducer is None:
+                    value = Call(func, args, "reduce")
+                else:
+                    try:
+                        value = func_reducer(*args)
+                    except errors:
+                        value = Call(func, args, "reduce")
+                    except BaseException as exc:
+                        stack.append(func)
+                        raise _Unwind(stack, at + after_all, exc) from None
+                stack.append(value)
+                if put:
+                    memo[len(memo)] = value
+                me.ops += nops
+                me.count += 1
+                return at + length
+
+            return step
 
         def runner(lay: tuple[Any, ...]) -> Callable[[int, list[Any]], int]:
             """The step for one layout: -1 when its pattern does not match, 0 when the
-            opcode loop must run the record, else the position after it. Two forms: one
+            opcode loop must run the record, else the position after it. Three forms: one
             for the layout torch.save writes for a tensor with dimensions and a storage
-            of its own (a literal key, every PUT present), one for any other layout."""
+            of its own (a literal key, every PUT present), one for layouts of MEMOIZEs,
+            one for any other layout."""
             (match, unpack, length, nops, key_literal, p_key, p_key_put, p_loc, p_numel,
              p_pid_put, p_offset, size0, size1, p_size_put, stride0, stride1, p_stride_put,
              p_rg, p_od, p_od_put, p_args_put, p_put, after_pid, after_od, after_all,
              _) = lay
+            if p_pid_put == _MEMOIZED:
+                return memoized(lay)
             # the record's values in one C call: memo reads and writes (-1: absent), key,
             # numel, offset, requires_grad's opcode
             pick = itemgetter(0, 1, p_key, p_key_put, p_loc, p_numel, p_pid_put, p_offset,
@@ -952,6 +1102,11 @@ class _TensorRecords:
             if m is None:
                 return None
             lay = _layout(m)
+            # MEMOIZEs: only where len(memo) is a dict's own, and the storage id's among
+            # them (so the opcode set is the loop's even when a hook fails)
+            if lay is None or (_MEMOIZED in lay[6:22] and (
+                    type(memo) is not dict or lay[9] != _MEMOIZED)):
+                return None
             known = layouts.get(lay[-1])
             if known is None:
                 if len(layouts) >= _MAX_LAYOUTS:
@@ -965,6 +1120,10 @@ class _TensorRecords:
             """Run the record after the BINGET that ends at ``at``, and the keys and
             records that follow it; the position after them, or 0 when the opcode loop
             must run the record."""
+            nonlocal misses, skip
+            if skip:
+                skip -= 1
+                return 0
             chained = False
             while True:
                 if bulk is not None:
@@ -981,19 +1140,29 @@ class _TensorRecords:
                     end = -1 if step is None else step(at, stack)
                 if end <= 0:
                     if not chained:
+                        misses += 1
+                        skip = min((1 << (misses - 1)) - 1, _MAX_SKIP)
                         return 0
                     stack.append(func)  # as the loop leaves it after the BINGET
                     return at
+                misses = 0
                 # the next dict key, its PUT, and BINGET of the rebuild function?
                 if me.ops > chunk:
                     return end
+                memoize = False
                 try:  # a read past the end raises: the loop reports it where it is
-                    if data[end] != 0x58:  # BINUNICODE
+                    op = data[end]
+                    if op == 0x58:  # BINUNICODE
+                        size = unpack_u32(data, end + 1)[0]
+                        if size > max_string:
+                            return end
+                        text = end + 5
+                    elif op == 0x8C:  # SHORT_BINUNICODE
+                        size = data[end + 1]
+                        text = end + 2
+                    else:
                         return end
-                    size = unpack_u32(data, end + 1)[0]
-                    if size > max_string:
-                        return end
-                    at = end + 5 + size
+                    at = text + size
                     op = data[at]
                     if op == 0x72 and data[at + 5] == 0x68:
                         # LONG_BINPUT, BINGET: as torch.save writes past 256 memo entries
@@ -1006,6 +1175,12 @@ class _TensorRecords:
                         elif op == 0x72:  # LONG_BINPUT
                             key_put = unpack_u32(data, at + 1)[0]
                             at += 5
+                        elif op == 0x94 and type(memo) is dict:  # MEMOIZE
+                            key_put = len(memo)
+                            if key_put >= max_memo:
+                                return end  # the loop raises there
+                            memoize = True
+                            at += 1
                         else:
                             return end
                         op = data[at]
@@ -1017,7 +1192,7 @@ class _TensorRecords:
                             at += 5
                         else:
                             return end
-                    key = data[end + 5:end + 5 + size].decode("utf-8", "surrogatepass")
+                    key = data[text:text + size].decode("utf-8", "surrogatepass")
                 except (IndexError, struct.error, UnicodeDecodeError):
                     return end
                 if i_func == key_put:
@@ -1028,6 +1203,8 @@ class _TensorRecords:
                 except KeyError:
                     return end
                 stack.append(key)
+                if memoize:
+                    seen_add(0x94)
                 memo[key_put] = key
                 me.ops += 3
                 chained = True
@@ -1057,7 +1234,8 @@ def _check_length(size: int, pos: int, n: int, max_string: int) -> None:
 class _Machine:
     """The parts of the machine that are not in the hot loop."""
 
-    __slots__ = ("builders", "gcache", "persistent_load", "reducers", "res", "seen")
+    __slots__ = ("builders", "frames", "gcache", "persistent_load", "reducers", "res",
+                 "seen")
 
     def __init__(self, res: PickleResult, reducers: Mapping[str, Callable[..., Any]],
                  builders: Mapping[str, Callable[[Any, Any], Any]],
@@ -1068,6 +1246,7 @@ class _Machine:
         self.persistent_load = persistent_load
         self.gcache: dict[tuple[str, str], Global] = {}
         self.seen: set[int] = set()
+        self.frames: list[tuple[int, int]] = []  # (offset of each FRAME opcode, its length)
 
     def preload_global(self, module: str, name: str) -> Global:
         """The one Global object for a name, made before the stream names it (not counted

@@ -123,7 +123,8 @@ class StorageTensorSource:
 _new = object.__new__
 _consume = deque(maxlen=0).extend  # runs a map for its effects, in C
 _INFO_FIELDS = ("shape", "dtype", "device", "nbytes", "layout", "source")
-_COUNT = itemgetter(0)  # of a (count, extent) geometry
+_COUNT = itemgetter(0)  # of a (count, extent) geometry, or a (dtype, itemsize) pair
+_ITEMSIZE = itemgetter(1)  # of a (dtype, itemsize) pair
 
 
 def _slot_setters() -> tuple[Callable[[Any, Any], None], ...] | None:
@@ -260,54 +261,72 @@ class TorchPickleContext:
             return self.tensors_in_bulk
         return None
 
-    def tensors_in_bulk(self, tag: Any, kind: Any, location: Any, keys: list[str],
+    def tensors_in_bulk(self, tag: Any, kinds: list[Any], location: Any, keys: list[str],
                         numels: list[int], offsets: list[int],
                         sizes: list[tuple[int, ...]], strides: list[tuple[int, ...]],
                         shapes: list[bytes], od: Any
                         ) -> tuple[list[Any], Callable[[], Any], list[Any]] | None:
         """A run of torch.save's tensor records at once: for each record, what
-        ``persistent_load((tag, kind, key, location, numel))`` and ``tensor(ref, offset,
-        size, stride)`` give, as ``(refs, make_empty, values)``, with the same storages
-        recorded; ``make_empty`` is the OrderedDict reducer (no arguments, no effects),
-        called by the machine only for the empty values something reads. ``shapes`` names
-        each record's size and stride (equal names, equal sizes and strides: the pickle
-        bytes that hold them), so their geometry is worked out once. Only for the plain
-        case (valid storage ids, views inside their storage): otherwise None and nothing
-        changed, so the machine runs the records one by one and the problems are
-        reported in their order. The usual run (new storages, one record each) is built
-        in passes; any other goes record by record, as the machine would."""
+        ``persistent_load((tag, kind, key, location, numel))`` (``kind`` the record's own of
+        ``kinds``, its storage class) and ``tensor(ref, offset, size, stride)`` give, as
+        ``(refs, make_empty, values)``, with the same storages recorded; ``make_empty`` is
+        the OrderedDict reducer (no arguments, no effects), called by the machine only for
+        the empty values something reads. ``shapes`` names each record's size and stride
+        (equal names, equal sizes and strides: the pickle bytes that hold them), so their
+        geometry is worked out once. Only for the plain case (valid storage ids, views
+        inside their storage): otherwise None and nothing changed, so the machine runs the
+        records one by one and the problems are reported in their order. The usual run (new
+        storages, one record each) is built in passes; any other goes record by record, as
+        the machine would."""
         if (type(tag) is not str or tag != "storage" or type(location) is not str
                 or type(od) is not Global or od.reducer is not _ordered_dict
                 or not keys or min(numels) < 0 or min(offsets) < 0):
             return None
-        made = self._new_storages_run(kind, location, keys, numels, offsets, sizes, strides,
-                                      shapes)
+        made = self._new_storages_run(kinds, location, keys, numels, offsets, sizes,
+                                      strides, shapes)
         if made is None:  # a storage named twice or known already, or an unusual view
-            return self._records_one_by_one(kind, location, keys, numels, offsets, sizes,
+            return self._records_one_by_one(kinds, location, keys, numels, offsets, sizes,
                                             strides, shapes)
         return made
 
-    def _new_storages_run(self, kind: Any, location: str, keys: list[str],
+    def _new_storages_run(self, kinds: list[Any], location: str, keys: list[str],
                           numels: list[int], offsets: list[int],
                           sizes: list[tuple[int, ...]], strides: list[tuple[int, ...]],
                           shapes: list[bytes]) -> tuple[list[Any], Callable[[], Any],
                                                         list[Any]] | None:
-        """``tensors_in_bulk`` for the usual run: each record names a storage of its own,
-        not seen before, and views it from inside; None, with nothing changed, for any
-        other run. The storage class is the run's, so dtype, itemsize and whether sources
-        are built are worked out once; the objects are made in C (``map``); storages and
-        sources are filled by one loop of plain stores (cheaper than a slot setter per
-        field), the frozen values a column at a time through their slot setters (which
-        their own __setattr__ leaves as the only way); each storage is recorded by one
-        ``setdefault`` probe (a cache miss in a big file's dict) before anything is
-        filled, which also finds the keys that are not new."""
-        dtype, itemsize = self._storage_dtype(kind)
+        """``tensors_in_bulk`` for the usual run: each record names a storage of its own, not
+        seen before, and views it from inside; None, with nothing changed, for any other
+        run. Dtype, itemsize and whether sources are built are worked out once per storage
+        class (the same object: classes are told apart by identity, as ``persistent_load``
+        tells them), once for the run when it has one class; the objects are made in C
+        (``map``); storages and sources are filled by one loop of plain stores (cheaper than
+        a slot setter per field), the frozen values a column at a time through their slot
+        setters (which their own __setattr__ leaves as the only way); each storage is
+        recorded by one ``setdefault`` probe (a cache miss in a big file's dict) before
+        anything is filled, which also finds the keys that are not new."""
+        by_id = dict(zip(map(id, kinds), kinds))
+        reader = self.reader
+        new = _new
+        n = len(keys)
+        sources: Any = repeat(None)
+        if len(by_id) == 1:
+            dtype, itemsize = self._storage_dtype(kinds[0])
+            dtypes: Any = repeat(dtype)
+            itemsizes: Any = repeat(itemsize)
+            if reader is not None and dtype in DTYPE_SIZES:
+                sources = list(map(new, repeat(StorageTensorSource, n)))
+        else:  # a state dict that mixes dtypes
+            info = {i: self._storage_dtype(kind) for i, kind in by_id.items()}
+            per_record = list(map(info.__getitem__, map(id, kinds)))
+            dtypes = list(map(_COUNT, per_record))
+            itemsizes = list(map(_ITEMSIZE, per_record))
+            if reader is not None:
+                sourced = {d: d in DTYPE_SIZES for d in set(dtypes)}
+                sources = [new(StorageTensorSource) if sourced[d] else None for d in dtypes]
         geos = list(map(self._geometry.get, shapes))
         if not all(geos):  # shapes not seen yet: as the loop below would meet them
             for i in compress(range(len(geos)), map(not_, geos)):
                 geos[i] = self._view_geometry(shapes[i], sizes[i], strides[i])
-        n = len(keys)
-        new = _new
         refs = list(map(new, repeat(StorageRef, n)))
         storages = self.storages
         if list(map(storages.setdefault, keys, refs)) != refs:
@@ -315,12 +334,9 @@ class TorchPickleContext:
                 if storages.get(key) is ref:
                     del storages[key]
             return None
-        reader = self.reader
-        sources: Any = repeat(None)
-        if reader is not None and dtype in DTYPE_SIZES:
-            sources = list(map(new, repeat(StorageTensorSource, n)))
-        for ref, source, key, numel, offset, size, stride, (count, extent) in zip(
-                refs, sources, keys, numels, offsets, sizes, strides, geos):
+        for (ref, source, key, numel, offset, size, stride, (count, extent), dtype,
+             itemsize) in zip(refs, sources, keys, numels, offsets, sizes, strides, geos,
+                              dtypes, itemsizes):
             if count <= 0 or offset + extent > numel:
                 if count:  # negative sizes, or a view past its storage
                     for key in keys:
@@ -342,14 +358,14 @@ class TorchPickleContext:
         # the values, as ``tensor`` fills them: a column at a time, in C
         values = list(map(new, repeat(TensorInfo, n)))
         _consume(map(_SET_SHAPE, values, sizes))
-        _consume(map(_SET_DTYPE, values, repeat(dtype)))
+        _consume(map(_SET_DTYPE, values, dtypes))
         _consume(map(_SET_DEVICE, values, repeat(location)))
-        _consume(map(_SET_NBYTES, values, map(mul, map(_COUNT, geos), repeat(itemsize))))
+        _consume(map(_SET_NBYTES, values, map(mul, map(_COUNT, geos), itemsizes)))
         _consume(map(_SET_LAYOUT, values, repeat("strided")))
         _consume(map(_SET_SOURCE, values, sources))
         return refs, _ordered_dict, values
 
-    def _records_one_by_one(self, kind: Any, location: str, keys: list[str],
+    def _records_one_by_one(self, kinds: list[Any], location: str, keys: list[str],
                             numels: list[int], offsets: list[int],
                             sizes: list[tuple[int, ...]], strides: list[tuple[int, ...]],
                             shapes: list[bytes]) -> tuple[list[Any], Callable[[], Any],
@@ -363,14 +379,12 @@ class TorchPickleContext:
         made: list[str] = []  # storages added here, removed again if the run is refused
         refs: list[Any] = []
         values: list[Any] = []
-        kind_info = None
         new = _new
-        for key, numel, offset, size, stride, shape in zip(keys, numels, offsets, sizes,
-                                                          strides, shapes):
+        for key, numel, offset, size, stride, shape, kind in zip(keys, numels, offsets,
+                                                                sizes, strides, shapes, kinds):
             ref = get(key)
             if ref is None:
-                if kind_info is None:
-                    kind_info = self._storage_dtype(kind)
+                kind_info = self._storage_dtype(kind)
                 ref = new(StorageRef)  # with the class's own itemsize, as persistent_load
                 ref.key = key
                 ref.dtype, ref.itemsize = kind_info
