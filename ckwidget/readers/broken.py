@@ -42,6 +42,17 @@ def read_broken(path: Path, head: bytes, budgets: Budgets, kind: str) -> Checkpo
         return _lfs(path, head, size)
     if kind == "html":
         return _html(path, head, size)
+    inside = _zip_inside(path)
+    if inside:
+        return _one(path, "unknown", size, Finding(
+            "not-a-checkpoint", "error",
+            f"{path.name} holds a zip archive that starts at byte {inside:,}, after "
+            f"{inside:,} bytes of something else (a prefix, a header, another file). torch "
+            "reads only archives that start at byte 0 (it fails with 'legacy .tar format' "
+            "or 'Invalid magic number'). If the prefix is not yours, the file was "
+            "tampered with; otherwise cut it off and open the rest.",
+            details={"zip_offset": inside},
+        ))
     return _one(path, "unknown", size, Finding(
         "not-a-checkpoint", "error",
         f"{path.name} ({size:,} bytes) is not a checkpoint format ckwidget knows: "
@@ -50,6 +61,13 @@ def read_broken(path: Path, head: bytes, budgets: Budgets, kind: str) -> Checkpo
         f"completely.",
         details={"first_bytes": head[:32].hex()},
     ))
+
+
+def _zip_inside(path: Path, window: int = 1 << 16) -> int:
+    """The offset of a zip local header within the first ``window`` bytes (0: none)."""
+    with open(path, "rb") as fh:
+        head = fh.read(window)
+    return max(head.find(b"PK\x03\x04", 1), 0)
 
 
 def _one(path: Path, fmt: str, size: int, finding: Finding, **metadata: object) -> Checkpoint:

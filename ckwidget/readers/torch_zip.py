@@ -99,6 +99,14 @@ def read_zip(path: Path, head: bytes, budgets: Budgets) -> Checkpoint:
                 f"({directory.file_size:,} bytes survive): the download or copy stopped "
                 "early. Download the file again.",
             )
+        elif _archives_in(path) > 1:
+            finding = Finding(
+                "corrupt", "error",
+                f"{path.name} holds {_archives_in(path)} zip archives one after another: "
+                "torch reads the last one's directory, whose records are not where it "
+                "says ('PytorchStreamReader failed reading zip archive'), and other tools "
+                "may read the first. Someone appended to the file; take it from its source "
+                "again.", details={"appended_archives": True})
         else:
             finding = Finding("not-a-checkpoint", "error",
                               f"{path.name} is an empty zip archive.")
@@ -125,6 +133,16 @@ def read_zip(path: Path, head: bytes, budgets: Budgets) -> Checkpoint:
     else:
         misplaced = None
     return _read_torch_archive(path, directory, prefix, pkl_name, budgets, misplaced)
+
+
+def _archives_in(path: Path, limit: int = 64 << 20) -> int:
+    """How many end-of-central-directory records the file holds (up to ``limit`` bytes
+    are looked at, from the end): two or more mean archives one after another."""
+    with open(path, "rb") as fh:
+        fh.seek(0, 2)
+        size = fh.tell()
+        fh.seek(max(0, size - limit))
+        return fh.read(limit).count(b"PK\x05\x06")
 
 
 def _not_torch_zip(path: Path, head: bytes, budgets: Budgets, names: list[str]) -> Checkpoint:
