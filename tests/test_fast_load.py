@@ -9,7 +9,6 @@ device, shape, requires_grad, bytes).
 
 from __future__ import annotations
 
-import time
 import warnings
 from collections import OrderedDict
 from typing import Any
@@ -584,16 +583,15 @@ def test_meta_model_without_assign_warns_the_same():
 # -- scale ---------------------------------------------------------------------------------
 
 
-def test_grouping_is_linear():
-    """40,000 keys in a flat ModuleList: torch's own walk takes about a minute here."""
+def test_a_flat_list_of_40000_keys_loads_every_key():
+    """40,000 keys in a flat ModuleList (torch's own walk takes about a minute here; the
+    time is benchmarks/apply_scale.py's to measure, not a test's)."""
     model = nn.ModuleList([nn.Linear(1, 1) for _ in range(20_000)])
     sd = {k: v + 1 for k, v in model.state_dict().items()}
-    start = time.perf_counter()
     result = fast_load(model, sd)
-    elapsed = time.perf_counter() - start
     assert result.missing_keys == [] and result.unexpected_keys == []
     assert torch.equal(model[19_999].weight, sd["19999.weight"])
-    assert elapsed < 10, f"{elapsed:.1f} s"
+    assert torch.equal(model[0].bias, sd["0.bias"])
 
 
 def test_unknown_torch_code_is_not_mirrored():

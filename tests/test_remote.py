@@ -297,14 +297,11 @@ def test_a_sharded_folder_reads_its_shards_in_parallel(tmp_path: Path) -> None:
     (folder / "model.safetensors.index.json").write_text(json.dumps({"weight_map": weight_map}))
     (folder / "config.json").write_text("{}")
     with servers.serve(tmp_path, latency=0.05) as server:
-        start = time.perf_counter()
         ckpt, served = _http_open(server, "hf/")
-        took = time.perf_counter() - start
     stats = ckpt.io_stats
     assert ckpt.format == "hf-sharded" and len(ckpt.tensors) == 32
     # listing, each file's size (HEAD, together), then index, config and 4 shard headers
     assert stats.round_trips <= 3 and served == stats.requests
-    assert took < 0.05 * (stats.round_trips + 3)  # waves, not requests, cost latency
     fs = fsspec.filesystem("memory")
     fs.put(str(folder) + "/", "/hf4/", recursive=True)
     ckpt = ck.open_checkpoint("memory://hf4")
