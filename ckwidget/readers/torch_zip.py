@@ -11,6 +11,7 @@ from typing import Any
 
 from ..checkpoint import Checkpoint, Finding, TensorInfo, load_from_sources
 from ..errors import BudgetExceededError, CheckpointError, CorruptCheckpointError
+from ..kinds import GLOBALS_KINDS
 from .budgets import Budgets
 from .filestamp import FileStamp
 from .torch_common import (
@@ -310,7 +311,7 @@ def _torchscript_globals(findings: list[Finding], tp: Any) -> list[Finding]:
     Anything else it names is judged as in any pickle (``os.system`` stays malicious)."""
     from .safety import globals_findings, torchscript_names_removed
 
-    kinds = ("malicious", "unsafe-globals", "missing-class")
+    kinds = GLOBALS_KINDS
     kept = [f for f in findings if f.kind not in kinds or "record" in f.details
             or f.message.startswith("In the duplicate")]
     own = [f for f in findings if f not in kept]
