@@ -38,7 +38,7 @@ def test_widget_open_prints_the_parts_of_the_first_display(tmp_path):
                      r"\(open [\d.]+ s, "
                      r"diagnose [\d.]+ s, widget [\d.]+ s, display [\d.]+ s\); 2,000 rows",
                      text), text
-    assert "0 of 2000 model tensors would load as is; 1998 after the suggested plan" in text
+    assert "0 of 2,000 model tensors would load as is; 1,998 after the suggested plan" in text
     assert re.search(r"widget open, best of 1: [\d.]+ s wall", text), text
     assert re.search(r"host speed before each run: x[\d.]+ to x[\d.]+ of quiet", text), text
 

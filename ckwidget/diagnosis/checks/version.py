@@ -58,7 +58,7 @@ def check(ctx: Context) -> list[Finding]:
         ctx.blockers.append(f.kind)
         out.append(f)
     reader = needs_reader(ctx)
-    ctx.needs_reader = reader
+    ctx.needs_reader = reader or ctx.needs_reader  # format may have said why already
     extract = [ExtractWeights(reader)] if reader else []
     for f in ctx.file_findings("unsafe-globals"):
         names = tuple(str(n) for n in f.details.get("globals", ()))
