@@ -125,3 +125,19 @@ def test_status_counts_and_attention_rows_agree_with_the_full_columns():
             assert attention == {c: [v[i] for i in rows] for c, v in cols.items()}, name
         assert report.status_counts() == counts  # cached, and from the columns alike
     assert report.status_counts().get("unexpected") and report.status_counts().get("missing")
+
+
+def test_offered_fixes_are_the_plan_then_other_kinds_the_findings_offer(tmp_path):
+    """What the widget offers as toggles comes from the report: a changed head's plan
+    drops it, and resizing it into the model is offered beside that, not planned."""
+    from ckwidget.fixes import DropKeys, ResizeCopy
+
+    src = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.Linear(8, 10))
+    torch.save(src.state_dict(), tmp_path / "head.pt")
+    report = ck.diagnose(tmp_path / "head.pt",
+                         torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.Linear(8, 5)))
+    offered = report.offered_fixes
+    assert offered[:len(report.plan.fixes)] == list(report.plan.fixes)
+    assert any(isinstance(f, DropKeys) for f in report.plan.fixes)
+    extra = offered[len(report.plan.fixes):]
+    assert [type(f) for f in extra] == [ResizeCopy]

@@ -136,6 +136,19 @@ class Report:
 
         return self._decorated(attention_columns(self.alignment, limit))
 
+    @property
+    def offered_fixes(self) -> list[Any]:
+        """Every fix worth offering: the plan's, then the findings' alternatives. A
+        finding's own variant of a planned kind (a narrower drop-keys) is covered by the
+        plan's fix already, so only fixes of other kinds are alternatives."""
+        choices: list[Any] = list(self.plan.fixes)
+        planned_kinds = {f.kind for f in choices}
+        for finding in self.findings:
+            for fix in finding.fixes:
+                if fix not in choices and fix.kind not in planned_kinds:
+                    choices.append(fix)
+        return choices
+
     def by_kind(self, kind: str) -> list[Finding]:
         return [f for f in self.findings if f.kind == kind]
 

@@ -158,16 +158,8 @@ class CheckpointDebugger(w.VBox):
 
     # -- fix choices -------------------------------------------------------------------
     def _build_fix_choices(self) -> None:
-        """Plan fixes first (selected), then alternatives offered by findings."""
-        choices: list[Any] = list(self.report.plan.fixes)
-        planned_kinds = {f.kind for f in choices}
-        for finding in self.report.findings:
-            for fix in finding.fixes:
-                # a finding's own variant of a planned kind (e.g. a narrower drop-keys)
-                # is already covered by the plan's fix; only other kinds are alternatives
-                if fix not in choices and fix.kind not in planned_kinds:
-                    choices.append(fix)
-        self.fix_choices = choices
+        """Plan fixes first (selected), then the alternatives the report offers."""
+        self.fix_choices = self.report.offered_fixes
         self.selected: list[Any] = list(self.report.plan.fixes)
 
     def _make_plan(self) -> Any:
