@@ -41,6 +41,11 @@ bad["0.weight"][0, :3] = float("nan")
 torch.save(bad, "nan.pth")""",
     "model = net(5)\nhead = ck.debug('head.pth', model, model_name='model')\nhead",
     "other = net(5)\nnan = ck.debug('nan.pth', other, model_name='other')\nnan",
+    """\
+big = nn.ModuleList(nn.Linear(2, 2) for _ in range(20_000))   # 40,000 keys: a slow Apply
+torch.save({"module." + k: v + 1 for k, v in big.state_dict().items()}, "big.pth")
+slow = ck.debug("big.pth", big, model_name="big")
+slow""",
 ]
 
 
@@ -90,7 +95,7 @@ def test_partial_and_nonfinite_verdicts_in_jupyterlab(lab) -> None:
 
     with browser_page("failure-verdicts.png") as b:
         page = b.page
-        roots = run_notebook(page, lab, "verdicts.ipynb", expect, debuggers=2)
+        roots = run_notebook(page, lab, "verdicts.ipynb", expect, debuggers=3)
         head, nan = roots.nth(0), roots.nth(1)
         for root in (head, nan):
             expect(root.locator(".ck-pill-partial").first).to_be_visible()
@@ -116,4 +121,15 @@ def test_partial_and_nonfinite_verdicts_in_jupyterlab(lab) -> None:
         assert _contrast(page, nan.locator(".ck-result .ck-result-bad")) >= 4.5
         nan.scroll_into_view_if_needed()
         shot(nan, "verdict-nonfinite-applied.png")
+
+        # a slow Apply says so before its result, with its buttons off, then gives
+        # them back
+        slow = roots.nth(2)
+        tab(slow, "Fix & export")
+        slow.locator(".ck-apply").click()
+        expect(slow.locator(".ck-busy")).to_contain_text("Applying", timeout=10_000)
+        expect(slow.locator(".ck-apply")).to_be_disabled()
+        expect(slow.locator(".ck-applied")).to_contain_text("Applied at", timeout=120_000)
+        expect(slow.locator(".ck-busy")).not_to_contain_text("Applying")
+        expect(slow.locator(".ck-apply")).to_be_enabled()
     b.check_clean()
