@@ -266,3 +266,22 @@ def run_notebook(page, url: str, notebook: str, expect, debuggers: int):
     expect(roots).to_have_count(debuggers, timeout=120_000)
     page.wait_for_selector(idle, timeout=120_000)
     return roots
+
+
+@contextmanager
+def lab_with(folder: Path, name: str, cells: Sequence[str]) -> Iterator[str]:
+    """JupyterLab on a free loopback port serving ``folder``, where notebook ``name``
+    holds ``cells``; yields the server's URL."""
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell(c) for c in cells]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3",
+                                 "language": "python"}
+    nbformat.write(nb, folder / name)
+    settings = lab_settings(folder)
+    env = server_env(folder, JUPYTERLAB_SETTINGS_DIR=str(settings),
+                     JUPYTERLAB_WORKSPACES_DIR=str(folder / ".workspaces"))
+    port = free_port()
+    argv = ["jupyterlab", "--no-browser", f"--port={port}", f"--ServerApp.root_dir={folder}",
+            "--LabApp.expose_app_in_browser=True", *SERVER_FLAGS]
+    with server(argv, folder, port, env) as url:
+        yield url

@@ -4,17 +4,12 @@ through the real s3fs client) shows the same headline as on the local copy, and
 
 from __future__ import annotations
 
-import nbformat
 import pytest
 from _browser import (
-    SERVER_FLAGS,
     browser_page,
-    free_port,
-    lab_settings,
+    lab_with,
     require,
     run_notebook,
-    server,
-    server_env,
     shot,
 )
 
@@ -48,19 +43,7 @@ s3.upload_file("dp.pt", "ckpts", "run/dp.pt")""",
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory):
     require("moto", "s3fs", "boto3")
-    root = tmp_path_factory.mktemp("remote")
-    nb = nbformat.v4.new_notebook()
-    nb.cells = [nbformat.v4.new_code_cell(c) for c in CELLS]
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3",
-                                 "language": "python"}
-    nbformat.write(nb, root / "remote.ipynb")
-    settings = lab_settings(root)
-    env = server_env(root, JUPYTERLAB_SETTINGS_DIR=str(settings),
-                     JUPYTERLAB_WORKSPACES_DIR=str(root / ".workspaces"))
-    port = free_port()
-    argv = ["jupyterlab", "--no-browser", f"--port={port}", f"--ServerApp.root_dir={root}",
-            "--LabApp.expose_app_in_browser=True", *SERVER_FLAGS]
-    with server(argv, root, port, env) as url:
+    with lab_with(tmp_path_factory.mktemp("remote"), "remote.ipynb", CELLS) as url:
         yield url
 
 
