@@ -843,6 +843,26 @@ class _TensorRecords:
             if hook is not None:
                 bulk = make_bulk_runner(data, memo, metastack, func, calls, hook, me,
                                         mark_room, chunk, lazy)
+        def empty_of(od: Any) -> Any:
+            """The record's empty OrderedDict (backward hooks), as REDUCE makes it."""
+            if type(od) is Global and od.reducer is not None:
+                calls[od.full] = calls.get(od.full, 0) + 1
+                try:
+                    return od.reducer()
+                except errors:
+                    return Call(od, (), "reduce")
+            return call(od, (), "reduce")
+
+        def rebuilt(args: tuple[Any, ...]) -> Any:
+            """The rebuild call the record ends with, as REDUCE makes it (counted)."""
+            calls[func_full] = calls.get(func_full, 0) + 1
+            if func_reducer is None:
+                return Call(func, args, "reduce")
+            try:
+                return func_reducer(*args)
+            except errors:
+                return Call(func, args, "reduce")
+
         seen_add = state.seen.add
         misses = 0  # records in a row that no layout ran
         skip = 0  # records left to the loop before the next try
@@ -901,14 +921,7 @@ class _TensorRecords:
                     memo[len(memo)] = stride
                 rg = rg == 0x88
                 try:
-                    if type(od) is Global and od.reducer is not None:
-                        calls[od.full] = calls.get(od.full, 0) + 1
-                        try:
-                            empty = od.reducer()
-                        except errors:
-                            empty = Call(od, (), "reduce")
-                    else:
-                        empty = call(od, (), "reduce")
+                    empty = empty_of(od)
                 except BaseException as exc:
                     stack.append(func)
                     metastack.append(stack)
@@ -919,17 +932,11 @@ class _TensorRecords:
                 args = (ref, offset, size, stride, rg, empty)
                 if args_put:
                     memo[len(memo)] = args
-                calls[func_full] = calls.get(func_full, 0) + 1
-                if func_reducer is None:
-                    value = Call(func, args, "reduce")
-                else:
-                    try:
-                        value = func_reducer(*args)
-                    except errors:
-                        value = Call(func, args, "reduce")
-                    except BaseException as exc:
-                        stack.append(func)
-                        raise _Unwind(stack, at + after_all, exc) from None
+                try:
+                    value = rebuilt(args)
+                except BaseException as exc:
+                    stack.append(func)
+                    raise _Unwind(stack, at + after_all, exc) from None
                 stack.append(value)
                 if put:
                     memo[len(memo)] = value
@@ -996,14 +1003,7 @@ class _TensorRecords:
                     memo[stride_put] = stride
                 rg = rg == 0x88
                 try:
-                    if type(od) is Global and od.reducer is not None:
-                        calls[od.full] = calls.get(od.full, 0) + 1
-                        try:
-                            empty = od.reducer()
-                        except errors:
-                            empty = Call(od, (), "reduce")
-                    else:
-                        empty = call(od, (), "reduce")
+                    empty = empty_of(od)
                 except BaseException as exc:
                     stack.append(func)
                     metastack.append(stack)
@@ -1014,17 +1014,11 @@ class _TensorRecords:
                 args = (ref, offset, size, stride, rg, empty)
                 if args_put >= 0:
                     memo[args_put] = args
-                calls[func_full] = calls.get(func_full, 0) + 1  # a Global's REDUCE counts
-                if func_reducer is None:
-                    value = Call(func, args, "reduce")
-                else:
-                    try:
-                        value = func_reducer(*args)
-                    except errors:
-                        value = Call(func, args, "reduce")
-                    except BaseException as exc:
-                        stack.append(func)
-                        raise _Unwind(stack, at + after_all, exc) from None
+                try:
+                    value = rebuilt(args)
+                except BaseException as exc:
+                    stack.append(func)
+                    raise _Unwind(stack, at + after_all, exc) from None
                 stack.append(value)
                 if put >= 0:
                     memo[put] = value
@@ -1066,14 +1060,7 @@ class _TensorRecords:
                 memo[stride_put] = stride = v[stride0:stride1]
                 rg = rg == 0x88
                 try:
-                    if type(od) is Global and od.reducer is not None:
-                        calls[od.full] = calls.get(od.full, 0) + 1
-                        try:
-                            empty = od.reducer()
-                        except errors:
-                            empty = Call(od, (), "reduce")
-                    else:
-                        empty = call(od, (), "reduce")
+                    empty = empty_of(od)
                 except BaseException as exc:
                     stack.append(func)
                     metastack.append(stack)
@@ -1081,11 +1068,8 @@ class _TensorRecords:
                                   exc) from None
                 memo[od_put] = empty
                 memo[args_put] = args = (ref, offset, size, stride, rg, empty)
-                calls[func_full] = calls.get(func_full, 0) + 1
                 try:
-                    value = func_reducer(*args)  # type: ignore[misc]
-                except errors:
-                    value = Call(func, args, "reduce")
+                    value = rebuilt(args)
                 except BaseException as exc:
                     stack.append(func)
                     raise _Unwind(stack, at + after_all, exc) from None
