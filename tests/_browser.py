@@ -248,9 +248,11 @@ def toggle_changes_headline(root, expect) -> None:
     expect(headline).to_contain_text("With these 2 fixes", timeout=30_000)
 
 
-def run_notebook(page, url: str, notebook: str, expect, debuggers: int):
+def run_notebook(page, url: str, notebook: str, expect, debuggers: int,
+                 wait_ms: int = 120_000):
     """Open ``notebook`` in JupyterLab, accept the kernel dialog if one shows, run every
-    cell and wait for ``debuggers`` widgets and an idle kernel; returns their roots."""
+    cell and wait (up to ``wait_ms``) for ``debuggers`` widgets and an idle kernel;
+    returns their roots."""
     page.goto(f"{url}/lab/tree/{notebook}")
     page.wait_for_selector(".jp-Notebook", timeout=60_000)
     accept = page.locator(".jp-Dialog .jp-mod-accept")
@@ -263,8 +265,8 @@ def run_notebook(page, url: str, notebook: str, expect, debuggers: int):
     page.wait_for_selector(idle, timeout=60_000)
     page.evaluate("window.jupyterapp.commands.execute('notebook:run-all-cells')")
     roots = page.locator(".ck-root")
-    expect(roots).to_have_count(debuggers, timeout=120_000)
-    page.wait_for_selector(idle, timeout=120_000)
+    expect(roots).to_have_count(debuggers, timeout=wait_ms)
+    page.wait_for_selector(idle, timeout=wait_ms)
     return roots
 
 

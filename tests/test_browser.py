@@ -22,6 +22,7 @@ from _browser import (
     lab_settings,
     quickstart,
     require,
+    run_notebook,
     server,
     server_env,
     shot,
@@ -58,21 +59,7 @@ def test_quickstart_in_jupyterlab(lab) -> None:
 
 
 def _run(page, url: str, expect) -> None:
-    page.goto(f"{url}/lab/tree/quickstart.ipynb")
-    page.wait_for_selector(".jp-Notebook", timeout=60_000)
-    accept = page.locator(".jp-Dialog .jp-mod-accept")
-    try:
-        accept.wait_for(timeout=3_000)
-        accept.click()
-    except Exception:  # no kernel dialog: fine
-        pass
-    page.wait_for_selector('.jp-Notebook-ExecutionIndicator[data-status="idle"]',
-                           timeout=60_000)
-    page.evaluate("window.jupyterapp.commands.execute('notebook:run-all-cells')")
-    roots = page.locator(".ck-root")
-    expect(roots).to_have_count(2, timeout=120_000)
-    page.wait_for_selector('.jp-Notebook-ExecutionIndicator[data-status="idle"]',
-                           timeout=120_000)
+    roots = run_notebook(page, url, "quickstart.ipynb", expect, debuggers=2)
     root = roots.nth(0)
     root.scroll_into_view_if_needed()
     headline = root.locator(".ck-headline")

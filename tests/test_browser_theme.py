@@ -27,6 +27,7 @@ from _browser import (
     free_port,
     lab_settings,
     require,
+    run_notebook,
     server,
     server_env,
     shot,
@@ -175,22 +176,10 @@ def test_status_colours_keep_contrast_in_light_and_dark(lab) -> None:
 
     with browser_page("failure-theme.png") as b:
         page = b.page
-        page.goto(f"{lab}/lab/tree/theme.ipynb")
-        page.wait_for_selector(".jp-Notebook", timeout=60_000)
-        accept = page.locator(".jp-Dialog .jp-mod-accept")
-        try:
-            accept.wait_for(timeout=3_000)
-            accept.click()
-        except Exception:  # no kernel dialog
-            pass
-        idle = '.jp-Notebook-ExecutionIndicator[data-status="idle"]'
-        page.wait_for_selector(idle, timeout=60_000)
-        page.evaluate("window.jupyterapp.commands.execute('notebook:run-all-cells')")
-        roots = page.locator(".ck-root")
-        expect(roots).to_have_count(len(CELLS), timeout=180_000)
+        roots = run_notebook(page, lab, "theme.ipynb", expect, debuggers=len(CELLS),
+                             wait_ms=180_000)
         expect(page.locator(".jp-OutputArea-output", has_text="theme-cells-done")).to_have_count(
             1, timeout=180_000)
-        page.wait_for_selector(idle, timeout=180_000)
         sick = roots.nth(0)
         sick.scroll_into_view_if_needed()
         tab(sick, "Distributions")
