@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from ...checkpoint import Finding
-from ...fixes.kinds import ExtractWeights
 from ..context import Context
 
 LOADERS = {
@@ -24,15 +23,6 @@ def check(ctx: Context) -> list[Finding]:
         message = f.message
         if not any(w in message.lower() for w in ("load", "convert", "use ")):
             message += hint
-        fixes = list(f.fixes)
-        if f.kind == "torchscript" and not ctx.file_findings("malicious"):
-            # torch.load cannot read it as is: its tensors, read without running the
-            # archived code
-            why = ("it is a TorchScript archive: torch.load refuses it, and "
-                   "torch.jit.load would run its code")
-            ctx.blockers.append(f.kind)
-            ctx.needs_reader = why
-            fixes.append(ExtractWeights(why))
-        out.append(Finding(f.kind, f.severity, message, list(f.keys), fixes,
+        out.append(Finding(f.kind, f.severity, message, list(f.keys), list(f.fixes),
                            dict(f.details)))
     return out

@@ -27,9 +27,12 @@ def needs_reader(ctx: Context) -> str:
     """Why torch.load(weights_only=True) cannot read the file and no allowlist can fix
     that (so the plan reads it with ckwidget's reader), or "" when it can."""
     meta = ctx.ckpt.metadata
-    if ctx.ckpt.format not in TORCH_FORMATS or meta.get("read_by_ckwidget"):
+    if meta.get("read_by_ckwidget") or ctx.file_findings(*UNREPAIRABLE_KINDS):
         return ""
-    if ctx.file_findings(*UNREPAIRABLE_KINDS):
+    if ctx.ckpt.format == "torchscript":
+        return ("it is a TorchScript archive: torch.load refuses it, and torch.jit.load "
+                "would run its code")
+    if ctx.ckpt.format not in TORCH_FORMATS:
         return ""
     protocol = meta.get("pickle_protocol")
     if isinstance(protocol, int) and protocol >= 4:
@@ -58,7 +61,7 @@ def check(ctx: Context) -> list[Finding]:
         ctx.blockers.append(f.kind)
         out.append(f)
     reader = needs_reader(ctx)
-    ctx.needs_reader = reader or ctx.needs_reader  # format may have said why already
+    ctx.needs_reader = reader
     extract = [ExtractWeights(reader)] if reader else []
     for f in ctx.file_findings("unsafe-globals"):
         names = tuple(str(n) for n in f.details.get("globals", ()))
