@@ -2,12 +2,18 @@
 CLI, finding messages): a user reading two of them side by side sees one notation.
 
 Counts get thousands separators (100,000), byte sizes binary units (1.5 KiB, as torch and
-``du -h`` report memory), shapes their dimensions joined by "×" (3×4; "scalar" for 0-d).
+``du -h`` report memory), shapes their dimensions joined by "×" (3×4; "scalar" for 0-d),
+and keys that differ only in layer numbers are folded into one line with their numbers
+in braces: ``h.{0..11}.attn.weight``, ``moe.{0,1}.experts.{0..2}.w``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import math
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+from .keytemplates import SLOT, fill, int_rows, templates_text
 
 
 def count_text(n: int) -> str:
@@ -34,3 +40,94 @@ def shape_text(shape: Sequence[int] | None, none: str = "") -> str:
     if isinstance(shape, (tuple, list)):
         return "×".join(str(s) for s in shape) if shape else "scalar"
     return str(shape)
+
+
+# -- folded keys ----------------------------------------------------------------------
+def ranges(values: Iterable[int]) -> str:
+    """{0, 1, 2, 3, 5} -> "0..3,5"."""
+    vals = sorted(set(values))
+    out: list[str] = []
+    start = prev = vals[0]
+    for v in vals[1:]:
+        if v == prev + 1:
+            prev = v
+            continue
+        out.append(str(start) if start == prev else f"{start}..{prev}")
+        start = prev = v
+    out.append(str(start) if start == prev else f"{start}..{prev}")
+    return ",".join(out)
+
+
+def _numbers_text(values: Sequence[int]) -> str:
+    return str(values[0]) if len(values) == 1 else "{" + ranges(values) + "}"
+
+
+def _fill_slot(tmpl: str, position: int, text: str) -> str:
+    """The template with its ``position``-th slot (from 0) replaced by ``text``."""
+    pieces = tmpl.split(SLOT)
+    return (SLOT.join(pieces[: position + 1]) + text
+            + SLOT.join(pieces[position + 1:]))
+
+
+def fold_template(tmpl: str, rows: list[tuple[int, ...]]) -> list[tuple[str, int]]:
+    """Folded lines for one template's rows of layer numbers, with how many keys each
+    stands for: one line when the numbers form a grid (every combination present),
+    else the first varying slot is fixed, values whose remaining numbers agree sharing
+    a line (``moe.{0,1}.experts.{0..2}.w`` beside ``moe.2.experts.{0..3}.w``)."""
+    if not rows or not rows[0]:
+        return [(tmpl, max(1, len(rows)))]
+    unique = list(dict.fromkeys(rows))
+    columns = [sorted({r[i] for r in unique}) for i in range(len(unique[0]))]
+    if math.prod(map(len, columns)) == len(unique):
+        return [(fill(tmpl, [_numbers_text(c) for c in columns]), len(rows))]
+    p = next(i for i, c in enumerate(columns) if len(c) > 1)
+    rests: dict[int, list[tuple[int, ...]]] = {}
+    for r in rows:
+        rests.setdefault(r[p], []).append(r[:p] + r[p + 1:])
+    sharing: dict[frozenset[tuple[int, ...]], list[int]] = {}
+    for value, rest in rests.items():
+        sharing.setdefault(frozenset(rest), []).append(value)
+    out: list[tuple[str, int]] = []
+    for values in sharing.values():
+        sub = _fill_slot(tmpl, p, _numbers_text(values))
+        for line, n in fold_template(sub, rests[values[0]]):
+            out.append((line, n * len(values)))
+    return out
+
+
+def fold_keys(keys: Iterable[str], limit: int | None = None,
+              signature: Callable[[str], Any] | None = None) -> list[tuple[str, int]]:
+    """Keys folded by layer number: [(line, how many keys)], templates in order of first
+    appearance, the first ``limit`` lines. ``signature(key)``, when given, keeps keys
+    apart that differ in it (the CLI folds only tensors of one dtype and shape)."""
+    keys = list(keys)
+    tmpls, numbers = templates_text(keys)
+    groups: dict[tuple[str, Any], list[tuple[str, ...]]] = {}
+    padded = any(len(v) > 1 and v[0] == "0" for row in numbers for v in row)
+    if signature is None and not padded and tmpls and tmpls.count(tmpls[0]) == len(tmpls):
+        groups[(tmpls[0], None)] = numbers  # one template (a finding about one layer kind)
+    else:
+        for key, tmpl, row in zip(keys, tmpls, numbers):
+            if any(len(v) > 1 and v[0] == "0" for v in row):
+                tmpl, row = key, ()  # "a.03": folded it would read "a.3"; shown as is
+            groups.setdefault((tmpl, signature(key) if signature else None), []).append(row)
+    out: list[tuple[str, int]] = []
+    for (tmpl, _), rows in groups.items():
+        out.extend(fold_template(tmpl, int_rows(rows)))
+        if limit is not None and len(out) >= limit:
+            return out[:limit]
+    return out
+
+
+def group_keys(keys: Iterable[str]) -> list[str]:
+    """The folded lines of ``keys`` (see :func:`fold_keys`)."""
+    return [line for line, _ in fold_keys(keys)]
+
+
+def summarise_keys(keys: Iterable[str], limit: int = 6) -> str:
+    """A short comma-separated list of folded keys for a finding's message."""
+    lines = group_keys(keys)
+    shown = ", ".join(lines[:limit])
+    if len(lines) > limit:
+        shown += f" and {len(lines) - limit} more groups"
+    return shown

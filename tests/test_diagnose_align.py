@@ -8,9 +8,9 @@ from torch import nn
 import ckwidget as ck
 from ckwidget.checkpoint import Checkpoint, TensorInfo
 from ckwidget.diagnosis.align import align
-from ckwidget.diagnosis.keys import group_keys, summarise_keys
 from ckwidget.diagnosis.model_side import describe_model
 from ckwidget.fixes import AddPrefix, RenameKeys, ResizeCopy
+from ckwidget.formatting import group_keys, summarise_keys
 
 
 def info(*shape, dtype="float32", device="cpu"):
@@ -254,7 +254,7 @@ def test_key_templates_of_many_keys_match_one_key_at_a_time():
     (empty parts, non-ASCII digits, newlines, leading zeros) give the per-key result."""
     import random
 
-    from ckwidget.diagnosis.keys import _templates_one_by_one, templates_text
+    from ckwidget.keytemplates import _templates_one_by_one, templates_text
 
     rng = random.Random(1)
     for _ in range(3000):

@@ -49,7 +49,7 @@ def test_training_heads_found_in_joined_keys_match_a_split_per_key():
     import random
 
     from ckwidget.diagnosis.checks.training import TRAINING_ENTRIES, _training_heads
-    from ckwidget.diagnosis.keys import join_lines
+    from ckwidget.keytemplates import join_lines
 
     words = ["optimizer", "optimizer_states", "epoch", "best_model", "model", "step", "steps",
              "amp", "x", "best_", "scheduler", "lr_schedulers", "callbacks", "a\nepoch"]
@@ -64,7 +64,7 @@ def test_training_heads_found_in_joined_keys_match_a_split_per_key():
 
 def test_saved_state_with_joined_keys_matches_the_key_by_key_search():
     from ckwidget.diagnosis.checks.training import saved_state
-    from ckwidget.diagnosis.keys import join_lines
+    from ckwidget.keytemplates import join_lines
 
     cases = [["optimizer.state.0.exp_avg", "optimizer.state.0.step", "model.w"],
              ["model.w", "model.state.weight"], ["a.state.0.x\n", "optimizer.state.1.v"],

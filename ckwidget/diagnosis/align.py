@@ -19,20 +19,13 @@ from operator import attrgetter, eq, is_, ne, not_
 from typing import Any
 
 from ..checkpoint import TensorInfo
+from ..formatting import group_keys
+from ..keytemplates import SLOT, join_lines, template_only, templates_text
 from ..loadhooks import renamed_names
 from ..rules import renamer, squeezed
 from .families import FAMILY, Family, find_families, rename_pattern
 from .joins import Joins, PeftModule, find_joins
-from .keys import (
-    SLOT,
-    escape_replacement,
-    group_keys,
-    join_lines,
-    leaf_of,
-    module_of,
-    template_only,
-    templates_text,
-)
+from .keys import escape_replacement, leaf_of, module_of
 from .model_side import ModelSide
 from .parametrizations import Renamed, find_renames, rename_patterns
 

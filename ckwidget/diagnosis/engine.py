@@ -12,12 +12,12 @@ from typing import Any
 
 from ..checkpoint import Checkpoint, Finding, TensorInfo, describe_tensor, sort_findings
 from ..errors import CheckpointError, FixError
+from ..formatting import summarise_keys
 from ..gcpause import gc_paused
 from ..kinds import UNREPAIRABLE_KINDS
 from . import checks
 from .align import align, leading_parts, spread
 from .context import Context
-from .keys import summarise_keys
 from .model_side import ModelSide, describe_model
 from .provenance import Provenance, trace_plan
 from .report import Report

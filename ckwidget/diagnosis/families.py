@@ -15,7 +15,9 @@ from itertools import compress
 from operator import attrgetter
 
 from ..checkpoint import TensorInfo
-from .keys import SLOT, escape_replacement, int_rows, render, templates_text
+from ..formatting import fold_template
+from ..keytemplates import SLOT, int_rows, templates_text
+from .keys import escape_replacement
 
 FAMILY = 3  # repeated modules that make a family (blocks.{0..2}.mlp)
 _SHAPE = attrgetter("shape")
@@ -42,8 +44,8 @@ class Family:
         """"blocks.{0..23}.ffn -> blocks.{0..23}.mlp" (more lines if the numbers are not
         a full grid)."""
         ints = int_rows(self.rows)  # both sides share the members' numbers
-        olds = render(self.c_module, ints)
-        news = render(self.m_module, ints)
+        olds = [line for line, _ in fold_template(self.c_module, ints)]
+        news = [line for line, _ in fold_template(self.m_module, ints)]
         return [f"{o} -> {n}" for o, n in zip(olds, news)]
 
 

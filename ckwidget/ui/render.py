@@ -9,9 +9,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from ..formatting import size_text
+from ..formatting import fold_keys, size_text
 from .style import esc
-from .table import group_keys
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..diagnosis.report import Report
@@ -94,7 +93,7 @@ def evidence_html(keys: Sequence[str], limit: int = EVIDENCE_LIMIT) -> str:
     """Keys behind a finding, repeated layers folded, inside an expandable block."""
     if not keys:
         return ""
-    groups = group_keys(list(keys), limit)
+    groups = fold_keys(list(keys), limit)
     items = "".join(
         f"<li>{esc(label)}" + (f' <span class="ck-count">×{n}</span>' if n > 1 else "")
         + "</li>"

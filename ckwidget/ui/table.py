@@ -13,14 +13,15 @@ import re
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from itertools import compress, islice, repeat
+from itertools import compress, repeat
 from operator import is_
 
 import numpy as np
 import pandas as pd
 
-from ..diagnosis.keys import join_lines
+from ..formatting import fold_keys
 from ..formatting import shape_text as _shape_text
+from ..keytemplates import join_lines
 
 PAGE_SIZE = 100
 STATUSES = (
@@ -150,7 +151,7 @@ class KeyTable:
         pages = max(1, -(-len(rows) // self.page_size))
         page = min(max(0, page), pages - 1)
         chunk = rows.iloc[page * self.page_size : (page + 1) * self.page_size]
-        return TablePage(render_rows(chunk), page, pages, len(rows), keys)
+        return TablePage(render_rows(label_rows(chunk)), page, pages, len(rows), keys)
 
 
 def ordered_counts(statuses: Iterable[str] | Mapping[str, int]) -> dict[str, int]:
@@ -280,7 +281,11 @@ _GROUP_COLS = ["pattern", "status", "ck_shape", "model_shape", "ck_dtype", "mode
 
 
 def group_rows(df: pd.DataFrame) -> pd.DataFrame:
-    """Fold rows that differ only in layer numbers (same status, shapes and dtypes)."""
+    """Fold rows that differ only in layer numbers (same status, shapes and dtypes).
+
+    A folded row keeps its first key's values and, in ``members`` and ``ck_members``,
+    the keys it stands for: its label (``layers.{0..11}.w``) is written only when its
+    page is drawn (see :func:`label_rows`)."""
     if df.empty:
         return df.assign(count=pd.Series(dtype=int), label=pd.Series(dtype=object))
     has_num = df["pattern"].ne(df["key"])
@@ -293,29 +298,40 @@ def group_rows(df: pd.DataFrame) -> pd.DataFrame:
     sizes = grouped.size()
     first["count"] = sizes.reindex(pd.MultiIndex.from_frame(first[_GROUP_COLS])).to_numpy()
     first["order"] = first.index
-    first["label"] = np.where(first["count"] > 1, first["pattern"], first["key"])
+    first["label"] = first["key"]
+    where = grouped.indices  # group -> positions of its rows in ``numbered``
+    keys = numbered["key"].to_numpy()
+    ck_keys = numbered["checkpoint_key"].to_numpy()
+    groups = list(first[_GROUP_COLS].itertuples(index=False, name=None))
+    first["members"] = [keys[where[g]] for g in groups]
+    first["ck_members"] = [ck_keys[where[g]] for g in groups]
     out = pd.concat([plain, first]).sort_values("order", kind="stable")
     return out.drop(columns="order")
 
 
-def group_keys(keys: Sequence[str], limit: int = 50) -> list[tuple[str, int]]:
-    """Keys folded by layer number for evidence lists: [(label, count)], first ``limit``."""
-    if not keys:
-        return []
-    values = list(map(str, keys))
-    pats = pattern_list(values)
-    counts = Counter(pats)  # a dict: its patterns in order of first appearance
-    first: dict[str, int] | None = None  # pattern -> index of its first key
-    out: list[tuple[str, int]] = []
-    for pat in islice(counts, limit):
-        n = counts[pat]
-        if n > 1 or "*" not in pat:  # a single key without a number is its own pattern
-            out.append((pat, n))
-            continue
-        if first is None:  # the last write of a reversed pass is the first key
-            first = dict(zip(reversed(pats), range(len(pats) - 1, -1, -1)))
-        out.append((values[first[pat]], n))
-    return out
+def label_rows(rows: pd.DataFrame) -> pd.DataFrame:
+    """One page of rows with each folded row's label and checkpoint key written in the
+    one folded notation (:func:`ckwidget.formatting.fold_keys`)."""
+    if "members" not in rows.columns or not (rows["count"] > 1).any():
+        return rows
+    rows = rows.copy()
+    for i in np.flatnonzero((rows["count"] > 1).to_numpy()):
+        r = rows.iloc[i]
+        label = folded_text(r["members"])
+        ck_label = folded_text(r["ck_members"]) if r["checkpoint_key"] else ""
+        note = r["note"]
+        if note:  # the note names the first member's keys: name them all
+            if r["checkpoint_key"]:
+                note = note.replace(r["checkpoint_key"], ck_label)
+            note = note.replace(r["key"], label)
+        rows.iloc[i, rows.columns.get_indexer(["label", "checkpoint_key", "note"])] = [
+            label, ck_label, note]
+    return rows
+
+
+def folded_text(keys: Sequence[str]) -> str:
+    """Keys folded into as few lines as the notation allows, joined by ", "."""
+    return ", ".join(line for line, _ in fold_keys([str(k) for k in keys]))
 
 
 _STATUS_CLASS = {s: "ck-st-" + s for s in STATUSES}
@@ -331,11 +347,6 @@ def _cell(shape: str, dtype: str) -> str:
     return f"{html.escape(shape)} <span class='ck-dtype'>{html.escape(dtype)}</span>"
 
 
-def _fold(text: str) -> str:
-    """Numeric path components inside a text become "*" ("from a.3.w" -> "from a.*.w")."""
-    return re.sub(r"(?<=\.)\d+(?=\.|\b)", "*", text) if text else text
-
-
 def render_rows(rows: pd.DataFrame) -> str:
     """One page of rows as an HTML table; every value is escaped."""
     esc = html.escape
@@ -345,9 +356,6 @@ def render_rows(rows: pd.DataFrame) -> str:
         label = str(getattr(r, "label", r.key))
         badge = f' <span class="ck-count">×{count}</span>' if count > 1 else ""
         ck_key, note = r.checkpoint_key, r.note
-        if count > 1:  # a folded group: show its keys' pattern, not the first key's
-            ck_key = _fold(ck_key)
-            note = _fold(note)
         alias = ""
         if ck_key and ck_key != label and ck_key != r.key:
             alias = f'<div class="ck-alias">in file: {esc(ck_key)}</div>'

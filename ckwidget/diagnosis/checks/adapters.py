@@ -22,10 +22,10 @@ from typing import Any
 
 from ...checkpoint import Finding
 from ...fixes.kinds import DropKeys, FoldPruneMask, MergeLora
+from ...formatting import summarise_keys
 from ..contents import is_lora_key
 from ..context import Context
 from ..joins import PeftModule
-from ..keys import summarise_keys
 
 CONFIG_NAME = "adapter_config.json"
 MAX_CONFIG_BYTES = 1 << 20

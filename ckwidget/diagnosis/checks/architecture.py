@@ -20,10 +20,11 @@ from ...fixes.kinds import (
     Transpose,
     UnfoldWeightNorm,
 )
+from ...formatting import group_keys, summarise_keys
 from ..align import OPTIONAL_LEAVES, KeyStep, module_role, rename_lines
 from ..contents import is_lora_key, mostly_lora, mostly_optimizer_state, quantized_layers
 from ..context import NOT_YET, Context
-from ..keys import group_keys, leaf_of, summarise_keys
+from ..keys import leaf_of
 from ..parametrizations import describe as describe_parametrized
 
 KNOWN_PREFIXES = {

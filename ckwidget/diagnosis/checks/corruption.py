@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from ...checkpoint import Finding
+from ...formatting import summarise_keys
 from ...kinds import DAMAGED_FILE_KINDS
 from ..context import Context
-from ..keys import summarise_keys
 from ..sampling import sample_values
 
 

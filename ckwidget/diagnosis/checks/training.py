@@ -13,8 +13,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from ...checkpoint import Finding, TensorInfo
+from ...keytemplates import join_lines
 from ..context import Context
-from ..keys import join_lines
 
 STATE = re.compile(
     r"^(?P<root>(?:.*\.)?(?:optimizer|optimizer_state_dict|optimizer_state|optimizer_states"
