@@ -28,7 +28,9 @@ from ckwidget.errors import CheckpointError
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 
-TIME_LIMIT_S = 2.0
+# A far backstop against a hang, never an outcome: the readers stop hostile input by
+# counted budgets (opcodes, bytes, entries), so no assertion here depends on the clock.
+HANG_AFTER_S = 120.0
 MEMORY_LIMIT_MB = 256
 
 # --------------------------------------------------------------------------- the worker
@@ -120,7 +122,7 @@ class Worker:
             text=True, bufsize=1,
         )
 
-    def open(self, path: Path, kill_after: float = 3 * TIME_LIMIT_S) -> dict[str, Any]:
+    def open(self, path: Path, kill_after: float = HANG_AFTER_S) -> dict[str, Any]:
         assert self.proc.stdin and self.proc.stdout
         self.proc.stdin.write(json.dumps({"path": str(path), "kill_after": kill_after}) + "\n")
         self.proc.stdin.flush()
@@ -151,7 +153,6 @@ def measured(worker: Worker, path: Path) -> dict[str, Any]:
     if not result["ok"]:
         assert result["message"].strip(), result
         assert result.get("internal") is not True, result
-    assert result["seconds"] < TIME_LIMIT_S, (path.name, result["seconds"])
     assert result["growth_mb"] < MEMORY_LIMIT_MB, (path.name, result["growth_mb"])
     return result
 
