@@ -6,7 +6,6 @@ and the real Plan; assertions on the widget's state and on the model's tensors.
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import pandas as pd
@@ -708,25 +707,33 @@ def test_closing_stops_the_distributions_overview_at_its_next_tensor(prefixed) -
     assert panel.overview == [] and panel.layers.figure is None  # its result went nowhere
 
 
-def test_waiting_for_background_jobs_keeps_to_one_deadline():
+def test_waiting_for_background_jobs_keeps_to_one_deadline(monkeypatch) -> None:
     """``wait(timeout)`` gives up ``timeout`` seconds after it was called, however many
-    jobs run: a job that ends just in time does not earn the next one a full timeout."""
-    import threading
-
+    jobs run: a job that ends just in time does not earn the next one a full timeout.
+    Threads and clock are stand-ins (a join advances the clock by what it waited), so
+    the check is exact on any machine."""
+    import ckwidget.ui.widget as widget_mod
     from ckwidget.ui.widget import Jobs
 
-    errors: list[BaseException] = []
-    jobs = Jobs(background=True, on_error=lambda exc, name: errors.append(exc))
-    release = threading.Event()
-    jobs.submit("quick", lambda: time.sleep(2.0), lambda _: None)
-    jobs.submit("slow", lambda: release.wait(10), lambda _: None)
-    started = time.monotonic()
+    clock = [0.0]
+
+    class Thread:  # ends ``life`` seconds after the start; join waits as threads do
+        def __init__(self, name: str, life: float) -> None:
+            self.name, self.life = name, life
+
+        def is_alive(self) -> bool:
+            return clock[0] < self.life
+
+        def join(self, timeout: float) -> None:
+            clock[0] += max(0.0, min(timeout, self.life - clock[0]))
+
+    jobs = Jobs(background=True, on_error=lambda exc, name: None)
+    jobs._threads = [Thread("ckwidget-quick", 2.0), Thread("ckwidget-slow", 10.0)]
+    fake_time = type("T", (), {"monotonic": staticmethod(lambda: clock[0])})
+    monkeypatch.setattr(widget_mod, "time", fake_time)
     with pytest.raises(TimeoutError, match="ckwidget-slow"):
         jobs.wait(3.0)
-    took = time.monotonic() - started
-    release.set()
-    jobs.wait(10)
-    assert 2.9 < took < 4.2 and not errors  # one deadline: not 2.0 + 3.0 s
+    assert clock[0] == 3.0  # one deadline: not 2.0 + 3.0 s
 
 
 NO_PLOTLY_CHILD = """
