@@ -23,6 +23,18 @@ def test_html_escapes_every_string_from_the_file():
     assert 'class="ck-headline"' in page and 'class="ck-table"' in page
 
 
+def test_a_report_has_one_html_rendering_the_static_report():
+    """A Report shown in a notebook and the widget's static fallback are one renderer:
+    same header, findings, plan code and keys, with its own scoped style."""
+    from ckwidget.ui.static import static_html
+
+    model = nn.Linear(2, 2)
+    report = ck.diagnose({f"module.{k}": v for k, v in model.state_dict().items()}, model)
+    page = report._repr_html_()
+    assert page == static_html(report)
+    assert "<style" in page and "ck-static" in page and "ck-snippet" in page
+
+
 def test_repr_is_a_readable_summary():
     model = nn.Linear(2, 2)
     sd = {f"module.{k}": v for k, v in model.state_dict().items()}

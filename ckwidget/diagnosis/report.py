@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import html
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ..checkpoint import Checkpoint, Finding
-from ..formatting import shape_text
 from .provenance import Provenance, trace_plan
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -25,7 +23,6 @@ STATUS_WORDS = {
     "unsafe": "is unsafe to load with pickle",
 }
 ICONS = {"error": "✖", "warning": "▲", "info": "ℹ"}
-HTML_ROWS = 200
 
 
 @dataclass(eq=False)
@@ -185,56 +182,13 @@ class Report:
         return "\n".join(_printable(line) for line in lines)
 
     def _repr_html_(self) -> str:
-        e = html.escape
-        parts = [f'<div class="ck-report ck-status-{e(self.status)}">',
-                 f'<div class="ck-title">ckwidget report: <code>{e(self._source_name())}</code>'
-                 f" &rarr; {e(self.model_name)}"
-                 + (f" (entry <code>{e(self.entry)}</code>)" if self.entry else "") + "</div>",
-                 f'<div class="ck-headline"><b>{e(self.headline)}</b> '
-                 f'<span class="ck-status">{e(self.status)}</span></div>']
-        if self.findings:
-            parts.append('<ul class="ck-findings">')
-            for f in self.findings:
-                parts.append(
-                    f'<li class="ck-finding ck-{e(f.severity)} ck-kind-{e(f.kind)}">'
-                    f"{ICONS.get(f.severity, '')} <b>{e(f.kind)}</b>: {e(f.message)}</li>")
-            parts.append("</ul>")
-        if self.plan is not None and len(self.plan):
-            parts.append('<ol class="ck-plan">')
-            for fix in self.plan:
-                parts.append(f'<li class="ck-fix-{e(fix.kind)}">{e(fix.describe())}</li>')
-            parts.append("</ol>")
-        parts.append(self._html_table(e))
-        parts.append("</div>")
-        return "\n".join(parts)
+        """The static report (:func:`ckwidget.ui.static.static_html`): the one HTML
+        rendering of a Report, the same one the widget leaves behind when it closes.
+        Imported when a notebook displays the report, so importing diagnosis never
+        imports a view."""
+        from ..ui.static import static_html
 
-    def _html_table(self, e) -> str:
-        cols = self.columns
-        keys = cols.get("key", [])
-        if not keys:
-            return ""
-        show = ["key", "status", "checkpoint_shape", "model_shape", "checkpoint_dtype",
-                "model_dtype", "note"]
-        # Rows that need attention first, then the rest, within the row limit.
-        order = [i for i, s in enumerate(cols["status"]) if s != "match"]
-        order += [i for i, s in enumerate(cols["status"]) if s == "match"]
-        order = sorted(order[:HTML_ROWS])
-        rows = ["<tr>" + "".join(f"<th>{c}</th>" for c in show) + "</tr>"]
-        for i in order:
-            cells = []
-            for c in show:
-                v = cols[c][i]
-                cells.append(f"<td>{e('' if v is None else _cell(v))}</td>")
-            rows.append(f'<tr class="ck-row-{e(cols["status"][i])}">' + "".join(cells) + "</tr>")
-        more = (f"<div>{len(keys) - len(order)} more rows in report.table</div>"
-                if len(keys) > len(order) else "")
-        return '<table class="ck-table">' + "".join(rows) + "</table>" + more
-
-
-def _cell(v: Any) -> str:
-    if isinstance(v, tuple):
-        return shape_text(v)
-    return str(v)
+        return static_html(self)
 
 
 def _printable(text: str) -> str:
