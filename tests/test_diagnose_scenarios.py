@@ -118,7 +118,7 @@ def test_resized_head(tmp_path):
     finding = report.finding("shape-mismatch")
     assert finding.details["reason"] == "head"
     assert finding.keys == ["fc.weight", "fc.bias"]
-    assert "(5, 8) in the file, (10, 8) in the model" in finding.message
+    assert "5×8 in the file, 10×8 in the model" in finding.message
     assert report.plan.fixes == [DropKeys(("fc.weight", "fc.bias"), "output head changed")]
     assert report.loadable_after_plan == report.model_tensor_count - 2
     head_before = model.fc.weight.detach().clone()

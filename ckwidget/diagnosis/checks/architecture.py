@@ -20,7 +20,7 @@ from ...fixes.kinds import (
     Transpose,
     UnfoldWeightNorm,
 )
-from ...formatting import group_keys, summarise_keys
+from ...formatting import group_keys, shape_text, summarise_keys
 from ..align import OPTIONAL_LEAVES, KeyStep, module_role, rename_lines
 from ..contents import is_lora_key, mostly_lora, mostly_optimizer_state, quantized_layers
 from ..context import NOT_YET, Context
@@ -390,8 +390,8 @@ def _mismatched(ctx: Context) -> list[Finding]:
         by_reason.setdefault(a.reasons[k], []).append(k)
     out = []
     for reason, keys in by_reason.items():
-        detail = "; ".join(f"{k}: {_shape(a.ckpt[a.pairs[k]].shape)} in the file, "
-                           f"{_shape(ctx.model.infos[k].shape)} in the model"
+        detail = "; ".join(f"{k}: {shape_text(a.ckpt[a.pairs[k]].shape)} in the file, "
+                           f"{shape_text(ctx.model.infos[k].shape)} in the model"
                            for k in keys[:4])
         if len(keys) > 4:
             detail += f" and {len(keys) - 4} more"
@@ -455,10 +455,6 @@ def _mismatched(ctx: Context) -> list[Finding]:
                 keys=keys, fixes=[DropKeys(tuple(keys), "shape differs")],
                 details={"reason": reason}))
     return out
-
-
-def _shape(shape: tuple[int, ...]) -> str:
-    return str(tuple(shape))
 
 
 def _missing(ctx: Context) -> list[Finding]:

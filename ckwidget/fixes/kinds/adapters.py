@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from ...checkpoint import TensorInfo
 from ...errors import FixError
+from ...formatting import shape_text
 from .base import CodeContext, Fix, V, _absent, _is_info, _plural, _short
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -231,8 +232,8 @@ class MergeLora(Fix):
                                f"has no key {gone!r}.")
             bias, add = out.pop(base), out.pop(extra)
             if tuple(bias.shape) != tuple(add.shape):
-                raise FixError(f"Cannot merge LoRA's bias into {target!r}: {list(bias.shape)} "
-                               f"and {list(add.shape)} differ.")
+                raise FixError(f"Cannot merge LoRA's bias into {target!r}: "
+                               f"{shape_text(bias.shape)} and {shape_text(add.shape)} differ.")
             if _is_info(bias):
                 out[target] = _derived(bias, _BiasSource(bias.source, add.source, self.scaling)
                                        if _both(bias, add) else None)
@@ -314,7 +315,8 @@ class FoldPruneMask(Fix):
             orig, mask = out.pop(o_key), out.pop(m_key)
             if tuple(orig.shape) != tuple(mask.shape):
                 raise FixError(f"Cannot fold the pruning mask into {w_key!r}: {o_key} has "
-                               f"shape {list(orig.shape)} and {m_key} {list(mask.shape)}.")
+                               f"shape {shape_text(orig.shape)} and {m_key} "
+                               f"{shape_text(mask.shape)}.")
             if _is_info(orig):
                 out[w_key] = _derived(orig, _MaskedSource(orig.source, mask.source)
                                       if _both(orig, mask) else None)

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from ...checkpoint import DTYPE_SIZES, TensorInfo
 from ...errors import FixError
+from ...formatting import shape_text
 from ...rules import norm_dims
 from .base import (
     CodeContext,
@@ -31,8 +32,8 @@ def fold_weight_norm(g: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
 
     dims = norm_dims(tuple(g.shape), tuple(v.shape))
     if dims is None:
-        raise FixError(f"A weight-norm magnitude of shape {list(g.shape)} does not fit a "
-                       f"direction of shape {list(v.shape)}.")
+        raise FixError(f"A weight-norm magnitude of shape {shape_text(g.shape)} does not fit a "
+                       f"direction of shape {shape_text(v.shape)}.")
     # torch's own kernel, as weight_norm and parametrizations.weight_norm compute it: the
     # same formula written out differs from it in the last bit of some elements
     return torch._weight_norm(v, g, kept_dim(tuple(g.shape), tuple(v.shape)))
@@ -90,8 +91,8 @@ class FoldWeightNorm(Fix):
             g, v = out.pop(g_key), out.pop(v_key)
             if norm_dims(tuple(g.shape), tuple(v.shape)) is None:
                 raise FixError(f"Cannot fold weight norm into {w_key!r}: {g_key} has shape "
-                               f"{list(g.shape)}, which is no magnitude of {v_key}'s "
-                               f"{list(v.shape)}.")
+                               f"{shape_text(g.shape)}, which is no magnitude of {v_key}'s "
+                               f"{shape_text(v.shape)}.")
             if _is_info(v):
                 out[w_key] = _folded_info(g, v)
             else:
@@ -179,8 +180,8 @@ class UnfoldWeightNorm(Fix):
             w = out.pop(w_key)
             if norm_dims(g_shape, tuple(w.shape)) is None:
                 raise FixError(f"Cannot split {w_key!r} for weight norm: a magnitude of shape "
-                               f"{list(g_shape)} does not fit a weight of shape "
-                               f"{list(w.shape)}.")
+                               f"{shape_text(g_shape)} does not fit a weight of shape "
+                               f"{shape_text(w.shape)}.")
             if _is_info(w):
                 count = 1
                 for d in g_shape:
@@ -274,7 +275,7 @@ class FuseKeys(Fix):
             rest = {tuple(v.shape[1:]) for v in values}
             if len(rest) != 1 or any(len(v.shape) == 0 for v in values):
                 raise FixError(f"Cannot build {target!r}: its parts differ beyond their first "
-                               f"dimension ({', '.join(str(list(v.shape)) for v in values)}).")
+                               f"dimension ({', '.join(shape_text(v.shape) for v in values)}).")
             if _is_info(values[0]):
                 first = values[0]
                 sources = tuple(v.source for v in values)
@@ -336,7 +337,7 @@ class SplitKeys(Fix):
             rows = [n for _, n in parts]
             if len(value.shape) == 0 or value.shape[0] != sum(rows):
                 raise FixError(f"Cannot split {source!r} into {rows} rows: it has shape "
-                               f"{list(value.shape)}.")
+                               f"{shape_text(value.shape)}.")
             start = 0
             for (target, n) in parts:
                 if _is_info(value):

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from ...checkpoint import DTYPE_SIZES, TensorInfo
 from ...errors import FixError
+from ...formatting import shape_text
 from ...rules import squeezed
 from .base import (
     FLOATING_DTYPES,
@@ -336,8 +337,8 @@ class Reshape(Fix):
             if v is None:
                 raise FixError(f"Cannot reshape {k!r}: the checkpoint has no such key.")
             if squeezed(tuple(v.shape)) != squeezed(shape):
-                raise FixError(f"Cannot reshape {k!r} from {list(v.shape)} to {list(shape)}: "
-                               "they differ in more than size-1 dimensions.")
+                raise FixError(f"Cannot reshape {k!r} from {shape_text(v.shape)} to "
+                               f"{shape_text(shape)}: they differ in more than size-1 dimensions.")
             if _is_info(v):
                 out[k] = _mapped(v, _reshaper(shape), shape=shape)
             else:
