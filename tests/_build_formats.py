@@ -3,8 +3,11 @@ and byte by byte (from the format specs) where the writer is not installed."""
 
 from __future__ import annotations
 
+import io
 import json
+import pickle
 import struct
+import tarfile
 from pathlib import Path
 from typing import Any
 
@@ -85,3 +88,60 @@ def keras_h5_bytes(whole_model: bool = False) -> bytes:
     names += [b"model_config", b"model_weights"] if whole_model else [b"layer_names"]
     body = b"\x00".join(names)
     return b"\x89HDF\r\n\x1a\n" + b"\x00" * 88 + b"OHDR" + body + b"\x00" * 256
+
+
+def dcp_save(folder: Path, sd: dict) -> None:
+    import warnings
+
+    import torch.distributed.checkpoint as dcp
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        dcp.save(sd, checkpoint_id=str(folder), no_dist=True)
+
+
+def tar_checkpoint(path: Path, tensors: dict[str, torch.Tensor], extra: dict[str, Any]) -> Path:
+    """A torch 0.1.x tar checkpoint, laid out as torch/serialization.py's legacy_load reads
+    it: 'storages' (count, then (key, location, storage type) + int64 numel + raw bytes per
+    storage, then a list of storage views), 'tensors' (count, then (key, storage key, tensor
+    type) + ndim + sizes + strides + offset per tensor) and 'pickle' (the object, tensors as
+    persistent ids)."""
+    storage_types = {torch.float32: torch.FloatStorage, torch.float64: torch.DoubleStorage,
+                     torch.int64: torch.LongStorage, torch.int32: torch.IntStorage,
+                     torch.uint8: torch.ByteStorage, torch.float16: torch.HalfStorage}
+    storages = io.BytesIO()
+    tensors_rec = io.BytesIO()
+    ids: dict[str, int] = {}
+    pickle.dump(len(tensors), storages, protocol=2)
+    pickle.dump(len(tensors), tensors_rec, protocol=2)
+    for i, (name, t) in enumerate(tensors.items()):
+        storage_key, tensor_key = 1000 + i, i
+        ids[name] = tensor_key
+        base = t.untyped_storage()
+        numel = base.nbytes() // t.element_size()
+        pickle.dump((storage_key, "cpu", storage_types[t.dtype]), storages, protocol=2)
+        storages.write(struct.pack("<q", numel))
+        storages.write(bytes(base))
+        pickle.dump((tensor_key, storage_key, "torch.FloatTensor"), tensors_rec, protocol=2)
+        tensors_rec.write(struct.pack("<i", t.dim()) + b"\0" * 4)
+        tensors_rec.write(struct.pack(f"<{t.dim()}q", *t.shape))
+        tensors_rec.write(struct.pack(f"<{t.dim()}q", *t.stride()))
+        tensors_rec.write(struct.pack("<q", t.storage_offset()))
+    pickle.dump([], storages, protocol=2)  # no storage views
+
+    class Pickler(pickle.Pickler):
+        def persistent_id(self, obj: Any) -> Any:
+            if isinstance(obj, torch.Tensor):
+                return str(ids[next(k for k, v in tensors.items() if v is obj)])
+            return None
+
+    main = io.BytesIO()
+    Pickler(main, protocol=2).dump({"state_dict": dict(tensors), **extra})
+    with tarfile.open(path, "w", format=tarfile.PAX_FORMAT) as tar:
+        for member, data in (("sys_info", pickle.dumps({"little_endian": True}, protocol=2)),
+                             ("pickle", main.getvalue()), ("tensors", tensors_rec.getvalue()),
+                             ("storages", storages.getvalue())):
+            info = tarfile.TarInfo(member)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return path

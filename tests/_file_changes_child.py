@@ -16,8 +16,7 @@ import torch
 from safetensors.torch import save_file
 
 sys.path.insert(0, str(Path(__file__).parent))
-from test_readers_formats import _dcp_save
-from test_torch_readers import tar_checkpoint
+from _build_formats import dcp_save, tar_checkpoint
 
 import ckwidget as ck
 from ckwidget.errors import CheckpointChangedError
@@ -42,7 +41,7 @@ def write(fmt: str, path: Path, sd: dict[str, torch.Tensor]) -> Path:
     elif fmt == "torch-tar":
         tar_checkpoint(path, sd, {})
     elif fmt == "dcp":
-        _dcp_save(path, sd)
+        dcp_save(path, sd)
     elif fmt == "hf-sharded":
         path.mkdir()
         keys = list(sd)

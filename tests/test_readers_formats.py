@@ -19,6 +19,7 @@ import safetensors
 import safetensors.torch as st
 import torch
 from _build_formats import (
+    dcp_save,
     gguf_bytes,
     keras_h5_bytes,
     mixed_state_dict,
@@ -520,23 +521,13 @@ def test_tensorflow_savedmodel_folder(tmp_path: Path) -> None:
 
 
 # -- torch.distributed.checkpoint ---------------------------------------------------------
-def _dcp_save(folder: Path, sd: dict) -> None:
-    import warnings
-
-    import torch.distributed.checkpoint as dcp
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        dcp.save(sd, checkpoint_id=str(folder), no_dist=True)
-
-
 def test_dcp_folder_matches_torch(tmp_path: Path) -> None:
     import torch.distributed.checkpoint as dcp
 
     model = {k: v for k, v in mixed_state_dict().items()
              if not k.startswith(("fp8", "c", "u16"))}
     sd = {"model": model, "step": 7, "extra": torch.arange(3.0)}
-    _dcp_save(tmp_path, sd)
+    dcp_save(tmp_path, sd)
     ckpt = open_checkpoint(tmp_path)
     assert ckpt.format == "dcp" and ckpt.candidates[0] == "model"
     meta = dcp.FileSystemReader(str(tmp_path)).read_metadata()  # our own file: trusted
@@ -568,7 +559,7 @@ def test_dcp_folder_matches_torch(tmp_path: Path) -> None:
 
 
 def test_dcp_malicious_metadata_is_flagged_and_not_run(tmp_path: Path) -> None:
-    _dcp_save(tmp_path, {"w": torch.ones(2)})
+    dcp_save(tmp_path, {"w": torch.ones(2)})
     sentinel = tmp_path / "ran.txt"
 
     class Evil:
@@ -587,7 +578,7 @@ def test_dcp_malicious_metadata_is_flagged_and_not_run(tmp_path: Path) -> None:
 
 
 def test_dcp_metadata_cut_short(tmp_path: Path) -> None:
-    _dcp_save(tmp_path, {"w": torch.ones(2)})
+    dcp_save(tmp_path, {"w": torch.ones(2)})
     meta = tmp_path / ".metadata"
     meta.write_bytes(meta.read_bytes()[:100])
     ckpt = open_checkpoint(tmp_path)
