@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 import shutil
+from pathlib import Path
 
 import nbformat
 import pytest
@@ -39,16 +40,11 @@ pytestmark = pytest.mark.browser
 MIN_CONTRAST = 4.5
 
 SETUP = """\
+import sys
 import torch
-from torch import nn
 import ckwidget as ck
-
-class Net(nn.Module):
-    def __init__(self, classes=4):
-        super().__init__()
-        self.blocks = nn.ModuleList(
-            nn.Sequential(nn.Linear(32, 32), nn.LayerNorm(32)) for _ in range(4))
-        self.head = nn.Linear(32, classes)
+sys.path.insert(0, @TESTS@)
+from _models import Blocks as Net
 
 torch.manual_seed(0)
 good = Net().state_dict()
@@ -64,6 +60,7 @@ torch.save(sick, "sick.pt")
 open("page.pt", "w").write("<!DOCTYPE html><html><body>Not Found</body></html>")
 open("evil.pt", "wb").write(b"\\x80\\x02cposix\\nsystem\\nX\\x04\\x00\\x00\\x00echo\\x85R.")
 """
+SETUP = SETUP.replace("@TESTS@", repr(str(Path(__file__).resolve().parent)))
 
 CELLS = [
     ("sick", 'd_sick = ck.debug("sick.pt", Net())\nd_sick'),

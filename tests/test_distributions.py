@@ -11,22 +11,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from _models import Blocks as Net
 from torch import nn
 
 import ckwidget as ck
 from ckwidget import stats
 from ckwidget.ui import plots
 from ckwidget.ui.distributions import Row, flag_rows, sort_rows, table_html
-
-
-class Net(nn.Module):
-    """Four blocks of Linear + LayerNorm and a head: layer families of four."""
-
-    def __init__(self, classes: int = 4) -> None:
-        super().__init__()
-        self.blocks = nn.ModuleList(
-            nn.Sequential(nn.Linear(32, 32), nn.LayerNorm(32)) for _ in range(4))
-        self.head = nn.Linear(32, classes)
 
 
 def _valid(fig: dict) -> dict:
