@@ -43,19 +43,34 @@ def shape_text(shape: Sequence[int] | None, none: str = "") -> str:
 
 
 # -- folded keys ----------------------------------------------------------------------
-def ranges(values: Iterable[int]) -> str:
-    """{0, 1, 2, 3, 5} -> "0..3,5"."""
+RANGES_LIMIT = 40
+"""Layer numbers longer than this many characters are elided in the middle."""
+
+
+def ranges(values: Iterable[int], limit: int | None = RANGES_LIMIT) -> str:
+    """[0, 1, 2, 3, 7, 9, 10] -> "0..3,7,9,10": runs of three or more become ranges.
+    Longer than ``limit`` characters, the middle is elided: "0,7,14,...,1995"."""
     vals = sorted(set(values))
-    out: list[str] = []
-    start = prev = vals[0]
-    for v in vals[1:]:
-        if v == prev + 1:
-            prev = v
-            continue
-        out.append(str(start) if start == prev else f"{start}..{prev}")
-        start = prev = v
-    out.append(str(start) if start == prev else f"{start}..{prev}")
-    return ",".join(out)
+    parts: list[str] = []
+    i = 0
+    while i < len(vals):
+        j = i
+        while j + 1 < len(vals) and vals[j + 1] == vals[j] + 1:
+            j += 1
+        if j - i >= 2:
+            parts.append(f"{vals[i]}..{vals[j]}")
+        else:
+            parts.extend(str(v) for v in vals[i:j + 1])
+        i = j + 1
+    text = ",".join(parts)
+    if limit is None or len(text) <= limit:
+        return text
+    head: list[str] = []
+    for part in parts[:-1]:
+        if len(",".join([*head, part, "...", parts[-1]])) > limit:
+            break
+        head.append(part)
+    return ",".join([*head, "...", parts[-1]])
 
 
 def _numbers_text(values: Sequence[int]) -> str:
@@ -100,20 +115,31 @@ def fold_keys(keys: Iterable[str], limit: int | None = None,
     """Keys folded by layer number: [(line, how many keys)], templates in order of first
     appearance, the first ``limit`` lines. ``signature(key)``, when given, keeps keys
     apart that differ in it (the CLI folds only tensors of one dtype and shape)."""
+    return [(line, n) for line, n, _ in fold_groups(keys, limit, signature)]
+
+
+def fold_groups(keys: Iterable[str], limit: int | None = None,
+                signature: Callable[[str], Any] | None = None,
+                ) -> list[tuple[str, int, str]]:
+    """:func:`fold_keys` with the first key of each line's group: [(line, count, key)]."""
     keys = list(keys)
     tmpls, numbers = templates_text(keys)
     groups: dict[tuple[str, Any], list[tuple[str, ...]]] = {}
+    first: dict[tuple[str, Any], str] = {}
     padded = any(len(v) > 1 and v[0] == "0" for row in numbers for v in row)
     if signature is None and not padded and tmpls and tmpls.count(tmpls[0]) == len(tmpls):
         groups[(tmpls[0], None)] = numbers  # one template (a finding about one layer kind)
+        first[(tmpls[0], None)] = keys[0]
     else:
         for key, tmpl, row in zip(keys, tmpls, numbers):
             if any(len(v) > 1 and v[0] == "0" for v in row):
                 tmpl, row = key, ()  # "a.03": folded it would read "a.3"; shown as is
-            groups.setdefault((tmpl, signature(key) if signature else None), []).append(row)
-    out: list[tuple[str, int]] = []
-    for (tmpl, _), rows in groups.items():
-        out.extend(fold_template(tmpl, int_rows(rows)))
+            group = (tmpl, signature(key) if signature else None)
+            groups.setdefault(group, []).append(row)
+            first.setdefault(group, key)
+    out: list[tuple[str, int, str]] = []
+    for group, rows in groups.items():
+        out.extend((line, n, first[group]) for line, n in fold_template(group[0], int_rows(rows)))
         if limit is not None and len(out) >= limit:
             return out[:limit]
     return out

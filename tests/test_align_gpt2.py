@@ -152,7 +152,7 @@ def test_gpt2_into_hand_written_gpt(tmp_path, gpt2, tied):
     plan_transposes = [f for f in report.plan if isinstance(f, Transpose)]
     assert len(plan_transposes) == 1 and sorted(plan_transposes[0].keys) == sorted(weights)
     renamed = find(report, "renamed", "h.0.mlp.c_proj.weight")
-    assert "h.{0..1}.mlp.c_proj -> blocks.{0..1}.ff.fc2" in renamed.message
+    assert "h.{0,1}.mlp.c_proj -> blocks.{0,1}.ff.fc2" in renamed.message
     assert renamed.details["searched"]
     rows = report.table.set_index("key")
     assert rows.loc["blocks.1.attn.proj.weight", "status"] == "transposed"

@@ -23,8 +23,9 @@ from safetensors.torch import load_file, save_file
 
 import ckwidget as ck
 from ckwidget import cli
-from ckwidget.cli_format import Style, clean, group_keys, ranges, use_colour
-from ckwidget.cli_model import build_model, load_factory
+from ckwidget.cli.format import Style, clean, use_colour
+from ckwidget.cli.grouping import group_keys, ranges
+from ckwidget.cli.model import build_model, load_factory
 
 MODELS = '''
 import torch
@@ -312,6 +313,66 @@ def test_exit_codes_for_each_scenario(files, capsys):
     for argv, code, words in cases:
         got, out, err = _main(capsys, *argv)
         assert (got, words in out) == (code, True), (argv, out, err)
+    assert not files["marker"].exists()
+
+
+def test_verdict_is_the_report_status(files, capsys, tmp_path):
+    """check's exit code and verdict word come from Report.status. Three cases where the
+    CLI used to say otherwise: NaN weights under matching keys (status partial; the CLI
+    said "ok", exit 0), a checkpoint without the model's head (status fixable; the CLI
+    said "cannot be repaired", exit 2), and an npz holding one array of strings beside
+    the weights (an info foreign-format finding; status ok; the CLI said "broken file",
+    exit 3, and inspect said BROKEN)."""
+    import numpy as np
+
+    models = files["clean"].parent / "models.py"
+    m = f"{models}:build"
+    sd = _source_state()
+    nan, headless, mixed = tmp_path / "nan.pt", tmp_path / "headless.pt", tmp_path / "m.npz"
+    torch.save(dict(sd, **{"head.weight": torch.full((3, 8), float("nan"))}), nan)
+    torch.save({k: v for k, v in sd.items() if not k.startswith("head.")}, headless)
+    np.savez(mixed, **{k: v.numpy() for k, v in sd.items()}, names=np.array(["a", "b"]))
+    codes = {"ok": cli.OK, "fixable": cli.FIXABLE, "partial": cli.CANNOT_LOAD,
+             "broken": cli.CANNOT_LOAD, "unsafe": cli.BAD_FILE}
+    cases = [(nan, [], "partial", cli.CANNOT_LOAD, "partial (exit 2): values are not finite"),
+             (headless, [], "fixable", cli.FIXABLE,
+              "fixable (exit 1): loads after the suggested plan (2 model tensors keep"),
+             (headless, ["--strict"], "fixable", cli.CANNOT_LOAD,
+              "(exit 2): --strict, and some model tensors would keep their initial values"),
+             (mixed, [], "ok", cli.OK, "ok (exit 0): loads as is")]
+    for path, extra, status, code, words in cases:
+        report = ck.diagnose(path, load_factory(m)[0]())
+        assert report.status == status and (code == codes[status]) != bool(extra), path
+        got, out, err = _main(capsys, "check", str(path), "-m", m, *extra)
+        assert (got, words in out) == (code, True), (path, extra, out, err)
+        got, out, _ = _main(capsys, "check", str(path), "-m", m, "--json", *extra)
+        doc = json.loads(out)
+        assert (got, doc["status"], doc["exit_code"]) == (code, status, code)
+    assert _main(capsys, "inspect", str(mixed))[0] == cli.OK  # was BROKEN, exit 3
+    # the file fix writes from NaN weights would not be the model's: refused as partial
+    got, out, _ = _main(capsys, "fix", str(nan), "-m", m, "-o", str(tmp_path / "n.pt"))
+    assert got == cli.CANNOT_LOAD and "Nothing written" in out
+    assert not (tmp_path / "n.pt").exists()
+    # and the head the file lacks keeps its initial values: the file is written
+    got, out, _ = _main(capsys, "fix", str(headless), "-m", m, "-o", str(tmp_path / "h.pt"))
+    assert got == cli.OK and "torch, 7 tensors" in out and "strict=False" in out
+
+
+def test_every_scenario_exit_code_follows_its_status(files, capsys):
+    """The exit code of each scenario is its report's status, the broken ones split by
+    whether the file itself gives no weights (3, as inspect says) or the model's side (2)."""
+    m = f"{files['clean'].parent / 'models.py'}:build"
+    expected = {"ok": {cli.OK}, "fixable": {cli.FIXABLE}, "partial": {cli.CANNOT_LOAD},
+                "broken": {cli.CANNOT_LOAD, cli.BAD_FILE}, "unsafe": {cli.BAD_FILE}}
+    seen = set()
+    for name in ("clean", "dp", "head", "extra", "trunc", "evil"):
+        code, out, _ = _main(capsys, "check", str(files[name]), "-m", m, "--json")
+        doc = json.loads(out)
+        assert code == doc["exit_code"] and code in expected[doc["status"]], (name, doc)
+        inspected = _main(capsys, "inspect", str(files[name]))[0]
+        assert (code == cli.BAD_FILE) == (inspected == cli.BAD_FILE), name
+        seen.add(doc["status"])
+    assert seen == set(expected)
     assert not files["marker"].exists()
 
 

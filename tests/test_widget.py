@@ -445,7 +445,7 @@ def test_table_at_100k_keys_groups_filters_and_pages() -> None:
 
 def test_group_keys_folds_layer_numbers() -> None:
     assert fold_keys(["a.0.w", "a.1.w", "b", "0.x", "1.x", "a.2.b"]) == [
-        ("a.{0..1}.w", 2), ("b", 1), ("{0..1}.x", 2), ("a.2.b", 1)
+        ("a.{0,1}.w", 2), ("b", 1), ("{0,1}.x", 2), ("a.2.b", 1)
     ]
 
 
