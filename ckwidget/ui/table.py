@@ -15,6 +15,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from itertools import compress, repeat
 from operator import is_
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -105,6 +106,7 @@ class KeyTable:
         self._df = derived.iloc[order].reset_index(drop=True)
         self._haystack: pd.Series | None = None
         self._cache: tuple[tuple[str, tuple[str, ...], bool], pd.DataFrame, int] | None = None
+        self._labels: dict[Any, tuple[str, str, str]] = {}  # folded rows' texts, per row
 
     def __len__(self) -> int:
         return len(self._df)
@@ -140,6 +142,7 @@ class KeyTable:
         keys = len(df)
         out = group_rows(df) if group else df.assign(count=1, label=df["key"])
         self._cache = (cache_key, out, keys)
+        self._labels = {}
         return out
 
     def page(
@@ -151,7 +154,8 @@ class KeyTable:
         pages = max(1, -(-len(rows) // self.page_size))
         page = min(max(0, page), pages - 1)
         chunk = rows.iloc[page * self.page_size : (page + 1) * self.page_size]
-        return TablePage(render_rows(label_rows(chunk)), page, pages, len(rows), keys)
+        chunk = label_rows(chunk, self._labels)
+        return TablePage(render_rows(chunk), page, pages, len(rows), keys)
 
 
 def ordered_counts(statuses: Iterable[str] | Mapping[str, int]) -> dict[str, int]:
@@ -309,24 +313,33 @@ def group_rows(df: pd.DataFrame) -> pd.DataFrame:
     return out.drop(columns="order")
 
 
-def label_rows(rows: pd.DataFrame) -> pd.DataFrame:
-    """One page of rows with each folded row's label and checkpoint key written in the
-    one folded notation (:func:`ckwidget.formatting.fold_keys`)."""
+def label_rows(rows: pd.DataFrame,
+               memo: dict[Any, tuple[str, str, str]] | None = None) -> pd.DataFrame:
+    """One page of rows with each folded row's label, checkpoint key and note written in
+    the one folded notation (:func:`ckwidget.formatting.fold_keys`). ``memo`` keeps
+    each row's texts by its index (folding 25,000 keys takes a tenth of a second)."""
     if "members" not in rows.columns or not (rows["count"] > 1).any():
         return rows
+    memo = {} if memo is None else memo
     rows = rows.copy()
+    where = rows.columns.get_indexer(["label", "checkpoint_key", "note"])
     for i in np.flatnonzero((rows["count"] > 1).to_numpy()):
-        r = rows.iloc[i]
-        label = folded_text(r["members"])
-        ck_label = folded_text(r["ck_members"]) if r["checkpoint_key"] else ""
-        note = r["note"]
-        if note:  # the note names the first member's keys: name them all
-            if r["checkpoint_key"]:
-                note = note.replace(r["checkpoint_key"], ck_label)
-            note = note.replace(r["key"], label)
-        rows.iloc[i, rows.columns.get_indexer(["label", "checkpoint_key", "note"])] = [
-            label, ck_label, note]
+        index = rows.index[i]
+        if index not in memo:
+            memo[index] = _folded_row(rows.iloc[i])
+        rows.iloc[i, where] = list(memo[index])
     return rows
+
+
+def _folded_row(r: pd.Series) -> tuple[str, str, str]:
+    label = folded_text(r["members"])
+    ck_label = folded_text(r["ck_members"]) if r["checkpoint_key"] else ""
+    note = r["note"]
+    if note:  # the note names the first member's keys: name them all
+        if r["checkpoint_key"]:
+            note = note.replace(r["checkpoint_key"], ck_label)
+        note = note.replace(r["key"], label)
+    return label, ck_label, note
 
 
 def folded_text(keys: Sequence[str]) -> str:
