@@ -21,8 +21,6 @@ if TYPE_CHECKING:  # pragma: no cover
 # Report.status -> exit code ("broken" becomes BAD_FILE when the file itself is broken).
 STATUS_CODES = {"ok": OK, "fixable": FIXABLE, "partial": CANNOT_LOAD,
                 "broken": CANNOT_LOAD, "unsafe": BAD_FILE}
-# Fix kinds that leave checkpoint values out of the model (refused by --strict).
-DROPPING_FIXES = frozenset({"drop-keys", "resize-copy"})
 
 
 def file_state(ckpt: Any, findings: Iterable[Any] = ()) -> str:
@@ -49,7 +47,7 @@ def damaged(findings: Iterable[Any]) -> bool:
 
 
 def _strict_refuses(report: Report, strict: bool) -> bool:
-    return strict and any(f.kind in DROPPING_FIXES for f in report.plan)
+    return strict and any(f.leaves_values_out for f in report.plan)
 
 
 def exit_code(report: Report, strict: bool = False) -> int:

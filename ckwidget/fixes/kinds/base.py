@@ -98,6 +98,8 @@ class Fix:
     # ``transform`` reads and changes only the entries named in ``keys``: a preview may
     # simulate just those.
     keyed: ClassVar[bool] = False
+    # Leaves checkpoint values out of the model (``ckwidget check --strict`` refuses it).
+    leaves_values_out: ClassVar[bool] = False
 
     @classmethod
     def merged(cls, fixes: list[Fix]) -> list[Fix]:

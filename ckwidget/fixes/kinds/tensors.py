@@ -106,6 +106,7 @@ class DropKeys(Fix):
     rank: ClassVar[float] = 2
     merges: ClassVar[bool] = True
     keyed: ClassVar[bool] = True
+    leaves_values_out: ClassVar[bool] = True
 
     @classmethod
     def merged(cls, fixes: list[Fix]) -> list[Fix]:
@@ -247,6 +248,7 @@ class ResizeCopy(MergesByKeys, Fix):
     keys: tuple[str, ...]
     kind: ClassVar[str] = "resize-copy"
     rank: ClassVar[float] = 4
+    leaves_values_out: ClassVar[bool] = True  # the rows beyond the model's size
     effect: ClassVar[str] = "resized"
 
     def __post_init__(self) -> None:
