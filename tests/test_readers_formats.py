@@ -28,6 +28,7 @@ from _build_formats import (
     st_file,
 )
 
+import ckwidget as ck
 from ckwidget.errors import CheckpointError, NotACheckpointError
 from ckwidget.readers import DEFAULT_BUDGETS, open_checkpoint
 from ckwidget.readers.foreign import read_foreign
@@ -556,6 +557,24 @@ def test_dcp_folder_matches_torch(tmp_path: Path) -> None:
     for key, tensor in template["model"].items():
         assert same_bits(loaded[key], tensor), key
         assert same_bits(loaded[key], model[key]), key
+
+
+def test_dcp_folder_that_fits_is_not_called_loadable_as_is(tmp_path: Path) -> None:
+    """torch.load cannot open a DCP folder and torch's DCP reader unpickles its metadata:
+    the report says the state dict fits but the file needs a reader (never "loads as
+    is"), and its plan loads every model tensor from the folder's values."""
+    source = torch.nn.Linear(3, 2)
+    dcp_save(tmp_path / "dcp", source.state_dict())
+    model = torch.nn.Linear(3, 2)
+    report = ck.diagnose(tmp_path / "dcp", model)
+    assert report.status == "fixable" and not report.loads_cleanly
+    assert "DCP" in report.headline and "load as is" not in report.headline
+    assert [f.kind for f in report.plan] == ["extract-weights"]
+    code = report.plan.to_code()
+    assert "import torch.distributed" not in code and "dcp.load" not in code  # no pickle.load
+    report.plan.apply(model)
+    for key, value in source.state_dict().items():
+        assert torch.equal(model.state_dict()[key], value), key
 
 
 def test_dcp_malicious_metadata_is_flagged_and_not_run(tmp_path: Path) -> None:

@@ -27,7 +27,12 @@ def needs_reader(ctx: Context) -> str:
     """Why torch.load(weights_only=True) cannot read the file and no allowlist can fix
     that (so the plan reads it with ckwidget's reader), or "" when it can."""
     meta = ctx.ckpt.metadata
-    if meta.get("read_by_ckwidget") or ctx.file_findings(*UNREPAIRABLE_KINDS):
+    if meta.get("read_by_ckwidget"):
+        return ""
+    if ctx.ckpt.format == "dcp" and ctx.ckpt.tensors:  # its note is a foreign-format one
+        return ("it is a torch.distributed.checkpoint (DCP) folder, and torch's own DCP "
+                "reader unpickles its .metadata with plain pickle")
+    if ctx.file_findings(*UNREPAIRABLE_KINDS):
         return ""
     if ctx.ckpt.format == "torchscript":
         return ("it is a TorchScript archive: torch.load refuses it, and torch.jit.load "
