@@ -33,7 +33,7 @@ import os
 import signal
 import sys
 import threading
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -96,6 +96,38 @@ def model_infos(model: nn.Module) -> dict[str, TensorInfo]:
     }
 
 
+def live_tensors(model: nn.Module) -> dict[str, torch.Tensor]:
+    """The model's state-dict tensors by key, as a plain dict (the same keys as
+    :func:`model_infos`, without describing each: about a fifth of its memory)."""
+    import torch
+
+    return {
+        k: v for k, v in model.state_dict(keep_vars=True).items() if isinstance(v, torch.Tensor)
+    }
+
+
+class LiveInfos(Mapping[str, TensorInfo]):
+    """:func:`model_infos` described on demand: each look-up describes one live tensor.
+
+    Plan.apply checks and transforms the tensors it read against this, so that the
+    model's full infos need not be kept alive beside them."""
+
+    def __init__(self, tensors: Mapping[str, torch.Tensor]) -> None:
+        self.tensors = tensors
+
+    def __getitem__(self, key: str) -> TensorInfo:
+        return describe_tensor(self.tensors[key])
+
+    def __contains__(self, key: object) -> bool:
+        return key in self.tensors
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.tensors)
+
+    def __len__(self) -> int:
+        return len(self.tensors)
+
+
 def meta_model(model: Any) -> bool:
     """assign=True semantics apply when any model tensor lives on the meta device."""
     import torch
@@ -124,8 +156,13 @@ def check_load(
 ) -> tuple[LoadResult, list[str]]:
     """Classify every key as torch would, without touching anything; list what would fail.
 
-    ``entries`` values are TensorInfo or tensors.
+    ``entries`` values are TensorInfo or tensors; so are ``model``'s (the live tensors
+    of :func:`live_tensors` are checked without describing each).
     """
+    from torch.nn.parameter import is_lazy
+
+    if isinstance(model, LiveInfos):
+        model = model.tensors  # read the live tensors, not a description of each
     result = LoadResult(strict=strict)
     problems: list[str] = []
     for k, v in entries.items():
@@ -139,15 +176,19 @@ def check_load(
             continue
         shape = tuple(v.shape)
         dtype = v.dtype if isinstance(v, TensorInfo) else str(v.dtype).removeprefix("torch.")
-        lazy = m.layout == "lazy"
-        if not _shape_ok(shape, m.shape, lazy):
+        if isinstance(m, TensorInfo):
+            lazy, wanted = m.layout == "lazy", m.shape
+        else:  # a live tensor: a lazy one has no shape yet
+            lazy = bool(is_lazy(m))
+            wanted = () if lazy else tuple(m.shape)
+        if not _shape_ok(shape, wanted, lazy):
             result.mismatched.append(k)
             problems.append(
-                f"{k}: the checkpoint has shape {list(shape)}, the model {list(m.shape)}."
+                f"{k}: the checkpoint has shape {list(shape)}, the model {list(wanted)}."
             )
-        elif _kind(dtype) == "complex" and _kind(m.dtype) != "complex":
+        elif _kind(dtype) == "complex" and _kind(m_dtype := _dtype_of(m)) != "complex":
             result.mismatched.append(k)
-            problems.append(f"{k}: a complex tensor cannot load into a {m.dtype} one.")
+            problems.append(f"{k}: a complex tensor cannot load into a {m_dtype} one.")
         else:
             result.loaded.append(k)
     result.missing = [k for k in model if k not in entries]
@@ -167,8 +208,64 @@ def check_load(
     return result, problems
 
 
+def _dtype_of(m: Any) -> str:
+    return m.dtype if isinstance(m, TensorInfo) else str(m.dtype).removeprefix("torch.")
+
+
 def _few(keys: list[str], n: int = 3) -> str:
     return ", ".join(keys[:n]) + (f" and {len(keys) - n} more" if len(keys) > n else "")
+
+
+# -- progress ------------------------------------------------------------------------
+
+
+class Progress:
+    """Calls ``callback(done, total)`` as counted work goes by: each time ``done`` has
+    grown by another ``total // steps`` (about 1% by default), never on a timer, and
+    once more with ``done == total`` at :meth:`finish`. ``done`` only grows and never
+    passes ``total``. A callback that raises is not called again and the work goes on:
+    it runs inside the load, which must not stop half-way for a progress display."""
+
+    def __init__(self, callback: Callable[[int, int], Any], total: int, steps: int = 100):
+        self.callback: Callable[[int, int], Any] | None = callback
+        self.total = max(int(total), 0)
+        self.done = 0
+        self.step = max(1, self.total // max(1, steps))
+        self.next = self.step
+        self.told = -1
+
+    def add(self, n: int = 1) -> None:
+        self.done = min(self.done + n, self.total)
+        if self.done >= self.next:
+            self._tell()
+
+    def part(self, units: int, span: int) -> Callable[[int], None]:
+        """An ``add`` for a phase of ``units`` steps that stands for ``span`` of the total."""
+        seen = [0, 0]  # units so far, the share of span told so far
+
+        def add(n: int) -> None:
+            seen[0] = min(seen[0] + n, units)
+            share = span if units <= 0 else seen[0] * span // units
+            if share > seen[1]:
+                self.add(share - seen[1])
+                seen[1] = share
+
+        return add
+
+    def finish(self) -> None:
+        self.done = self.total
+        if self.told != self.total:
+            self._tell()
+
+    def _tell(self) -> None:
+        self.told = self.done
+        self.next = self.done + self.step
+        if self.callback is None:
+            return
+        try:
+            self.callback(self.done, self.total)
+        except Exception:
+            self.callback = None
 
 
 # -- the journal ---------------------------------------------------------------------
@@ -320,18 +417,20 @@ def load_atomically(
     assign: bool,
     fresh: set[int] | None = None,
     release_pages: bool = False,
+    progress: Callable[[int], Any] | None = None,
 ) -> None:
     """Load a validated ``sd`` with torch, rolling the model back if anything raises.
 
     ``fresh`` holds ids of tensors made for this load (safe to adopt as storage);
-    ``release_pages`` lets ckwidget drop file pages of tensors it has copied.
+    ``release_pages`` lets ckwidget drop file pages of tensors it has copied;
+    ``progress`` is called with counts of keys loaded (see fastload.load_state_dict).
     """
     import torch
 
     if stock_loading(model):
         try:
             with deferred_interrupts():
-                load_state_dict(model, sd, strict=strict, assign=assign)
+                load_state_dict(model, sd, strict=strict, assign=assign, progress=progress)
         except Exception as exc:  # pragma: no cover - validation makes this unreachable
             raise FixError(
                 "torch refused a load ckwidget had validated; the model may be partly "
@@ -377,7 +476,7 @@ def load_atomically(
                     sd[key] = staged
                 else:
                     slot.clone = obj.detach().clone()
-            load_state_dict(model, sd, strict=strict, assign=assign)
+            load_state_dict(model, sd, strict=strict, assign=assign, progress=progress)
     except BaseException as exc:
         journal.restore()
         if isinstance(exc, Exception):

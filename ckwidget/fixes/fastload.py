@@ -38,7 +38,7 @@ import sys
 import textwrap
 import tokenize
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -168,17 +168,25 @@ def fast_path(model: nn.Module, state_dict: Any) -> bool:
 
 
 def load_state_dict(
-    model: nn.Module, state_dict: Mapping[str, Any], strict: bool = True, assign: bool = False
+    model: nn.Module, state_dict: Mapping[str, Any], strict: bool = True, assign: bool = False,
+    progress: Callable[[int], Any] | None = None,
 ) -> Any:
     """``model.load_state_dict(state_dict, strict, assign)``: the same result, linear time.
 
     Returns torch's ``_IncompatibleKeys``; raises what torch raises, with the same text.
+    ``progress``, if given, is called with the number of keys each module has just
+    loaded (its own parameters and buffers found in its dict), after that module's
+    ``_load_from_state_dict``; when torch's own ``load_state_dict`` runs instead, once
+    with the dict's length at its end.
     """
     from torch import nn
 
     mirrored = _mirrors(nn.Module.load_state_dict)
     if mirrored is None or not fast_path(model, state_dict):
-        return model.load_state_dict(state_dict, strict=strict, assign=assign)
+        out = model.load_state_dict(state_dict, strict=strict, assign=assign)
+        if progress is not None:
+            progress(len(state_dict))
+        return out
     from torch.nn.modules.module import _IncompatibleKeys
 
     missing_keys: list[str] = []
@@ -191,6 +199,7 @@ def load_state_dict(
         state_dict._metadata = metadata  # type: ignore[attr-defined]
 
     walk = _Walk(mirrored, metadata, assign, missing_keys, unexpected_keys, error_msgs)
+    walk.progress = progress
     walk.load(model, state_dict)
     del walk
 
@@ -233,6 +242,7 @@ class _Walk:
         self.incompatible = _IncompatibleKeys
         self.stock = _stock_loaders()
         self.mirrored = mirrored
+        self.progress: Callable[[int], Any] | None = None
 
     def load(self, module: Any, local_state_dict: dict[str, Any], prefix: str = "") -> None:
         metadata = self.metadata
@@ -243,6 +253,14 @@ class _Walk:
             local_state_dict, prefix, local_metadata, True,
             self.missing_keys, self.unexpected_keys, self.error_msgs,
         )
+        if self.progress is not None:
+            own = 0
+            for table in (module._parameters, module._buffers):
+                for name in table:
+                    if prefix + name in local_state_dict:
+                        own += 1
+            if own:
+                self.progress(own)
         children = module._modules
         groups = _groups(module, local_state_dict, prefix, self.stock) if children else None
         for name, child in children.items():

@@ -178,11 +178,18 @@ class CheckpointDebugger(w.VBox):
         )
         self.planline = _classes(w.HTML(self._plan_line()), "ck-planline")
         self.progress = _classes(w.HTML(""), "ck-busy")
+        # Apply's bar beside its text: counted steps of the read and the load, shown
+        # only while a plan is being applied
+        self.apply_bar = _classes(
+            w.IntProgress(value=0, min=0, max=1, description="", bar_style="info"),
+            "ck-apply-progress",
+        )
+        self.apply_bar.layout.display = "none"
         # what Apply did to the model, kept in view (the result line below can change)
         self.applied_line = _classes(w.HTML(""), "ck-applied")
         header = _classes(
             w.VBox([self.header, self.headline, self.planline, self.applied_line,
-                    self.progress]),
+                    w.HBox([self.progress, self.apply_bar])]),
             "ck-header", f"ck-status-{status}",
         )
         self.error_area = _classes(w.HTML(""), "ck-error")
@@ -507,8 +514,18 @@ class CheckpointDebugger(w.VBox):
         buttons = (self.apply_button, self.save_button, self.export_button)
         for b in buttons:
             b.disabled = True
+        bar = self.apply_bar
+        bar.value, bar.max = 0, 1
+        bar.layout.display = ""
+
+        def progress(done: int, total: int) -> None:
+            # called by the load at counted steps (about 1% each), on this thread: the
+            # kernel still sends each change to the front end during the call
+            bar.max = max(total, 1)
+            bar.value = min(done, bar.max)
+
         try:
-            result = plan.apply(self.model, strict=strict)
+            result = plan.apply(self.model, strict=strict, progress=progress)
         except BaseException as exc:  # an interrupt too: apply is atomic, say so
             why = ("Interrupted" if isinstance(exc, KeyboardInterrupt)
                    else error_sentence(exc))
@@ -522,6 +539,8 @@ class CheckpointDebugger(w.VBox):
             raise
         finally:
             self.progress.value = ""
+            bar.layout.display = "none"
+            bar.value = 0
             for b in buttons:
                 b.disabled = False
         self.last_result = result
