@@ -13,8 +13,8 @@ excluded) and the process's peak RSS:
 Shapes: uniform transformer-like blocks of one shape, transformer layers (1-d and 2-d
 float tensors), ResNet-style conv/BN/linear blocks (a 0-d int64 num_batches_tracked
 between float tensors), mixed dtypes, views with storage offsets (the test suite's
-``_many`` mix: 0-d, int64 and offset views), storages shared by several tensors, and
-pickle protocols 2 (torch.save's default) to 5.
+``_many`` mix: 0-d, int64 and offset views) and storages shared by several tensors, each
+at pickle protocols 2 (torch.save's default, the plain name) to 5 (``resnet-p4``).
 
     python benchmarks/open_shapes.py [--tensors 100000] [--repeat 1] [--shapes a,b]
 """
@@ -154,20 +154,15 @@ def _shared(n: int) -> dict[str, Any]:
     return out
 
 
-# name -> (builder, pickle protocol)
+_BUILDERS: dict[str, Callable[[int], dict[str, Any]]] = {
+    "uniform": _uniform, "transformer": _transformer, "resnet": _resnet, "dtypes": _dtypes,
+    "views": _views, "shared": _shared,
+}
+# name -> (builder, pickle protocol): every shape at every protocol torch.save writes with
+# (2, its default, has the plain name; 4 and 5 add FRAME, MEMOIZE and SHORT_BINUNICODE)
 SHAPES: dict[str, tuple[Callable[[int], dict[str, Any]], int]] = {
-    "uniform": (_uniform, 2),
-    "transformer": (_transformer, 2),
-    "resnet": (_resnet, 2),
-    "dtypes": (_dtypes, 2),
-    "views": (_views, 2),
-    "shared": (_shared, 2),
-    "uniform-p3": (_uniform, 3),
-    "resnet-p3": (_resnet, 3),
-    "uniform-p4": (_uniform, 4),
-    "resnet-p4": (_resnet, 4),
-    "uniform-p5": (_uniform, 5),
-    "views-p5": (_views, 5),
+    (name if protocol == 2 else f"{name}-p{protocol}"): (build, protocol)
+    for protocol in (2, 3, 4, 5) for name, build in _BUILDERS.items()
 }
 
 
@@ -216,7 +211,7 @@ def main(argv: list[str] | None = None) -> None:
 
     print(f"\n{args.tensors:,} tensors per shape; CPU seconds of the call alone (imports "
           f"excluded), least of {args.repeat} fresh process(es); peak RSS in MB")
-    print(f"{'shape':<13}{'proto':>6}{'fast s':>9}{'plain s':>9}{'torch s':>9}"
+    print(f"{'shape':<16}{'proto':>6}{'fast s':>9}{'plain s':>9}{'torch s':>9}"
           f"{'fast MB':>9}{'plain MB':>9}{'torch MB':>9}  verdict")
     worst = 0.0
     failures = 0
@@ -236,7 +231,7 @@ def main(argv: list[str] | None = None) -> None:
             notes.append(f"tensor counts differ {sorted(counts)}")
         failures += any(note != "torch refuses the file" for note in notes)
         shown = "refused" if tl is None else f"{tl:.3f}"
-        print(f"{name:<13}{protocol:>6}{fast:>9.3f}{plain:>9.3f}{shown:>9}"
+        print(f"{name:<16}{protocol:>6}{fast:>9.3f}{plain:>9.3f}{shown:>9}"
               f"{got['fast']['peak_mb']:>9.0f}{got['plain']['peak_mb']:>9.0f}"
               f"{got['torch']['peak_mb']:>9.0f}  {'; '.join(notes) or 'OK'}")
     print(f"slowest fast open: {worst:.3f} s cpu (target 1.0 s); "

@@ -358,6 +358,32 @@ def test_real_files_give_the_same_everything(corpus: dict[str, bytes], name: str
     assert_same(probe, torch_meaning=False)
 
 
+def _bench_shapes() -> dict[str, tuple[Callable[[int], Any], int]]:
+    """benchmarks/open_shapes.py's corpus: name -> (builder, pickle protocol)."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "open_shapes.py"
+    spec = importlib.util.spec_from_file_location("_open_shapes", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.SHAPES
+
+
+BENCH_SHAPES = _bench_shapes()
+
+
+@pytest.mark.parametrize("name", BENCH_SHAPES)
+def test_the_benchmark_shapes_give_the_same_everything(name: str) -> None:
+    """Every shape the open benchmark times (uniform blocks, transformer layers, ResNet
+    blocks with 0-d num_batches_tracked, mixed dtypes, offset views, shared storages), at
+    each protocol 2 to 5, at 2,000 tensors: the fast path gives what the loop gives."""
+    build, protocol = BENCH_SHAPES[name]
+    data = _pickle_of(_save(build(2_000), pickle_protocol=protocol))
+    assert data[:2] == bytes([0x80, protocol])
+    assert assert_same(data) > 1_000, "the fast path ran few records"
+
+
 def test_long_memo_indexes_and_four_byte_ints_are_covered(corpus: dict[str, bytes]) -> None:
     data = corpus["many_70000"]
     ops = {op.name for op, _a, _p in pickletools.genops(data)}
