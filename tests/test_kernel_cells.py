@@ -98,11 +98,17 @@ def test_a_closed_debugger_leaves_its_static_report_in_place(tmp_path) -> None:
         _run(kc, SETUP.replace('PATH', repr(path)), "setup")
         _run(kc, OPEN.replace('PATH', repr(path)), "cell-a")
         updates = _updates(kc, "made[-1].close()", "cell-b")
-        assert len(updates) == 1
-        data = updates[0]["data"]
+        # the widget's output becomes the report; the hidden copy below it (for a
+        # notebook saved while the widget was live, ui/lifetime.py) is emptied
+        report = [u for u in updates
+                  if 'class="ck-reopen"' not in u["data"].get("text/html", "")]
+        emptied = [u for u in updates if u not in report]
+        assert len(report) == 1 and len(emptied) == 1, updates
+        data = report[0]["data"]
         assert "application/vnd.jupyter.widget-view+json" not in data
         assert "was closed" in data["text/html"] and "ck-" in data["text/html"]
-        assert updates[0]["transient"]["display_id"]
+        assert report[0]["transient"]["display_id"]
+        assert emptied[0]["data"]["text/html"].endswith('<div class="ck-reopen" hidden></div>')
     finally:
         kc.stop_channels()
         km.shutdown_kernel(now=True)

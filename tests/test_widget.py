@@ -515,8 +515,12 @@ def test_quickstart_notebook_runs_headless(tmp_path) -> None:
     widget_cell = next(i for i, c in enumerate(nb.cells) if "%ckdebug" in c.source
                        and c.cell_type == "code")
     mimes = [set(o.get("data", {})) for o in outputs[widget_cell]]
-    assert any("application/vnd.jupyter.widget-view+json" in m for m in mimes)
-    assert len(mimes) == 1  # shown once although the magic also returns the widget
+    views = [m for m in mimes if "application/vnd.jupyter.widget-view+json" in m]
+    assert len(views) == 1  # shown once although the magic also returns the widget
+    # and below it only the hidden report a reopened notebook shows (ui/lifetime.py)
+    rest = [o for o in outputs[widget_cell]
+            if "application/vnd.jupyter.widget-view+json" not in o.get("data", {})]
+    assert len(rest) == 1 and 'class="ck-reopen" hidden' in rest[0]["data"]["text/html"]
     text = "\n".join(o.get("text", "") for out in outputs.values() for o in out)
     assert "would load" in text and "removeprefix" in text
     assert (tmp_path / "ckpt.pth").exists()

@@ -102,3 +102,60 @@ class CellWidgets:
 
 
 CELL_WIDGETS = CellWidgets()
+
+
+# -- a saved notebook reopened without its kernel -----------------------------------
+#
+# JupyterLab and Notebook 7 render a widget view in preference to the text/html beside
+# it in the same output, even once its model is gone: a notebook saved while a debugger
+# was open and reopened after its kernel stopped shows "Error displaying widget: model
+# not found" (jupyterlab-manager's WidgetRenderer puts that text, and the class
+# ``jupyter-widgets``, straight on the output node). The kernel's exit replaces the view
+# with the static report (``leave_static``), but only in the open page: the file on disk
+# keeps the view unless the notebook is saved again. So a second output, right below the
+# widget's, holds the same report hidden; its CSS shows it, and hides the error, only
+# where the output just above is that error. Anywhere else (the live widget, a static
+# output, GitHub, VS Code) it stays hidden and takes no room.
+# (the class is on the output node only in that error: a live view is a child of the
+# node; and a :has() cannot hold another, so no ":not(:has(*))" could say it either)
+_WIDGET_ERROR = ".jp-OutputArea-child:has(> .jp-OutputArea-output.jupyter-widgets)"
+REOPEN_CSS = (
+    ".jp-OutputArea-child:has(.ck-reopen) { display: none; }\n"
+    f"{_WIDGET_ERROR} + .jp-OutputArea-child:has(.ck-reopen) {{ display: flex; }}\n"
+    f"{_WIDGET_ERROR} + .jp-OutputArea-child .ck-reopen {{ display: block; }}\n"
+    f"{_WIDGET_ERROR}:has(+ .jp-OutputArea-child .ck-reopen) {{ display: none; }}\n"
+)
+
+
+def reopen_bundle(report_html: str) -> dict[str, Any]:
+    """The display bundle of the hidden report shown in place of a widget whose model is
+    gone (see above); ``report_html`` is the static report (escaped, with its style).
+
+    The copy's root loses the class ``ck-root`` (style.py styles ``.ck-reopen`` alike):
+    while the widget is live, it is the only ``.ck-root`` of its output."""
+    copy = report_html.replace('class="ck-root ck-static"', 'class="ck-static"', 1)
+    return {"text/html": f'<style>{REOPEN_CSS}</style><div class="ck-reopen" hidden>'
+                         f"{copy}</div>",
+            "text/plain": ""}
+
+
+def show_reopen_fallback(obj: Any, report_html: str) -> None:
+    """Display :func:`reopen_bundle` below ``obj``'s output (call it right after ``obj``
+    was displayed); ``clear_reopen_fallback`` empties it once ``obj`` turns static."""
+    from IPython.display import display
+
+    obj._reopen_display = display(reopen_bundle(report_html), raw=True, display_id=True)
+
+
+def clear_reopen_fallback(obj: Any) -> None:
+    """Empty the output ``show_reopen_fallback`` made (its widget's output is static now,
+    so the report would be there twice in a front end that ignores the CSS); it stays
+    hidden, taking no room."""
+    handle = getattr(obj, "_reopen_display", None)
+    if handle is None:
+        return
+    obj._reopen_display = None
+    try:
+        handle.update(reopen_bundle(""), raw=True)
+    except Exception:  # the kernel is going away: the CSS keeps it hidden anyway
+        pass

@@ -27,7 +27,12 @@ from .export import (
     show_once,
     to_next_cell,
 )
-from .lifetime import close_tree, replace_children
+from .lifetime import (
+    clear_reopen_fallback,
+    close_tree,
+    replace_children,
+    show_reopen_fallback,
+)
 from .plots import plotly_warmup
 from .style import esc, style_tag
 from .table import ATTENTION, KeyTable, ordered_counts
@@ -264,14 +269,14 @@ class CheckpointDebugger(w.VBox):
                             style={"button_width": "auto"}),
             "ck-table-view",
         )
-        self.first_button = _classes(w.Button(description="⏮", tooltip="first page",
-                                              layout=w.Layout(width="36px")), "ck-first")
+        self.first_button = _classes(w.Button(description="|◀", tooltip="first page",
+                                              layout=w.Layout(width="40px")), "ck-first")
         self.prev_button = _classes(w.Button(description="◀", layout=w.Layout(width="36px")),
                                     "ck-prev")
         self.next_button = _classes(w.Button(description="▶", layout=w.Layout(width="36px")),
                                     "ck-next")
-        self.last_button = _classes(w.Button(description="⏭", tooltip="last page",
-                                             layout=w.Layout(width="36px")), "ck-last")
+        self.last_button = _classes(w.Button(description="▶|", tooltip="last page",
+                                             layout=w.Layout(width="40px")), "ck-last")
         self.page_box = _classes(w.BoundedIntText(value=1, min=1, max=1, description="page",
                                                   layout=w.Layout(width="130px")), "ck-goto")
         self.page_label = _classes(w.HTML(""), "ck-page")
@@ -656,11 +661,16 @@ class CheckpointDebugger(w.VBox):
             return
         leave_static(self, {"text/html": self.to_html(note=CLOSED_NOTE),
                             "text/plain": repr(self)})
+        clear_reopen_fallback(self)
 
     def _ipython_display_(self) -> None:
         """Show once per cell run: ``%ckdebug`` displays and also returns the widget;
         remembered, so the kernel's exit leaves the static report in its place."""
-        show_once(self, self._repr_mimebundle_())
+        shown = getattr(self, "_display", None)
+        bundle = self._repr_mimebundle_()
+        show_once(self, bundle)
+        if self._display is not shown:  # displayed now (not earlier in this cell's run)
+            show_reopen_fallback(self, bundle["text/html"].replace(STATIC_NOTE, CLOSED_NOTE, 1))
         register_open(self)
 
     def __repr__(self) -> str:
