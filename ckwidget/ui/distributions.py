@@ -137,7 +137,8 @@ class DistributionsPanel:
         self.status = w.HTML("")
         self.status.add_class("ck-dist-status")
         self.sort = w.Dropdown(options=SORTS, value="flags", description="Sort by",
-                               layout=w.Layout(width="360px"))
+                               style={"description_width": "initial"},  # flush left
+                               layout=w.Layout(width="320px"))
         self.sort.add_class("ck-dist-sort")
         self.flagged_only = w.Checkbox(value=False, description="flagged rows only",
                                        indent=False, layout=w.Layout(width="auto"))

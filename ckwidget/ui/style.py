@@ -34,12 +34,16 @@ MONO = ('ui-monospace, SFMono-Regular, Menlo, Consolas, "DejaVu Sans Mono", '
 # the text font.
 DARK = ('body[data-jp-theme-light="false"] .ck-root, body.vscode-dark .ck-root, '
         'body[data-vscode-theme-kind="vscode-dark"] .ck-root')
+# .ck-reopen: the hidden copy of the static report below a live widget (lifetime.py);
+# not a .ck-root, so that only the widget matches that class while it is live.
 CSS = """
-.ck-root { """ + _vars(TEXT_LIGHT) + """ --ck-tint: 0.08; }
-""" + DARK + """ { """ + _vars(TEXT_DARK) + """ --ck-tint: 0.16; }
-.ck-root { font-family: var(--jp-ui-font-family, system-ui, sans-serif);
+.ck-root, .ck-reopen { """ + _vars(TEXT_LIGHT) + """ --ck-tint: 0.08; }
+""" + DARK + ", " + DARK.replace(".ck-root", ".ck-reopen") + """ { """ + _vars(TEXT_DARK) + """
+  --ck-tint: 0.16; }
+.ck-root, .ck-reopen { font-family: var(--jp-ui-font-family, system-ui, sans-serif);
   color: var(--jp-ui-font-color1, #1f1f1f); max-width: 1100px; }
-.ck-root .ck-header { border-left: 6px solid #888; padding: 6px 12px; margin-bottom: 6px;
+.ck-root .ck-header, .ck-reopen .ck-header { border-left: 6px solid #888;
+  padding: 6px 12px; margin-bottom: 6px;
   background: var(--jp-layout-color2, #f5f5f5); border-radius: 4px; }
 .ck-root .ck-status-ok .ck-header, .ck-header.ck-status-ok { border-left-color: #2e7d32; }
 .ck-header.ck-status-fixable { border-left-color: #b26a00; }
@@ -53,7 +57,7 @@ CSS = """
 .ck-file { font-weight: 600; font-size: 14px; word-break: break-all; }
 .ck-root .ck-headline, .ck-root .ck-planline, .ck-root .ck-message,
 .ck-root .ck-fixlist li, .ck-root .ck-result, .ck-root .ck-error,
-.ck-root .ck-hint { overflow-wrap: anywhere; }
+.ck-root .ck-hint, .ck-reopen .ck-headline, .ck-reopen .ck-hint { overflow-wrap: anywhere; }
 .ck-root .ck-finding, .ck-root .widget-html, .ck-root .widget-html-content {
   min-width: 0; max-width: 100%; }
 .ck-meta { color: var(--jp-ui-font-color2, #555); font-size: 12px; }
@@ -113,13 +117,37 @@ CSS = """
 .ck-st-transposed { background: #ede7f6; color: #4527a0; }
 .ck-st-renamed { background: #e0f7fa; color: #006064; }
 .ck-st-other { background: #eee; color: #333; }
+""" + DARK.replace(".ck-root", ".ck-root .ck-badge") + """ {
+  background: rgba(255, 255, 255, 0.08); color: var(--jp-ui-font-color1, #ddd);
+  border: 1px solid rgba(255, 255, 255, 0.25); }
+""" + DARK.replace(".ck-root", ".ck-root .ck-st-match") + """ { color: #a5d6a7;
+  background: rgba(46, 125, 50, 0.25); border-color: rgba(165, 214, 167, 0.4); }
+""" + DARK.replace(".ck-root", ".ck-root .ck-st-missing") + """ { color: #ef9a9a;
+  background: rgba(198, 40, 40, 0.25); border-color: rgba(239, 154, 154, 0.4); }
+""" + DARK.replace(".ck-root", ".ck-root .ck-st-unexpected") + """ { color: #ffcc80;
+  background: rgba(230, 81, 0, 0.22); border-color: rgba(255, 204, 128, 0.4); }
+""" + DARK.replace(".ck-root", ".ck-root .ck-st-shape-mismatch") + """ { color: #f48fb1;
+  background: rgba(173, 20, 87, 0.25); border-color: rgba(244, 143, 177, 0.4); }
+""" + DARK.replace(".ck-root", ".ck-root .ck-st-dtype-differs") + """ { color: #90caf9;
+  background: rgba(21, 101, 192, 0.25); border-color: rgba(144, 202, 249, 0.4); }
+""" + DARK.replace(".ck-root", ".ck-root .ck-st-transposed") + """ { color: #b39ddb;
+  background: rgba(69, 39, 160, 0.3); border-color: rgba(179, 157, 219, 0.4); }
+""" + DARK.replace(".ck-root", ".ck-root .ck-st-renamed") + """ { color: #80deea;
+  background: rgba(0, 96, 100, 0.3); border-color: rgba(128, 222, 234, 0.4); }
 .ck-table { max-height: 520px; overflow: auto; }
-.ck-code { font-family: """ + MONO + """; font-size: 12px;
+/* the static report inside JupyterLab's rendered HTML, whose own rules for pre, td and
+   th (background, padding, right-aligned cells) are more specific than one class */
+.ck-static .ck-table-grid { table-layout: auto; }
+.ck-static .ck-table-grid :is(th, td) { text-align: left; }
+.ck-static .ck-table-grid td.ck-num { text-align: right; }
+.ck-code, .ck-root pre.ck-code, .ck-static pre.ck-code { font-family: """ + MONO + """;
+  font-size: 12px;
   background: var(--jp-layout-color2, #f6f8fa); border: 1px solid var(--jp-border-color2, #ddd);
   border-radius: 4px; padding: 8px 10px; white-space: pre; overflow-x: auto;
   user-select: text; margin: 4px 0; }
-.ck-root pre.ck-code { white-space: pre; word-break: normal; overflow-wrap: normal;
-  overflow-x: auto; }
+.ck-root pre.ck-code, .ck-reopen pre.ck-code { white-space: pre; word-break: normal;
+  overflow-wrap: normal; overflow-x: auto; }
+.ck-root .ck-copy-button { margin: 2px; height: var(--jp-widgets-inline-height, 28px); }
 .ck-result { font-size: 13px; margin: 4px 0; }
 .ck-result-ok { color: var(--ck-ok); }
 .ck-result-bad, .ck-result-partial { color: var(--ck-broken); }
@@ -131,7 +159,7 @@ CSS = """
 .ck-root .ck-fix label span { white-space: normal !important; overflow: visible !important;
   text-overflow: clip !important; overflow-wrap: anywhere; }
 .ck-root .ck-fix input[type=checkbox] { margin-top: 4px; flex-shrink: 0; }
-.ck-root.ck-static { font-size: 13px; line-height: 1.45; }
+.ck-root.ck-static, .ck-reopen .ck-static { font-size: 13px; line-height: 1.45; }
 .ck-static h4 { margin: 10px 0 4px 0; font-size: 14px; }
 .ck-static-note { margin-bottom: 4px; }
 .ck-dist-note { padding: 6px 0; font-size: 13px; }
