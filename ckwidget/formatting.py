@@ -21,6 +21,11 @@ def count_text(n: int) -> str:
     return f"{n:,}"
 
 
+def count_noun(n: int, noun: str, plural: str | None = None) -> str:
+    """(1, "tensor") -> "1 tensor"; (100000, "tensor") -> "100,000 tensors"."""
+    return f"{n:,} {noun if n == 1 else plural or noun + 's'}"
+
+
 def size_text(nbytes: float | None) -> str:
     """1536 -> "1.5 KiB"; None -> ""."""
     if nbytes is None:

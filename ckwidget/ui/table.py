@@ -98,6 +98,10 @@ class KeyTable:
             index=pd.RangeIndex(n),
         )
         derived["pattern"] = patterns(key)
+        # rows fold only when their notes agree but for layer numbers: a tensor holding
+        # NaN never folds with its clean siblings
+        note = derived["note"]
+        derived["note_pattern"] = patterns(note) if note.ne("").any() else note
         # keys kept at their initial value while learned values go unused come first
         rank = derived["status"].map(_RANK).fillna(5).astype(np.int8)
         source = _text(_col(df, "source"))
@@ -281,7 +285,8 @@ def _shape_texts(series: pd.Series) -> pd.Series:
     return pd.Series(list(map(texts.__getitem__, values)), index=series.index, dtype=object)
 
 
-_GROUP_COLS = ["pattern", "status", "ck_shape", "model_shape", "ck_dtype", "model_dtype"]
+_GROUP_COLS = ["pattern", "status", "ck_shape", "model_shape", "ck_dtype", "model_dtype",
+               "note_pattern"]
 
 
 def group_rows(df: pd.DataFrame) -> pd.DataFrame:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ...checkpoint import Finding
-from ...formatting import summarise_keys
+from ...formatting import count_noun, summarise_keys
 from ...kinds import DAMAGED_FILE_KINDS
 from ..context import Context
 from ..sampling import sample_values
@@ -26,7 +26,8 @@ def check(ctx: Context) -> list[Finding]:
                     else f"{sample.examined:,} of {sample.total:,} values sampled")
         out.append(Finding(
             "nonfinite", "error",
-            f"{len(keys)} tensors hold non-finite values ({nan:,} NaN, {inf:,} inf; "
+            f"{count_noun(len(keys), 'tensor')} hold{'s' if len(keys) == 1 else ''} "
+            f"non-finite values ({nan:,} NaN, {inf:,} inf; "
             f"{coverage}): {summarise_keys(keys)}. The model's outputs will be NaN: the "
             "training run diverged before this save or the file is damaged; use an earlier "
             "checkpoint.",
