@@ -16,8 +16,9 @@ from torch import nn
 
 import ckwidget as ck
 from ckwidget import stats
+from ckwidget.comparison import Row, flag_rows, sort_rows
 from ckwidget.ui import plots
-from ckwidget.ui.distributions import Row, flag_rows, sort_rows, table_html
+from ckwidget.ui.distributions import table_html
 
 
 def _valid(fig: dict) -> dict:
@@ -54,6 +55,27 @@ def _panel(path: Path, model: nn.Module):
     dbg.wait()
     assert dbg.last_error is None, dbg.error_area.value
     return dbg, panel
+
+
+def test_the_comparison_answers_without_a_widget(sick) -> None:
+    """The sampling rule and the flags live below the views: a script asks the same
+    questions of ckwidget.comparison and gets the flags the tab shows."""
+    from ckwidget.comparison import Comparison
+
+    path, model = sick
+    comparison = Comparison(ck.diagnose(path, model), model)
+    moved: list[int] = []
+    rows = comparison.rows(comparison.chosen(), progress=moved.append)
+    flags = {r.label: {word for word, _ in r.flags} for r in rows}
+    assert "nonfinite" in flags["blocks.0.0.weight"]
+    assert "dead" in flags["blocks.1.0.weight"]
+    assert "exploding" in flags["blocks.2.0.weight"]
+    assert "initial" in flags["head.weight"]
+    assert not flags["blocks.3.0.weight"]
+    assert moved == sorted(moved) and moved[-1] == len(rows)
+    values, dtypes = comparison.samples("blocks.3")
+    assert set(values) == {"checkpoint", "model"} and dtypes["model"] == ["float32"] * 4
+    assert comparison.rows(comparison.chosen(), cancelled=lambda: True) == []
 
 
 def test_the_table_flags_what_weightlens_flags(sick) -> None:

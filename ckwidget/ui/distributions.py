@@ -11,16 +11,15 @@ drawn by the front end (see plots.py).
 
 from __future__ import annotations
 
-import math
 import time
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import ipywidgets as w
 import numpy as np
 
 from .. import stats
-from ..errors import CheckpointChangedError
+from ..comparison import OVERVIEW_SAMPLE, Comparison, Row, sort_rows
+from ..formatting import shape_text
 from .plots import (
     FigureHolder,
     histogram_figure,
@@ -33,14 +32,7 @@ from .style import esc
 if TYPE_CHECKING:  # pragma: no cover
     from .widget import CheckpointDebugger
 
-OVERVIEW_TENSORS = 256  # tensors in the per-layer chart (evenly spread over the file)
-OVERVIEW_SAMPLE = 4096  # elements sampled per tensor for the per-layer chart
-PRIORITY_TENSORS = 64  # tensors the report already suspects, sampled first
-HIST_SAMPLE = stats.MAX_ELEMENTS  # elements per side for a chosen key or module
-MODULE_TENSORS = 64  # tensors pooled for a chosen module
 TABLE_ROWS = 100  # rows the table shows at most (sort or filter for others)
-
-INITIAL = "initial value"  # report.provenance.model[key] for a tensor the plan leaves
 
 SORTS = (
     ("problems first", "flags"), ("file order", "order"), ("name", "name"),
@@ -50,85 +42,13 @@ SORTS = (
 )
 
 
-@dataclass
-class Row:
-    """One tensor of the table: its stats on each side, their difference, its flags."""
-
-    label: str
-    order: int
-    ckpt: stats.TensorStats | None = None
-    model: stats.TensorStats | None = None
-    diff: float = float("nan")  # relative RMS difference of the aligned samples
-    flags: list[tuple[str, str]] = field(default_factory=list)  # (css word, text)
-
-    @property
-    def shown(self) -> stats.TensorStats | None:
-        """The stats the row shows: the checkpoint's, or the model's when it has none."""
-        return self.ckpt if self.ckpt is not None else self.model
-
-
-def flag_rows(rows: list[Row], kept_initial: set[str], model_keys: dict[str, str]) -> None:
-    """Set each row's flags: ``nonfinite``, ``dead`` (all zeros / constant),
-    ``exploding`` (std over 10x its layer family's median), ``initial`` (the plan leaves
-    the model's tensor at its initial value). ``model_keys`` maps label to model key."""
-    shown = [r.shown for r in rows if r.shown is not None]
-    exploding = stats.exploding(shown)
-    for r in rows:
-        r.flags = []
-        s = r.shown
-        if s is not None:
-            bad = [side for side, x in (("checkpoint", r.ckpt), ("model", r.model))
-                   if x is not None and x.nonfinite]
-            if bad:
-                where = {1: "" if bad == ["checkpoint"] else " in model", 2: " (both)"}
-                r.flags.append(("nonfinite", "NaN/Inf" + where[len(bad)]))
-            word = stats.dead(s)
-            if word:
-                r.flags.append(("dead", f"dead: {word}"))
-            if s.key in exploding:
-                r.flags.append(("exploding", f"exploding ×{exploding[s.key]:.0f}"))
-        if model_keys.get(r.label) in kept_initial:
-            r.flags.append(("initial", "initial value"))
-
-
-def sort_rows(rows: list[Row], by: str) -> list[Row]:
-    """Rows in the order the table's sort menu names; values that are missing last."""
-    def num(value: float | None, descending: bool = True) -> tuple[int, float]:
-        if value is None or not math.isfinite(value):
-            return (1, 0.0)
-        return (0, -value if descending else value)
-
-    def of(r: Row, attr: str) -> float | None:
-        s = r.shown
-        return None if s is None else getattr(s, attr)
-
-    keys = {
-        "order": lambda r: r.order,
-        "name": lambda r: r.label,
-        "flags": lambda r: (-len(r.flags), r.order),
-        "std": lambda r: num(of(r, "std")),
-        "absmax": lambda r: num(of(r, "absmax")),
-        "zeros": lambda r: num(of(r, "zeros_pct")),
-        "nonfinite": lambda r: num(max(r.ckpt.nonfinite if r.ckpt else 0,
-                                       r.model.nonfinite if r.model else 0) or None),
-        "diff": lambda r: num(r.diff),
-    }
-    return sorted(rows, key=keys.get(by, keys["flags"]))
-
-
 class DistributionsPanel:
     def __init__(self, dbg: CheckpointDebugger) -> None:
         self._opened = time.perf_counter()
         self.kernel_seconds: float | None = None  # open -> every chart sent (first time)
         self.dbg = dbg
-        report = dbg.report
-        self.ckpt = report.checkpoint
-        self.entry = getattr(report, "entry", None)
-        self._members: dict[str, str] | None = None
-        from ..gcpause import gc_paused
-
-        with gc_paused(promote=True):  # 100,000 tuples that live as long as the tab
-            self.pairs = _pairs(report)
+        self.comparison = Comparison(dbg.report, dbg.model)
+        self.pairs = self.comparison.pairs
         self.overview: list[stats.TensorStats] = []
         self.model_overview: dict[str, stats.TensorStats] = {}
         self.rows: list[Row] = []
@@ -188,14 +108,6 @@ class DistributionsPanel:
         self.box.add_class("ck-distributions")
 
     # -- keys --------------------------------------------------------------------------
-    def full_key(self, ckpt_key: str) -> str | None:
-        """The checkpoint's full dotted key for a key of the table (container-relative)."""
-        if self._members is None:
-            self._members = self.ckpt.members(self.entry)
-        if ckpt_key in self._members:
-            return self._members[ckpt_key]
-        return ckpt_key if ckpt_key in self.ckpt.tensors else None
-
     def _suggest(self, change: Any) -> None:
         text = str(change["new"]).strip().lower()
         if not text:
@@ -203,35 +115,10 @@ class DistributionsPanel:
         hits = [p[0] for p in self.pairs if text in p[0].lower()][:30]
         self.chooser.options = hits
 
-    def _kept_initial(self) -> set[str]:
-        prov = getattr(self.dbg.report, "provenance", None)
-        model = getattr(prov, "model", None) or {}
-        return {k for k, where in model.items() if where == INITIAL}
-
-    def _chosen(self) -> list[tuple[int, tuple[str, str, str]]]:
-        """(file position, pair): the tensors the report suspects (NaN/Inf found while
-        diagnosing, kept at initial value), then an even spread of the rest."""
-        bad = self.dbg.report.finding("nonfinite") if hasattr(self.dbg.report,
-                                                              "finding") else None
-        suspect_ck = set(bad.keys) if bad is not None else set()
-        kept = self._kept_initial()
-        first: list[int] = []
-        if suspect_ck or kept:
-            for i, (_label, ck, mk) in enumerate(self.pairs):
-                if ck in suspect_ck or mk in kept:
-                    first.append(i)
-                    if len(first) >= PRIORITY_TENSORS:
-                        break
-        spread = _spread(list(range(len(self.pairs))), OVERVIEW_TENSORS)
-        picked = sorted(set(first) | set(spread))
-        if len(picked) > OVERVIEW_TENSORS + PRIORITY_TENSORS:  # pragma: no cover
-            picked = picked[:OVERVIEW_TENSORS + PRIORITY_TENSORS]
-        return [(i, self.pairs[i]) for i in picked]
-
     # -- work --------------------------------------------------------------------------
     def start(self) -> None:
         """Compute the overview (table, per-layer stats, NaN/Inf) and the first histogram."""
-        chosen = self._chosen()
+        chosen = self.comparison.chosen()
         self.progress.max = max(1, len(chosen))
         self.progress.value = 0
         self.progress.layout.display = None
@@ -241,33 +128,11 @@ class DistributionsPanel:
         self.status.value = f"<span class='ck-hint'>Sampling {esc(label)}…</span>"
 
         def work() -> list[Row]:
-            model_sd = stats.model_tensors(self.dbg.model, [p[2] for _, p in chosen if p[2]])
-            rows: list[Row] = []
-            # the bar moves in about 25 steps: each move is a message to the front end
-            stride = max(1, len(chosen) // 25)
-            for n, (order, (label, ck_key, model_key)) in enumerate(chosen):
-                if self.dbg._jobs.cancelled.is_set():
-                    break  # the debugger was closed
-                row = Row(label, order)
-                ck_values = model_values = None
-                ck_aligned = model_aligned = False
-                full = self.full_key(ck_key) if ck_key else None
-                if full is not None:
-                    s, ck_values, ck_aligned = stats.checkpoint_sampled(
-                        self.ckpt, full, OVERVIEW_SAMPLE)
-                    row.ckpt = _relabel(s, label)
-                if model_key and model_key in model_sd:
-                    s, model_values, model_aligned = stats.sampled(
-                        label, model_sd[model_key], OVERVIEW_SAMPLE)
-                    row.model = s
-                if (ck_aligned and model_aligned and ck_values is not None
-                        and model_values is not None and row.ckpt.shape == row.model.shape):
-                    row.diff = stats.difference(ck_values, model_values)
-                rows.append(row)
-                if n == 0 or (n + 1) % stride == 0 or n + 1 == len(chosen):
-                    self.progress.value = n + 1
-            flag_rows(rows, self._kept_initial(), {p[0]: p[2] for _, p in chosen})
-            return rows
+            def moved(n: int) -> None:  # about 25 moves: each is a message to the page
+                self.progress.value = n
+
+            return self.comparison.rows(chosen, cancelled=self.dbg._jobs.cancelled.is_set,
+                                        progress=moved)
 
         def done(rows: list[Row]) -> None:
             self.rows = rows
@@ -311,46 +176,9 @@ class DistributionsPanel:
         float32"`` for a module of mixed dtypes)."""
         from .plots import dtype_words
 
-        name = name.strip()
-        exact = [p for p in self.pairs if p[0] == name]
-        members = exact or [p for p in self.pairs if p[0].startswith(name + ".")]
-        if not members:
-            raise KeyError(f"No key or module named {name!r} in the table.")
-        members = _spread(members, MODULE_TENSORS)
-        per = max(1, HIST_SAMPLE // len(members))
-        model_sd = stats.model_tensors(self.dbg.model, [m for _, _, m in members if m])
-        ck_parts: list[np.ndarray] = []
-        model_parts: list[np.ndarray] = []
-        ck_dtypes: list[str] = []
-        model_dtypes: list[str] = []
-        for _label, ck_key, model_key in members:
-            if self.dbg._jobs.cancelled.is_set():
-                break  # the debugger was closed
-            full = self.full_key(ck_key) if ck_key else None
-            if full is not None:
-                try:
-                    ck_parts.append(stats.checkpoint_sample(self.ckpt, full, per))
-                    ck_dtypes.append(self.ckpt.tensors[full].dtype)
-                except CheckpointChangedError:
-                    raise  # no tensor of the file can be read: say so, not a one-sided plot
-                except Exception:  # an unreadable tensor is skipped
-                    pass
-            if model_key and model_key in model_sd:
-                try:
-                    t = model_sd[model_key]
-                    model_parts.append(stats.sample_tensor(t, per))
-                    model_dtypes.append(str(t.dtype).removeprefix("torch."))
-                except (ValueError, RuntimeError):
-                    pass
-        out: dict[str, np.ndarray] = {}
-        dtypes: dict[str, str] = {}
-        if ck_parts:
-            out["checkpoint"] = np.concatenate(ck_parts)
-            dtypes["checkpoint"] = dtype_words(ck_dtypes)
-        if model_parts:
-            out["model"] = np.concatenate(model_parts)
-            dtypes["model"] = dtype_words(model_dtypes)
-        return out, dtypes
+        values, dtypes = self.comparison.samples(
+            name, cancelled=self.dbg._jobs.cancelled.is_set)
+        return values, {side: dtype_words(d) for side, d in dtypes.items()}
 
     def plot(self, name: str) -> None:
         """Histogram of checkpoint vs model values for a key or module (background)."""
@@ -431,7 +259,7 @@ def table_html(rows: list[Row], sampled: int, total: int, limit: int = TABLE_ROW
             err = f" <span class='ck-alias'>{esc(s.error)}</span>" if s.error else ""
             cells = [
                 f"<td class='ck-dtype'>{esc(dtype)}</td>",
-                f"<td class='ck-sh'>{esc(_shape(s.shape))}</td>",
+                f"<td class='ck-sh'>{esc(shape_text(s.shape))}</td>",
                 f"<td class='ck-num'>{_fmt(s.mean)}{err}</td>",
                 f"<td class='ck-num'>{_fmt(s.std)}</td>",
                 f"<td class='ck-num'>{_fmt(s.absmax)}</td>",
@@ -472,43 +300,3 @@ def _diff(r: Row) -> str:
     if r.diff != r.diff:
         return "<span class='ck-none'>–</span>"
     return "same" if r.diff == 0 else f"{r.diff:.2g}"
-
-
-def _shape(shape: tuple[int, ...]) -> str:
-    return "(" + ", ".join(str(d) for d in shape) + ("," if len(shape) == 1 else "") + ")"
-
-
-def _pairs(report: Any) -> list[tuple[str, str, str]]:
-    """(label, checkpoint key, model key) per table row, in table order: from the
-    report's column lists (the tab is opened on the UI path; a DataFrame of 100,000 rows
-    is not needed for three columns), or its table when it has no columns."""
-    columns = getattr(report, "columns", None)
-    if isinstance(columns, dict) and "key" in columns:
-        keys = columns["key"]
-
-        def col(name: str) -> list[Any]:
-            return columns.get(name) or [None] * len(keys)
-    else:
-        table = report.table
-        keys = table["key"].tolist() if "key" in table.columns else []
-
-        def col(name: str) -> list[Any]:
-            return table[name].tolist() if name in table.columns else [None] * len(keys)
-
-    cks = [c if c.__class__ is str else "" for c in col("checkpoint_key")]
-    mks = [m if m.__class__ is str else "" for m in col("model_key")]
-    return list(zip(map(str, keys), cks, mks))
-
-
-def _spread(items: list[Any], limit: int) -> list[Any]:
-    """At most ``limit`` items, evenly spread over the list (first and last kept)."""
-    if len(items) <= limit:
-        return list(items)
-    idx = np.linspace(0, len(items) - 1, limit).round().astype(int)
-    return [items[i] for i in sorted(set(idx.tolist()))]
-
-
-def _relabel(s: stats.TensorStats, label: str) -> stats.TensorStats:
-    from dataclasses import replace
-
-    return replace(s, key=label)
