@@ -19,7 +19,7 @@ from operator import attrgetter, eq, is_, ne, not_
 from typing import Any
 
 from ..checkpoint import TensorInfo
-from ..formatting import group_keys
+from ..formatting import group_keys, shape_text
 from ..keytemplates import SLOT, join_lines, template_only, templates_text
 from ..loadhooks import renamed_names
 from ..rules import renamer, squeezed
@@ -1172,7 +1172,7 @@ def _classify(result: Alignment, landing: dict[str, str] | None,
     # (stored shape, model shape) -> the note of a transpose, or "" when it is not one:
     # repeated layers share their shapes, so each pair is judged once
     shape_pairs = [(cinfos[i].shape, minfos[i].shape) for i in differ_idx]
-    verdicts = {(cs, ms): (f"stored as {_fmt(cs)}, model expects {_fmt(ms)}"
+    verdicts = {(cs, ms): (f"stored as {shape_text(cs)}, model expects {shape_text(ms)}"
                            if len(cs) == 2 and cs == ms[::-1] else "")
                 for cs, ms in dict.fromkeys(shape_pairs)}
     t_notes = list(map(verdicts.__getitem__, shape_pairs))
@@ -1187,7 +1187,8 @@ def _classify(result: Alignment, landing: dict[str, str] | None,
         result.mismatched.append(mk)
         result.reasons[mk] = reason
         status[mk] = "shape-mismatch"
-        notes[mk] = f"{REASON_NOTES[reason]}: {_fmt(cs)} in the file, {_fmt(ms)} in the model"
+        notes[mk] = (f"{REASON_NOTES[reason]}: {shape_text(cs)} in the file, "
+                     f"{shape_text(ms)} in the model")
     transposed = result.transposed
     transposed.extend(t_keys)
     status.update(zip(t_keys, repeat("transposed")))
@@ -1323,10 +1324,6 @@ def _verdict(votes: list[int] | None) -> bool | None:
     if not votes or votes[0] == votes[1]:
         return None
     return votes[1] > votes[0]
-
-
-def _fmt(shape: tuple[int, ...]) -> str:
-    return str(tuple(shape))
 
 
 def _join(a: str, b: str | None) -> str:

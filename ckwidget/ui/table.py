@@ -365,6 +365,13 @@ def _cell(shape: str, dtype: str) -> str:
     return f"{html.escape(shape)} <span class='ck-dtype'>{html.escape(dtype)}</span>"
 
 
+def _without(note: str, part: str) -> str:
+    """``note`` without the clause ``part`` ("a; from x; b" -> "a; b")."""
+    clauses = note.split("; ")
+    kept = [c for c in clauses if c != part]
+    return note if len(kept) == len(clauses) else "; ".join(kept)
+
+
 def render_rows(rows: pd.DataFrame) -> str:
     """One page of rows as an HTML table; every value is escaped."""
     esc = html.escape
@@ -378,10 +385,7 @@ def render_rows(rows: pd.DataFrame) -> str:
         if ck_key and ck_key != label and ck_key != r.key:
             alias = f'<div class="ck-alias">in file: {esc(ck_key)}</div>'
             # the note's "from <key in file>" says it again: once is enough
-            for said in (f"from {ck_key}; ", f"from {ck_key}"):
-                if note.startswith(said):
-                    note = note[len(said):]
-                    break
+            note = _without(note, f"from {ck_key}")
         status = esc(r.status)
         cls = _STATUS_CLASS.get(r.status, "ck-st-other")
         parts.append(
