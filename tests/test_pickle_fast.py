@@ -12,11 +12,9 @@ errors and their positions.
 from __future__ import annotations
 
 import collections
-import io
 import pickle
 import pickletools
 import random
-import zipfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -31,124 +29,36 @@ from _hostile_files import (
     payloads,
     small_state,
 )
+from _pickle_paths import (
+    READER,
+    context_facts,
+    describe,
+    memo_probe,
+    mixed_dtypes_state,
+    pickle_of,
+    resnet_state,
+    result_facts,
+    run_both,
+    saved_bytes,
+    unframed,
+)
 from torch import nn
 
-from ckwidget.checkpoint import TensorInfo
 from ckwidget.readers import open_checkpoint, pickle_vm
 from ckwidget.readers.budgets import DEFAULT_BUDGETS, Budgets
 from ckwidget.readers.pickle_vm import (
-    Call,
-    Global,
-    OpaqueKey,
-    PickledSet,
-    PickleResult,
     run_pickle,
 )
 from ckwidget.readers.torch_common import interpret
 from ckwidget.readers.torch_objects import (
-    StorageBytes,
-    StorageRef,
     StorageTensorSource,
     TorchPickleContext,
 )
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 
-READER = StorageBytes()  # sources are compared by their fields; no bytes are read
-
 
 # ----------------------------------------------------------------------------- describe
-
-
-def describe(root: Any) -> Any:
-    """A plain, comparable picture of what the machine built: every container, call and
-    tensor with its fields, and sharing made explicit (an object reached a second time
-    reads ('seen', n), n its first-visit number), so two trees compare equal only when
-    they hold the same values with the same identities; tuples of ints are values."""
-    seen: dict[int, int] = {}
-    keep: list[Any] = []
-
-    def walk(obj: Any) -> Any:
-        kind = type(obj)
-        if obj is None or kind in (bool, int, float, str, bytes, complex):
-            return (kind.__name__, obj)
-        if kind is tuple and all(type(v) is int for v in obj):
-            # a value, like the ints in it: bulk runs share one tuple among the records
-            # that hold the same size or stride bytes, where the opcodes build one each
-            return ("tuple", [("int", v) for v in obj])
-        if id(obj) in seen:
-            return ("seen", seen[id(obj)])
-        seen[id(obj)] = len(seen)
-        keep.append(obj)
-        if kind is Global:
-            return ("global", obj.full, obj.reducer is not None)
-        if kind in (tuple, list, bytearray):
-            return (kind.__name__, [walk(v) for v in obj])
-        if isinstance(obj, dict):
-            return (kind.__name__, [(walk(k), walk(v)) for k, v in obj.items()])
-        if kind is Call:
-            return ("call", walk(obj.func), walk(obj.args), obj.kind, walk(obj.state),
-                    walk(obj.items), walk(obj.list_items))
-        if kind is PickledSet:
-            return ("set", obj.frozen, walk(obj.items))
-        if kind is OpaqueKey:
-            return ("opaque", walk(obj.value))
-        if kind is TensorInfo:
-            return ("tensor", walk(obj.shape), obj.dtype, obj.device, obj.nbytes, obj.layout,
-                    walk(obj.source))
-        if kind is StorageTensorSource:
-            return ("source", type(obj.reader).__name__, obj.offset,
-                    walk(obj.size), walk(obj.stride), obj.dtype,
-                    walk(obj.storage))
-        if kind is StorageRef:
-            return ("storage", obj.key, obj.dtype, obj.location, obj.numel, obj.nbytes,
-                    obj.itemsize)
-        return ("other", kind.__name__, repr(obj))
-
-    return walk(root)
-
-
-def result_facts(res: PickleResult) -> dict[str, Any]:
-    """Everything a PickleResult says except the opcode count, which the fast path keeps
-    as an upper bound (see test_opcode_counts_stay_an_upper_bound)."""
-    return {
-        "root": describe(res.root), "complete": res.complete, "error": res.error,
-        "error_position": res.error_position, "end": res.end, "protocol": res.protocol,
-        "opcodes": sorted(res.opcodes), "globals": list(res.globals.items()),
-        "calls": list(res.calls.items()), "budget_exceeded": res.budget_exceeded,
-    }
-
-
-def context_facts(ctx: TorchPickleContext) -> dict[str, Any]:
-    return {
-        "storages": describe(ctx.storages), "problems": list(ctx.problems),
-        "layouts": dict(ctx.layouts), "module_classes": dict(ctx.module_classes),
-        "numpy": sorted(ctx.numpy_dtype_codes), "torchscript": ctx.torchscript,
-    }
-
-
-def run_both(data: bytes, *, budgets: Budgets = DEFAULT_BUDGETS, torch_meaning: bool = True,
-             **kw: Any) -> tuple[dict[str, Any], dict[str, Any], int]:
-    """Run ``data`` with the fast path off, then on; the facts of each, and how many
-    records the fast path ran."""
-    facts = []
-    for fast in (False, True):
-        kwargs = dict(kw)
-        ctx = None
-        if torch_meaning:
-            ctx = TorchPickleContext(READER)
-            kwargs.setdefault("persistent_load", ctx.persistent_load)
-            kwargs.setdefault("reducers", ctx.reducers())
-            kwargs.setdefault("builders", {"*": ctx.build})
-        res = run_pickle(data, budgets, fast=fast, **kwargs)
-        got = result_facts(res)
-        if ctx is not None:
-            got["context"] = context_facts(ctx)
-        got["records"] = res.records
-        facts.append(got)
-    slow, fast_ = facts
-    assert slow.pop("records") == 0
-    return slow, fast_, fast_.pop("records")
 
 
 def assert_same(data: bytes, **kw: Any) -> int:
@@ -239,39 +149,6 @@ def _many(n: int) -> dict[str, torch.Tensor]:
     return out
 
 
-def _resnet(blocks: int) -> dict[str, torch.Tensor]:
-    """ResNet-style blocks: conv, batch norm (its 0-d int64 num_batches_tracked between
-    float tensors), linear; the first block's classes are named inline (GLOBAL)."""
-    torch.manual_seed(blocks)
-    out: dict[str, torch.Tensor] = {}
-    for b in range(blocks):
-        conv, bn, fc = nn.Conv2d(2, 3, 3), nn.BatchNorm2d(3), nn.Linear(3, 2)
-        for name, module in (("conv", conv), ("bn", bn), ("fc", fc)):
-            for key, value in module.state_dict().items():
-                out[f"layer{b}.{name}.{key}"] = value
-    return out
-
-
-def _mixed_dtypes(n: int) -> dict[str, torch.Tensor]:
-    """Record by record another dtype and shape, 0-d ones among them."""
-    kinds = (torch.float32, torch.float16, torch.int64, torch.bool, torch.bfloat16,
-             torch.uint8, torch.float64)
-    shapes = ((2, 2), (), (3,), (1, 2, 1))
-    return {f"m.{i}": torch.zeros(shapes[i % 4], dtype=kinds[i % 7]) for i in range(n)}
-
-
-def _save(obj: Any, **kw: Any) -> bytes:
-    buf = io.BytesIO()
-    torch.save(obj, buf, **kw)
-    return buf.getvalue()
-
-
-def _pickle_of(archive: bytes) -> bytes:
-    with zipfile.ZipFile(io.BytesIO(archive)) as z:
-        name = next(n for n in z.namelist() if n.endswith("/data.pkl"))
-        return z.read(name)
-
-
 CORPUS: dict[str, Callable[[], Any]] = {
     "dtypes": _dtypes,
     "views": _views,
@@ -282,8 +159,8 @@ CORPUS: dict[str, Callable[[], Any]] = {
     "shared": lambda: {"a": (t := torch.arange(6.0)), "b": t, "c": t.view(2, 3), "d": t[1:]},
     "grad": lambda: {"p": nn.Parameter(torch.ones(3)), "g": torch.ones(2, requires_grad=True)},
     "many_300": lambda: _many(300),
-    "resnet": lambda: _resnet(40),
-    "mixed_dtypes": lambda: _mixed_dtypes(300),
+    "resnet": lambda: resnet_state(40),
+    "mixed_dtypes": lambda: mixed_dtypes_state(300),
     "many_70000": lambda: _many(70_000),
 }
 
@@ -295,48 +172,11 @@ def corpus() -> dict[str, bytes]:
     for name, make in CORPUS.items():
         torch.manual_seed(0)
         obj = make()
-        out[name] = _pickle_of(_save(obj))
+        out[name] = pickle_of(saved_bytes(obj))
         if name != "many_70000":
             for protocol in (3, 4, 5):
-                out[f"{name}-p{protocol}"] = _pickle_of(_save(obj, pickle_protocol=protocol))
+                out[f"{name}-p{protocol}"] = pickle_of(saved_bytes(obj, pickle_protocol=protocol))
     return out
-
-
-def _memo_probe(data: bytes) -> bytes:
-    """``data`` with its STOP replaced by code that returns (root, [every memo entry the
-    stream stored]): comparing it shows the memo is the same, entry by entry."""
-    indexes: list[int] = []
-    memoized = 0
-    proto = 2
-    for op, arg, _pos in pickletools.genops(data):
-        if op.name == "PROTO":
-            proto = arg
-        if op.name in ("PUT", "BINPUT", "LONG_BINPUT"):
-            indexes.append(arg)
-        elif op.name == "MEMOIZE":
-            indexes.append(memoized)
-        if op.name in ("PUT", "BINPUT", "LONG_BINPUT", "MEMOIZE"):
-            memoized += 1
-    assert data.endswith(b".")
-    body = b"".join(b"j" + i.to_bytes(4, "little") for i in sorted(set(indexes)))
-    head = data[:-1]
-    if proto >= 4:  # a FRAME's length no longer holds once the end changes: drop framing
-        head = _unframe(head)
-    return head + b"](" + body + b"e\x86."
-
-
-def _unframe(data: bytes) -> bytes:
-    out = bytearray()
-    last = 0
-    for op, _arg, pos in pickletools.genops(data + b"."):
-        if op.name == "FRAME":
-            out += data[last:pos]
-            last = pos + 9
-    out += data[last:]
-    return bytes(out)
-
-
-# ----------------------------------------------------------------------------- tests
 
 
 def test_the_fast_path_is_on_by_default_and_runs_records(corpus: dict[str, bytes]) -> None:
@@ -353,7 +193,7 @@ def test_real_files_give_the_same_everything(corpus: dict[str, bytes], name: str
     if name != "module":
         assert extra > 0, "the fast path never ran"  # protocols 4 and 5 too (MEMOIZE)
     # every memo entry, and the plain machine (no reducers: Call records) too
-    probe = _memo_probe(data)
+    probe = memo_probe(data)
     assert_same(probe)
     assert_same(probe, torch_meaning=False)
 
@@ -379,7 +219,7 @@ def test_the_benchmark_shapes_give_the_same_everything(name: str) -> None:
     blocks with 0-d num_batches_tracked, mixed dtypes, offset views, shared storages), at
     each protocol 2 to 5, at 2,000 tensors: the fast path gives what the loop gives."""
     build, protocol = BENCH_SHAPES[name]
-    data = _pickle_of(_save(build(2_000), pickle_protocol=protocol))
+    data = pickle_of(saved_bytes(build(2_000), pickle_protocol=protocol))
     assert data[:2] == bytes([0x80, protocol])
     assert assert_same(data) > 1_000, "the fast path ran few records"
 
@@ -390,16 +230,16 @@ def test_long_memo_indexes_and_four_byte_ints_are_covered(corpus: dict[str, byte
     assert {"LONG_BINPUT", "BINPUT", "BININT", "BININT2", "BININT1", "BINGET"} <= ops
     shapes = corpus["shapes"]
     assert b"J" in shapes and "LONG_BINGET" in {
-        op.name for op, _a, _p in pickletools.genops(_memo_probe(shapes))}
+        op.name for op, _a, _p in pickletools.genops(memo_probe(shapes))}
 
 
 def test_long_binget_of_the_rebuild_function_starts_a_record() -> None:
     """A file whose rebuild function sits at memo index 300 reads it with LONG_BINGET."""
     filler = {f"k{i}": f"v{i}" for i in range(200)}
-    data = _pickle_of(_save({"filler": filler, "w": torch.ones(2, 2), "b": torch.ones(3)}))
+    data = pickle_of(saved_bytes({"filler": filler, "w": torch.ones(2, 2), "b": torch.ones(3)}))
     assert b"j" in data
     assert assert_same(data) > 0
-    assert_same(_memo_probe(data))
+    assert_same(memo_probe(data))
 
 
 def test_open_checkpoint_is_the_same_both_ways(tmp_path: Path,
@@ -442,7 +282,7 @@ def test_interpret_flattens_the_same(corpus: dict[str, bytes],
 
 
 def test_hostile_pickles_give_the_same_everything(tmp_path: Path) -> None:
-    records = _pickle_of(_save(small_state()))
+    records = pickle_of(saved_bytes(small_state()))
     for payload in payloads(tmp_path):
         assert_same(payload.data)
         assert_same(payload.data, torch_meaning=False)
@@ -457,7 +297,7 @@ def test_hostile_pickles_give_the_same_everything(tmp_path: Path) -> None:
 def test_memo_traps_inside_records_go_through_the_opcodes() -> None:
     """Records whose BINGETs read entries the record itself stores, or entries never
     stored, or that overwrite entries other records read: the same either way."""
-    data = _pickle_of(_save({"a": torch.ones(2), "b": torch.zeros(3), "c": torch.ones(1)}))
+    data = pickle_of(saved_bytes({"a": torch.ones(2), "b": torch.zeros(3), "c": torch.ones(1)}))
     assert data[:2] == b"\x80\x02"
     variants = []
     # location read from the index the storage key has just been stored at
@@ -492,14 +332,14 @@ def test_memo_traps_inside_records_go_through_the_opcodes() -> None:
     assert len(changed) == len(variants), "a trap did not apply; the corpus bytes moved"
     for v in changed:
         assert_same(v)
-        assert_same(_memo_probe(v) if _parses(v) else v)
+        assert_same(memo_probe(v) if _parses(v) else v)
 
 
 def test_memo_traps_with_memoize_go_through_the_opcodes() -> None:
     """Protocol 4 records store with MEMOIZE (at len(memo)): reads of what the record
     itself memoizes, a hole in the memo that makes later MEMOIZEs overwrite, entries
     overwritten by BINPUT, the rebuild function read from the key's own MEMOIZE."""
-    data = _unframe(_pickle_of(_save({"a": torch.ones(2), "b": torch.zeros(3),
+    data = unframed(pickle_of(saved_bytes({"a": torch.ones(2), "b": torch.zeros(3),
                                       "c": torch.ones(1)}, pickle_protocol=4)))
     assert data[:2] == b"\x80\x04" and b"\x95" not in data
     assert assert_same(data) == 2  # the first names its classes inline
@@ -527,12 +367,12 @@ def test_memo_traps_with_memoize_go_through_the_opcodes() -> None:
     assert all(v != data for v in variants), "a trap did not apply; the corpus bytes moved"
     for v in variants:
         assert_same(v)
-        assert_same(_memo_probe(v) if _parses(v) else v)
+        assert_same(memo_probe(v) if _parses(v) else v)
     # the memo budget at every count around the records' MEMOIZEs: the same error at the
     # same byte
     for max_memo in range(16, 40):
         assert_same(data, budgets=Budgets(max_memo=max_memo))
-    long_keys = _pickle_of(_save({"k" * 300: torch.ones(2), "x" * 256: torch.ones(3),
+    long_keys = pickle_of(saved_bytes({"k" * 300: torch.ones(2), "x" * 256: torch.ones(3),
                                   "y": torch.tensor(1.0)}, pickle_protocol=5))
     assert assert_same(long_keys) == 2
 
@@ -552,7 +392,7 @@ def test_records_the_patterns_never_fit_are_left_to_the_loop(
 
     state = {f"deep.{i}": torch.zeros([1] * 65) for i in range(600)}
     state.update({f"flat.{i}": torch.ones(2) for i in range(300)})
-    data = _pickle_of(_save(state))
+    data = pickle_of(saved_bytes(state))
     for bulk in (False, True):
         counting = Counting()
         monkeypatch.setattr(pickle_vm, "_RECORD", counting)
@@ -583,7 +423,7 @@ def test_a_failing_hook_leaves_the_same_state(hook: str, error: type[Exception],
     byte with the same partial tree as the opcodes would (or lets the same exception
     out). Scalars (0-d tensors: no PUT for their empty size) take the general step."""
     make = (lambda i: torch.tensor(float(i))) if scalars else (lambda i: torch.ones(i + 1))
-    data = _pickle_of(_save({f"t{i}": make(i) for i in range(6)}))
+    data = pickle_of(saved_bytes({f"t{i}": make(i) for i in range(6)}))
     for fail_at in (1, 3, 6):
         outcomes = []
         for fast in (False, True):
@@ -619,7 +459,7 @@ def test_a_failing_hook_leaves_the_same_state(hook: str, error: type[Exception],
 
 @pytest.mark.parametrize("extra_marks", range(0, 5))
 def test_mark_depth_budget_at_the_edge(extra_marks: int) -> None:
-    data = _pickle_of(_save({"a": torch.ones(2), "b": torch.ones(2, 2), "c": torch.ones(3)}))
+    data = pickle_of(saved_bytes({"a": torch.ones(2), "b": torch.ones(2, 2), "c": torch.ones(3)}))
     depth = 50
     wrapped = data[:2] + b"(" * depth + data[2:]
     assert_same(wrapped, budgets=Budgets(max_mark_depth=depth + extra_marks))
@@ -648,7 +488,7 @@ def test_opcode_counts_stay_an_upper_bound(corpus: dict[str, bytes]) -> None:
 
 
 def test_every_truncation_point(corpus: dict[str, bytes]) -> None:
-    data = _pickle_of(_save(_fuzz_state()))
+    data = pickle_of(saved_bytes(_fuzz_state()))
     for cut in range(len(data) + 1):
         assert_same(data[:cut])
     assert_same(data[:-1], torch_meaning=False)
@@ -663,7 +503,7 @@ def _fuzz_state() -> dict[str, Any]:
 
 
 def test_random_byte_flips(corpus: dict[str, bytes]) -> None:
-    data = _pickle_of(_save(_fuzz_state()))
+    data = pickle_of(saved_bytes(_fuzz_state()))
     rng = random.Random(20240611)
     interesting = b"hjqrKMJXtQR()\x85\x86\x87\x88\x89"
     for i in range(4000):
@@ -679,7 +519,7 @@ def test_random_byte_flips(corpus: dict[str, bytes]) -> None:
 
 def test_flips_keep_the_machine_plain(corpus: dict[str, bytes]) -> None:
     """The machine without torch's meanings (as scanners run it) agrees too."""
-    data = _pickle_of(_save(_fuzz_state()))
+    data = pickle_of(saved_bytes(_fuzz_state()))
     rng = random.Random(7)
     for _ in range(1000):
         damaged = bytearray(data)
@@ -720,7 +560,7 @@ def test_records_built_by_hand() -> None:
     data = head + b"(" + b"".join(records) + b"l."
     extra = assert_same(data)
     assert extra > 0
-    assert_same(_memo_probe(data))
+    assert_same(memo_probe(data))
     # the rebuild function stored as something else at the same index
     assert_same(head.replace(b"q\x00X", b"0N\x85q\x00X", 1) + b"(" + records[0] + b"l.")
     # without reducers (plain machine), and with no persistent_load
@@ -729,7 +569,7 @@ def test_records_built_by_hand() -> None:
 
 def test_the_fast_path_never_sees_a_module_it_would_import() -> None:
     """Nothing is imported: a record naming a module that does not exist reads the same."""
-    data = _pickle_of(_save({"w": torch.ones(2), "b": torch.ones(2)})).replace(
+    data = pickle_of(saved_bytes({"w": torch.ones(2), "b": torch.ones(2)})).replace(
         b"ctorch\nFloatStorage\n", b"cnot_a_module\nFloatStorage\n")
     slow, fast, extra = run_both(data)
     assert slow == fast and extra > 0

@@ -14,8 +14,16 @@ import random
 from typing import Any
 
 import pytest
-from test_pickle_fast import _memo_probe, _pickle_of, _save, describe, run_both
-from test_pickle_runs import BulkCounter, _state, three_ways
+from _pickle_paths import (
+    BulkCounter,
+    describe,
+    layers_state,
+    memo_probe,
+    pickle_of,
+    run_both,
+    saved_bytes,
+    three_ways,
+)
 
 from ckwidget.readers import pickle_vm
 from ckwidget.readers.budgets import Budgets
@@ -176,7 +184,7 @@ def _reading(data: bytes, order: list[int], extra: bytes = b"") -> bytes:
 
 @pytest.fixture(scope="module")
 def big() -> bytes:
-    return _pickle_of(_save(_state(3000)))
+    return pickle_of(saved_bytes(layers_state(3000)))
 
 
 def test_the_opcode_loop_reads_pending_entries_in_any_order(big: bytes,
@@ -187,21 +195,21 @@ def test_the_opcode_loop_reads_pending_entries_in_any_order(big: bytes,
     order = rng.sample(puts, 3000) + puts[::-1][:2000] + rng.sample(puts, 500)
     counter = three_ways(_reading(big, order), monkeypatch)
     assert counter.units > 2500
-    three_ways(_memo_probe(big), monkeypatch)
+    three_ways(memo_probe(big), monkeypatch)
 
 
 def test_later_records_read_pending_entries(monkeypatch: pytest.MonkeyPatch) -> None:
     """Views of storages saved early (their key is a run's entry), and records whose
     storage tag or class are read from entries a run stored."""
-    state: dict[str, Any] = _state(800)
+    state: dict[str, Any] = layers_state(800)
     base = state["module.layers.12.weight"]
     for i in range(300):
         state[f"view.{i}"] = base[i % 2]
-    data = _pickle_of(_save(state))
+    data = pickle_of(saved_bytes(state))
     assert three_ways(data, monkeypatch).units > 700
-    three_ways(_memo_probe(data), monkeypatch)
+    three_ways(memo_probe(data), monkeypatch)
     # a later record reading a run's entries where its constants should be
-    big = _pickle_of(_save(_state(2000)))
+    big = pickle_of(saved_bytes(layers_state(2000)))
     at = big.index(b"module.layers.1800.weight")
     puts = _puts(big, at)
     rng = random.Random(5)
@@ -251,7 +259,7 @@ def test_a_pending_store_over_an_earlier_entry_wins(big: bytes,
     for t in (puts[len(puts) // 2], puts[len(puts) // 2 + 5], puts[-30], puts[-1]):
         early = big[:2] + b"X\x05\x00\x00\x00early" + _put(t) + b"0" + big[2:]
         three_ways(_reading(early, [t, t + 1]), monkeypatch)
-        three_ways(_memo_probe(early), monkeypatch)
+        three_ways(memo_probe(early), monkeypatch)
     # two PUTs of one run to one index, and an earlier store of it: the run's last wins
     at = big.index(b"module.layers.2100.weight")
     later = big.index(b"r", big.index(b"module.layers.2101.bias") + 23)
@@ -294,10 +302,10 @@ def test_protocol_4_streams_keep_a_plain_memo() -> None:
     the first long run swaps in a LazyMemo with the same entries."""
     import torch
 
-    data4 = _pickle_of(_save({"a": torch.ones(2), "b": torch.ones(3)}, pickle_protocol=4))
-    data2 = _pickle_of(_save({f"t{i}": torch.ones(i % 3 + 1) for i in range(40)}))
+    data4 = pickle_of(saved_bytes({"a": torch.ones(2), "b": torch.ones(3)}, pickle_protocol=4))
+    data2 = pickle_of(saved_bytes({f"t{i}": torch.ones(i % 3 + 1) for i in range(40)}))
     base = torch.zeros(50)
-    views = _pickle_of(_save({f"v{i}": base[i:] for i in range(40)}))  # shared storage
+    views = pickle_of(saved_bytes({f"v{i}": base[i:] for i in range(40)}))  # shared storage
     made: list[Any] = []
     real = pickle_vm._TensorRecords.__init__
 

@@ -14,21 +14,24 @@ from __future__ import annotations
 
 import random
 import sys
-from collections.abc import Callable
 from typing import Any
 
 import pytest
 import torch
-from test_pickle_fast import (
+from _pickle_paths import (
     READER,
-    _memo_probe,
-    _mixed_dtypes,
-    _pickle_of,
-    _resnet,
-    _save,
+    BulkCounter,
     context_facts,
+    fast_facts,
+    layers_state,
+    memo_probe,
+    mixed_dtypes_state,
+    pickle_of,
+    resnet_state,
     result_facts,
     run_both,
+    saved_bytes,
+    three_ways,
 )
 
 from ckwidget.readers import pickle_runs, pickle_vm
@@ -39,95 +42,9 @@ from ckwidget.readers.torch_objects import TorchPickleContext
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 
 
-class BulkCounter:
-    """Counts the units the bulk runner reads (wraps ``make_bulk_runner``)."""
-
-    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
-        self.units = 0
-        self.runs = 0
-        real = pickle_vm.make_bulk_runner
-
-        def make(*args: Any, **kw: Any) -> Callable[[int, list[Any]], int]:
-            run = real(*args, **kw)
-            me = args[6]
-
-            def counted(at: int, stack: list[Any]) -> int:
-                before = me.count
-                end = run(at, stack)
-                if end:
-                    self.runs += 1
-                    self.units += me.count - before
-                return end
-            return counted
-
-        monkeypatch.setattr(pickle_vm, "make_bulk_runner", make)
-
-
-def three_ways(data: bytes, monkeypatch: pytest.MonkeyPatch, **kw: Any) -> BulkCounter:
-    """The same facts with bulk runs on and off (and the opcode loop); the opcode counts
-    of both fast forms are equal too. Bulk runs go twice, reading the fixed-width fields
-    with numpy and from the groups (``pickle_runs.NUMPY_RUNS``): the same facts, and the
-    same units read in bulk. Returns the counter of the bulk side (the numpy runs)."""
-    monkeypatch.setattr(pickle_vm, "BULK_RECORDS", False)
-    slow, per_record, records = run_both(data, **kw)
-    for key in slow:
-        assert per_record[key] == slow[key], key
-    ops_per_record = _ops(data, **kw)
-    monkeypatch.setattr(pickle_vm, "BULK_RECORDS", True)
-    with monkeypatch.context() as patch:  # counters for this call only: no nesting
-        patch.setattr(pickle_runs, "NUMPY_RUNS", False)
-        groups = BulkCounter(patch)
-        plain, plain_records = _fast_facts(data, **kw)
-        assert _ops(data, **kw) == ops_per_record
-    with monkeypatch.context() as patch:
-        counter = BulkCounter(patch)
-        _, bulk, bulk_records = run_both(data, **kw)
-        assert _ops(data, **kw) == ops_per_record
-    for key in slow:
-        assert bulk[key] == slow[key], key
-    assert bulk_records == records
-    assert plain == bulk and plain_records == records
-    assert (groups.units, groups.runs) == (counter.units, counter.runs)
-    return counter
-
-
-def _fast_facts(data: bytes, *, budgets: Budgets = DEFAULT_BUDGETS,
-                torch_meaning: bool = True, **kw: Any) -> tuple[dict[str, Any], int]:
-    """The fast half of ``run_both``: its facts and how many records it ran."""
-    if torch_meaning:
-        ctx = TorchPickleContext(READER)
-        kw.setdefault("persistent_load", ctx.persistent_load)
-        kw.setdefault("reducers", ctx.reducers())
-        kw.setdefault("builders", {"*": ctx.build})
-    res = run_pickle(data, budgets, **kw)
-    got = result_facts(res)
-    if torch_meaning:
-        got["context"] = context_facts(ctx)
-    return got, res.records
-
-
-def _ops(data: bytes, budgets: Budgets = DEFAULT_BUDGETS, **_kw: Any) -> int:
-    ctx = TorchPickleContext(READER)
-    return run_pickle(data, budgets, persistent_load=ctx.persistent_load,
-                      reducers=ctx.reducers(), builders={"*": ctx.build}).ops
-
-
-def _state(n: int, prefix: str = "module.layers") -> dict[str, torch.Tensor]:
-    g = torch.Generator().manual_seed(n)
-    out = {}
-    for i in range(n):
-        if i % 7 == 3:
-            out[f"{prefix}.{i}.scale"] = torch.tensor(float(i))
-        elif i % 2:
-            out[f"{prefix}.{i}.bias"] = torch.randn(3, generator=g)
-        else:
-            out[f"{prefix}.{i}.weight"] = torch.randn(2, 3, generator=g)
-    return out
-
-
 @pytest.fixture(scope="module")
 def big() -> bytes:
-    return _pickle_of(_save(_state(3000)))
+    return pickle_of(saved_bytes(layers_state(3000)))
 
 
 def test_runs_are_read_in_bulk_with_the_same_everything(big: bytes,
@@ -135,7 +52,7 @@ def test_runs_are_read_in_bulk_with_the_same_everything(big: bytes,
                                                         ) -> None:
     counter = three_ways(big, monkeypatch)
     assert counter.units > 2500 and counter.runs > 10
-    three_ways(_memo_probe(big), monkeypatch)
+    three_ways(memo_probe(big), monkeypatch)
     three_ways(big, monkeypatch, torch_meaning=False)  # no hooks: no bulk form
 
 
@@ -152,13 +69,13 @@ def test_fast_false_and_the_switches_turn_bulk_off(big: bytes,
 
 
 def test_keys_that_hold_opcode_bytes(monkeypatch: pytest.MonkeyPatch) -> None:
-    record = _pickle_of(_save({"w": torch.ones(2)}))
+    record = pickle_of(saved_bytes({"w": torch.ones(2)}))
     weird = ["((h", "tq\x05Q", "Rq", "r((((", "X\x05\x00\x00\x00", "é.weight", "\x00",
              record.decode("latin-1"), "q" * 300, "h" * 255, "a" * 256, " "]
-    state = _state(600)
+    state = layers_state(600)
     for i, key in enumerate(weird):
         state[f"module.layers.{300 + i}.{key}"] = torch.ones(i + 1)
-    data = _pickle_of(_save(state))
+    data = pickle_of(saved_bytes(state))
     assert three_ways(data, monkeypatch).units > 300
 
 
@@ -180,15 +97,15 @@ def test_declared_lengths_that_disagree_with_the_pattern(big: bytes,
 
 def test_shared_storages_in_a_run(monkeypatch: pytest.MonkeyPatch) -> None:
     base = torch.arange(12.0)
-    state: dict[str, Any] = _state(400)
+    state: dict[str, Any] = layers_state(400)
     for i in range(50):
         state[f"view.{i}"] = base[i % 6:]
         state[f"own.{i}"] = torch.ones(2)
-    state.update(_state(400, "tail"))
-    data = _pickle_of(_save(state))
+    state.update(layers_state(400, "tail"))
+    data = pickle_of(saved_bytes(state))
     assert three_ways(data, monkeypatch).units > 600
     # a literal storage key repeated inside a run (torch.save writes BINGET for views)
-    big = _pickle_of(_save(_state(2000)))
+    big = pickle_of(saved_bytes(layers_state(2000)))
     edited = big.replace(b"X\x04\x00\x00\x001001", b"X\x04\x00\x00\x001000", 1)
     assert edited != big
     three_ways(edited, monkeypatch)
@@ -201,21 +118,21 @@ def test_runs_span_dtypes_and_scalars(monkeypatch: pytest.MonkeyPatch) -> None:
     """A run reads each unit's storage class (a state dict mixes dtypes record by record)
     and takes 0-d tensors (no PUT after their empty size and stride): ResNet-style blocks
     and a dtype mix are read in bulk almost whole."""
-    resnet = _pickle_of(_save(_resnet(60)))  # 7 tensors a block, 1 of them 0-d int64
+    resnet = pickle_of(saved_bytes(resnet_state(60)))  # 7 tensors a block, 1 of them 0-d int64
     counter = three_ways(resnet, monkeypatch)
     assert counter.units > 0.9 * 7 * 60 and counter.runs < 20
-    three_ways(_memo_probe(resnet), monkeypatch)
-    mixed = _pickle_of(_save(_mixed_dtypes(500)))
+    three_ways(memo_probe(resnet), monkeypatch)
+    mixed = pickle_of(saved_bytes(mixed_dtypes_state(500)))
     counter = three_ways(mixed, monkeypatch)
     assert counter.units > 0.9 * 500
-    three_ways(_memo_probe(mixed), monkeypatch)
+    three_ways(memo_probe(mixed), monkeypatch)
 
 
 def test_empty_tuples_with_puts_and_tuples_without(monkeypatch: pytest.MonkeyPatch) -> None:
     """An empty size followed by a PUT, a size of one dimension with none: forms pickle
     never writes, which the units must not read as the usual ones."""
-    state = _state(300)
-    data = _pickle_of(_save(state))
+    state = layers_state(300)
+    data = pickle_of(saved_bytes(state))
     scalar = data.index(b"module.layers.150.scale")
     empty = data.index(b"))", scalar + 40)  # its size and stride: EMPTY_TUPLE twice
     put = b"r" + (70_000).to_bytes(4, "little")
@@ -244,13 +161,13 @@ def test_units_that_never_fit_cost_few_tries(monkeypatch: pytest.MonkeyPatch) ->
         state[f"enc.{i}.weight"] = base
         state[f"dec.{i}.weight_t"] = base.t()
         state[f"dec.{i}.row"] = base[2]
-    state.update(_state(600, "tail"))
-    data = _pickle_of(_save(state))
+    state.update(layers_state(600, "tail"))
+    data = pickle_of(saved_bytes(state))
     monkeypatch.setattr(pickle_runs, "_GENERAL", counted)
     counter = three_ways(data, monkeypatch)
     assert counter.units > 400  # the tail
     tries[0] = 0
-    _fast_facts(data)
+    fast_facts(data)
     assert tries[0] < 1800 // 20
 
 
@@ -267,12 +184,12 @@ def test_memo_entries_stored_and_read_inside_a_run(big: bytes,
     for index in reads.values():
         edited = big[:put] + _long_put(index) + big[put + 5:]
         three_ways(edited, monkeypatch)
-        three_ways(_memo_probe(edited), monkeypatch)
+        three_ways(memo_probe(edited), monkeypatch)
     # two PUTs of one run to the same index: the later one stays
     later = big.index(b"r", big.index(b"module.layers.2101.bias") + 23)
     same = big[put + 1:put + 5]
     three_ways(big[:later] + b"r" + same + big[later + 5:], monkeypatch)
-    three_ways(_memo_probe(big[:later] + b"r" + same + big[later + 5:]), monkeypatch)
+    three_ways(memo_probe(big[:later] + b"r" + same + big[later + 5:]), monkeypatch)
 
 
 def test_huge_and_unordered_memo_indexes(big: bytes, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -281,7 +198,7 @@ def test_huge_and_unordered_memo_indexes(big: bytes, monkeypatch: pytest.MonkeyP
     for index in (0xFFFFFFFF, 0x7FFFFFFF, 1 << 31, 257):
         edited = big[:put] + _long_put(index) + big[put + 5:]
         three_ways(edited, monkeypatch)
-        three_ways(_memo_probe(edited), monkeypatch)
+        three_ways(memo_probe(edited), monkeypatch)
 
 
 class _Failing(TorchPickleContext):
@@ -404,7 +321,7 @@ def _varied(n: int) -> dict[str, torch.Tensor]:
 @pytest.fixture(scope="module")
 def varied() -> dict[int, bytes]:
     """Streams of 25 units (one-byte PUTs only) and 120 (both widths)."""
-    return {n: _pickle_of(_save(_varied(n))) for n in (25, 120)}
+    return {n: pickle_of(saved_bytes(_varied(n))) for n in (25, 120)}
 
 
 class FieldsSpy:
@@ -447,7 +364,7 @@ def test_numpy_and_groups_read_the_same_fields(varied: dict[int, bytes],
     counter = three_ways(varied[120], monkeypatch)
     assert counter.units > 60 and spy.units == counter.units
     assert spy.families >= {(1, True), (4, True), (1, False), (4, False)}
-    three_ways(_memo_probe(varied[120]), monkeypatch)
+    three_ways(memo_probe(varied[120]), monkeypatch)
     assert three_ways(varied[25], monkeypatch).units > 10
     # units whose strides take over 255 bytes (55 BININTs): widths past one byte
     assert sum(len(m.group(12)) > 255 for m in pickle_runs._GENERAL.__self__.finditer(
