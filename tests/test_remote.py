@@ -308,6 +308,73 @@ def test_a_sharded_folder_reads_its_shards_in_parallel(tmp_path: Path) -> None:
     assert ckpt.io_stats.round_trips <= 2 and len(ckpt.tensors) == 32
 
 
+class _Shards(nn.Module):
+    """The model of ``_sharded``'s folder: layers.{shard}.{i}.weight, 512 x 512."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.layers = nn.ModuleList(
+            nn.ModuleList(nn.Linear(512, 512, bias=False) for _ in range(4)) for _ in range(4))
+
+
+def _sharded(folder: Path, suffix: str) -> None:
+    """4 shards of 4 tensors of 1 MB (sampled as spread blocks, not read whole); one
+    tensor all NaN."""
+    from safetensors.torch import save_file
+
+    folder.mkdir()
+    weight_map = {}
+    torch.manual_seed(0)
+    for s in range(4):
+        name = f"model-0000{s + 1}-of-00004{suffix}"
+        part = {f"layers.{s}.{j}.weight": torch.randn(512, 512) for j in range(4)}
+        if s == 2:
+            part["layers.2.1.weight"].fill_(float("nan"))
+        if suffix == ".safetensors":
+            save_file(part, str(folder / name), metadata={"format": "pt"})
+        else:
+            torch.save(part, folder / name)
+        weight_map.update(dict.fromkeys(part, name))
+    index = "model.safetensors" if suffix == ".safetensors" else "pytorch_model.bin"
+    (folder / f"{index}.index.json").write_text(json.dumps({"weight_map": weight_map}))
+    (folder / "config.json").write_text("{}")
+
+
+@pytest.mark.parametrize("suffix", [".safetensors", ".bin"])
+def test_a_sampled_diagnosis_of_shards_reads_its_values_in_one_round_trip(
+        tmp_path: Path, suffix: str) -> None:
+    """The value checks' sampled ranges of every shard are fetched as one wave, all of
+    its requests sent at once (not a thread pool's worth at a time); a torch zip
+    record's blocks come with its local header. Counted, not timed: the latency only
+    keeps the requests in flight long enough to be counted together."""
+    _sharded(tmp_path / "hf", suffix)
+    local = ck.diagnose(tmp_path / "hf", _Shards())
+    with servers.serve(tmp_path, latency=0.2) as server:
+        ckpt, _ = _http_open(server, "hf/")
+        stats = ckpt.io_stats
+        opened = (stats.round_trips, stats.requests, stats.bytes_read)
+        server.most_in_flight = 0
+        before = len(server.requests)
+        report = ck.diagnose(ckpt, _Shards())
+        sent = server.requests[before:]
+        in_flight = server.most_in_flight
+    trips, requests, nbytes = (stats.round_trips - opened[0], stats.requests - opened[1],
+                               stats.bytes_read - opened[2])
+    # one wave: every sampled block of the 16 tensors (4 each), and each shard asked
+    # whether it changed (HEAD)
+    assert trips == 1
+    assert requests == len(sent) and sum(m == "HEAD" for m, _, _ in sent) == 4
+    assert 4 * 4 < requests <= 16 * 4 + 4 + 4  # spread blocks, a few coalesced
+    assert in_flight > remote.WORKERS  # sent together, not a thread pool at a time
+    assert nbytes < 16 * (1 << 20) // 3  # blocks only, not the tensors
+    assert report.status == local.status
+    assert sorted(f.kind for f in report.findings) == sorted(f.kind for f in local.findings)
+    got = next(f for f in report.findings if f.kind == "nonfinite")
+    assert got.keys == ["layers.2.1.weight"]
+    assert got.keys == next(f for f in local.findings if f.kind == "nonfinite").keys
+    ckpt.close()
+
+
 # -- holes, tensors on demand -----------------------------------------------------------------
 def test_holes_are_never_read_as_data(tmp_path: Path) -> None:
     sd = {"ones": torch.ones(300_000), "twos": torch.full((300_000,), 2.0)}

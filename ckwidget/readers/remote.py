@@ -18,8 +18,9 @@ without downloading it. The design keeps every local reader as it is:
   that is all they read (HDF5 and GGUF markers), a bounded prefix checked against the
   pickle machine for large pickles, and otherwise a sentence instead of a guess.
 - **Fetched ahead, in waves.** What the reader will read is fetched before it runs,
-  in as few round trips as the format allows, each wave's requests sent in parallel
-  (``cat_ranges`` or a thread pool) and neighbouring ranges coalesced: a torch zip's
+  in as few round trips as the format allows, each wave's requests sent at once
+  (``cat_ranges``, HTTPFile's coroutines gathered on fsspec's loop, or a thread pool;
+  s3fs gets ``CONNECTIONS`` connections) and neighbouring ranges coalesced: a torch zip's
   first and last 64 KiB (data.pkl, version, byteorder and the directory are usually
   there), then the directory, then every small record it names; a safetensors header;
   for a folder, its listing, then the index, configs and every shard's head and header
@@ -71,6 +72,7 @@ TAIL_BYTES = 65_536 + 22         # what the zip reader reads from the end of an 
 GAP = 64 << 10                   # ranges closer than this are fetched as one
 PIECE = 8 << 20                  # the largest single request
 WORKERS = 32                     # requests in flight at once (thread pool)
+CONNECTIONS = 100                # an S3 client's connections (aiohttp's default for HTTP)
 LOCAL_EXTRA = 128                # room for a zip record's local extra field (torch pads to 64)
 RECORDS_LIMIT = 256 << 20        # small records fetched ahead, in all
 SMALL_FILE = 1 << 20             # files of a folder fetched whole ahead (json, latest...)
@@ -492,7 +494,7 @@ class Session:
         checks = [self.pool.submit(obj.check) for obj in checked]
         try:
             if self.http and not self.ranges_seen:
-                datas = list(self.pool.map(self._http_range, pieces))
+                datas = self._http_ranges(pieces)
             elif getattr(self.fs, "async_impl", False):
                 datas = self.fs.cat_ranges([o.rpath for o, _, _ in pieces],
                                            [s for _, s, _ in pieces],
@@ -532,26 +534,65 @@ class Session:
         except Exception as exc:
             return exc
 
-    def _http_range(self, piece: tuple[RemoteObject, int, int]) -> Any:
-        """A range over HTTP through fsspec's HTTPFile, which checks that the server
+    def _http_ranges(self, pieces: list[tuple[RemoteObject, int, int]]) -> list[Any]:
+        """Ranges over HTTP through fsspec's HTTPFile, which checks that the server
         answered with the range (206 or Content-Range) and never reads a whole body
-        the server sends instead (it raises, or stops at the range for a start at 0)."""
+        the server sends instead (it raises, or stops at the range for a start at 0).
+        All of them at once on fsspec's event loop (as ``cat_ranges`` sends them), not
+        a thread pool's worth at a time; exceptions returned."""
+        opened: dict[int, Any] = {}
+        for obj, _, _ in pieces:
+            if id(obj) in opened:
+                continue
+            try:
+                if obj.http_file is None:
+                    obj.http_file = self.fs.open(obj.rpath, "rb", size=obj.size,
+                                                 block_size=PIECE, cache_type="none")
+                opened[id(obj)] = obj.http_file
+            except Exception as exc:
+                opened[id(obj)] = exc
+        loop = getattr(self.fs, "loop", None)
+        if loop is None or not all(hasattr(f, "async_fetch_range") for f in opened.values()
+                                   if not isinstance(f, BaseException)):
+            return list(self.pool.map(self._http_range, pieces))  # pragma: no cover
+        from fsspec.asyn import sync
+
+        async def one(piece: tuple[RemoteObject, int, int]) -> Any:
+            obj, start, end = piece
+            file = opened[id(obj)]
+            if isinstance(file, BaseException):
+                return file
+            try:
+                data = await file.async_fetch_range(start, end)
+            except Exception as exc:
+                return self._http_error(obj, exc)
+            return self._http_answer(start, end, data)
+
+        async def every() -> list[Any]:
+            import asyncio
+
+            return list(await asyncio.gather(*map(one, pieces)))
+
+        return sync(loop, every)
+
+    def _http_range(self, piece: tuple[RemoteObject, int, int]) -> Any:
+        """One range of ``_http_ranges``, from a thread (fsspec without coroutines)."""
         obj, start, end = piece
         try:
-            if obj.http_file is None:
-                obj.http_file = self.fs.open(obj.rpath, "rb", size=obj.size,
-                                             block_size=PIECE, cache_type="none")
-            data = obj.http_file._fetch_range(start, end)
-            if start > 0 and len(data) == end - start:
-                self.ranges_seen = True  # from now on plain parallel range requests do
-            return data
-        except ValueError as exc:
-            if "range" in str(exc):
-                obj.no_ranges = True
-                return _NoRanges("the server does not answer range requests")
-            return exc
+            return self._http_answer(start, end, obj.http_file._fetch_range(start, end))
         except Exception as exc:
-            return exc
+            return self._http_error(obj, exc)
+
+    def _http_answer(self, start: int, end: int, data: bytes) -> bytes:
+        if start > 0 and len(data) == end - start:
+            self.ranges_seen = True  # from now on plain parallel range requests do
+        return data
+
+    def _http_error(self, obj: RemoteObject, exc: Exception) -> Exception:
+        if isinstance(exc, ValueError) and "range" in str(exc):
+            obj.no_ranges = True
+            return _NoRanges("the server does not answer range requests")
+        return exc
 
     def whole(self, obj: RemoteObject, why: str) -> None:
         """Read the whole object once into its cache (a server without range requests)."""
@@ -938,19 +979,44 @@ def prefetch(session: Session, tensors: dict[str, Any], keys: list[str],
     says how much in ``io_stats.notes`` and the log when it is anything."""
     ranges, entries, whole = tensor_ranges(tensors, keys, default)
     ranges += [(obj, 0, obj.size) for obj in whole]
-    missing = sum(e - s for obj, s0, e0 in ranges
-                  for s, e in obj.filled.missing(max(0, s0), min(obj.size, e0)))
-    if missing:
-        objects = sorted({obj.url for obj, _, _ in ranges})
-        where = objects[0] if len(objects) == 1 else f"{len(objects)} files of {session.url}"
-        note = (f"Downloading {human(missing)} for {len(keys)} tensor(s) of {where} into the "
-                "local cache.")
-        log.info(note)
-        session.stats.notes.append(note)
+    missing = _missing(ranges)
+    _say_download(session, ranges, missing, len(keys))
     session.ensure(ranges)
     for obj, _, _, entry in entries:
         _exact_record(obj, entry)
     return missing
+
+
+def _missing(ranges: list[tuple[RemoteObject, int, int]]) -> int:
+    """Bytes of these ranges the cache does not hold."""
+    return sum(e - s for obj, s0, e0 in ranges
+               for s, e in obj.filled.missing(max(0, s0), min(obj.size, e0)))
+
+
+def _say_download(session: Session, ranges: list[tuple[RemoteObject, int, int]],
+                  missing: int, count: int) -> None:
+    """How much reading ``count`` tensors downloads, in ``io_stats.notes`` and the log."""
+    if not missing:
+        return
+    objects = sorted({obj.url for obj, _, _ in ranges})
+    where = objects[0] if len(objects) == 1 else f"{len(objects)} files of {session.url}"
+    note = (f"Downloading {human(missing)} for {count} tensor(s) of {where} into the "
+            "local cache.")
+    log.info(note)
+    session.stats.notes.append(note)
+
+
+def _sample_blocks(numel: int, cap: int) -> list[tuple[int, int]]:
+    """The runs of elements ``read_samples`` reads of a tensor of ``numel`` elements for
+    at most ``cap`` values: all of them when they fit, else ``SAMPLE_BLOCKS`` evenly
+    spread runs, as [first, end) element indexes."""
+    if numel <= cap:
+        return [(0, numel)]
+    blocks = max(1, min(SAMPLE_BLOCKS, cap))
+    per = max(1, cap // blocks)
+    span = numel - per
+    firsts = sorted({round(i * span / max(1, blocks - 1)) for i in range(blocks)})
+    return [(f, f + per) for f in firsts]
 
 
 # -- the checkpoint -------------------------------------------------------------------------
@@ -1002,9 +1068,7 @@ class RemoteCheckpoint(Checkpoint):
 
     def _missing(self, keys: list[str]) -> int:
         ranges, _, whole = tensor_ranges(self.tensors, keys, self._object())
-        ranges += [(obj, 0, obj.size) for obj in whole]
-        return sum(e - s for obj, s0, e0 in ranges
-                   for s, e in obj.filled.missing(max(0, s0), min(obj.size, e0)))
+        return _missing(ranges + [(obj, 0, obj.size) for obj in whole])
 
     def fetch(self, keys: Iterable[str] | None = None) -> int:
         """Fetch these tensors' bytes (all of them by default) into the cache, in one
@@ -1035,35 +1099,61 @@ class RemoteCheckpoint(Checkpoint):
         magnitudes), without reading the rest: a big tensor whose elements lie in order
         in the file gives ``SAMPLE_BLOCKS`` evenly spread runs of elements; a small one
         is read whole (its values, then sampled like ``stats.sample_tensor``). Every
-        range of every tensor is fetched in one wave (two for zip records, whose local
-        headers say where their data starts). Other tensors go through ``read``."""
+        range of every tensor is fetched in one wave: a zip record's blocks come with its
+        local header (which says where its data starts), each widened by the room the
+        header's extra field may take; tensors read otherwise (through ``read``, within
+        ``read_budget``) come in the same wave."""
         import numpy as np
         import torch
 
         from ..stats import sample_tensor
 
         runs = {key: _byte_run(self.tensors[key]) for key in wanted}
-        heads = [found[:3] for key, run in runs.items() if run is not None
-                 and (found := run[3]) is not None]
-        self.session.ensure(heads)  # zip local headers: where each record's data starts
+        wave: list[tuple[RemoteObject, int, int]] = []
         plans: dict[str, list[tuple[RemoteObject, int, int]]] = {}
-        for key, run in runs.items():
-            info = self.tensors[key]
-            start = _run_start(run) if run is not None else None
-            if start is None:
-                continue
+        pending = []  # zip records whose local header is not cached yet
+
+        def plan(key: str, run: tuple[Any, ...], start: int, slack: int = 0
+                 ) -> list[tuple[RemoteObject, int, int]]:
             obj, itemsize = run[0], run[2]
-            cap = max(1, wanted[key])
-            if info.numel <= cap:
-                plans[key] = [(obj, start, start + info.numel * itemsize)]
+            return [(obj, start + a * itemsize, start + b * itemsize + slack)
+                    for a, b in _sample_blocks(self.tensors[key].numel, max(1, wanted[key]))]
+
+        for key, run in runs.items():
+            if run is None:
                 continue
-            blocks = max(1, min(SAMPLE_BLOCKS, cap))
-            per = max(1, cap // blocks)
-            span = info.numel - per
-            firsts = sorted({round(i * span / max(1, blocks - 1)) for i in range(blocks)})
-            plans[key] = [(obj, start + f * itemsize, start + (f + per) * itemsize)
-                          for f in firsts]
-        self.session.ensure([r for ranges in plans.values() for r in ranges])
+            head = run[3]
+            if head is not None and not head[0].holds(head[1], head[2]):
+                obj, start, end, entry = head
+                lowest = start + 30 + len(entry.name.encode()) + run[4] * run[2]
+                wave += [(obj, start, end), *plan(key, run, lowest, LOCAL_EXTRA)]
+                pending.append(key)
+                continue
+            start = _run_start(run)
+            if start is not None:
+                plans[key] = plan(key, run, start)
+                wave += plans[key]
+        other = [key for key in wanted if runs[key] is None]
+        entries = []
+        if other:  # what ``read`` would fetch for them, one by one, fetched now
+            ranges, entries, whole = tensor_ranges(self.tensors, other, self._object())
+            ranges += [(obj, 0, obj.size) for obj in whole]
+            missing = _missing(ranges)
+            if missing <= self.read_budget - self._read_spent:
+                self._read_spent += missing
+                _say_download(self.session, ranges, missing, len(other))
+                wave += ranges
+            else:
+                entries = []
+        self.session.ensure(wave)
+        for obj, _, _, entry in entries:
+            _exact_record(obj, entry)
+        for key in pending:  # where the data starts, now that the header is here
+            start = _run_start(runs[key])
+            if start is not None:
+                plans[key] = plan(key, runs[key], start)
+        # held already, unless an extra field took more than LOCAL_EXTRA bytes
+        self.session.ensure([r for key in pending for r in plans.get(key, ())])
         out: dict[str, np.ndarray] = {}
         for key, cap in wanted.items():
             ranges = plans.get(key)
@@ -1198,13 +1288,23 @@ def _filesystem(url: str, options: dict[str, Any]) -> tuple[Any, str]:
         raise NotACheckpointError(
             f"Opening {url!r} needs fsspec, which is not installed: {EXTRA}.") from None
     try:
-        return fsspec.core.url_to_fs(url, **options)
+        return fsspec.core.url_to_fs(url, **_pooled(url, options))
     except ImportError as exc:
         raise NotACheckpointError(
             f"Opening {url!r} needs a package that is not installed ({exc}): {EXTRA}."
         ) from None
     except ValueError as exc:
         raise NotACheckpointError(f"ckwidget cannot open {url!r}: {exc}") from None
+
+
+def _pooled(url: str, options: dict[str, Any]) -> dict[str, Any]:
+    """s3fs keeps 10 connections by default (botocore's), so a wave of 100 ranges would
+    wait for 10 answers at a time: ask for ``CONNECTIONS`` unless the caller chose."""
+    if url.split("://", 1)[0] not in ("s3", "s3a"):
+        return options
+    config = dict(options.get("config_kwargs") or {})
+    config.setdefault("max_pool_connections", CONNECTIONS)
+    return {**options, "config_kwargs": config}
 
 
 def _child_url(url: str, rel: str) -> str:
