@@ -21,10 +21,10 @@ LAYERS, WIDTH, HEADS, VOCAB, POSITIONS = 2, 32, 2, 64, 16
 
 
 class Attention(nn.Module):
-    def __init__(self) -> None:
+    def __init__(self, bias: bool = True) -> None:
         super().__init__()
-        self.qkv = nn.Linear(WIDTH, 3 * WIDTH)
-        self.proj = nn.Linear(WIDTH, WIDTH)  # square: its shape cannot show a transpose
+        self.qkv = nn.Linear(WIDTH, 3 * WIDTH, bias=bias)
+        self.proj = nn.Linear(WIDTH, WIDTH, bias=bias)  # square: no shape shows a transpose
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, t, c = x.shape
@@ -35,22 +35,22 @@ class Attention(nn.Module):
 
 
 class FeedForward(nn.Module):
-    def __init__(self) -> None:
+    def __init__(self, bias: bool = True) -> None:
         super().__init__()
-        self.fc1 = nn.Linear(WIDTH, 4 * WIDTH)
-        self.fc2 = nn.Linear(4 * WIDTH, WIDTH)
+        self.fc1 = nn.Linear(WIDTH, 4 * WIDTH, bias=bias)
+        self.fc2 = nn.Linear(4 * WIDTH, WIDTH, bias=bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.fc2(nn.functional.gelu(self.fc1(x), approximate="tanh"))
 
 
 class Block(nn.Module):
-    def __init__(self) -> None:
+    def __init__(self, bias: bool = True) -> None:
         super().__init__()
         self.ln1 = nn.LayerNorm(WIDTH)
-        self.attn = Attention()
+        self.attn = Attention(bias)
         self.ln2 = nn.LayerNorm(WIDTH)
-        self.ff = FeedForward()
+        self.ff = FeedForward(bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x + self.attn(self.ln1(x))
@@ -58,11 +58,11 @@ class Block(nn.Module):
 
 
 class MyGPT(nn.Module):
-    def __init__(self, tied: bool = True) -> None:
+    def __init__(self, tied: bool = True, layers: int = LAYERS, bias: bool = True) -> None:
         super().__init__()
         self.tok_emb = nn.Embedding(VOCAB, WIDTH)
         self.pos_emb = nn.Embedding(POSITIONS, WIDTH)
-        self.blocks = nn.ModuleList(Block() for _ in range(LAYERS))
+        self.blocks = nn.ModuleList(Block(bias) for _ in range(layers))
         self.ln_f = nn.LayerNorm(WIDTH)
         self.head = nn.Linear(WIDTH, VOCAB, bias=False)
         if tied:
@@ -160,6 +160,38 @@ def test_gpt2_into_hand_written_gpt(tmp_path, gpt2, tied):
     assert rows.loc["tok_emb.weight", "checkpoint_key"] == "transformer.wte.weight"
     # GPT-2 saves wte and lm_head as one tensor: both find their place, none is unused
     assert report.provenance.unused_learned == []
+
+
+def test_bias_free_conv1d_layers_pair_by_their_layout_not_crosswise(tmp_path):
+    """Three layers pair as a family of renamed modules. Without biases to tell them
+    apart, GPT-2's mlp.c_fc as stored, (in, 4·in), has the shape of a Linear fc2 and
+    mlp.c_proj that of fc1: paired as stored they load crosswise, and the square attention
+    projection follows them untransposed, under a "fixable" verdict. Conv1D's weights
+    are (in, out): read so, every tensor gets GPT-2's value."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+    from transformers.utils import logging
+
+    logging.set_verbosity_error()
+    torch.manual_seed(0)
+    gpt2 = GPT2LMHeadModel(GPT2Config(n_layer=3, n_embd=WIDTH, n_head=HEADS,
+                                      vocab_size=VOCAB, n_positions=POSITIONS)).eval()
+    sd = {k: v for k, v in gpt2.state_dict().items()
+          if not (k.endswith(".bias") and (".attn.c_" in k or ".mlp.c_" in k))}
+    path = tmp_path / "gpt2-no-bias.pt"
+    torch.save(sd, path)
+    mine = MyGPT(layers=3, bias=False)
+    report = ck.diagnose(path, mine)
+    assert report.status == "fixable", report.headline
+    renamed = find(report, "renamed", "h.0.mlp.c_fc.weight")
+    assert "h.{0..2}.mlp.c_fc -> blocks.{0..2}.ff.fc1" in renamed.message
+    assert "h.{0..2}.mlp.c_proj -> blocks.{0..2}.ff.fc2" in renamed.message
+    report.plan.apply(mine)
+    for block, theirs in zip(mine.blocks, gpt2.transformer.h):
+        for linear, conv in ((block.attn.qkv, theirs.attn.c_attn),
+                             (block.attn.proj, theirs.attn.c_proj),
+                             (block.ff.fc1, theirs.mlp.c_fc),
+                             (block.ff.fc2, theirs.mlp.c_proj)):
+            assert torch.equal(linear.weight, conv.weight.T)
 
 
 def test_embedding_and_head_pair_by_role_not_file_order(tmp_path, gpt2):

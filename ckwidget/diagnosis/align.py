@@ -25,7 +25,7 @@ from ..loadhooks import renamed_names
 from ..rules import renamer, squeezed
 from .families import FAMILY, Family, find_families, rename_pattern
 from .joins import Joins, PeftModule, find_joins
-from .keys import escape_replacement, leaf_of, module_of
+from .keys import CONV1D_NAMES, escape_replacement, leaf_of, module_of
 from .model_side import ModelSide
 from .parametrizations import Renamed, find_renames, rename_patterns
 
@@ -52,7 +52,6 @@ OUTPUT_NAMES = HEAD_NAMES | {"lm_head", "embed_out", "unembed", "output_layer",
 # counterpart, they neither need a partner nor stop the rest from pairing.
 OPTIONAL_LEAVES = frozenset({"num_batches_tracked", "masked_bias", "position_ids"})
 # Hugging Face's Conv1D layers (GPT-2, OpenAI GPT): weights stored as (in, out)
-CONV1D_NAMES = frozenset({"c_attn", "q_attn", "c_proj", "c_fc"})
 
 
 @dataclass(frozen=True)

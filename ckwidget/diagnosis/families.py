@@ -17,7 +17,7 @@ from operator import attrgetter
 from ..checkpoint import TensorInfo
 from ..formatting import fold_template
 from ..keytemplates import SLOT, int_rows, templates_text
-from .keys import escape_replacement
+from .keys import CONV1D_NAMES, escape_replacement
 
 FAMILY = 3  # repeated modules that make a family (blocks.{0..2}.mlp)
 _SHAPE = attrgetter("shape")
@@ -61,7 +61,13 @@ def rename_pattern(c_module: str, m_module: str) -> tuple[str, str]:
 def find_families(c_keys: list[str], c_infos: dict[str, TensorInfo],
                   m_keys: list[str], m_infos: dict[str, TensorInfo]) -> list[Family]:
     """Families of unmatched checkpoint keys that are families of unmatched model keys
-    under another module name: same leaves, same numbers in the same order, same shapes."""
+    under another module name: same leaves, same numbers in the same order, same shapes.
+
+    A checkpoint module named as Hugging Face's Conv1D layers (``CONV1D_NAMES``) stores
+    its matrices (in, out): renamed to a module of another name (an ``nn.Linear``), it
+    pairs first by its shapes transposed. Compared as stored, GPT-2's ``mlp.c_fc``
+    (in, 4·in) has the shape of a Linear ``fc2`` and ``mlp.c_proj`` that of ``fc1``: with
+    no biases to tell them apart, they would pair crosswise and load the wrong weights."""
     c_groups = _groups(c_keys)
     if not c_groups:
         return []
@@ -69,15 +75,27 @@ def find_families(c_keys: list[str], c_infos: dict[str, TensorInfo],
     found: list[Family] = []
     taken: set[str] = set()
     for m_module, m_leaves in m_groups.items():
-        for c_module, c_leaves in c_groups.items():
-            if c_module in taken or c_leaves.keys() != m_leaves.keys():
-                continue
-            family = _pair(c_module, c_leaves, m_module, m_leaves, c_infos, m_infos)
+        for as_conv1d in (True, False):
+            family = None
+            for c_module, c_leaves in c_groups.items():
+                if c_module in taken or c_leaves.keys() != m_leaves.keys():
+                    continue
+                if as_conv1d and not (_conv1d(c_module) and not _conv1d(m_module)):
+                    continue
+                family = _pair(c_module, c_leaves, m_module, m_leaves, c_infos, m_infos,
+                               transposed=as_conv1d)
+                if family is not None:
+                    found.append(family)
+                    taken.add(c_module)
+                    break
             if family is not None:
-                found.append(family)
-                taken.add(c_module)
                 break
     return found
+
+
+def _conv1d(module: str) -> bool:
+    """Whether a module template names a Conv1D layer of Hugging Face's GPT-2 family."""
+    return module.rpartition(".")[2] in CONV1D_NAMES
 
 
 def _groups(keys: list[str]) -> Groups:
@@ -113,7 +131,10 @@ def _groups(keys: list[str]) -> Groups:
 
 def _pair(c_module: str, c_leaves: dict[str, tuple[list[tuple[str, ...]], list[str]]],
           m_module: str, m_leaves: dict[str, tuple[list[tuple[str, ...]], list[str]]],
-          c_infos: dict[str, TensorInfo], m_infos: dict[str, TensorInfo]) -> Family | None:
+          c_infos: dict[str, TensorInfo], m_infos: dict[str, TensorInfo],
+          transposed: bool = False) -> Family | None:
+    """The family, when every member holds every leaf, numbered alike, with the model's
+    shapes (the checkpoint's matrices read transposed when ``transposed``)."""
     leaves = list(m_leaves)
     rows = m_leaves[leaves[0]][0]
     if len(set(rows)) < FAMILY or len(set(rows)) != len(rows):
@@ -125,8 +146,10 @@ def _pair(c_module: str, c_leaves: dict[str, tuple[list[tuple[str, ...]], list[s
         m_rows, m_keys = m_leaves[leaf]
         if c_rows != m_rows or c_rows != rows:
             return None  # every member must hold every leaf, numbered alike
-        if list(map(_SHAPE, map(c_infos.__getitem__, c_keys))) != list(
-                map(_SHAPE, map(m_infos.__getitem__, m_keys))):
+        c_shapes = list(map(_SHAPE, map(c_infos.__getitem__, c_keys)))
+        if transposed:
+            c_shapes = [s[::-1] if len(s) == 2 else s for s in c_shapes]
+        if c_shapes != list(map(_SHAPE, map(m_infos.__getitem__, m_keys))):
             return None
         c_all += c_keys
         m_all += m_keys

@@ -6,6 +6,10 @@ display of many keys in :mod:`ckwidget.formatting`.
 
 from __future__ import annotations
 
+# Hugging Face's Conv1D layers (GPT-2 and its kin): their weights are stored (in, out),
+# the transpose of nn.Linear's (out, in)
+CONV1D_NAMES = frozenset({"c_attn", "q_attn", "c_proj", "c_fc"})
+
 
 def module_of(key: str) -> str:
     """"h.0.attn.weight" -> "h.0.attn"; a top-level key belongs to the root module ""."""

@@ -300,7 +300,8 @@ def _step_finding(ctx: Context, step: KeyStep) -> Finding:
     return Finding(
         "renamed", "error",
         "Renamed modules or tensors ("
-        + ("same order, different names, shapes equal or transposed" if searched
+        + ("same order, different names, shapes equal or transposed"
+           if searched or ctx.alignment.transposed
            else "same shapes, same order, different names") + "): "
         + "; ".join(lines[:8]) + (f" and {len(lines) - 8} more" if len(lines) > 8 else "")
         + "." + why + " Rename the keys.",
