@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 from torch import nn
 
@@ -391,3 +392,34 @@ def test_model_description_keeps_each_tensors_own_layout() -> None:
         assert side.infos["d"].layout == describe_tensor(dense).layout == "strided"
         assert side.infos["s"].layout == describe_tensor(sparse).layout == "sparse_coo"
         assert side.infos["s"].source is not None  # its values stay readable
+
+
+@pytest.mark.parametrize("layers", [1, 2, 3])  # 3 and more pair as families of modules
+def test_renamed_attention_projections_pair_by_role_not_by_order(tmp_path, layers):
+    """BERT's query, key and value projections are square and equally shaped: renamed to
+    a model that registers k_proj before q_proj, pairing by shape and order would load
+    BERT's query into k_proj under a "fixable" verdict. The names say which is which."""
+    transformers = pytest.importorskip("transformers")
+    torch.manual_seed(0)
+    bert = transformers.BertModel(transformers.BertConfig(
+        hidden_size=16, num_hidden_layers=layers, num_attention_heads=2,
+        intermediate_size=32, vocab_size=50))
+    saved = nn.ModuleList(layer.attention.self for layer in bert.encoder.layer)
+    torch.save(saved.state_dict(), tmp_path / "bert-attention.pt")
+
+    class Attention(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.k_proj = nn.Linear(16, 16)
+            self.q_proj = nn.Linear(16, 16)
+            self.v_proj = nn.Linear(16, 16)
+
+    mine = nn.ModuleList(Attention() for _ in range(layers))
+    report = ck.diagnose(tmp_path / "bert-attention.pt", mine)
+    assert report.status == "fixable", report.headline
+    report.plan.apply(mine)
+    for ours, theirs in zip(mine, saved):
+        for a, b in (("q_proj", "query"), ("k_proj", "key"), ("v_proj", "value")):
+            for leaf in ("weight", "bias"):
+                assert torch.equal(getattr(getattr(ours, a), leaf),
+                                   getattr(getattr(theirs, b), leaf)), (a, b, leaf)

@@ -25,7 +25,13 @@ from ..loadhooks import renamed_names
 from ..rules import renamer, squeezed
 from .families import FAMILY, Family, find_families, rename_pattern
 from .joins import Joins, PeftModule, find_joins
-from .keys import CONV1D_NAMES, escape_replacement, leaf_of, module_of
+from .keys import (
+    CONV1D_NAMES,
+    PROJECTION_ROLES,
+    escape_replacement,
+    leaf_of,
+    module_of,
+)
 from .model_side import ModelSide
 from .parametrizations import Renamed, find_renames, rename_patterns
 
@@ -379,7 +385,8 @@ def _prefix_rounds(
 # -- renames ----------------------------------------------------------------------------
 def _role(module: str) -> str | None:
     """What a module is for, by the last component of its name: "token" (embedding),
-    "position", "segment", "head" (output), or None when the name does not say."""
+    "position", "segment", "head" (output), an attention projection ("query", "key",
+    "value", "attention output"), or None when the name does not say."""
     return _role_word(module.rpartition(".")[2])
 
 
@@ -391,6 +398,8 @@ def _role_word(name: str) -> str | None:
     name = name.lower()
     if name in OUTPUT_NAMES:
         return "head"
+    if name in PROJECTION_ROLES:
+        return PROJECTION_ROLES[name]
     if "type" in name or "segment" in name:
         return "segment"
     if (name == "wpe" or "position" in name or "_pos" in name

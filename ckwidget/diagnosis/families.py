@@ -17,7 +17,7 @@ from operator import attrgetter
 from ..checkpoint import TensorInfo
 from ..formatting import fold_template
 from ..keytemplates import SLOT, int_rows, templates_text
-from .keys import CONV1D_NAMES, escape_replacement
+from .keys import CONV1D_NAMES, escape_replacement, projection_role
 
 FAMILY = 3  # repeated modules that make a family (blocks.{0..2}.mlp)
 _SHAPE = attrgetter("shape")
@@ -67,7 +67,9 @@ def find_families(c_keys: list[str], c_infos: dict[str, TensorInfo],
     its matrices (in, out): renamed to a module of another name (an ``nn.Linear``), it
     pairs first by its shapes transposed. Compared as stored, GPT-2's ``mlp.c_fc``
     (in, 4·in) has the shape of a Linear ``fc2`` and ``mlp.c_proj`` that of ``fc1``: with
-    no biases to tell them apart, they would pair crosswise and load the wrong weights."""
+    no biases to tell them apart, they would pair crosswise and load the wrong weights.
+    Attention projections pair by the role their names give (``k_proj`` is the model's
+    ``key``, whatever the order the file holds them in), never across roles."""
     c_groups = _groups(c_keys)
     if not c_groups:
         return []
@@ -75,9 +77,14 @@ def find_families(c_keys: list[str], c_infos: dict[str, TensorInfo],
     found: list[Family] = []
     taken: set[str] = set()
     for m_module, m_leaves in m_groups.items():
+        role = projection_role(m_module)
+        candidates = [c for c in c_groups if not _clash(projection_role(c), role)]
+        if role is not None:  # a projection named as the model's own pairs first
+            candidates.sort(key=lambda c: projection_role(c) != role)
         for as_conv1d in (True, False):
             family = None
-            for c_module, c_leaves in c_groups.items():
+            for c_module in candidates:
+                c_leaves = c_groups[c_module]
                 if c_module in taken or c_leaves.keys() != m_leaves.keys():
                     continue
                 if as_conv1d and not (_conv1d(c_module) and not _conv1d(m_module)):
@@ -91,6 +98,11 @@ def find_families(c_keys: list[str], c_infos: dict[str, TensorInfo],
             if family is not None:
                 break
     return found
+
+
+def _clash(a: str | None, b: str | None) -> bool:
+    """Two projections whose names give them different roles (a key is not a query)."""
+    return a is not None and b is not None and a != b
 
 
 def _conv1d(module: str) -> bool:

@@ -10,6 +10,22 @@ from __future__ import annotations
 # the transpose of nn.Linear's (out, in)
 CONV1D_NAMES = frozenset({"c_attn", "q_attn", "c_proj", "c_fc"})
 
+# Attention projections by the names libraries give them: two equally shaped square
+# projections renamed (k_proj, q_proj -> query, key) pair by these, never crosswise
+_PROJECTIONS = {
+    "query": ("q", "wq", "q_proj", "query", "q_lin", "to_q", "query_proj", "q_linear"),
+    "key": ("k", "wk", "k_proj", "key", "k_lin", "to_k", "key_proj", "k_linear"),
+    "value": ("v", "wv", "v_proj", "value", "v_lin", "to_v", "value_proj", "v_linear"),
+    "attention output": ("wo", "o_proj", "out_proj", "o_lin", "out_lin", "o_linear"),
+}
+PROJECTION_ROLES = {name: role for role, names in _PROJECTIONS.items() for name in names}
+
+
+def projection_role(module: str) -> str | None:
+    """"query", "key", "value" or "attention output" when the last component of a
+    module's name says so (``layers.3.attn.k_proj`` -> "key"), else None."""
+    return PROJECTION_ROLES.get(module.rpartition(".")[2].lower())
+
 
 def module_of(key: str) -> str:
     """"h.0.attn.weight" -> "h.0.attn"; a top-level key belongs to the root module ""."""

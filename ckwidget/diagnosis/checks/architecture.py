@@ -302,7 +302,7 @@ def _step_finding(ctx: Context, step: KeyStep) -> Finding:
         "Renamed modules or tensors ("
         + ("same order, different names, shapes equal or transposed"
            if searched or ctx.alignment.transposed
-           else "same shapes, same order, different names") + "): "
+           else "same shapes, different names") + "): "
         + "; ".join(lines[:8]) + (f" and {len(lines) - 8} more" if len(lines) > 8 else "")
         + "." + why + " Rename the keys.",
         keys=keys, fixes=[fix], details=details)
