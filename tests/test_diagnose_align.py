@@ -423,3 +423,48 @@ def test_renamed_attention_projections_pair_by_role_not_by_order(tmp_path, layer
             for leaf in ("weight", "bias"):
                 assert torch.equal(getattr(getattr(ours, a), leaf),
                                    getattr(getattr(theirs, b), leaf)), (a, b, leaf)
+
+
+@pytest.mark.parametrize("layers", [1, 3])
+def test_modules_alike_paired_by_order_alone_are_named_as_a_doubt(tmp_path, layers):
+    """Two equally shaped layers renamed to names that say nothing (alpha, beta -> second,
+    first): only their order pairs them. The plan follows that order, and the finding
+    says so instead of presenting the pairing as found."""
+
+    class Saved(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.alpha = nn.Linear(8, 8)
+            self.beta = nn.Linear(8, 8)
+
+    class Mine(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.second = nn.Linear(8, 8)
+            self.first = nn.Linear(8, 8)
+
+    torch.save(nn.ModuleList(Saved() for _ in range(layers)).state_dict(), tmp_path / "s.pt")
+    report = ck.diagnose(tmp_path / "s.pt", nn.ModuleList(Mine() for _ in range(layers)))
+    renamed = report.finding("renamed")
+    assert "rests on their order in the file alone" in renamed.message
+    assert len(renamed.details["by_order"]) == 2 and report.status != "ok"
+    # a pairing the names decide is no doubt
+    class Named(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.query = nn.Linear(8, 8)
+            self.key = nn.Linear(8, 8)
+
+    class Projections(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.k_proj = nn.Linear(8, 8)
+            self.q_proj = nn.Linear(8, 8)
+
+    saved = nn.ModuleList(Named() for _ in range(layers))
+    torch.save(saved.state_dict(), tmp_path / "n.pt")
+    mine = nn.ModuleList(Projections() for _ in range(layers))
+    report = ck.diagnose(tmp_path / "n.pt", mine)
+    assert not any("rests on their order" in f.message for f in report.findings)
+    report.plan.apply(mine)
+    assert all(torch.equal(m.q_proj.weight, s.query.weight) for m, s in zip(mine, saved))

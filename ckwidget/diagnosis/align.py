@@ -172,6 +172,10 @@ class Alignment:
     # renames the search of the leftovers found (module or key pairs, file -> model, in
     # the namespace the prefix steps leave): by roles, shapes up to transposes, order
     searched: list[tuple[str, str]] = field(default_factory=list)
+    # module renames that only the modules' order decided (file -> model): among modules
+    # alike (same leaves, shapes up to a transpose) of several namings, names that say no
+    # shared role; the finding names them as a doubt
+    by_order: list[str] = field(default_factory=list)  # "old -> new" lines
     # square 2-D weights in a checkpoint that stores others transposed, with nothing to
     # tell their own orientation: kept out of the plan, never loaded silently
     orientation_unknown: list[str] = field(default_factory=list)  # model keys
@@ -258,11 +262,14 @@ def _heads(keys: list[str], depth: int) -> Counter[str]:
 def _propose_swaps(sample_c: list[str], sample_m: list[str], in_m: Callable[[str], bool]
                    ) -> list[tuple[int, KeyStep]]:
     """Replace one leading prefix by another: the commonest heads of each side, paired,
-    each pair scored on the sample."""
+    each pair scored on the sample. A prefix that two heads of the other side fit equally
+    well (``0.alpha.`` and ``0.beta.`` both hold what ``0.first.`` holds) is no swap: which
+    is which would be a guess, left to the per-module pass, which names its doubt."""
     out: list[tuple[int, KeyStep]] = []
     for depth in range(1, SWAP_DEPTH + 1):
         heads_c = [p for p, _ in _heads(sample_c, depth).most_common(3)]
         heads_m = [q for q, _ in _heads(sample_m, depth).most_common(3)]
+        scores: dict[tuple[str, str], int] = {}
         for p in heads_c:
             with_p = [k[len(p):] for k in sample_c if k.startswith(p)]
             for q in heads_m:
@@ -270,8 +277,15 @@ def _propose_swaps(sample_c: list[str], sample_m: list[str], in_m: Callable[[str
                     continue
                 n = sum(1 for rest in with_p if in_m(q + rest))
                 if n:
-                    out.append((n, KeyStep("rename-keys", patterns=(
-                        (f"^{re.escape(p)}", escape_replacement(q)),), swap=(p, q))))
+                    scores[(p, q)] = n
+        for (p, q), n in scores.items():
+            named = _role(p[:-1]) is not None and _role(p[:-1]) == _role(q[:-1])
+            rivals = [m for (p2, q2), m in scores.items()
+                      if (p2 == p) != (q2 == q) and m == n]
+            if rivals and not named:
+                continue
+            out.append((n, KeyStep("rename-keys", patterns=(
+                (f"^{re.escape(p)}", escape_replacement(q)),), swap=(p, q))))
     return out
 
 
@@ -747,6 +761,26 @@ def _rename_step(families: list[Family], module_pairs: list[tuple[str, str]],
     return step, mapped
 
 
+def _order_only(pairs: list[tuple[str, str]], cmods: dict[str, list[str]],
+                c_infos: dict[str, TensorInfo]) -> list[tuple[str, str]]:
+    """The module pairs among ``pairs`` that only the modules' order decided: checkpoint
+    modules alike (the same leaves, shapes up to a transpose) under more than one naming
+    (so layer numbers cannot say which is which), whose names give the model's module no
+    shared role (``k_proj`` and ``key`` share one)."""
+    groups: dict[tuple, list[tuple[str, str]]] = {}
+    for c, m in pairs:
+        keys = cmods.get(c)
+        if keys:
+            sig = tuple(sorted((leaf_of(k), _canon(c_infos[k].shape)) for k in keys))
+            groups.setdefault(sig, []).append((c, m))
+    out: list[tuple[str, str]] = []
+    for members in groups.values():
+        if len({template_only(c) for c, _ in members}) < 2:
+            continue
+        out += [(c, m) for c, m in members if _role(c) is None or _role(c) != _role(m)]
+    return out
+
+
 def rename_lines(pairs: list[tuple[str, str]]) -> list[str]:
     """"old -> new" lines, repeated layers grouped on both sides when they line up."""
     if not pairs:
@@ -911,6 +945,8 @@ def align(ckpt: dict[str, TensorInfo], model: ModelSide) -> Alignment:
                 result.rename_pairs += module_pairs + key_pairs
                 result.rename_lines = [line for f in families for line in f.lines()]
                 result.rename_lines += rename_lines(result.rename_pairs)
+                result.by_order = [line for f in families if f.by_order for line in f.lines()]
+                result.by_order += rename_lines(_order_only(module_pairs, cmods, cur_infos))
                 result.step_keys.append(list(compress(originals, map(ne, names, mapped))))
                 names = mapped
                 name_set = None

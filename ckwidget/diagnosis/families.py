@@ -36,6 +36,7 @@ class Family:
     rows: list[tuple[str, ...]]  # the members' numbers as written, in order
     c_keys: list[str]
     m_keys: list[str]
+    by_order: bool = False  # another family fitted as well: the file's order chose
 
     def pattern(self) -> tuple[str, str]:
         return rename_pattern(self.c_module, self.m_module)
@@ -76,6 +77,7 @@ def find_families(c_keys: list[str], c_infos: dict[str, TensorInfo],
     m_groups = _groups(m_keys)
     found: list[Family] = []
     taken: set[str] = set()
+    contested: set[str] = set()  # checkpoint families another one was chosen over
     for m_module, m_leaves in m_groups.items():
         role = projection_role(m_module)
         candidates = [c for c in c_groups if not _clash(projection_role(c), role)]
@@ -94,10 +96,34 @@ def find_families(c_keys: list[str], c_infos: dict[str, TensorInfo],
                 if family is not None:
                     found.append(family)
                     taken.add(c_module)
+                    if projection_role(c_module) is None:
+                        rivals = _others_fitting(family, candidates, taken, c_groups,
+                                                 m_leaves, c_infos, m_infos, as_conv1d)
+                        family.by_order = bool(rivals)
+                        contested.update(rivals)
                     break
             if family is not None:
                 break
+    for family in found:  # a rival passed over is paired by the same guess
+        family.by_order = family.by_order or family.c_module in contested
     return found
+
+
+def _others_fitting(family: Family, candidates: list[str], taken: set[str],
+                    c_groups: Groups,
+                    m_leaves: dict[str, tuple[list[tuple[str, ...]], list[str]]],
+                    c_infos: dict[str, TensorInfo], m_infos: dict[str, TensorInfo],
+                    transposed: bool) -> list[str]:
+    """The untaken checkpoint families, named otherwise, that would fit the model's family
+    as well read the same way (then only the file's order chose between them)."""
+    out = []
+    for c_module in candidates:
+        if c_module in taken or c_groups[c_module].keys() != m_leaves.keys():
+            continue
+        if _pair(c_module, c_groups[c_module], family.m_module, m_leaves, c_infos, m_infos,
+                 transposed=transposed) is not None:
+            out.append(c_module)
+    return out
 
 
 def _clash(a: str | None, b: str | None) -> bool:

@@ -297,6 +297,14 @@ def _step_finding(ctx: Context, step: KeyStep) -> Finding:
                 "(weight, bias, running statistics), shapes equal up to a transpose or "
                 "size-1 dimensions (see the transposed and shape findings), modules in the "
                 "same order, token embedding and output head by their names.")
+    if ctx.alignment.by_order:
+        guessed = ctx.alignment.by_order
+        details["by_order"] = guessed
+        why += (" Which is which among modules alike rests on their order in the file "
+                f"alone for {'; '.join(guessed[:4])}"
+                + (f" and {len(guessed) - 4} more" if len(guessed) > 4 else "")
+                + ": nothing in their names or shapes tells them apart; check these "
+                "before trusting the result.")
     return Finding(
         "renamed", "error",
         "Renamed modules or tensors ("
