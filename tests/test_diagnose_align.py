@@ -468,3 +468,55 @@ def test_modules_alike_paired_by_order_alone_are_named_as_a_doubt(tmp_path, laye
     assert not any("rests on their order" in f.message for f in report.findings)
     report.plan.apply(mine)
     assert all(torch.equal(m.q_proj.weight, s.query.weight) for m, s in zip(mine, saved))
+
+
+def test_timm_vit_into_hand_written_names_loads_every_value_without_doubt(tmp_path):
+    """A timm ViT into a model of its own names: norm1/norm2 -> ln1/ln2 are alike and
+    paired by order, and their numbers agree, so no doubt is named; every value lands
+    where a careful engineer would put it."""
+    from benign_corpus import import_timm
+
+    timm = import_timm()
+    torch.manual_seed(0)
+    vit = timm.create_model("vit_tiny_patch16_224", pretrained=False, num_classes=10,
+                            depth=3, img_size=32, patch_size=8)
+    torch.save(vit.state_dict(), tmp_path / "vit.pt")
+    dim = vit.embed_dim
+
+    class Block(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.ln1 = nn.LayerNorm(dim)
+            self.attention = nn.Module()
+            self.attention.in_proj = nn.Linear(dim, 3 * dim)
+            self.attention.out_proj = nn.Linear(dim, dim)
+            self.ln2 = nn.LayerNorm(dim)
+            self.ff = nn.Sequential(nn.Linear(dim, 4 * dim), nn.GELU(), nn.Linear(4 * dim, dim))
+
+    class MyViT(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.cls_token = nn.Parameter(torch.zeros(1, 1, dim))
+            self.pos_embed = nn.Parameter(torch.zeros(1, 17, dim))
+            self.patch_embed = nn.Module()
+            self.patch_embed.proj = nn.Conv2d(3, dim, 8, 8)
+            self.layers = nn.ModuleList(Block() for _ in range(3))
+            self.norm = nn.LayerNorm(dim)
+            self.head = nn.Linear(dim, 10)
+
+    mine = MyViT()
+    report = ck.diagnose(tmp_path / "vit.pt", mine)
+    assert report.status == "fixable", report.headline
+    assert "by_order" not in report.finding("renamed").details
+    report.plan.apply(mine)
+    theirs, ours = vit.state_dict(), mine.state_dict()
+    names = {"ln1": "norm1", "ln2": "norm2", "attention.in_proj": "attn.qkv",
+             "attention.out_proj": "attn.proj", "ff.0": "mlp.fc1", "ff.2": "mlp.fc2"}
+    for i in range(3):
+        for mine_name, timm_name in names.items():
+            for leaf in ("weight", "bias"):
+                assert torch.equal(ours[f"layers.{i}.{mine_name}.{leaf}"],
+                                   theirs[f"blocks.{i}.{timm_name}.{leaf}"]), (i, mine_name)
+    for key in ("cls_token", "pos_embed", "patch_embed.proj.weight", "norm.weight",
+                "head.weight"):
+        assert torch.equal(ours[key], theirs[key]), key

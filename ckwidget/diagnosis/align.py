@@ -31,6 +31,7 @@ from .keys import (
     escape_replacement,
     leaf_of,
     module_of,
+    same_number,
 )
 from .model_side import ModelSide
 from .parametrizations import Renamed, find_renames, rename_patterns
@@ -777,7 +778,8 @@ def _order_only(pairs: list[tuple[str, str]], cmods: dict[str, list[str]],
     for members in groups.values():
         if len({template_only(c) for c, _ in members}) < 2:
             continue
-        out += [(c, m) for c, m in members if _role(c) is None or _role(c) != _role(m)]
+        out += [(c, m) for c, m in members
+                if (_role(c) is None or _role(c) != _role(m)) and not same_number(c, m)]
     return out
 
 

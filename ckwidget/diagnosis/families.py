@@ -17,7 +17,7 @@ from operator import attrgetter
 from ..checkpoint import TensorInfo
 from ..formatting import fold_template
 from ..keytemplates import SLOT, int_rows, templates_text
-from .keys import CONV1D_NAMES, escape_replacement, projection_role
+from .keys import CONV1D_NAMES, escape_replacement, projection_role, same_number
 
 FAMILY = 3  # repeated modules that make a family (blocks.{0..2}.mlp)
 _SHAPE = attrgetter("shape")
@@ -105,7 +105,8 @@ def find_families(c_keys: list[str], c_infos: dict[str, TensorInfo],
             if family is not None:
                 break
     for family in found:  # a rival passed over is paired by the same guess
-        family.by_order = family.by_order or family.c_module in contested
+        family.by_order = ((family.by_order or family.c_module in contested)
+                           and not same_number(family.c_module, family.m_module))
     return found
 
 

@@ -6,6 +6,8 @@ display of many keys in :mod:`ckwidget.formatting`.
 
 from __future__ import annotations
 
+import re
+
 # Hugging Face's Conv1D layers (GPT-2 and its kin): their weights are stored (in, out),
 # the transpose of nn.Linear's (out, in)
 CONV1D_NAMES = frozenset({"c_attn", "q_attn", "c_proj", "c_fc"})
@@ -39,3 +41,15 @@ def leaf_of(key: str) -> str:
 def escape_replacement(text: str) -> str:
     """``text`` as a literal inside a ``re.sub`` replacement string."""
     return text.replace("\\", "\\\\")
+
+
+_TRAILING_NUMBER = re.compile(r"[A-Za-z_](\d+)$")
+
+
+def same_number(a: str, b: str) -> bool:
+    """Whether the last components of two module names end in the same number after a
+    name (``norm1`` and ``ln1``, ``ln_2`` and ``norm2``): evidence that a pairing made by
+    order is the intended one. Never evidence against one (``layer1`` may be ``stage0``)."""
+    x = _TRAILING_NUMBER.search(a.rpartition(".")[2])
+    y = _TRAILING_NUMBER.search(b.rpartition(".")[2])
+    return x is not None and y is not None and int(x.group(1)) == int(y.group(1))
