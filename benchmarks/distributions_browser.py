@@ -90,15 +90,7 @@ def main(argv: list[str] | None = None) -> int:
 
     sys.path.insert(0, str(ROOT / "tests"))
     import nbformat
-    from _browser import (
-        SERVER_FLAGS,
-        browser_page,
-        free_port,
-        lab_settings,
-        missing_tools,
-        server,
-        server_env,
-    )
+    from _browser import browser_page, lab_server, missing_tools
 
     why = missing_tools()
     if why:
@@ -115,14 +107,7 @@ def main(argv: list[str] | None = None) -> int:
                                                                 keys=args.keys)),
                     nbformat.v4.new_code_cell(DEBUG_CELL)]
         nbformat.write(nb, folder / "bench.ipynb")
-        settings = lab_settings(folder)
-        env = server_env(folder, JUPYTERLAB_SETTINGS_DIR=str(settings),
-                         JUPYTERLAB_WORKSPACES_DIR=str(folder / ".workspaces"))
-        port = free_port()
-        argv_ = ["jupyterlab", "--no-browser", f"--port={port}",
-                 f"--ServerApp.root_dir={folder}", "--LabApp.expose_app_in_browser=True",
-                 *SERVER_FLAGS]
-        with server(argv_, folder, port, env) as url, browser_page("bench.png") as b:
+        with lab_server(folder) as url, browser_page("bench.png") as b:
             visits = _visits(b.page, url, args)
     for i, v in enumerate(visits, 1):
         where = "fresh page" if i == 1 else "same page"
@@ -145,6 +130,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _visits(page, url: str, args) -> list[dict]:
+    from _browser import KERNEL_IDLE_SELECTOR, open_notebook
     from playwright.sync_api import expect
 
     frames: list[tuple[float, str, int]] = []  # (time, "in"/"out", bytes)
@@ -163,15 +149,8 @@ def _visits(page, url: str, args) -> list[dict]:
 
     page.on("websocket", on_ws)
     page.on("response", on_response)
-    page.goto(f"{url}/lab/tree/bench.ipynb")
-    page.wait_for_selector(".jp-Notebook", timeout=60_000)
-    accept = page.locator(".jp-Dialog .jp-mod-accept")
-    try:
-        accept.wait_for(timeout=3_000)
-        accept.click()
-    except Exception:  # no kernel dialog
-        pass
-    idle = '.jp-Notebook-ExecutionIndicator[data-status="idle"]'
+    open_notebook(page, url, "bench.ipynb")
+    idle = KERNEL_IDLE_SELECTOR
     page.wait_for_selector(idle, timeout=60_000)
     if args.theme == "dark":
         page.evaluate("window.jupyterapp.commands.execute('apputils:change-theme', "

@@ -248,26 +248,53 @@ def toggle_changes_headline(root, expect) -> None:
     expect(headline).to_contain_text("With these 2 fixes", timeout=30_000)
 
 
+def accept_dialog(page, timeout_ms: int = 3_000) -> None:
+    """Click the accept button of a JupyterLab dialog ("Select Kernel", a confirmation)
+    if one shows within ``timeout_ms``; nothing when none does."""
+    accept = page.locator(".jp-Dialog .jp-mod-accept")
+    try:
+        accept.wait_for(timeout=timeout_ms)
+        accept.click()
+    except Exception:  # no dialog: fine
+        pass
+
+
+def open_notebook(page, url: str, notebook: str) -> None:
+    """Open ``notebook`` in JupyterLab and accept the kernel dialog if one shows."""
+    page.goto(f"{url}/lab/tree/{notebook}")
+    page.wait_for_selector(".jp-Notebook", timeout=60_000)
+    accept_dialog(page)
+
+
+KERNEL_IDLE_SELECTOR = '.jp-Notebook-ExecutionIndicator[data-status="idle"]'
+
+
 def run_notebook(page, url: str, notebook: str, expect, debuggers: int,
                  wait_ms: int = 120_000):
     """Open ``notebook`` in JupyterLab, accept the kernel dialog if one shows, run every
     cell and wait (up to ``wait_ms``) for ``debuggers`` widgets and an idle kernel;
     returns their roots."""
-    page.goto(f"{url}/lab/tree/{notebook}")
-    page.wait_for_selector(".jp-Notebook", timeout=60_000)
-    accept = page.locator(".jp-Dialog .jp-mod-accept")
-    try:
-        accept.wait_for(timeout=3_000)
-        accept.click()
-    except Exception:  # no kernel dialog: fine
-        pass
-    idle = '.jp-Notebook-ExecutionIndicator[data-status="idle"]'
-    page.wait_for_selector(idle, timeout=60_000)
+    open_notebook(page, url, notebook)
+    page.wait_for_selector(KERNEL_IDLE_SELECTOR, timeout=60_000)
     page.evaluate("window.jupyterapp.commands.execute('notebook:run-all-cells')")
     roots = page.locator(".ck-root")
     expect(roots).to_have_count(debuggers, timeout=wait_ms)
-    page.wait_for_selector(idle, timeout=wait_ms)
+    page.wait_for_selector(KERNEL_IDLE_SELECTOR, timeout=wait_ms)
     return roots
+
+
+@contextmanager
+def lab_server(folder: Path) -> Iterator[str]:
+    """JupyterLab on a free loopback port serving ``folder``, with its own settings and
+    workspaces (and ``window.jupyterapp`` exposed for the tests); yields its URL."""
+    settings = lab_settings(folder)
+    env = server_env(folder, JUPYTERLAB_SETTINGS_DIR=str(settings),
+                     JUPYTERLAB_WORKSPACES_DIR=str(folder / ".workspaces"))
+    port = free_port()
+    argv = ["jupyterlab", "--no-browser", f"--port={port}", f"--ServerApp.root_dir={folder}",
+            "--LabApp.expose_app_in_browser=True", *SERVER_FLAGS]
+    with server(argv, folder, port, env) as url:
+        yield url
 
 
 @contextmanager
@@ -279,11 +306,5 @@ def lab_with(folder: Path, name: str, cells: Sequence[str]) -> Iterator[str]:
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3",
                                  "language": "python"}
     nbformat.write(nb, folder / name)
-    settings = lab_settings(folder)
-    env = server_env(folder, JUPYTERLAB_SETTINGS_DIR=str(settings),
-                     JUPYTERLAB_WORKSPACES_DIR=str(folder / ".workspaces"))
-    port = free_port()
-    argv = ["jupyterlab", "--no-browser", f"--port={port}", f"--ServerApp.root_dir={folder}",
-            "--LabApp.expose_app_in_browser=True", *SERVER_FLAGS]
-    with server(argv, folder, port, env) as url:
+    with lab_server(folder) as url:
         yield url

@@ -16,15 +16,12 @@ import re
 import pytest
 from _browser import (
     HOSTILE,
-    SERVER_FLAGS,
+    KERNEL_IDLE_SELECTOR,
     browser_page,
-    free_port,
-    lab_settings,
+    lab_server,
     quickstart,
     require,
     run_notebook,
-    server,
-    server_env,
     shot,
     tab,
 )
@@ -38,13 +35,7 @@ def lab(tmp_path_factory):
     require()
     root = tmp_path_factory.mktemp("lab")
     quickstart(root, hostile=True)
-    settings = lab_settings(root)
-    env = server_env(root, JUPYTERLAB_SETTINGS_DIR=str(settings),
-                     JUPYTERLAB_WORKSPACES_DIR=str(root / ".workspaces"))
-    port = free_port()
-    argv = ["jupyterlab", "--no-browser", f"--port={port}", f"--ServerApp.root_dir={root}",
-            "--LabApp.expose_app_in_browser=True", *SERVER_FLAGS]
-    with server(argv, root, port, env) as url:
+    with lab_server(root) as url:
         yield url, root
 
 
@@ -132,8 +123,7 @@ def _rerun_closes_the_old_debugger(page, expect) -> None:
             (cell) => cell.model.sharedModel.getSource().includes("dbg2 = %ckdebug"));
         await window.jupyterapp.commands.execute("notebook:run-cell");
     }""")
-    page.wait_for_selector('.jp-Notebook-ExecutionIndicator[data-status="idle"]',
-                           timeout=120_000)
+    page.wait_for_selector(KERNEL_IDLE_SELECTOR, timeout=120_000)
     expect(page.locator(".ck-root")).to_have_count(2, timeout=60_000)
     assert _kernel_output(page, _OPEN_DEBUGGERS).strip() == "2"
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import pytest
 from _browser import (
     SERVER_FLAGS,
+    accept_dialog,
     browser_page,
     free_port,
     quickstart,
@@ -58,12 +59,7 @@ def test_quickstart_in_notebook7(notebook_server) -> None:
         page = b.page
         page.goto(f"{url}/notebooks/quickstart.ipynb")
         page.wait_for_selector(".jp-Notebook", timeout=60_000)
-        accept = page.locator(".jp-Dialog .jp-mod-accept")
-        try:  # a "Select Kernel" dialog may come first
-            accept.wait_for(timeout=2_000)
-            accept.click()
-        except Exception:
-            pass
+        accept_dialog(page, 2_000)  # a "Select Kernel" dialog may come first
         page.wait_for_function(KERNEL_IDLE, timeout=60_000)
         page.evaluate("window.jupyterapp.commands.execute('notebook:run-all-cells')")
         root = page.locator(".ck-root")

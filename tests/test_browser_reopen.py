@@ -15,7 +15,15 @@ from __future__ import annotations
 import json
 
 import pytest
-from _browser import browser_page, lab_with, require, run_notebook, shot
+from _browser import (
+    accept_dialog,
+    browser_page,
+    lab_with,
+    open_notebook,
+    require,
+    run_notebook,
+    shot,
+)
 
 pytestmark = pytest.mark.browser
 
@@ -50,17 +58,6 @@ def _outputs(path) -> list[dict]:
     return [o for c in nb["cells"] if c["cell_type"] == "code" for o in c.get("outputs", [])]
 
 
-def _open(page, url: str) -> None:
-    page.goto(f"{url}/lab/tree/reopen.ipynb")
-    page.wait_for_selector(".jp-Notebook", timeout=60_000)
-    accept = page.locator(".jp-Dialog .jp-mod-accept")  # "Select Kernel", if it asks
-    try:
-        accept.wait_for(timeout=3_000)
-        accept.click()
-    except Exception:
-        pass
-
-
 def test_saved_live_debugger_reopens_as_its_report(lab) -> None:
     from playwright.sync_api import expect
 
@@ -76,12 +73,7 @@ def test_saved_live_debugger_reopens_as_its_report(lab) -> None:
         # the live page: the widget alone is visible, its hidden copy takes no room
         expect(page.locator(".ck-reopen")).to_be_hidden()
         page.evaluate("window.jupyterapp.commands.execute('kernelmenu:shutdown')")
-        accept = page.locator(".jp-Dialog .jp-mod-accept")
-        try:  # JupyterLab may ask to confirm
-            accept.wait_for(timeout=2_000)
-            accept.click()
-        except Exception:
-            pass
+        accept_dialog(page, 2_000)  # JupyterLab may ask to confirm
         page.wait_for_function(
             "() => { const w = window.jupyterapp.shell.currentWidget;"
             " return !(w && w.sessionContext && w.sessionContext.session"
@@ -102,7 +94,7 @@ def test_saved_live_debugger_reopens_as_its_report(lab) -> None:
 
     with browser_page("failure-reopen.png") as b:
         page = b.page
-        _open(page, url)
+        open_notebook(page, url, "reopen.ipynb")
         notebook = page.locator(".jp-Notebook")
         # the widget renderer gives up on its model once the new kernel is known
         expect(notebook.locator(".jupyter-widgets", has_text="Error displaying widget")

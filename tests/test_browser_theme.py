@@ -23,14 +23,10 @@ import nbformat
 import pytest
 from _browser import (
     ARTIFACTS,
-    SERVER_FLAGS,
     browser_page,
-    free_port,
-    lab_settings,
+    lab_server,
     require,
     run_notebook,
-    server,
-    server_env,
     shot,
     tab,
 )
@@ -158,13 +154,7 @@ def lab(tmp_path_factory):
                 + [nbformat.v4.new_code_cell(code) for _, code in CELLS]
                 + [nbformat.v4.new_code_cell(APPLY)])
     nbformat.write(nb, root / "theme.ipynb")
-    settings = lab_settings(root)
-    env = server_env(root, JUPYTERLAB_SETTINGS_DIR=str(settings),
-                     JUPYTERLAB_WORKSPACES_DIR=str(root / ".workspaces"))
-    port = free_port()
-    argv = ["jupyterlab", "--no-browser", f"--port={port}", f"--ServerApp.root_dir={root}",
-            "--LabApp.expose_app_in_browser=True", *SERVER_FLAGS]
-    with server(argv, root, port, env) as url:
+    with lab_server(root) as url:
         yield url
 
 
