@@ -111,7 +111,8 @@ def _dtypes(n: int) -> dict[str, Any]:
 
 
 def _views(n: int) -> dict[str, Any]:
-    """The test suite's ``_many`` mix (tests/test_pickle_fast.py)."""
+    """Views with storage offsets among 0-d, int64 and plain tensors; also the test
+    suite's ``_many`` mix (tests/test_pickle_fast.py builds it with this function)."""
     import torch
 
     g = torch.Generator().manual_seed(n)

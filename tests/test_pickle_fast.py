@@ -130,23 +130,9 @@ def _training() -> dict[str, Any]:
 
 
 def _many(n: int) -> dict[str, torch.Tensor]:
-    g = torch.Generator().manual_seed(n)
-    out = {}
-    for i in range(n):
-        kind = i % 5
-        if kind == 0:
-            out[f"module.layers.{i}.weight"] = torch.randn(2, 2, generator=g)
-        elif kind == 1:
-            out[f"module.layers.{i}.bias"] = torch.randn(3, generator=g)
-        elif kind == 2:
-            out[f"m.{i}.scale"] = torch.tensor(float(i))
-        elif kind == 3:
-            out[f"m.{i}.conv"] = torch.zeros(1, 1, 1, 2)
-        elif i % 10_000 == 4:
-            out[f"m.{i}.big"] = torch.zeros(66_000)  # BININT numel, BININT2 offsets below
-        else:
-            out[f"m.{i}.idx"] = torch.zeros(300, dtype=torch.int64)[i % 300:]
-    return out
+    """Views with storage offsets, 0-d and int64 tensors and a 66,000-element one, record
+    by record: benchmarks/open_shapes.py's "views" shape (one builder for both)."""
+    return BENCH_SHAPES["views"][0](n)
 
 
 CORPUS: dict[str, Callable[[], Any]] = {

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, ClassVar
+from typing import ClassVar
 
 from ...errors import FixError
 from ...readers.safety import is_malicious, is_vetted
@@ -16,9 +16,6 @@ from .base import (
     _plural,
     _short,
 )
-
-if TYPE_CHECKING:  # pragma: no cover
-    pass
 
 
 def entry_expr(var: str, entry: str) -> str:
