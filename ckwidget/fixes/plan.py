@@ -411,26 +411,24 @@ class Plan:
             type(ckpt) is Checkpoint and ckpt.format == "torch-zip" and not self.extracts
             and (not entry or entry in ckpt.candidates)
         )
+        members = None if not plain or ckpt.keys_are_full(entry) else ckpt.members(entry)
+
+        def pairs() -> Iterable[tuple[str, str]]:
+            """(key in the state dict, key in the file); the members are built once."""
+            return ((k, k) for k in tensors) if members is None else members.items()
+
         if plain:
-            pairs: Any = (
-                ((k, k) for k in tensors) if ckpt.keys_are_full(entry)
-                else ckpt.members(entry).items()
-            )
             plain = all(
-                full in tensors and tensors[full].source is not None for _, full in pairs
+                full in tensors and tensors[full].source is not None for _, full in pairs()
             )
         if not plain:
             sd = self.read(ckpt)
             if counter is not None:
                 counter.add(len(sd))
             return sd
-        pairs = (
-            ((k, k) for k in tensors) if ckpt.keys_are_full(entry)
-            else ckpt.members(entry).items()
-        )
         location = self.map_location
         out: dict[str, torch.Tensor] = {}
-        for key, full in pairs:
+        for key, full in pairs():
             info = tensors[full]
             out[key] = place(info.source.load(), location, info.device)  # type: ignore[union-attr]
             if counter is not None:
